@@ -1,0 +1,108 @@
+"""The rulegen command line. Heavy modules are imported inside the commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+
+FORMATS = ("table", "json", "markdown", "csv")
+
+
+def fail(problems) -> None:
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    sys.exit(1)
+
+
+def load(path: str, version: str | None = None):
+    """Profile from a file, with its problems reported and no traceback."""
+    from .profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(path)
+        return profile.with_version(version) if version else profile
+    except ProfileError as exc:
+        fail(exc.problems)
+
+
+def warn(warnings) -> None:
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rulegen")
+def main() -> None:
+    """Firewall rules for a self-hosted CircleCI Server install, from a profile."""
+
+
+@main.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+)
+@click.option("--server-version", help="Plan for another release than the profile's.")
+def plan(profile: str, fmt: str, server_version: str | None) -> None:
+    """Print the complete rule matrix of PROFILE."""
+    from .planner import plan as make_plan
+    from .report import render
+
+    matrix = make_plan(load(profile, server_version))
+    if fmt != "json":
+        warn(matrix.warnings)
+    click.echo(render(matrix, fmt), nl=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of a profile (for editors)."""
+    from .profile import SCHEMA_PATH
+
+    click.echo(SCHEMA_PATH.read_text(), nl=False)
+
+
+@main.command()
+@click.option("--name", default="circleci", show_default=True, help="Install name.")
+@click.option(
+    "--cloud",
+    type=click.Choice(["aws", "gcp", "generic"]),
+    default="aws",
+    show_default=True,
+)
+@click.option(
+    "--access", type=click.Choice(["vpn", "public"]), default="vpn", show_default=True
+)
+@click.option("--server-version", default="4.10", show_default=True)
+@click.option(
+    "--vpc-cidr", default="10.0.0.0/16", show_default=True, help="A /16 to /20 block."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="File to write (default: stdout).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
+    """Write a commented starter profile for a new install."""
+    from .profile import ProfileError, parse_profile
+    from .starter import starter_profile
+
+    try:
+        text = starter_profile(name, cloud, access, server_version, vpc_cidr)
+        parse_profile(text, "<init>")
+    except (ProfileError, ValueError) as exc:
+        fail(getattr(exc, "problems", [str(exc)]))
+    if not output:
+        click.echo(text, nl=False)
+        return
+    from .writer import write_atomic
+    from pathlib import Path
+
+    if Path(output).exists() and not force:
+        fail([f"{output} exists; pass --force to overwrite it"])
+    write_atomic(Path(output), text)
+    click.echo(f"wrote {output}", err=True)

@@ -1,0 +1,169 @@
+"""Planner: profile + catalog -> the complete rule matrix.
+
+Every flow between two roles yields the egress rule on its source and the ingress rule
+on its destination, so the two ends can never disagree.
+"""
+
+from __future__ import annotations
+
+from .catalog import Catalog, Flow, load_catalog, version_key
+from .matrix import ROLES, Matrix, Peer, Rule
+from .profile import Profile
+
+ANYWHERE = ("0.0.0.0/0",)
+
+
+def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
+    catalog = catalog or load_catalog()
+    line = catalog.line_of(profile.server_version)
+    rules: list[Rule] = []
+    notes: list[str] = []
+    for flow in catalog.flows:
+        status = flow.status(line)
+        if status is None or not _applies(flow, profile):
+            continue
+        if status == "obsolete" and not profile.include_obsolete:
+            notes.append(
+                f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"
+                " call it stale (include_obsolete: true keeps it)"
+            )
+            continue
+        rules.extend(_expand(flow, profile, catalog, line, status == "obsolete"))
+        for since, text in sorted(flow.caution.items()):
+            note = f"caution (from {since}): {text}"
+            if (
+                version_key(profile.server_version) >= version_key(since)
+                and note not in notes
+            ):
+                notes.append(note)
+    if not profile.stateful:
+        rules.extend(_return_rule(r, profile.ephemeral_ports) for r in list(rules))
+    if profile.transparent_lb:
+        notes.append(
+            "transparent load balancer: its ingress rules apply to the Kubernetes nodes,"
+            " and the NodePort rules are not needed"
+        )
+    return Matrix(
+        profile=profile.name,
+        server_version=profile.server_version,
+        release_line=line,
+        cloud=profile.cloud,
+        stateful=profile.stateful,
+        rules=_merge(rules),
+        warnings=profile.warnings,
+        notes=tuple(notes),
+    )
+
+
+def _applies(flow: Flow, profile: Profile) -> bool:
+    when = flow.when
+    if "transparent_lb" in when and when["transparent_lb"] != profile.transparent_lb:
+        return False
+    if "ssh_admin" in when and when["ssh_admin"] != bool(profile.peers["ssh_admin"]):
+        return False
+    return True
+
+
+def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):
+    title = catalog.title(line)
+    purpose = flow.purpose_by_line.get(line, flow.purpose)
+    transparent = profile.transparent_lb
+    for source in flow.sources:
+        for destination in flow.destinations:
+            src, dst = source, destination
+            moved = transparent and dst == "load_balancer"
+            if moved:
+                dst = "kubernetes_nodes"
+            if src == dst and src in catalog.isolated_roles:
+                continue
+            for protocol in flow.protocols:
+                for ports in flow.ports or (None,):
+                    common = dict(
+                        protocol=protocol, ports=ports, flow=flow.id, obsolete=obsolete
+                    )
+                    if dst in ROLES:
+                        ref = _reference(title, flow, "ingress", moved)
+                        yield Rule(
+                            role=dst,
+                            direction="ingress",
+                            peer=_peer(src, flow, profile, ingress=True),
+                            purpose=purpose,
+                            reference=ref,
+                            **common,
+                        )
+                    if src in ROLES:
+                        yield Rule(
+                            role=src,
+                            direction="egress",
+                            peer=_peer(dst, flow, profile, ingress=False),
+                            purpose=purpose,
+                            reference=_reference(title, flow, "egress", moved),
+                            **common,
+                        )
+
+
+def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
+    section = flow.refs.get(end)
+    if section is None:
+        other = "egress" if end == "ingress" else "ingress"
+        section = f"{flow.refs[other]} (other end of the flow)"
+    if moved and end == "ingress":
+        section += " (transparent load balancer: applied to the Kubernetes nodes)"
+    return f"{title} > {section}"
+
+
+def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
+    if end in ROLES:
+        if profile.assign_public_ip and flow.public_ip:
+            # VMs have public addresses: traffic to them crosses the internet,
+            # so security-group references no longer match.
+            if ingress:
+                if flow.public_ip == "nat_gateway":
+                    return Peer(cidrs=profile.nat_gateway_ips, name="nat_gateway")
+                ips = profile.peers["nomad_client_public_ips"] or ANYWHERE
+                return Peer(cidrs=tuple(ips), name="nomad_client_public_ips")
+            return Peer(cidrs=ANYWHERE, name="vm_public_ips")
+        return Peer(role=end)
+    if end == "dns":
+        return Peer(cidrs=profile.dns_servers, name="dns")
+    return Peer(cidrs=profile.peers[end], name=end)
+
+
+def _return_rule(rule: Rule, ephemeral: tuple[int, int]) -> Rule:
+    if rule.protocol == "all":
+        return rule  # already allows both ways; merged away below
+    return Rule(
+        role=rule.role,
+        direction="egress" if rule.direction == "ingress" else "ingress",
+        protocol=rule.protocol,
+        ports=tuple(ephemeral),
+        source_ports=rule.ports,
+        peer=rule.peer,
+        purpose=f"Return traffic: {rule.purpose}",
+        reference=rule.reference,
+        flow=rule.flow,
+        obsolete=rule.obsolete,
+    )
+
+
+def _merge(rules: list[Rule]) -> tuple[Rule, ...]:
+    """One rule per distinct traffic; purposes of equal rules are joined."""
+    merged: dict[tuple, Rule] = {}
+    for rule in rules:
+        key = rule.traffic_key()
+        if key not in merged:
+            merged[key] = rule
+            continue
+        old = merged[key]
+        if rule.purpose in old.purpose.split("; "):
+            continue
+        merged[key] = Rule(
+            **{
+                **old.__dict__,
+                "purpose": f"{old.purpose}; {rule.purpose}",
+                "reference": f"{old.reference}; {rule.reference}",
+                "flow": f"{old.flow}+{rule.flow}",
+                "obsolete": old.obsolete and rule.obsolete,
+            }
+        )
+    return tuple(sorted(merged.values(), key=Rule.sort_key))

@@ -1,0 +1,103 @@
+"""The matrix as text for people and programs: table, json, markdown, csv."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from .matrix import DIRECTIONS, ROLE_TITLES, Matrix, Rule, port_text
+
+FORMATS = ("table", "json", "markdown", "csv")
+COLUMNS = ("protocol", "ports", "peer", "purpose", "reference")
+
+
+def render(matrix: Matrix, fmt: str) -> str:
+    return {"table": _table, "json": _json, "markdown": _markdown, "csv": _csv}[fmt](
+        matrix
+    )
+
+
+def peer_text(rule: Rule) -> str:
+    peer = rule.peer
+    if peer.role:
+        return ROLE_TITLES[peer.role]
+    return f"{peer.name}: {', '.join(peer.cidrs)}"
+
+
+def _cells(rule: Rule) -> list[str]:
+    ports = port_text(rule.ports)
+    if rule.source_ports:
+        ports += f" (from {port_text(rule.source_ports)})"
+    purpose = rule.purpose + (" [obsolete]" if rule.obsolete else "")
+    return [rule.protocol, ports, peer_text(rule), purpose, rule.reference]
+
+
+def _groups(matrix: Matrix):
+    for role in matrix.roles():
+        for direction in DIRECTIONS:
+            rules = matrix.for_role(role, direction)
+            if rules:
+                yield role, direction, rules
+
+
+def _header(matrix: Matrix) -> str:
+    return (
+        f"{matrix.profile}: CircleCI Server {matrix.server_version}"
+        f" ({matrix.release_line} page), {matrix.cloud},"
+        f" {'stateful' if matrix.stateful else 'stateless'}, {len(matrix.rules)} rules"
+    )
+
+
+def _table(matrix: Matrix) -> str:
+    out = [_header(matrix)]
+    peer_label = "source/destination"
+    for role, direction, rules in _groups(matrix):
+        peer_label = "source" if direction == "ingress" else "destination"
+        rows = [_cells(r)[:4] for r in rules]
+        heads = ["proto", "ports", peer_label, "purpose"]
+        widths = [max(len(x) for x in col) for col in zip(heads, *rows)]
+        out.append("")
+        out.append(f"{ROLE_TITLES[role]} - {direction}")
+        for row in [heads, *rows]:
+            out.append(
+                "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+            )
+    out.extend(_footer(matrix))
+    return "\n".join(out) + "\n"
+
+
+def _footer(matrix: Matrix) -> list[str]:
+    out = []
+    if matrix.warnings:
+        out += ["", "Warnings:"] + [f"  - {w}" for w in matrix.warnings]
+    if matrix.notes:
+        out += ["", "Notes:"] + [f"  - {n}" for n in matrix.notes]
+    return out
+
+
+def _json(matrix: Matrix) -> str:
+    return json.dumps(matrix.to_dict(), indent=2) + "\n"
+
+
+def _markdown(matrix: Matrix) -> str:
+    out = [f"# {_header(matrix)}"]
+    for role, direction, rules in _groups(matrix):
+        out += ["", f"## {ROLE_TITLES[role]} - {direction}", ""]
+        out.append("| " + " | ".join(COLUMNS) + " |")
+        out.append("|" + "---|" * len(COLUMNS))
+        for rule in rules:
+            cells = [c.replace("|", "\\|") for c in _cells(rule)]
+            out.append("| " + " | ".join(cells) + " |")
+    out.extend(_footer(matrix))
+    return "\n".join(out) + "\n"
+
+
+def _csv(matrix: Matrix) -> str:
+    import csv
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["role", "direction", *COLUMNS, "flow"])
+    for rule in matrix.rules:
+        writer.writerow([rule.role, rule.direction, *_cells(rule), rule.flow])
+    return buf.getvalue()
