@@ -106,3 +106,74 @@ def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
         fail([f"{output} exists; pass --force to overwrite it"])
     write_atomic(Path(output), text)
     click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Folder (default: out/<profile name>).",
+)
+@click.option(
+    "--target", "targets", multiple=True, help="Only this target (repeatable)."
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; list files that would change, exit 1 if any.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite files edited by hand since they were generated.",
+)
+@click.option(
+    "--server-version", help="Generate for another release than the profile's."
+)
+def generate(profile, output, targets, check, force, server_version) -> None:
+    """Write the firewall code of every target for PROFILE."""
+    from pathlib import Path
+
+    from .emitters import EmitError, emit, targets_for
+    from .planner import plan as make_plan
+    from .writer import compare, write_tree
+
+    prof = load(profile, server_version)
+    matrix = make_plan(prof)
+    warn(matrix.warnings)
+    try:
+        files = emit(matrix, prof, targets_for(prof.cloud, tuple(targets)))
+    except EmitError as exc:
+        fail([str(exc)])
+    folder = Path(output) if output else Path("out") / prof.name
+    changes = compare(folder, files)
+    if check:
+        for label, paths in (
+            ("new", changes.new),
+            ("changed", changes.changed),
+            ("removed", changes.removed),
+            ("edited by hand", changes.edited),
+        ):
+            for rel in paths:
+                click.echo(
+                    f"would write {folder / rel} ({label})"
+                    if label != "removed"
+                    else f"would remove {folder / rel}"
+                )
+        sys.exit(1 if changes.pending else 0)
+    if changes.edited and not force:
+        fail(
+            [
+                f"{folder / rel} was edited by hand since it was generated (or is not rulegen's);"
+                " keep your copy elsewhere or pass --force"
+                for rel in changes.edited
+            ]
+        )
+    write_tree(folder, files, changes, force)
+    click.echo(
+        f"{folder}: {len(changes.new)} new, {len(changes.changed) + (len(changes.edited) if force else 0)}"
+        f" changed, {len(changes.unchanged)} unchanged, {len(changes.removed)} removed",
+        err=True,
+    )
