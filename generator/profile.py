@@ -183,10 +183,15 @@ def _schema_problems(data, lines, source) -> list[str]:
     validator = Draft202012Validator(load_schema())
     problems = []
     errors = sorted(
-        validator.iter_errors(data), key=lambda e: (_line_of(e, lines), str(e.path))
+        validator.iter_errors(data),
+        key=lambda e: (_line_of(e, lines), str(e.path), e.validator != "type"),
     )
+    seen = set()
     for error in errors:
         for path, message in _explain(error):
+            if path in seen:  # one problem per key: its type before its value
+                continue
+            seen.add(path)
             where = _where(source, lines, path)
             problems.append(f"{where}: {_dotted(path) or 'top level'}: {message}")
     return problems
@@ -281,8 +286,12 @@ def _article(expected) -> str:
 
 
 def _build(data, lines, source, problems, warnings) -> Profile:
-    def error(path, message):
-        problems.append(f"{_where(source, lines, path)}: {_dotted(path)}: {message}")
+    def error(path, message, near=None):
+        # A key that is absent has no line: point at the one that asked for it.
+        line_path = path if path in lines or near is None else near
+        problems.append(
+            f"{_where(source, lines, line_path)}: {_dotted(path)}: {message}"
+        )
 
     def warn(path, message):
         warnings.append(f"{_dotted(path)}: {message}")
@@ -369,6 +378,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
             error(
                 ("network", "nat_gateway_ips"),
                 "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
+                near=path,
             )
         if not peers["nomad_client_public_ips"] and vm_rows:
             warn(
@@ -384,6 +394,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
             error(
                 ("load_balancer", "transparent"),
                 "GCP load balancers have no firewall of their own: set transparent: true so their rules apply to the Kubernetes nodes",
+                near=("cloud",),
             )
         gcp = data.get("gcp", {})
         tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
@@ -399,6 +410,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                 error(
                     ("network", "subnets", role),
                     "missing: GCP egress rules reach a role only through its CIDR ranges",
+                    near=("network", "subnets"),
                 )
     else:
         if "gcp" in data:
@@ -408,6 +420,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                 error(
                     ("network", "subnets", role),
                     f"missing: on {cloud}, a role is addressed through its subnets",
+                    near=("network", "subnets"),
                 )
     if transparent and subnets["load_balancer"]:
         warn(
