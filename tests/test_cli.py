@@ -1,0 +1,185 @@
+"""The command line: plan formats, schema, init, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from generator.cli import main
+from generator.matrix import PROTOCOLS, ROLES
+
+from conftest import ROOT, example_matrix, profile_from
+
+
+def run(*args, **kwargs):
+    result = CliRunner().invoke(
+        main, [str(a) for a in args], catch_exceptions=False, **kwargs
+    )
+    return result
+
+
+def test_plan_json_is_the_contract_and_pinned(example_name, file_regression):
+    path = ROOT / "profiles" / f"{example_name}.yaml"
+    result = run("plan", path, "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"profile", "server_version", "warnings", "rules"} <= set(data)
+    assert data["rules"], "a matrix with no rules"
+    for rule in data["rules"]:
+        assert rule["role"] in ROLES
+        assert rule["direction"] in ("ingress", "egress")
+        assert rule["protocol"] in PROTOCOLS
+        if rule["protocol"] == "all":
+            assert rule["ports"] is None
+        else:
+            lo, hi = rule["ports"]
+            assert 1 <= lo <= hi <= 65535
+        peer = rule["peer"]
+        assert ("role" in peer) != ("cidrs" in peer)
+        assert peer.get("role", ROLES[0]) in ROLES
+        assert rule["purpose"] and rule["reference"]
+    file_regression.check(
+        result.stdout, basename=f"plan-{example_name}", extension=".json"
+    )
+
+
+def test_plan_formats_hold_every_rule(example_name):
+    path = ROOT / "profiles" / f"{example_name}.yaml"
+    count = len(example_matrix(example_name).rules)
+    rows = list(
+        csv.DictReader(io.StringIO(run("plan", path, "--format", "csv").stdout))
+    )
+    assert len(rows) == count
+    assert {r["role"] for r in rows} <= set(ROLES)
+    markdown = run("plan", path, "--format", "markdown").stdout
+    assert (
+        sum(
+            1
+            for line in markdown.splitlines()
+            if line.startswith("| ")
+            and "---" not in line
+            and not line.startswith("| protocol")
+        )
+        == count
+    )
+    table = run("plan", path).stdout
+    for role in example_matrix(example_name).roles():
+        assert role.replace("_", " ").split()[0].capitalize() in table
+
+
+def test_plan_table_groups_like_the_page(file_regression):
+    result = run("plan", ROOT / "profiles" / "aws-private-vpn.yaml")
+    assert result.exit_code == 0
+    file_regression.check(
+        result.stdout, basename="plan-table-aws-private-vpn", extension=".txt"
+    )
+
+
+def test_plan_server_version_override():
+    path = ROOT / "profiles" / "aws-private-vpn.yaml"
+    data = json.loads(
+        run("plan", path, "--format", "json", "--server-version", "4.3").stdout
+    )
+    assert data["server_version"] == "4.3" and data["release_line"] == "4.3-4.10"
+    result = run("plan", path, "--server-version", "5.0")
+    assert result.exit_code == 1
+    assert "server version '5.0' is not known" in result.stderr
+
+
+def test_bad_profile_exits_1_with_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    bad.write_text(text.replace("10.0.16.0/20", "10.0.16.1/20"))
+    out = tmp_path / "out"
+    for args in (("plan", bad), ("generate", bad, "-o", out)):
+        result = run(*args)
+        assert result.exit_code == 1
+        assert "Traceback" not in result.output
+        assert (
+            f"error: {bad}:" in result.stderr
+            and "did you mean 10.0.16.0/20?" in result.stderr
+        )
+    assert not out.exists()
+
+
+def test_missing_profile_file(tmp_path):
+    result = run("plan", tmp_path / "nope.yaml")
+    assert result.exit_code == 1
+    assert "cannot read" in result.stderr
+
+
+def test_warnings_go_to_stderr(tmp_path):
+    path = tmp_path / "p.yaml"
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    path.write_text(
+        text.replace("ssh_admin: [172.16.10.0/24]", "ssh_admin: [0.0.0.0/0]")
+    )
+    result = run("plan", path)
+    assert "warning: peers.ssh_admin: administrative SSH is open" in result.stderr
+    data = json.loads(run("plan", path, "--format", "json").stdout)
+    assert any("ssh_admin" in w for w in data["warnings"])
+
+
+def test_schema_command_prints_the_profile_schema():
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(run("schema").stdout)
+    Draft202012Validator.check_schema(schema)
+    assert set(schema["required"]) >= {"name", "server_version", "cloud", "access"}
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "generic"])
+@pytest.mark.parametrize("access", ["vpn", "public"])
+def test_init_writes_a_valid_profile(cloud, access, tmp_path):
+    target = tmp_path / "new.yaml"
+    result = run(
+        "init",
+        "--cloud",
+        cloud,
+        "--access",
+        access,
+        "--name",
+        "new-site",
+        "--server-version",
+        "4.2",
+        "-o",
+        target,
+    )
+    assert result.exit_code == 0, result.output
+    profile = profile_from(target.read_text())
+    assert (profile.cloud, profile.access, profile.server_version) == (
+        cloud,
+        access,
+        "4.2",
+    )
+    assert "#" in target.read_text()  # commented for the reader
+    again = run("init", "-o", target)
+    assert again.exit_code == 1 and "--force" in again.stderr
+    assert run("init", "-o", target, "--force").exit_code == 0
+
+
+def test_init_rejects_a_bad_block():
+    result = run("init", "--vpc-cidr", "10.0.0.0/8")
+    assert (
+        result.exit_code == 1
+        and "expected an IPv4 block from /16 to /20" in result.stderr
+    )
+    assert run("init", "--server-version", "4.11").exit_code == 1
+
+
+def test_module_entry_point():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "generator", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0 and "rulegen" in result.stdout
