@@ -1,0 +1,343 @@
+"""gcp-firewall: VPC firewall rules as Compute API bodies and a gcloud script.
+
+The rule list is built once here (`build`) and laid out three ways: API JSON bodies and
+a gcloud script (this module), and google_compute_firewall resources (terraform_gcp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import shlex
+from dataclasses import dataclass
+
+from ..matrix import Matrix, Rule
+from . import EmitError, Target, describe, expressible, header
+
+ALLOW_PRIORITY = 1000
+# Below every allow rule, above the implied allow-all egress (65535).
+DENY_PRIORITY = 65534
+NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+ACCOUNT_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SHORT = {
+    "load_balancer": "lb",
+    "kubernetes_nodes": "k8s",
+    "nomad_clients": "nomad",
+    "external_vms": "vm",
+}
+ANYWHERE = ("0.0.0.0/0", "::/0")
+# checkov checks on google_compute_firewall that flag one port open to the internet.
+OPEN_PORT_CHECKS = (
+    ("CKV_GCP_2", 22, "SSH"),
+    ("CKV_GCP_3", 3389, "RDP"),
+    ("CKV_GCP_106", 80, "HTTP"),
+)
+
+
+@dataclass(frozen=True)
+class Address:
+    """How a role is addressed: a network tag or a service account."""
+
+    kind: str  # "tag" or "account"
+    value: str
+
+
+@dataclass(frozen=True)
+class GcpRule:
+    name: str
+    description: str
+    direction: str  # INGRESS or EGRESS
+    priority: int
+    action: str  # allow or deny
+    protocol: str  # tcp, udp or all
+    ports: tuple[str, ...]
+    # sourceRanges on ingress, destinationRanges on egress: the one list that a
+    # split at the per-rule limit (256) has to cut.
+    ranges: tuple[str, ...] = ()
+    source_tags: tuple[str, ...] = ()
+    source_accounts: tuple[str, ...] = ()
+    target: Address | None = None
+    logging: bool = False
+    skips: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def source_ranges(self) -> tuple[str, ...]:
+        return self.ranges if self.direction == "INGRESS" else ()
+
+    @property
+    def destination_ranges(self) -> tuple[str, ...]:
+        return self.ranges if self.direction == "EGRESS" else ()
+
+    @property
+    def target_tags(self) -> tuple[str, ...]:
+        return (self.target.value,) if self.target.kind == "tag" else ()
+
+    @property
+    def target_accounts(self) -> tuple[str, ...]:
+        return (self.target.value,) if self.target.kind == "account" else ()
+
+
+@dataclass(frozen=True)
+class GcpPlan:
+    profile: str
+    network: str
+    project: str | None
+    addresses: dict[str, Address]
+    rules: tuple[GcpRule, ...]
+    omitted: tuple[str, ...]  # rules that allow nothing (empty peer list)
+
+
+def rule_name(*parts: str) -> str:
+    """A valid, stable name from what the rule means; hash-shortened when too long."""
+    text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    text = re.sub(r"-{2,}", "-", text)
+    if len(text) <= 63:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:54].rstrip('-')}-{digest}"
+
+
+def addresses(profile, roles: list[str]) -> dict[str, Address]:
+    gcp = profile.gcp or {}
+    tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
+    out = {}
+    for role in roles:
+        if role in accounts:
+            value = accounts[role]
+            if not ACCOUNT_RE.match(value):
+                raise EmitError(
+                    f"gcp.service_accounts.{role}: {value!r} is not a service account"
+                    " e-mail address (name@project.iam.gserviceaccount.com)"
+                )
+            out[role] = Address("account", value)
+            continue
+        value = tags.get(role, f"{profile.name}-{role.replace('_', '-')}")
+        if not NAME_RE.match(value):
+            raise EmitError(
+                f"gcp.tags.{role}: {value!r} is not a valid GCP network tag: 1-63"
+                " lowercase letters, digits and dashes, starting with a letter"
+            )
+        out[role] = Address("tag", value)
+    return out
+
+
+def _families(cidrs) -> list[tuple[str, tuple[str, ...]]]:
+    """Ranges split by IP version (a GCP rule cannot mix them), IPv4 first."""
+    v4 = tuple(c for c in cidrs if ipaddress.ip_network(c).version == 4)
+    v6 = tuple(c for c in cidrs if ipaddress.ip_network(c).version == 6)
+    return [(suffix, part) for suffix, part in (("", v4), ("v6", v6)) if part]
+
+
+def _ports(rule: Rule) -> tuple[str, ...]:
+    if rule.ports is None or rule.protocol == "all":
+        return ()
+    lo, hi = rule.ports
+    return (str(lo) if lo == hi else f"{lo}-{hi}",)
+
+
+def _skips(rule: Rule, ranges: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Inline checkov skips for ports the page requires open to the internet."""
+    if rule.direction != "ingress" or not any(r in ANYWHERE for r in ranges):
+        return ()
+    out = []
+    lo, hi = rule.ports or (0, 65535)
+    for check, port, what in OPEN_PORT_CHECKS:
+        if rule.protocol in ("tcp", "all") and lo <= port <= hi:
+            out.append(
+                (
+                    check,
+                    f"{what} ({port}) from {rule.peer.label} {','.join(ranges)} as the"
+                    f" profile asks; the page requires it: {rule.purpose}",
+                )
+            )
+    return tuple(out)
+
+
+def _description(rule: Rule) -> str:
+    return f"{rule.purpose}. Source: {rule.reference}"
+
+
+def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
+    """The firewall rules of a GCP profile, in a stable order."""
+    rules = expressible(target, matrix)
+    gcp = profile.gcp or {}
+    logging = bool(gcp.get("logging", False))
+    roles = [r for r in matrix.roles() if r in target.roles]
+    addr = addresses(profile, roles)
+    out: list[GcpRule] = []
+    omitted: list[str] = []
+    for rule in rules:
+        me = addr[rule.role]
+        ingress = rule.direction == "ingress"
+        peer = rule.peer.role
+        base = [
+            profile.name,
+            SHORT[rule.role],
+            "in" if ingress else "out",
+            rule.protocol,
+            *(() if rule.ports is None else _ports(rule)),
+            SHORT[peer] if peer else rule.peer.label.replace("_", "-"),
+        ]
+        common = dict(
+            description=_description(rule),
+            direction="INGRESS" if ingress else "EGRESS",
+            priority=ALLOW_PRIORITY,
+            action="allow",
+            protocol=rule.protocol,
+            ports=_ports(rule),
+            target=me,
+            logging=logging,
+        )
+        if peer and ingress and addr[peer].kind == me.kind:
+            field = "source_tags" if me.kind == "tag" else "source_accounts"
+            out.append(
+                GcpRule(name=rule_name(*base), **common, **{field: (addr[peer].value,)})
+            )
+            continue
+        # Egress (GCP cannot aim it at tags) and ingress from a role addressed the
+        # other way (tags and service accounts do not mix): the role's subnets.
+        cidrs = profile.subnets[peer] if peer else rule.peer.cidrs
+        if not cidrs:
+            omitted.append(f"{describe(rule)}: the peer list is empty")
+            continue
+        for suffix, part in _families(cidrs):
+            out.append(
+                GcpRule(
+                    name=rule_name(*base, suffix),
+                    ranges=part,
+                    skips=_skips(rule, part),
+                    **common,
+                )
+            )
+    if gcp.get("restrict_egress", True):
+        families = [""]
+        if any(":" in c for r in out for c in r.ranges) or any(
+            ":" in c for role in roles for c in profile.subnets[role]
+        ):
+            families.append("v6")
+        for role in roles:
+            for suffix in families:
+                out.append(
+                    GcpRule(
+                        name=rule_name(
+                            profile.name, SHORT[role], "out-deny-all", suffix
+                        ),
+                        description="Deny all other egress (gcp.restrict_egress); the allow"
+                        f" rules at priority {ALLOW_PRIORITY} take precedence",
+                        direction="EGRESS",
+                        priority=DENY_PRIORITY,
+                        action="deny",
+                        protocol="all",
+                        ports=(),
+                        ranges=(ANYWHERE[1] if suffix else ANYWHERE[0],),
+                        target=addr[role],
+                        logging=logging,
+                    )
+                )
+    seen: dict[str, GcpRule] = {}
+    for r in out:
+        if r.name in seen:
+            raise EmitError(
+                f"two GCP firewall rules would both be named {r.name}; give the peer"
+                " lists distinct names"
+            )
+        seen[r.name] = r
+    return GcpPlan(
+        profile=profile.name,
+        network=gcp.get("network", "default"),
+        project=gcp.get("project"),
+        addresses=addr,
+        rules=tuple(out),
+        omitted=tuple(omitted),
+    )
+
+
+# --- layout: Compute API bodies ---------------------------------------------
+
+
+def network_url(plan: GcpPlan) -> str:
+    if "/" in plan.network:
+        return plan.network
+    if plan.project:
+        return f"projects/{plan.project}/global/networks/{plan.network}"
+    return f"global/networks/{plan.network}"
+
+
+def api_body(rule: GcpRule, plan: GcpPlan) -> dict:
+    entry = {"IPProtocol": rule.protocol}
+    if rule.ports:
+        entry["ports"] = list(rule.ports)
+    body = {
+        "name": rule.name,
+        "description": rule.description,
+        "network": network_url(plan),
+        "direction": rule.direction,
+        "priority": rule.priority,
+        "allowed" if rule.action == "allow" else "denied": [entry],
+    }
+    for key, value in (
+        ("sourceRanges", rule.source_ranges),
+        ("destinationRanges", rule.destination_ranges),
+        ("sourceTags", rule.source_tags),
+        ("sourceServiceAccounts", rule.source_accounts),
+        ("targetTags", rule.target_tags),
+        ("targetServiceAccounts", rule.target_accounts),
+    ):
+        if value:
+            body[key] = list(value)
+    if rule.logging:
+        body["logConfig"] = {"enable": True, "metadata": "INCLUDE_ALL_METADATA"}
+    return body
+
+
+# --- layout: gcloud ----------------------------------------------------------
+
+
+def gcloud_args(rule: GcpRule, plan: GcpPlan) -> list[str]:
+    """The arguments after `gcloud compute firewall-rules create`, each shell-quoted."""
+    spec = rule.protocol
+    if rule.ports:
+        spec += ":" + ",".join(rule.ports)
+    pairs = [("project", plan.project)] if plan.project else []
+    pairs += [
+        ("network", plan.network),
+        ("description", rule.description),
+        ("direction", rule.direction),
+        ("priority", str(rule.priority)),
+        ("action", rule.action.upper()),
+        ("rules", spec),
+    ]
+    for key, value in (
+        ("source-ranges", rule.source_ranges),
+        ("destination-ranges", rule.destination_ranges),
+        ("source-tags", rule.source_tags),
+        ("source-service-accounts", rule.source_accounts),
+        ("target-tags", rule.target_tags),
+        ("target-service-accounts", rule.target_accounts),
+    ):
+        if value:
+            pairs.append((key, ",".join(value)))
+    args = [shlex.quote(rule.name)]
+    args += [f"--{key}={shlex.quote(value)}" for key, value in pairs]
+    if rule.logging:
+        args += ["--enable-logging", "--logging-metadata=include-all"]
+    return args
+
+
+def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
+    from ..templating import render
+
+    plan = build(matrix, profile, target)
+    bodies = [api_body(r, plan) for r in plan.rules]
+    script = render(
+        "gcp-firewall/create-firewall-rules.sh.j2",
+        header=header(matrix, target.name),
+        omitted=plan.omitted,
+        commands=[(r.name, gcloud_args(r, plan)) for r in plan.rules],
+    )
+    return {
+        "firewalls.json": json.dumps(bodies, indent=2, ensure_ascii=False) + "\n",
+        "create-firewall-rules.sh": script,
+    }
