@@ -1,0 +1,107 @@
+"""terraform-gcp: one google_compute_firewall resource per rule, keyed by its name.
+
+The rules come from gcp_firewall.build, so this target and gcp-firewall always agree.
+One resource per rule (not for_each) lets a checkov skip sit on the one rule it is for.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..matrix import Matrix
+from . import Target, header
+from .gcp_firewall import GcpPlan, GcpRule, build
+
+PROVIDER_VERSION = ">= 5.0, < 8.0"
+
+
+def hcl_string(value: str) -> str:
+    """A quoted HCL string: JSON escapes, and template sequences made literal."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
+def hcl_list(values) -> str:
+    return "[" + ", ".join(hcl_string(v) for v in values) + "]"
+
+
+def aligned(pairs: list[tuple[str, str]]) -> list[str]:
+    """`key = value` lines with the equals signs lined up, as terraform fmt does."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    return [f"{key.ljust(width)} = {value}" for key, value in pairs]
+
+
+def label(rule: GcpRule) -> str:
+    return rule.name.replace("-", "_")
+
+
+def resource(rule: GcpRule) -> dict:
+    attrs = [
+        ("name", hcl_string(rule.name)),
+        ("project", "var.project"),
+        ("network", "var.network"),
+        ("description", hcl_string(rule.description)),
+        ("direction", hcl_string(rule.direction)),
+        ("priority", str(rule.priority)),
+    ]
+    for key, value in (
+        ("source_ranges", rule.source_ranges),
+        ("destination_ranges", rule.destination_ranges),
+        ("source_tags", rule.source_tags),
+        ("source_service_accounts", rule.source_accounts),
+        ("target_tags", rule.target_tags),
+        ("target_service_accounts", rule.target_accounts),
+    ):
+        if value:
+            attrs.append((key, hcl_list(value)))
+    inner = [("protocol", hcl_string(rule.protocol))]
+    if rule.ports:
+        inner.append(("ports", hcl_list(rule.ports)))
+    return {
+        "label": label(rule),
+        "skips": [f"#checkov:skip={check}:{why}" for check, why in rule.skips],
+        "attrs": aligned(attrs),
+        "block": rule.action,
+        "block_attrs": aligned(inner),
+        "log": ['metadata = "INCLUDE_ALL_METADATA"'] if rule.logging else [],
+    }
+
+
+def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
+    from ..templating import render
+
+    plan: GcpPlan = build(matrix, profile, target)
+    head = header(matrix, target.name)
+    project = hcl_string(plan.project) if plan.project else "null"
+    outputs = aligned(
+        [
+            (hcl_string(r.name), f"google_compute_firewall.{label(r)}.self_link")
+            for r in plan.rules
+        ]
+    )
+    roles = aligned(
+        [
+            (role, f"{{ {a.kind} = {hcl_string(a.value)} }}")
+            for role, a in plan.addresses.items()
+        ]
+    )
+    return {
+        "versions.tf": render(
+            "terraform-gcp/versions.tf.j2", header=head, provider=PROVIDER_VERSION
+        ),
+        "variables.tf": render(
+            "terraform-gcp/variables.tf.j2",
+            header=head,
+            project=project,
+            network=hcl_string(plan.network),
+        ),
+        "main.tf": render(
+            "terraform-gcp/main.tf.j2",
+            header=head,
+            omitted=plan.omitted,
+            resources=[resource(r) for r in plan.rules],
+        ),
+        "outputs.tf": render(
+            "terraform-gcp/outputs.tf.j2", header=head, rules=outputs, roles=roles
+        ),
+    }
