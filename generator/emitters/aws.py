@@ -1,0 +1,181 @@
+"""What the AWS targets share: matrix rules as security-group rules, names, checkov skips.
+
+AWS security-group rules hold exactly one peer (a CIDR, an IPv6 CIDR or a group), so
+one matrix rule can become several AWS rules. `expand` is the one place that does it,
+so that splitting groups at the rules-per-group quota can happen there later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
+from . import EmitError, Target, describe, expressible
+
+# AWS allows these in rule and group descriptions ("a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*").
+# `{`, `}`, `$` and `*` are left out as well: they mean something to HCL templates.
+_DESCRIPTION_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;!]")
+DESCRIPTION_LIMIT = 255
+OPEN_CIDRS = ("0.0.0.0/0", "::/0")
+
+# checkov's unrestricted-ingress checks and the port each one watches (same IDs for
+# Terraform and CloudFormation).
+INGRESS_PORT_CHECKS = (("CKV_AWS_24", 22), ("CKV_AWS_260", 80), ("CKV_AWS_25", 3389))
+# The groups are made here for instances, node groups and load balancers defined
+# elsewhere, so checkov cannot see them attached within this output.
+UNATTACHED_CHECK = "CKV2_AWS_5"
+UNATTACHED_REASON = (
+    "attached to the install's instances, node groups and load balancer"
+    " by the code that creates them, outside this module"
+)
+
+
+@dataclass(frozen=True)
+class AwsRule:
+    """One AWS security-group rule: exactly one peer, a stable key, a description."""
+
+    key: str  # for_each key: Rule.name, plus the CIDR for CIDR peers
+    logical_id: str  # CloudFormation logical ID (alphanumeric) of the same rule
+    role: str
+    direction: str
+    ip_protocol: str  # "tcp", "udp" or "-1"
+    from_port: int | None
+    to_port: int | None
+    cidr_ipv4: str | None
+    cidr_ipv6: str | None
+    peer_role: str | None
+    description: str
+    skips: tuple[tuple[str, str], ...]  # (checkov check ID, reason)
+    rule: Rule
+
+
+def sanitize(text: str) -> str:
+    """A description AWS accepts: its character set, at most 255 characters."""
+    text = text.replace(">", "/").replace("'", "")
+    text = " ".join(_DESCRIPTION_BAD.sub(" ", text).split())
+    if len(text) > DESCRIPTION_LIMIT:
+        text = text[: DESCRIPTION_LIMIT - 3].rstrip() + "..."
+    return text
+
+
+def rule_description(rule: Rule) -> str:
+    stale = (
+        " (stale on this release; kept by include_obsolete)" if rule.obsolete else ""
+    )
+    return sanitize(f"{rule.purpose}{stale}. Source: {rule.reference}")
+
+
+def camel(text: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-\s]+", text))
+
+
+def cidr_token(cidr: str) -> str:
+    """A CIDR in logical-ID characters; x, y and z never occur in an address."""
+    return cidr.replace(".", "x").replace(":", "y").replace("/", "z")
+
+
+def group_logical_id(role: str) -> str:
+    return f"{camel(role)}SecurityGroup"
+
+
+def group_name(install: str, role: str) -> str:
+    return f"{install}-{role.replace('_', '-')}"
+
+
+def group_description(install: str, role: str) -> str:
+    # Changing a group's description replaces the group: keep it free of versions.
+    return sanitize(f"CircleCI Server {install}: {ROLE_TITLES[role]}")
+
+
+def groups(matrix: Matrix, rules: list[Rule]) -> list[str]:
+    """Roles that get a group: those with rules and those that rules point at."""
+    present = {r.role for r in rules} | {r.peer.role for r in rules if r.peer.role}
+    return [role for role in ROLES if role in present]
+
+
+def _ports(rule: Rule) -> tuple[str, int | None, int | None]:
+    if rule.protocol == "all":
+        return "-1", None, None  # AWS ignores ports for -1: leave them out
+    lo, hi = rule.ports if rule.ports else (0, 65535)
+    return rule.protocol, lo, hi
+
+
+def _logical_id(rule: Rule, cidr: str | None) -> str:
+    parts = [camel(rule.role), camel(rule.direction), camel(rule.protocol)]
+    if rule.ports is None:
+        parts.append("All")
+    else:
+        lo, hi = rule.ports
+        parts.append(str(lo) if lo == hi else f"{lo}To{hi}")
+    if rule.source_ports:
+        lo, hi = rule.source_ports
+        parts.append(f"From{lo}" if lo == hi else f"From{lo}To{hi}")
+    parts.append(camel(rule.peer.label))
+    if cidr:
+        parts.append(cidr_token(cidr))
+    return "".join(parts)
+
+
+def _skips(rule: Rule, cidr: str | None, lo, hi) -> tuple[tuple[str, str], ...]:
+    """The checkov findings the page makes deliberate, each with its reason."""
+    if rule.direction != "ingress" or cidr not in OPEN_CIDRS or lo is None:
+        return ()
+    skips = []
+    for check, port in INGRESS_PORT_CHECKS:
+        if lo <= port <= hi:
+            reason = sanitize(
+                f"{rule.purpose}: the page requires {rule.protocol}/{port} from"
+                f" peers.{rule.peer.label}, which this profile opens to anywhere"
+            )
+            skips.append((check, reason))
+    return tuple(skips)
+
+
+def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]]:
+    """Every AWS rule, by role and direction; raises EmitError naming a bad rule."""
+    out = {role: {d: [] for d in DIRECTIONS} for role in ROLES}
+    keys: dict[str, Rule] = {}
+    ids: dict[str, Rule] = {}
+    for rule in expressible(target, matrix):
+        ip_protocol, lo, hi = _ports(rule)
+        peers = [(None, None)] if rule.peer.role else []
+        for cidr in dict.fromkeys(rule.peer.cidrs):  # a CIDR listed twice is one rule
+            try:
+                version = ipaddress.ip_network(cidr, strict=False).version
+            except ValueError:
+                raise EmitError(
+                    f"{target.name}: {cidr!r} is not a CIDR: rule {describe(rule)}"
+                ) from None
+            peers.append((cidr, version))
+        if not peers:
+            raise EmitError(f"{target.name}: no peer address: rule {describe(rule)}")
+        for cidr, version in peers:
+            key = rule.name if cidr is None else f"{rule.name}_{cidr}"
+            logical_id = _logical_id(rule, cidr)
+            for seen, name in ((keys, key), (ids, logical_id)):
+                if name in seen:
+                    raise EmitError(
+                        f"{target.name}: two rules would share the name {name}:"
+                        f" rule {describe(rule)} and rule {describe(seen[name])}"
+                    )
+                seen[name] = rule
+            out[rule.role][rule.direction].append(
+                AwsRule(
+                    key=key,
+                    logical_id=logical_id,
+                    role=rule.role,
+                    direction=rule.direction,
+                    ip_protocol=ip_protocol,
+                    from_port=lo,
+                    to_port=hi,
+                    cidr_ipv4=cidr if version == 4 else None,
+                    cidr_ipv6=cidr if version == 6 else None,
+                    peer_role=rule.peer.role,
+                    description=rule_description(rule),
+                    skips=_skips(rule, cidr, lo, hi),
+                    rule=rule,
+                )
+            )
+    return out
