@@ -45,14 +45,44 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
 )
 @click.option("--server-version", help="Plan for another release than the profile's.")
-def plan(profile: str, fmt: str, server_version: str | None) -> None:
+@click.option(
+    "--no-optimize", is_flag=True, help="Show the raw matrix, before the optimizer."
+)
+@click.option(
+    "--verify-equivalence",
+    is_flag=True,
+    help="Check that the optimized matrix allows exactly the raw one's flows.",
+)
+def plan(
+    profile: str,
+    fmt: str,
+    server_version: str | None,
+    no_optimize: bool = False,
+    verify_equivalence: bool = False,
+) -> None:
     """Print the complete rule matrix of PROFILE."""
+    from .optimizer import optimize
     from .planner import plan as make_plan
     from .report import render
 
-    matrix = make_plan(load(profile, server_version))
+    raw = make_plan(load(profile, server_version))
+    matrix, report = (raw, None) if no_optimize else optimize(raw)
+    if verify_equivalence:
+        from .equivalence import NotEquivalent, check_equivalent
+
+        try:
+            check_equivalent(raw, matrix)
+        except NotEquivalent as exc:
+            fail([f"the optimized matrix differs from the raw one: {exc}"])
+        click.echo(
+            f"equivalent: {len(matrix.rules)} rules allow exactly the flows"
+            f" of the {len(raw.rules)} raw rules",
+            err=True,
+        )
     if fmt != "json":
         warn(matrix.warnings)
+        for line in report.lines() if report else ():
+            click.echo(line, err=True)
     click.echo(render(matrix, fmt), nl=False)
 
 
