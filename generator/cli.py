@@ -207,3 +207,76 @@ def generate(profile, output, targets, check, force, server_version) -> None:
         f" changed, {len(changes.unchanged)} unchanged, {len(changes.removed)} removed",
         err=True,
     )
+
+
+@main.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="File to write (default: stdout).",
+)
+@click.option("--server-version", help="Snapshot another release than the profile's.")
+def snapshot(profile: str, output: str | None, server_version: str | None) -> None:
+    """Write a stable JSON snapshot of PROFILE's matrix and emitted files' hashes."""
+    from .profile import ProfileError
+    from .snapshot import build, dumps, side_from_profile
+
+    try:
+        side = side_from_profile(profile, server_version)
+    except ProfileError as exc:
+        fail(exc.problems)
+    warn(side.matrix.warnings)
+    warn(f"{t}: not in the snapshot: {why}" for t, why in side.unavailable.items())
+    text = dumps(build(side))
+    if not output:
+        click.echo(text, nl=False)
+        return
+    from pathlib import Path
+
+    from .writer import write_atomic
+
+    write_atomic(Path(output), text)
+    click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--old-version", help="Server version for OLD (a profile).")
+@click.option("--new-version", help="Server version for NEW (a profile).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--files", is_flag=True, help="Show unified diffs of emitted files.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["breaking"]),
+    help="Exit 3 when a flow is removed or narrowed.",
+)
+def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
+    """Compare the traffic two profiles or snapshots allow, and their emitted files.
+
+    Exit codes: 0 no change, 2 changes, 3 breaking changes (with --fail-on
+    breaking), 1 error.
+    """
+    from .diff import diff as make_diff
+    from .diff import render
+    from .profile import ProfileError
+    from .snapshot import SnapshotError, load_side
+
+    try:
+        before = load_side(old, old_version, "--old-version")
+        after = load_side(new, new_version, "--new-version")
+    except (ProfileError, SnapshotError) as exc:
+        fail(exc.problems)
+    report = make_diff(before, after, unified=files)
+    if files and (before.texts is None or after.texts is None) and report.files.any:
+        warn(["--files: a snapshot keeps only hashes, so changed files are listed"])
+    click.echo(render(report, fmt), nl=False)
+    sys.exit(report.exit_code(fail_on))

@@ -265,9 +265,8 @@ class TrafficDiff:
 def _unique(values) -> list[str]:
     out: list[str] = []
     for value in values:
-        for part in value.split("; "):
-            if part and part not in out:
-                out.append(part)
+        if value and value not in out:
+            out.append(value)
     return out
 
 
@@ -352,3 +351,357 @@ def compare(old: Matrix, new: Matrix) -> TrafficDiff:
     result.notes_added = [n for n in new.notes if n not in old.notes]
     result.notes_removed = [n for n in old.notes if n not in new.notes]
     return result
+
+
+# --- both sides: traffic and emitted files --------------------------------------
+
+
+@dataclass
+class Side:
+    """One side of a diff: a profile (planned and emitted now) or a snapshot."""
+
+    label: str
+    kind: str  # profile or snapshot
+    matrix: Matrix
+    files: dict[str, str]  # path -> sha256 of the emitted text
+    texts: dict[str, str] | None = None  # path -> text, for profiles only
+    unavailable: dict[str, str] = field(default_factory=dict)  # target -> why
+
+    @property
+    def title(self) -> str:
+        m = self.matrix
+        return f"{m.profile} {m.server_version} ({m.release_line} page)"
+
+
+@dataclass
+class FileDiff:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # target -> why
+    diffs: dict[str, str] = field(default_factory=dict)  # path -> unified diff
+
+    @property
+    def any(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+def compare_files(old: Side, new: Side, unified: bool = False) -> FileDiff:
+    """Which emitted files differ; targets missing on either side are not compared."""
+    import difflib
+
+    out = FileDiff()
+    for side in (old, new):
+        for target, why in side.unavailable.items():
+            out.skipped.setdefault(target, f"{side.label}: {why}")
+
+    def kept(path: str) -> bool:
+        return path.split("/", 1)[0] not in out.skipped
+
+    for path in sorted(set(old.files) | set(new.files)):
+        if not kept(path):
+            continue
+        if path not in new.files:
+            out.removed.append(path)
+        elif path not in old.files:
+            out.added.append(path)
+        elif old.files[path] != new.files[path]:
+            out.changed.append(path)
+        else:
+            out.unchanged += 1
+            continue
+        if unified and old.texts is not None and new.texts is not None:
+            lines = difflib.unified_diff(
+                old.texts.get(path, "").splitlines(keepends=True),
+                new.texts.get(path, "").splitlines(keepends=True),
+                fromfile=f"a/{path}" if path in old.files else "/dev/null",
+                tofile=f"b/{path}" if path in new.files else "/dev/null",
+            )
+            out.diffs[path] = "".join(
+                (
+                    line
+                    if line.endswith("\n")
+                    else line + "\n\\ No newline at end of file\n"
+                )
+                for line in lines
+            )
+    return out
+
+
+@dataclass
+class Report:
+    old: Side
+    new: Side
+    traffic: TrafficDiff
+    files: FileDiff
+
+    @property
+    def changed(self) -> bool:
+        return self.traffic.changed or self.files.any
+
+    def exit_code(self, fail_on: str | None = None) -> int:
+        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 breaking."""
+        if fail_on == "breaking" and self.traffic.breaking:
+            return 3
+        return 2 if self.changed else 0
+
+
+def diff(old: Side, new: Side, unified: bool = False) -> Report:
+    return Report(
+        old, new, compare(old.matrix, new.matrix), compare_files(old, new, unified)
+    )
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+def _family_text(intervals: list[tuple[int, int]], base: int, bits: int) -> str:
+    """Addresses of one family; a long list reads better as 'everything except'."""
+    cidrs = _cidrs(intervals)
+    top = base + (1 << bits) - 1
+    gaps, at = [], base
+    for lo, hi in intervals:
+        if lo > at:
+            gaps.append((at, lo - 1))
+        at = hi + 1
+    if at <= top:
+        gaps.append((at, top))
+    everything = "0.0.0.0/0" if bits == 32 else "::/0"
+    if len(cidrs) > 3 and gaps and len(_cidrs(gaps)) < len(cidrs):
+        return f"{everything} except {', '.join(_cidrs(gaps))}"
+    return ", ".join(cidrs)
+
+
+def peer_text(peer: Peer) -> str:
+    from .matrix import ROLE_TITLES
+
+    if peer.role:
+        return ROLE_TITLES.get(peer.role, peer.role)
+    intervals = _merge_intervals(iv for iv in peer_intervals(peer))
+    parts = []
+    v4 = [iv for iv in intervals if iv[0] < _V6]
+    v6 = [iv for iv in intervals if iv[0] >= _V6]
+    if v4:
+        parts.append(_family_text(v4, _V4, 32))
+    if v6:
+        parts.append(_family_text(v6, _V6, 128))
+    addresses = ", ".join(parts)
+    return f"{peer.name}: {addresses}" if peer.name else addresses
+
+
+def piece_text(piece: Piece, direction: str) -> str:
+    from .matrix import port_text
+
+    if piece.protocol == "all":
+        what = "all traffic"
+    elif piece.protocol == "other":
+        what = "protocols other than tcp/udp"
+    else:
+        what = f"{piece.protocol}/{port_text(piece.ports)}"
+        if piece.source_ports:
+            what += f" (from port {port_text(piece.source_ports)})"
+    return (
+        f"{what} {'from' if direction == 'ingress' else 'to'} {peer_text(piece.peer)}"
+    )
+
+
+def _grouped(changes: list[Change]):
+    groups: dict[tuple[str, str], list[Change]] = {}
+    for change in changes:
+        groups.setdefault((change.role, change.direction), []).append(change)
+    return groups.items()
+
+
+def _summary(t: TrafficDiff) -> str:
+    if not t.changed:
+        return "no change: both sides allow exactly the same traffic"
+    counts = ", ".join(f"{t.count(k)} {k}" for k in KINDS)
+    n = len(t.changes)
+    return f"{n} change{'s' if n != 1 else ''}, {len(t.breaking)} breaking ({counts})"
+
+
+def _rewordings(t: TrafficDiff) -> tuple[list[Reworded], int]:
+    """Rules whose purpose changed, and how many changed only their page reference."""
+    purpose = [r for r in t.reworded if r.old.purpose != r.new.purpose]
+    return purpose, len(t.reworded) - len(purpose)
+
+
+def _rule_text(rule: Rule) -> str:
+    from .matrix import port_text
+
+    what = (
+        "all traffic"
+        if rule.protocol == "all"
+        else (f"{rule.protocol}/{port_text(rule.ports)}")
+    )
+    if rule.source_ports:
+        what += f" (from port {port_text(rule.source_ports)})"
+    side = "from" if rule.direction == "ingress" else "to"
+    return f"{rule.role} {rule.direction} {what} {side} {peer_text(rule.peer)}"
+
+
+def render_text(report: Report) -> str:
+    from .matrix import ROLE_TITLES
+
+    t, f = report.traffic, report.files
+    out = [
+        f"rulegen diff: {report.old.title} -> {report.new.title}",
+        f"  old: {report.old.label}",
+        f"  new: {report.new.label}",
+        "",
+        f"Traffic: {_summary(t)}",
+    ]
+    for (role, direction), changes in _grouped(t.changes):
+        out += ["", f"{ROLE_TITLES[role]} - {direction}"]
+        for change in changes:
+            mark = "  [breaking]" if change.breaking else ""
+            lines = [piece_text(p, direction) for p in change.traffic]
+            out.append(f"  {change.kind:<9}{lines[0]}{mark}")
+            out += [f"  {'':<9}{line}" for line in lines[1:]]
+            out += [f"  {'':<11}why: {p}" for p in change.purposes]
+            out += [f"  {'':<11}ref: {r}" for r in change.references]
+    purpose, refs_only = _rewordings(t)
+    if purpose or refs_only:
+        out += ["", f"Same traffic, new wording: {len(t.reworded)} rule(s)"]
+        for item in purpose:
+            out.append(f"  {_rule_text(item.new)}")
+            out.append(f"    was: {item.old.purpose}")
+            out.append(f"    now: {item.new.purpose}")
+        if refs_only:
+            out.append(f"  and {refs_only} rule(s) with only a new page reference")
+    if t.notes_added or t.notes_removed:
+        out += ["", "Notes:"]
+        out += [f"  + {n}" for n in t.notes_added]
+        out += [f"  - {n}" for n in t.notes_removed]
+    out += ["", _files_summary(f)]
+    for label, paths in (
+        ("added", f.added),
+        ("removed", f.removed),
+        ("changed", f.changed),
+    ):
+        out += [f"  {label:<8}{p}" for p in paths]
+    out += [
+        f"  not compared: {target} ({why})" for target, why in sorted(f.skipped.items())
+    ]
+    for path, text in f.diffs.items():
+        out += ["", text.rstrip("\n")]
+    return "\n".join(out) + "\n"
+
+
+def _files_summary(f: FileDiff) -> str:
+    if not (f.any or f.unchanged):
+        return "Emitted files: none compared"
+    if not f.any:
+        return f"Emitted files: no change ({f.unchanged} identical)"
+    return (
+        f"Emitted files: {len(f.changed)} changed, {len(f.added)} added,"
+        f" {len(f.removed)} removed, {f.unchanged} identical"
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report) -> str:
+    from .matrix import ROLE_TITLES
+
+    t, f = report.traffic, report.files
+    out = [
+        f"### rulegen diff: {report.old.title} -> {report.new.title}",
+        "",
+        f"**Traffic: {_summary(t)}**",
+    ]
+    for (role, direction), changes in _grouped(t.changes):
+        out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
+        out += ["| change | traffic | purpose | page reference |", "|---|---|---|---|"]
+        for change in changes:
+            kind = f"**{change.kind}** (breaking)" if change.breaking else change.kind
+            cells = [
+                kind,
+                "<br>".join(_cell(piece_text(p, direction)) for p in change.traffic),
+                "<br>".join(_cell(p) for p in change.purposes),
+                "<br>".join(_cell(r) for r in change.references),
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+    purpose, refs_only = _rewordings(t)
+    if purpose or refs_only:
+        out += [
+            "",
+            "<details><summary>Same traffic, new wording:"
+            f" {len(t.reworded)} rule(s)</summary>",
+            "",
+        ]
+        for item in purpose:
+            out.append(
+                f'- {_cell(_rule_text(item.new))}: was "{_cell(item.old.purpose)}",'
+                f' now "{_cell(item.new.purpose)}"'
+            )
+        if refs_only:
+            out.append(f"- and {refs_only} rule(s) with only a new page reference")
+        out += ["", "</details>"]
+    if t.notes_added or t.notes_removed:
+        out += ["", "Notes:", ""]
+        out += [f"- new: {n}" for n in t.notes_added]
+        out += [f"- gone: {n}" for n in t.notes_removed]
+    out += ["", f"**{_files_summary(f)}**"]
+    if f.any or f.skipped:
+        out.append("")
+    for label, paths in (
+        ("added", f.added),
+        ("removed", f.removed),
+        ("changed", f.changed),
+    ):
+        out += [f"- {label}: `{p}`" for p in paths]
+    out += [
+        f"- not compared: {target} ({why})" for target, why in sorted(f.skipped.items())
+    ]
+    for path, text in f.diffs.items():
+        out += ["", f"<details><summary><code>{path}</code></summary>", ""]
+        out += ["```diff", text.rstrip("\n"), "```", "", "</details>"]
+    return "\n".join(out) + "\n"
+
+
+def report_dict(report: Report) -> dict:
+    t, f = report.traffic, report.files
+
+    def side(s: Side) -> dict:
+        m = s.matrix
+        return {
+            "label": s.label,
+            "kind": s.kind,
+            "profile": m.profile,
+            "server_version": m.server_version,
+            "release_line": m.release_line,
+        }
+
+    return {
+        "format": 1,
+        "old": side(report.old),
+        "new": side(report.new),
+        "traffic_changed": t.changed,
+        "breaking": bool(t.breaking),
+        "counts": {k: t.count(k) for k in KINDS},
+        "changes": [c.to_dict() for c in t.changes],
+        "reworded": [
+            {"old": r.old.to_dict(), "new": r.new.to_dict()} for r in t.reworded
+        ],
+        "notes": {"added": t.notes_added, "removed": t.notes_removed},
+        "files": {
+            "added": f.added,
+            "removed": f.removed,
+            "changed": f.changed,
+            "unchanged": f.unchanged,
+            "not_compared": dict(sorted(f.skipped.items())),
+            "diffs": f.diffs,
+        },
+    }
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "json":
+        import json
+
+        return json.dumps(report_dict(report), indent=2) + "\n"
+    return {"text": render_text, "markdown": render_markdown}[fmt](report)

@@ -1,0 +1,176 @@
+"""Snapshots: the matrix and the emitted files' hashes of one install, as stable JSON.
+
+A snapshot is committed next to an install's code, so that a later profile (or a later
+rulegen) can be diffed against what is deployed. It is also one side of `rulegen diff`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+from . import __version__
+from .diff import Side
+from .matrix import Matrix
+
+FORMAT = 1
+SCHEMA_PATH = Path(__file__).with_name("snapshot.schema.json")
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be read; str() lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def emitted(matrix: Matrix, profile) -> tuple[dict[str, str], dict[str, str]]:
+    """Every file of the profile's default targets, and the targets that gave none.
+
+    A target whose emitter is not installed, or that cannot express this matrix, is
+    reported by name rather than stopping the diff: the traffic comparison does not
+    need it.
+    """
+    from .emitters import EmitError, emit, targets_for
+
+    files: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+    for target in targets_for(profile.cloud):
+        try:
+            files.update(emit(matrix, profile, [target]))
+        except EmitError as exc:
+            unavailable[target.name] = str(exc)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"generator.emitters.{target.module}":
+                raise
+            unavailable[target.name] = "no emitter installed for this target"
+    return files, unavailable
+
+
+def side_from_profile(path: str, version: str | None = None) -> Side:
+    from .planner import plan
+    from .profile import load_profile
+    from .writer import digest
+
+    profile = load_profile(path)
+    label = path
+    if version:
+        profile = profile.with_version(version)
+        label += f" (server_version {version})"
+    matrix = plan(profile)
+    texts, unavailable = emitted(matrix, profile)
+    return Side(
+        label=label,
+        kind="profile",
+        matrix=matrix,
+        files={p: digest(t) for p, t in sorted(texts.items())},
+        texts=texts,
+        unavailable=unavailable,
+    )
+
+
+def build(side: Side) -> dict:
+    """The snapshot of a planned profile, keys in a fixed order."""
+    return {
+        "format": FORMAT,
+        "rulegen": __version__,
+        "matrix": side.matrix.to_dict(),
+        "files": dict(sorted(side.files.items())),
+        "not_emitted": dict(sorted(side.unavailable.items())),
+    }
+
+
+def dumps(snapshot: dict) -> str:
+    return json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n"
+
+
+def looks_like_snapshot(text: str) -> bool:
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "format" in data and "matrix" in data
+
+
+def parse_snapshot(text: str, source: str) -> Side:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SnapshotError([f"{source}: not JSON: {exc}"]) from None
+    if not isinstance(data, dict) or "format" not in data:
+        raise SnapshotError([f"{source}: not a rulegen snapshot (no 'format' field)"])
+    if data["format"] != FORMAT:
+        raise SnapshotError(
+            [
+                f"{source}: snapshot format {data['format']!r} is not supported by"
+                f" rulegen {__version__} (it reads format {FORMAT}); make the snapshot"
+                " again with this rulegen"
+            ]
+        )
+    problems = _schema_problems(data, source) or _address_problems(data, source)
+    if problems:
+        raise SnapshotError(problems)
+    return Side(
+        label=source,
+        kind="snapshot",
+        matrix=Matrix.from_dict(data["matrix"]),
+        files=dict(data["files"]),
+        texts=None,
+        unavailable=dict(data.get("not_emitted", {})),
+    )
+
+
+def _schema_problems(data: dict, source: str) -> list[str]:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(e.path)):
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        problems.append(f"{source}: {where}: {error.message}")
+    return problems[:20]
+
+
+def _address_problems(data: dict, source: str) -> list[str]:
+    problems = []
+    for i, rule in enumerate(data["matrix"]["rules"]):
+        for key in ("ports", "source_ports"):
+            ports = rule.get(key)
+            if ports and ports[0] > ports[1]:
+                problems.append(
+                    f"{source}: matrix.rules.{i}.{key}: {ports[0]}-{ports[1]} is empty"
+                )
+        for cidr in rule["peer"].get("cidrs", []):
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                problems.append(
+                    f"{source}: matrix.rules.{i}.peer.cidrs: {cidr!r} is not a CIDR block"
+                )
+    return problems
+
+
+def load_side(path: str, version: str | None = None, option: str = "") -> Side:
+    """A profile or a snapshot, told apart by content; raises ProfileError/SnapshotError."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SnapshotError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise SnapshotError([f"{path}: not UTF-8 text"]) from None
+    if looks_like_snapshot(text):
+        if version:
+            raise SnapshotError(
+                [
+                    f"{path} is a snapshot: its server version is fixed;"
+                    f" {option or 'a version override'} applies to a profile only"
+                ]
+            )
+        return parse_snapshot(text, path)
+    return side_from_profile(path, version)
