@@ -52,6 +52,7 @@ class Profile:
     nat_gateway_ips: tuple[str, ...]
     peers: dict[str, tuple[str, ...]]
     gcp: dict = field(default_factory=dict)
+    quotas: dict = field(default_factory=dict)  # see generator/quotas.py
     warnings: tuple[str, ...] = ()
     source: str = ""
 
@@ -256,7 +257,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
             )
         ]
     if error.validator in ("minimum", "maximum"):
-        return [(path, f"{error.instance} is out of range 1-65535")]
+        low, high = schema.get("minimum", 1), schema.get("maximum", 65535)
+        return [(path, f"{error.instance} is out of range {low}-{high}")]
     return [(path, error.message)]
 
 
@@ -339,6 +341,10 @@ def _build(data, lines, source, problems, warnings) -> Profile:
     if problems:
         return None
 
+    from .quotas import profile_problems
+
+    for path, message in profile_problems(data.get("quotas", {})):
+        error(("quotas",) + path, message)
     _check_overlaps(subnets, error)
     if vpc:
         vpc_net = ipaddress.ip_network(vpc)
@@ -459,6 +465,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         nat_gateway_ips=nat,
         peers=peers,
         gcp=data.get("gcp", {}),
+        quotas=data.get("quotas", {}),
         warnings=tuple(warnings),
         source=source,
     )

@@ -1,0 +1,323 @@
+"""The targets' quotas, and how a matrix is cut to fit them.
+
+Providers' defaults, overridable in the profile's `quotas:` section:
+
+- AWS: 60 inbound and 60 outbound rules per security group (IPv4 and IPv6 counted
+  apart; a rule that references a group counts once for each), 5 groups per network
+  interface, and rules-per-group x groups-per-interface at most 1,000 however the
+  quotas are raised. A role whose rules do not fit one group is split across extra
+  groups attached to the same instances. Managed prefix lists would not help: a
+  rule that references one counts as the list's maximum entries.
+- GCP: 256 source (or destination) ranges per firewall rule, the safe bound; longer
+  lists are cut into rules `name-<n>` (see chunk_addresses).
+- iptables: above a small number of addresses a rule matches an ipset (hash:net)
+  instead of one rule per address, so a packet does not walk the list.
+
+Emitters call these pure functions; `check_fit` runs before anything is emitted or
+written, so a matrix that cannot fit stops with the numbers and the choices left.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields
+from math import ceil
+
+from .matrix import DIRECTIONS, Matrix, Rule
+from .optimizer import collapse, parse_cidr
+
+AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
+PROVIDERS = {
+    "terraform-aws": "aws",
+    "cloudformation": "aws",
+    "terraform-gcp": "gcp",
+    "gcp-firewall": "gcp",
+    "iptables": "iptables",
+}
+OPEN_PEER = "nomad_client_public_ips"  # the page allows 0.0.0.0/0 for these
+
+
+class QuotaError(Exception):
+    """The matrix cannot fit a target's quotas; str() gives the numbers and choices."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Quotas:
+    aws_inbound_rules_per_group: int = 60
+    aws_outbound_rules_per_group: int = 60
+    aws_groups_per_interface: int = 5
+    gcp_ranges_per_rule: int = 256
+    iptables_ipset_threshold: int = 8
+
+    def aws_rules_per_group(self, direction: str) -> int:
+        if direction == "ingress":
+            return self.aws_inbound_rules_per_group
+        return self.aws_outbound_rules_per_group
+
+
+# profile key path -> Quotas field
+PROFILE_KEYS = {
+    ("aws", "inbound_rules_per_group"): "aws_inbound_rules_per_group",
+    ("aws", "outbound_rules_per_group"): "aws_outbound_rules_per_group",
+    ("aws", "groups_per_interface"): "aws_groups_per_interface",
+    ("gcp", "ranges_per_rule"): "gcp_ranges_per_rule",
+    ("iptables", "ipset_threshold"): "iptables_ipset_threshold",
+}
+
+
+def _from_section(section: dict) -> Quotas:
+    values = {}
+    for (provider, key), attr in PROFILE_KEYS.items():
+        if key in section.get(provider, {}):
+            values[attr] = section[provider][key]
+    return Quotas(**values)
+
+
+def quotas_for(profile) -> Quotas:
+    """The profile's quotas: the providers' defaults with its overrides."""
+    return _from_section(getattr(profile, "quotas", None) or {})
+
+
+def profile_problems(section: dict) -> list[tuple[tuple, str]]:
+    """What the schema cannot say about a `quotas:` section: (key path, message)."""
+    quotas = _from_section(section)
+    problems = []
+    for direction, key in (("ingress", "inbound"), ("egress", "outbound")):
+        per_group = quotas.aws_rules_per_group(direction)
+        product = per_group * quotas.aws_groups_per_interface
+        if product > AWS_RULES_PER_INTERFACE:
+            problems.append(
+                (
+                    ("aws", f"{key}_rules_per_group"),
+                    f"{per_group} rules per group x {quotas.aws_groups_per_interface}"
+                    f" groups per interface = {product}; AWS allows at most"
+                    f" {AWS_RULES_PER_INTERFACE} (lower one of them)",
+                )
+            )
+    return problems
+
+
+# --- stable chunks of address lists ------------------------------------------
+#
+# A chunk is a block of the address space, numbered by its place in a binary tree:
+# 1 is every address, 2 all of IPv4, 3 all of IPv6, and block n splits into 2n and
+# 2n+1 (its lower and upper halves). A block is split only while it holds more than
+# `size` entries. Adding an address changes only the block it falls in (which keeps
+# its number, or splits into its two halves); every other chunk keeps its name and
+# its addresses. Cutting the sorted list every `size` entries would pack tighter,
+# but one insertion would shift every later chunk. The price: chunks are not full,
+# so there can be up to about twice as many as the packed minimum (more for lists
+# crowded into a few small blocks), and the numbers have gaps.
+
+
+def _entries(cidrs) -> list[tuple[int, int, int]]:
+    """(version, first address, prefix length) of the collapsed blocks."""
+    out = []
+    for text in collapse(cidrs)[0]:
+        version, first, last = parse_cidr(text)
+        bits = 32 if version == 4 else 128
+        out.append((version, first, bits - (last - first + 1).bit_length() + 1))
+    return out
+
+
+def _text(version: int, first: int, plen: int) -> str:
+    return str(
+        ipaddress.ip_network((first, plen))
+        if version == 4
+        else ipaddress.IPv6Network((first, plen))
+    )
+
+
+def chunk_addresses(
+    cidrs, size: int, split_families: bool = False
+) -> list[tuple[int, tuple[str, ...]]]:
+    """(chunk number, CIDRs) pairs, each chunk at most `size` collapsed CIDRs.
+
+    split_families: never put IPv4 and IPv6 in one chunk (for rules that cannot mix).
+    """
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    entries = _entries(cidrs)
+    if not entries:
+        return []
+    out: list[tuple[int, list]] = []
+    mixed = len({e[0] for e in entries}) > 1
+    if len(entries) <= size and not (split_families and mixed):
+        out.append((1, entries))
+    else:
+        # (number, entries, bits already fixed)
+        stack = [
+            (2 if version == 4 else 3, [e for e in entries if e[0] == version], 0)
+            for version in (6, 4)
+        ]
+        while stack:
+            number, items, depth = stack.pop()
+            if not items:
+                continue
+            if len(items) <= size:
+                out.append((number, items))
+                continue
+            bits = 32 if items[0][0] == 4 else 128
+            # Collapsed blocks do not nest, so a crowded block is longer than depth.
+            shift = bits - depth - 1
+            low = [e for e in items if not (e[1] >> shift) & 1]
+            high = [e for e in items if (e[1] >> shift) & 1]
+            stack.append((2 * number + 1, high, depth + 1))
+            stack.append((2 * number, low, depth + 1))
+    out.sort(key=lambda chunk: (chunk[1][0][0], chunk[1][0][1]))
+    return [(n, tuple(_text(*e) for e in items)) for n, items in out]
+
+
+def chunk_names(
+    name: str, cidrs, size: int, split_families: bool = False
+) -> dict[str, tuple[str, ...]]:
+    """{'<name>-<n>': CIDRs}: stable names for the chunks of an address list."""
+    return {
+        f"{name}-{number}": chunk
+        for number, chunk in chunk_addresses(cidrs, size, split_families)
+    }
+
+
+def use_ipset(cidrs, quotas: Quotas = Quotas()) -> bool:
+    """iptables: match a set instead of one rule per address."""
+    return len(cidrs) > quotas.iptables_ipset_threshold
+
+
+# --- AWS security groups -------------------------------------------------------
+
+
+def aws_units(rule) -> tuple[int, int]:
+    """(IPv4, IPv6) quota units of a rule: a matrix Rule or one AWS rule.
+
+    An AWS rule holds one peer, so a matrix rule counts one unit per CIDR; a group
+    reference counts for both families.
+    """
+    role = getattr(rule, "peer_role", None)
+    if role or (isinstance(rule, Rule) and rule.peer.role):
+        return 1, 1
+    if isinstance(rule, Rule):
+        v6 = sum(1 for c in rule.peer.cidrs if ":" in c)
+        return len(rule.peer.cidrs) - v6, v6
+    return (1, 0) if rule.cidr_ipv4 else (0, 1)
+
+
+def split_aws_group(rules, quotas: Quotas = Quotas()) -> list[list]:
+    """One role's AWS rules cut into groups that each fit the per-group quotas.
+
+    rules: one-peer AWS rules (with direction, cidr_ipv4, cidr_ipv6, peer_role), in
+    the emitter's stable order. Groups are filled in that order, as tightly as the
+    quotas allow: groups per interface are scarce (5 by default), so packing beats
+    the churn of a rule moving to the next group when one is inserted before it.
+    Group 1 is the role's own group; the others are attached to the same instances.
+    """
+    groups: list[list] = []
+    used: list[dict] = []
+    for rule in rules:
+        limit = quotas.aws_rules_per_group(rule.direction)
+        v4, v6 = aws_units(rule)
+        for i, count in enumerate(used):
+            c4, c6 = count.get((rule.direction, 4), 0), count.get(
+                (rule.direction, 6), 0
+            )
+            if c4 + v4 <= limit and c6 + v6 <= limit:
+                break
+        else:
+            groups.append([])
+            used.append({})
+            i = len(groups) - 1
+        groups[i].append(rule)
+        used[i][(rule.direction, 4)] = used[i].get((rule.direction, 4), 0) + v4
+        used[i][(rule.direction, 6)] = used[i].get((rule.direction, 6), 0) + v6
+    return groups
+
+
+def aws_groups_needed(rules: list[Rule], quotas: Quotas = Quotas()) -> dict:
+    """{direction: (IPv4 units, IPv6 units, groups needed)} for one role's rules."""
+    out = {}
+    for direction in DIRECTIONS:
+        v4 = v6 = 0
+        for rule in rules:
+            if rule.direction == direction:
+                a, b = aws_units(rule)
+                v4, v6 = v4 + a, v6 + b
+        limit = quotas.aws_rules_per_group(direction)
+        out[direction] = (v4, v6, max(ceil(v4 / limit), ceil(v6 / limit)))
+    return out
+
+
+def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
+    sizes: dict[str, int] = {}
+    for rule in rules:
+        if rule.direction == direction and not rule.peer.role:
+            for name in (rule.peer.name or "cidrs").split("_and_"):
+                sizes[name] = sizes.get(name, 0) + len(rule.peer.cidrs)
+    return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
+    """Raise QuotaError if a target cannot hold the matrix within its quotas.
+
+    targets: the emitter registry's Target entries. GCP rules and iptables chains
+    always fit (address lists are cut into chunks or ipsets); AWS groups can not.
+    """
+    problems: list[str] = []
+    for target in targets:
+        if PROVIDERS.get(target.name) != "aws":
+            continue
+        for role in matrix.roles():
+            if role not in target.roles:
+                continue
+            rules = [
+                r
+                for r in matrix.for_role(role)
+                if not (r.is_return and target.stateful)
+            ]
+            for direction, (v4, v6, groups) in aws_groups_needed(rules, quotas).items():
+                if groups <= quotas.aws_groups_per_interface:
+                    continue
+                problems.append(
+                    _aws_problem(
+                        target.name, role, direction, max(v4, v6), rules, quotas
+                    )
+                )
+    if problems:
+        raise QuotaError(problems)
+
+
+def _aws_problem(target, role, direction, needed, rules, quotas) -> str:
+    per_group = quotas.aws_rules_per_group(direction)
+    groups = quotas.aws_groups_per_interface
+    capacity = per_group * groups
+    key = "inbound" if direction == "ingress" else "outbound"
+    text = (
+        f"{target}: {role} needs {needed:,} {key} rules (one per address), but AWS"
+        f" holds {per_group} per security group x {groups} groups per network"
+        f" interface = {capacity:,}."
+    )
+    choices = []
+    peers = dict(_largest_peers(rules, direction))
+    if peers.get(OPEN_PEER):
+        choices.append(
+            f"leave peers.{OPEN_PEER} empty: the page allows 0.0.0.0/0 for Nomad"
+            f" client IPs not known in advance (1 rule instead of {peers[OPEN_PEER]:,})"
+        )
+    biggest = ", ".join(f"{n} ({c:,})" for n, c in list(peers.items())[:3])
+    choices.append(
+        f"list fewer addresses, or larger blocks that cover them"
+        + (f" (largest lists: {biggest})" if biggest else "")
+    )
+    if needed <= AWS_RULES_PER_INTERFACE:
+        choices.append(
+            f"raise the quota with AWS and set quotas.aws.{key}_rules_per_group and"
+            f" groups_per_interface (their product at most {AWS_RULES_PER_INTERFACE:,})"
+        )
+    else:
+        choices.append(
+            f"a raised quota cannot help: AWS allows at most {AWS_RULES_PER_INTERFACE:,}"
+            " rules per network interface; use another target (iptables) for these hosts"
+        )
+    return text + " Choices: " + "; ".join(choices) + "."
