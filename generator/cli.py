@@ -162,21 +162,34 @@ def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
 @click.option(
     "--server-version", help="Generate for another release than the profile's."
 )
-def generate(profile, output, targets, check, force, server_version) -> None:
+@click.option(
+    "--no-optimize", is_flag=True, help="Emit the raw matrix, without the optimizer."
+)
+def generate(
+    profile, output, targets, check, force, server_version, no_optimize=False
+) -> None:
     """Write the firewall code of every target for PROFILE."""
     from pathlib import Path
 
     from .emitters import EmitError, emit, targets_for
+    from .optimizer import optimize
     from .planner import plan as make_plan
+    from .quotas import QuotaError, check_fit, quotas_for
     from .writer import compare, write_tree
 
     prof = load(profile, server_version)
     matrix = make_plan(prof)
+    if not no_optimize:
+        matrix = optimize(matrix)[0]
     warn(matrix.warnings)
     try:
-        files = emit(matrix, prof, targets_for(prof.cloud, tuple(targets)))
+        chosen = targets_for(prof.cloud, tuple(targets))
+        check_fit(matrix, chosen, quotas_for(prof))
+        files = emit(matrix, prof, chosen)
     except EmitError as exc:
         fail([str(exc)])
+    except QuotaError as exc:
+        fail(exc.problems)
     folder = Path(output) if output else Path("out") / prof.name
     changes = compare(folder, files)
     if check:
