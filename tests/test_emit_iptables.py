@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from conftest import EXAMPLES, example, is_root, needs_root, profile_from
 from generator.emitters import TARGETS, EmitError, emit
 from generator.emitters import iptables as ipt
+from generator.optimizer import optimize
 from generator.planner import plan
 
 # Stateless, with IPv6 peers and a VCS list long enough for an ipset.
@@ -55,8 +56,9 @@ needs_tools = pytest.mark.skipif(
 
 
 def load_case(name: str):
+    """The profile and the matrix `rulegen generate` emits (optimized)."""
     prof = profile_from(STATELESS) if name == "stateless" else example(name)
-    return prof, plan(prof)
+    return prof, optimize(plan(prof))[0]
 
 
 def generate(name: str) -> tuple[object, object, dict[str, str]]:
