@@ -527,6 +527,10 @@ def _rewordings(t: TrafficDiff) -> tuple[list[Reworded], int]:
     return purpose, len(t.reworded) - len(purpose)
 
 
+def _refs_only(count: int, more: bool) -> str:
+    return f"{'and ' if more else ''}{count} rule(s) with only a new page reference"
+
+
 def _rule_text(rule: Rule) -> str:
     from .matrix import port_text
 
@@ -569,7 +573,7 @@ def render_text(report: Report) -> str:
             out.append(f"    was: {item.old.purpose}")
             out.append(f"    now: {item.new.purpose}")
         if refs_only:
-            out.append(f"  and {refs_only} rule(s) with only a new page reference")
+            out.append(f"  {_refs_only(refs_only, bool(purpose))}")
     if t.notes_added or t.notes_removed:
         out += ["", "Notes:"]
         out += [f"  + {n}" for n in t.notes_added]
@@ -639,7 +643,7 @@ def render_markdown(report: Report) -> str:
                 f' now "{_cell(item.new.purpose)}"'
             )
         if refs_only:
-            out.append(f"- and {refs_only} rule(s) with only a new page reference")
+            out.append(f"- {_refs_only(refs_only, bool(purpose))}")
         out += ["", "</details>"]
     if t.notes_added or t.notes_removed:
         out += ["", "Notes:", ""]

@@ -164,7 +164,8 @@ def load_side(path: str, version: str | None = None, option: str = "") -> Side:
         raise SnapshotError([f"{path}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
         raise SnapshotError([f"{path}: not UTF-8 text"]) from None
-    if looks_like_snapshot(text):
+    # A .json file is read as a snapshot, so that a broken one gets a snapshot's message.
+    if looks_like_snapshot(text) or file.suffix == ".json":
         if version:
             raise SnapshotError(
                 [

@@ -1,0 +1,277 @@
+"""`rulegen snapshot` and `rulegen diff`: files, formats, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, example, example_matrix
+from markdown_it import MarkdownIt
+
+from generator.cli import main
+from generator.diff import FileDiff, Report, compare, render_markdown
+from generator.emitters import TARGETS, emit, targets_for
+from generator.matrix import Matrix
+from generator.snapshot import SCHEMA_PATH, side_from_profile
+from generator.writer import digest
+
+V42 = ROOT / "profiles" / "aws-private-vpn.yaml"
+V3 = ROOT / "profiles" / "aws-private-vpn-3.yaml"
+V410 = ROOT / "profiles" / "aws-private-vpn-4.10.yaml"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def available_files(name: str) -> dict[str, str]:
+    """What the installed emitters give for a shipped profile (some may be missing)."""
+    profile = example(name)
+    matrix = example_matrix(name)
+    files = {}
+    for target in targets_for(profile.cloud):
+        try:
+            files.update(emit(matrix, profile, [target]))
+        except ModuleNotFoundError:
+            continue
+    return files
+
+
+# --- snapshot ---------------------------------------------------------------
+
+
+def test_snapshot_is_valid_stable_and_complete(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert run("snapshot", V42, "-o", a).exit_code == 0
+    assert run("snapshot", V42, "-o", b).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    data = json.loads(a.read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(data)
+    assert list(data)[0] == "format" and data["format"] == 1
+    assert Matrix.from_dict(data["matrix"]) == example_matrix("aws-private-vpn")
+    files = available_files("aws-private-vpn")
+    assert data["files"] == {p: digest(t) for p, t in files.items()}
+    # Every default target is either hashed or named with the reason it is not.
+    emitted = {p.split("/", 1)[0] for p in data["files"]}
+    assert emitted | set(data["not_emitted"]) == {t.name for t in targets_for("aws")}
+
+
+def test_snapshot_to_stdout_equals_the_file(tmp_path):
+    out = tmp_path / "s.json"
+    run("snapshot", V42, "-o", out)
+    assert run("snapshot", V42).stdout == out.read_text()
+
+
+def test_snapshot_of_a_bad_profile_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(V42.read_text().replace("10.0.0.2]", "10.0.0.300]"))
+    out = tmp_path / "s.json"
+    result = run("snapshot", bad, "-o", out)
+    assert result.exit_code == 1
+    assert "10.0.0.300" in result.stderr and "Traceback" not in result.output
+    assert not out.exists()
+
+
+# --- diff: exit codes and sides ---------------------------------------------
+
+
+def test_snapshot_against_its_own_profile_is_no_change(tmp_path):
+    snap = tmp_path / "prod.json"
+    run("snapshot", V42, "-o", snap)
+    result = run("diff", snap, V42)
+    assert result.exit_code == 0, result.output
+    assert "no change" in result.stdout
+    assert run("diff", V42, snap, "--fail-on", "breaking").exit_code == 0
+
+
+def test_upgrade_exit_codes_follow_terraform_detailed_exitcode(tmp_path):
+    assert run("diff", V42, V42, "--new-version", "4.3").exit_code == 2
+    gate = run("diff", V42, V42, "--new-version", "4.3", "--fail-on", "breaking")
+    assert gate.exit_code == 3
+    # Going back re-opens the flows: changes, but nothing breaking.
+    back = run("diff", V410, V42, "--fail-on", "breaking")
+    assert back.exit_code == 2
+
+
+def test_json_output_of_an_upgrade(tmp_path):
+    snap = tmp_path / "prod.json"
+    run("snapshot", V42, "-o", snap)
+    result = run("diff", snap, V42, "--new-version", "4.3", "--format", "json")
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["old"]["kind"] == "snapshot" and data["new"]["kind"] == "profile"
+    assert data["new"]["server_version"] == "4.3"
+    assert data["breaking"] is True
+    expected = compare(
+        example_matrix("aws-private-vpn"),
+        side_from_profile(str(V42), "4.3").matrix,
+    )
+    assert [c["kind"] for c in data["changes"]] == [c.kind for c in expected.changes]
+    assert data["counts"]["removed"] == len(expected.changes) > 0
+    emitted = set(available_files("aws-private-vpn"))
+    # Every file whose target exists names the release in its header: all change.
+    assert set(data["files"]["changed"]) == emitted
+    assert data["files"]["diffs"] == {}
+
+
+def test_3_to_4_says_there_is_no_traffic_change():
+    result = run("diff", V3, V42, "--format", "json")
+    data = json.loads(result.stdout)
+    assert data["traffic_changed"] is False and data["changes"] == []
+    assert any(
+        "load balancer" in r["old"]["purpose"] and r["old"]["role"] == "load_balancer"
+        for r in data["reworded"]
+    )
+    # Only the files can make it a change (their headers name the release).
+    assert result.exit_code == (2 if data["files"]["changed"] else 0)
+    text = run("diff", V3, V42).stdout
+    assert "Traffic: no change" in text
+
+
+@pytest.mark.skipif(not shutil.which("patch"), reason="needs patch(1)")
+def test_unified_diffs_apply_with_patch(tmp_path):
+    result = run("diff", V42, V410, "--files", "--format", "json")
+    data = json.loads(result.stdout)
+    old = available_files("aws-private-vpn")
+    new = available_files("aws-private-vpn-4.10")
+    if not data["files"]["changed"]:
+        pytest.skip("no emitter installed yet")
+    assert set(data["files"]["diffs"]) == set(data["files"]["changed"])
+    for rel, text in old.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    patch = "".join(data["files"]["diffs"].values())
+    subprocess.run(
+        ["patch", "-p1", "--quiet", "--batch"],
+        input=patch,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=30,
+    )
+    for rel, text in new.items():
+        assert (tmp_path / rel).read_text() == text, rel
+
+
+def test_missing_emitter_is_named_not_fatal(monkeypatch):
+    target = TARGETS["terraform-aws"]
+    monkeypatch.setitem(
+        TARGETS, "terraform-aws", replace(target, module="not_written_yet")
+    )
+    result = run("diff", V42, V410, "--format", "json")
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert "terraform-aws" in data["files"]["not_compared"]
+    assert not any(
+        p.startswith("terraform-aws/")
+        for key in ("added", "removed", "changed")
+        for p in data["files"][key]
+    )
+
+
+# --- formats ----------------------------------------------------------------
+
+
+def _semantic_report(old: str, new_version: str) -> Report:
+    """The traffic part only, so the snapshot does not move with the emitters."""
+    before = side_from_profile(str(ROOT / "profiles" / f"{old}.yaml"))
+    after = side_from_profile(str(ROOT / "profiles" / f"{old}.yaml"), new_version)
+    return Report(before, after, compare(before.matrix, after.matrix), FileDiff())
+
+
+def test_markdown_of_the_4_3_upgrade(file_regression):
+    text = render_markdown(_semantic_report("aws-private-vpn", "4.3"))
+    file_regression.check(text, extension=".md")
+
+
+def test_markdown_tables_parse_with_one_cell_per_column():
+    report = _semantic_report("aws-private-vpn", "4.3")
+    tokens = MarkdownIt("commonmark").enable("table").parse(render_markdown(report))
+    rows, cells = 0, []
+    for token in tokens:
+        if token.type == "tr_open":
+            rows += 1
+            cells.append(0)
+        elif token.type in ("td_open", "th_open"):
+            cells[-1] += 1
+    tables = sum(1 for t in tokens if t.type == "table_open")
+    # One header row per table, one row per change, four cells in each.
+    assert rows == tables + len(report.traffic.changes)
+    assert set(cells) == {4}
+    inline = " ".join(t.content for t in tokens if t.type == "inline")
+    for change in report.traffic.changes:
+        assert all(p in inline for p in change.purposes)
+
+
+def test_text_groups_by_role_and_marks_breaking():
+    result = run("diff", V42, V42, "--new-version", "4.3")
+    lines = result.stdout.splitlines()
+    breaking = [line for line in lines if line.endswith("[breaking]")]
+    assert len(breaking) == len(
+        _semantic_report("aws-private-vpn", "4.3").traffic.changes
+    )
+    headings = [line for line in lines if line.endswith((" - ingress", " - egress"))]
+    assert headings == sorted(set(headings), key=headings.index)  # each group once
+
+
+# --- bad input --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not JSON"),
+        ('{"format": 7, "matrix": {}}', "format 7 is not supported"),
+        ("[1, 2]", "not a rulegen snapshot"),
+    ],
+)
+def test_bad_snapshot_files(tmp_path, content, message):
+    bad = tmp_path / "old.json"
+    bad.write_text(content)
+    result = run("diff", bad, V42)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_snapshot_with_a_bad_rule_names_it(tmp_path):
+    snap = tmp_path / "s.json"
+    run("snapshot", V42, "-o", snap)
+    data = json.loads(snap.read_text())
+    data["matrix"]["rules"][0]["role"] = "database"
+    data["matrix"]["rules"][1]["peer"] = {"cidrs": ["10.0.0.1/8"], "name": "x"}
+    snap.write_text(json.dumps(data))
+    result = run("diff", snap, V42)
+    assert result.exit_code == 1
+    assert "matrix.rules.0.role" in result.stderr
+    data["matrix"]["rules"][0]["role"] = "load_balancer"
+    snap.write_text(json.dumps(data))
+    result = run("diff", snap, V42)
+    assert result.exit_code == 1 and "'10.0.0.1/8' is not a CIDR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.yaml", V42], "cannot read"),
+        ([V42, V42, "--new-version", "9.9"], "'9.9' is not known"),
+    ],
+)
+def test_bad_arguments(args, message):
+    result = run("diff", *args)
+    assert result.exit_code == 1 and message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_version_override_on_a_snapshot_is_refused(tmp_path):
+    snap = tmp_path / "s.json"
+    run("snapshot", V42, "-o", snap)
+    result = run("diff", snap, V42, "--old-version", "4.3")
+    assert result.exit_code == 1
+    assert "is a snapshot" in result.stderr and "--old-version" in result.stderr
