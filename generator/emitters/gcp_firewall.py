@@ -13,8 +13,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from ..matrix import Matrix, Rule
-from . import EmitError, Target, describe, expressible, header
+from ..matrix import Matrix, Rule, port_text
+from . import EmitError, Target, expressible, header
 
 ALLOW_PRIORITY = 1000
 # Below every allow rule, above the implied allow-all egress (65535).
@@ -200,7 +200,11 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
         # other way (tags and service accounts do not mix): the role's subnets.
         cidrs = profile.subnets[peer] if peer else rule.peer.cidrs
         if not cidrs:
-            omitted.append(f"{describe(rule)}: the peer list is empty")
+            where = "from" if ingress else "to"
+            omitted.append(
+                f"{rule.role} {rule.direction} {rule.protocol}/{port_text(rule.ports)}"
+                f" {where} {rule.peer.label}: the list is empty ({rule.purpose})"
+            )
             continue
         for suffix, part in _families(cidrs):
             out.append(
