@@ -50,6 +50,7 @@ def emitted(matrix: Matrix, profile) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def side_from_profile(path: str, version: str | None = None) -> Side:
+    from .optimizer import optimize
     from .planner import plan
     from .profile import load_profile
     from .writer import digest
@@ -60,7 +61,9 @@ def side_from_profile(path: str, version: str | None = None) -> Side:
         profile = profile.with_version(version)
         label += f" (server_version {version})"
     matrix = plan(profile)
-    texts, unavailable = emitted(matrix, profile)
+    # Files as `generate` writes them (from the optimized matrix); the matrix kept is
+    # the planner's, one rule per flow, which the semantic diff reads the same way.
+    texts, unavailable = emitted(optimize(matrix)[0], profile)
     return Side(
         label=label,
         kind="profile",

@@ -10,15 +10,15 @@ from dataclasses import replace
 import jsonschema
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, example, example_matrix
+from conftest import ROOT, example_matrix
 from markdown_it import MarkdownIt
 
 from generator.cli import main
 from generator.diff import FileDiff, Report, compare, render_markdown
-from generator.emitters import TARGETS, emit, targets_for
+from generator.emitters import TARGETS, targets_for
 from generator.matrix import Matrix
 from generator.snapshot import SCHEMA_PATH, side_from_profile
-from generator.writer import digest
+from generator.writer import MANIFEST, read_manifest
 
 V42 = ROOT / "profiles" / "aws-private-vpn.yaml"
 V3 = ROOT / "profiles" / "aws-private-vpn-3.yaml"
@@ -29,17 +29,15 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def available_files(name: str) -> dict[str, str]:
-    """What the installed emitters give for a shipped profile (some may be missing)."""
-    profile = example(name)
-    matrix = example_matrix(name)
-    files = {}
-    for target in targets_for(profile.cloud):
-        try:
-            files.update(emit(matrix, profile, [target]))
-        except ModuleNotFoundError:
-            continue
-    return files
+def generated(profile, folder, *extra) -> dict[str, str]:
+    """What `rulegen generate` writes for a profile: {path: text}, manifest aside."""
+    result = run("generate", profile, "-o", folder, *extra)
+    assert result.exit_code == 0, result.output
+    return {
+        str(p.relative_to(folder)): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 # --- snapshot ---------------------------------------------------------------
@@ -54,8 +52,9 @@ def test_snapshot_is_valid_stable_and_complete(tmp_path):
     jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(data)
     assert list(data)[0] == "format" and data["format"] == 1
     assert Matrix.from_dict(data["matrix"]) == example_matrix("aws-private-vpn")
-    files = available_files("aws-private-vpn")
-    assert data["files"] == {p: digest(t) for p, t in files.items()}
+    # The hashes are those `generate` records for the files it writes.
+    generated(V42, tmp_path / "out")
+    assert data["files"] == read_manifest(tmp_path / "out")
     # Every default target is either hashed or named with the reason it is not.
     emitted = {p.split("/", 1)[0] for p in data["files"]}
     assert emitted | set(data["not_emitted"]) == {t.name for t in targets_for("aws")}
@@ -113,9 +112,8 @@ def test_json_output_of_an_upgrade(tmp_path):
     )
     assert [c["kind"] for c in data["changes"]] == [c.kind for c in expected.changes]
     assert data["counts"]["removed"] == len(expected.changes) > 0
-    emitted = set(available_files("aws-private-vpn"))
-    # Every file whose target exists names the release in its header: all change.
-    assert set(data["files"]["changed"]) == emitted
+    # Every emitted file names the release in its header: all of them change.
+    assert set(data["files"]["changed"]) == set(json.loads(snap.read_text())["files"])
     assert data["files"]["diffs"] == {}
 
 
@@ -137,26 +135,23 @@ def test_3_to_4_says_there_is_no_traffic_change():
 def test_unified_diffs_apply_with_patch(tmp_path):
     result = run("diff", V42, V410, "--files", "--format", "json")
     data = json.loads(result.stdout)
-    old = available_files("aws-private-vpn")
-    new = available_files("aws-private-vpn-4.10")
     if not data["files"]["changed"]:
         pytest.skip("no emitter installed yet")
     assert set(data["files"]["diffs"]) == set(data["files"]["changed"])
-    for rel, text in old.items():
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    old = generated(V42, tmp_path / "old")
+    new = generated(V410, tmp_path / "new")
+    assert set(old) == set(new)
     patch = "".join(data["files"]["diffs"].values())
     subprocess.run(
         ["patch", "-p1", "--quiet", "--batch"],
         input=patch,
         text=True,
-        cwd=tmp_path,
+        cwd=tmp_path / "old",
         check=True,
         timeout=30,
     )
     for rel, text in new.items():
-        assert (tmp_path / rel).read_text() == text, rel
+        assert (tmp_path / "old" / rel).read_text() == text, rel
 
 
 def test_missing_emitter_is_named_not_fatal(monkeypatch):
