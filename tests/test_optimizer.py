@@ -1,0 +1,373 @@
+"""The optimizer keeps every flow, and the equivalence check catches any change.
+
+Random matrices live in a small universe (two roles, ports 20-26, source ports
+1024-1027, addresses in 10.0.0.0/29 and 2001:db8::/126) so that a brute-force
+oracle can list every flow they allow; the checker and the optimizer are both
+judged against that list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from generator import optimizer as optimizer_module
+from generator.cli import main
+from generator.equivalence import NotEquivalent, check_equivalent, first_difference
+from generator.matrix import Matrix, Peer, Rule
+from generator.optimizer import collapse, optimize
+
+from conftest import EXAMPLES, ROOT, example_matrix
+
+ROLES2 = ("nomad_clients", "external_vms")
+PORTS = range(19, 28)  # every port behaves like one of these in the universe
+SPORTS = (1023, 1024, 1025, 1026, 1027, 1028)
+V4 = [f"10.0.0.{i}" for i in range(9)]
+V6 = [str(ipaddress.IPv6Address(f"2001:db8::{i:x}")) for i in range(5)]
+ADDRESSES = V4 + V6 + [f"role:{r}" for r in ROLES2]
+
+
+def _cidr_v4():
+    return st.sampled_from(
+        [f"10.0.0.{i}/32" for i in range(8)]
+        + [f"10.0.0.{i}/31" for i in range(0, 8, 2)]
+        + [f"10.0.0.{i}/30" for i in (0, 4)]
+        + ["10.0.0.0/29"]
+    )
+
+
+def _cidr_v6():
+    return st.sampled_from(
+        [f"2001:db8::{i}/128" for i in range(4)]
+        + ["2001:db8::/127", "2001:db8::2/127", "2001:db8::/126"]
+    )
+
+
+def _range(lo, hi):
+    return st.tuples(st.integers(lo, hi), st.integers(lo, hi)).map(
+        lambda t: (min(t), max(t))
+    )
+
+
+@st.composite
+def rules(draw):
+    if draw(st.booleans()):
+        peer = Peer(role=draw(st.sampled_from(ROLES2)))
+    else:
+        cidrs = draw(
+            st.lists(st.one_of(_cidr_v4(), _cidr_v6()), min_size=1, max_size=4)
+        )
+        peer = Peer(cidrs=tuple(cidrs), name=draw(st.sampled_from(["a", "b", "c"])))
+    protocol = draw(st.sampled_from(["tcp", "udp", "all"]))
+    ports = None if protocol == "all" else draw(st.none() | _range(20, 26))
+    sports = None if protocol == "all" else draw(st.none() | _range(1024, 1027))
+    return Rule(
+        role=draw(st.sampled_from(ROLES2)),
+        direction=draw(st.sampled_from(["ingress", "egress"])),
+        protocol=protocol,
+        ports=ports,
+        peer=peer,
+        purpose=draw(st.sampled_from(["p1", "p2", "p3"])),
+        reference="r",
+        flow=draw(st.sampled_from(["f1", "f2"])),
+        source_ports=sports,
+    )
+
+
+@st.composite
+def matrices(draw, max_size=10):
+    found = draw(st.lists(rules(), min_size=0, max_size=max_size))
+    unique = {r.traffic_key(): r for r in found}  # the planner's contract
+    return Matrix(
+        profile="random",
+        server_version="4.10",
+        release_line="4.3-4.10",
+        cloud="aws",
+        stateful=False,
+        rules=tuple(sorted(unique.values(), key=Rule.sort_key)),
+    )
+
+
+def flows(matrix: Matrix) -> set[tuple]:
+    """Every (role, direction, protocol, port, source port, address) allowed."""
+    out = set()
+    for rule in matrix.rules:
+        if rule.peer.role:
+            addresses = [f"role:{rule.peer.role}"]
+        else:
+            nets = [ipaddress.ip_network(c) for c in rule.peer.cidrs]
+            addresses = [
+                a for a in V4 + V6 if any(ipaddress.ip_address(a) in n for n in nets)
+            ]
+        protocols = (
+            ["tcp", "udp", "other"] if rule.protocol == "all" else [rule.protocol]
+        )
+        for protocol in protocols:
+            lo, hi = rule.ports or (0, 65535)
+            slo, shi = rule.source_ports or (0, 65535)
+            if protocol == "other" or rule.protocol == "all":
+                lo, hi, slo, shi = 0, 65535, 0, 65535
+            for port in PORTS:
+                if not lo <= port <= hi:
+                    continue
+                for sport in SPORTS:
+                    if not slo <= sport <= shi:
+                        continue
+                    for address in addresses:
+                        out.add(
+                            (rule.role, rule.direction, protocol, port, sport, address)
+                        )
+    return out
+
+
+def witness_matches(flow, only_in: set[tuple]) -> bool:
+    """The reported flow is one of the flows allowed by one side only."""
+    for role, direction, protocol, port, sport, address in only_in:
+        if (role, direction, protocol, address) != (
+            flow.role,
+            flow.direction,
+            flow.protocol,
+            flow.address,
+        ):
+            continue
+        if flow.port is not None and min(max(flow.port, 19), 27) != port:
+            continue
+        if (
+            flow.source_port is not None
+            and min(max(flow.source_port, 1023), 1028) != sport
+        ):
+            continue
+        return True
+    return False
+
+
+FAST = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@FAST
+@given(matrices())
+def test_optimizer_keeps_every_flow(matrix):
+    optimized, report = optimize(matrix)
+    assert flows(optimized) == flows(matrix)
+    assert first_difference(matrix, optimized) is None
+    assert len(optimized.rules) <= len(matrix.rules)
+    assert report.rules == len(optimized.rules)
+    names = [r.name for r in optimized.rules]
+    assert len(names) == len(set(names))
+    for rule in optimized.rules:  # one port range, one peer of one kind
+        assert (rule.peer.role is None) != (not rule.peer.cidrs)
+
+
+@FAST
+@given(matrices())
+def test_optimizer_is_a_fixpoint_and_deterministic(matrix):
+    once, _ = optimize(matrix)
+    twice, report = optimize(once)
+    assert twice.rules == once.rules
+    assert not report.shadowed and not report.merged
+    reordered = replace(matrix, rules=tuple(reversed(matrix.rules)))
+    assert optimize(reordered)[0].rules == once.rules
+
+
+@FAST
+@given(matrices(), matrices())
+def test_checker_agrees_with_brute_force(a, b):
+    difference = first_difference(a, b)
+    fa, fb = flows(a), flows(b)
+    assert (difference is None) == (fa == fb)
+    if difference is not None:
+        only = fa - fb if difference.allowed_by == "first" else fb - fa
+        assert witness_matches(difference, only), difference
+
+
+def _break(matrix: Matrix, how: int, index: int) -> Matrix:
+    rules = list(matrix.rules)
+    rule = rules[index % len(rules)]
+    if how == 0:  # a rule lost
+        del rules[index % len(rules)]
+    elif how == 1 and rule.ports and rule.ports[0] < rule.ports[1]:  # a port lost
+        rules[index % len(rules)] = replace(
+            rule, ports=(rule.ports[0] + 1, rule.ports[1])
+        )
+    elif how == 2 and len(rule.peer.cidrs) > 1:  # an address block lost
+        rules[index % len(rules)] = replace(
+            rule, peer=replace(rule.peer, cidrs=rule.peer.cidrs[1:])
+        )
+    else:  # one address too many
+        rules.append(replace(rule, peer=Peer(cidrs=("10.0.0.8/32",), name="extra")))
+    return replace(matrix, rules=tuple(rules))
+
+
+@FAST
+@given(matrices(), st.integers(0, 3), st.integers(0, 50))
+def test_a_broken_optimizer_output_is_caught(matrix, how, index):
+    optimized, _ = optimize(matrix)
+    if not optimized.rules:
+        return
+    broken = _break(optimized, how, index)
+    changed = flows(broken) != flows(matrix)
+    if changed:
+        with pytest.raises(NotEquivalent) as caught:
+            check_equivalent(matrix, broken)
+        flow = caught.value.flow
+        assert flow.allowed_by in ("raw", "optimized")
+        assert str(flow) in str(caught.value)
+    else:
+        check_equivalent(matrix, broken)
+
+
+def test_an_added_address_is_named():
+    matrix = example_matrix("aws-private-vpn")
+    optimized, _ = optimize(matrix)
+    broken = _break(optimized, 3, 0)
+    with pytest.raises(NotEquivalent) as caught:
+        check_equivalent(matrix, broken)
+    assert caught.value.flow.address == "10.0.0.8"
+    assert caught.value.flow.allowed_by == "optimized"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_examples_optimized_and_every_rule_needed(name):
+    matrix = example_matrix(name)
+    optimized, report = optimize(matrix)
+    check_equivalent(matrix, optimized)
+    assert report.raw_rules == len(matrix.rules) >= len(optimized.rules)
+    # After optimizing, no rule of the examples is redundant: dropping any one is seen.
+    for i in range(len(optimized.rules)):
+        dropped = replace(
+            optimized, rules=optimized.rules[:i] + optimized.rules[i + 1 :]
+        )
+        assert first_difference(matrix, dropped) is not None
+
+
+def test_public_ip_profile_is_smaller_and_the_shadowed_rule_reported():
+    matrix = example_matrix("aws-public-ip")
+    optimized, report = optimize(matrix)
+    assert len(optimized.rules) < len(matrix.rules)
+    # Checkout over SSH to the VCS lies inside "SSH to any VM public IP" (0.0.0.0/0).
+    shadowed = dict(report.shadowed)
+    vcs = next(r for r in matrix.rules if r.peer.name == "vcs")
+    assert vcs.name in shadowed
+    cover = next(r for r in optimized.rules if r.name == shadowed[vcs.name])
+    assert "0.0.0.0/0" in cover.peer.cidrs and cover.ports == vcs.ports
+
+
+def test_role_and_cidr_peers_are_never_merged():
+    base = dict(
+        role="external_vms", direction="ingress", protocol="tcp", ports=(22, 22)
+    )
+    rules = (
+        Rule(
+            peer=Peer(role="nomad_clients"), purpose="a", reference="", flow="a", **base
+        ),
+        Rule(
+            peer=Peer(cidrs=("0.0.0.0/0",), name="anywhere"),
+            purpose="b",
+            reference="",
+            flow="b",
+            **base,
+        ),
+    )
+    matrix = Matrix("m", "4.10", "4.3-4.10", "aws", True, rules)
+    optimized, report = optimize(matrix)
+    assert set(optimized.rules) == set(rules)
+    assert not report.shadowed and not report.merged
+
+
+def test_merged_peers_keep_their_names_and_purposes():
+    base = dict(
+        role="external_vms", direction="ingress", protocol="tcp", ports=(22, 22)
+    )
+    rules = tuple(
+        Rule(peer=Peer(cidrs=(c,), name=n), purpose=p, reference="", flow=n, **base)
+        for c, n, p in (
+            ("198.51.100.11/32", "nat_gateway", "pod SSH"),
+            ("198.51.100.10/32", "clients", "client SSH"),
+        )
+    )
+    matrix = Matrix("m", "4.10", "4.3-4.10", "aws", True, rules)
+    optimized, report = optimize(matrix)
+    (rule,) = optimized.rules
+    assert rule.peer.cidrs == ("198.51.100.10/31",)
+    assert rule.peer.name == "clients_and_nat_gateway"
+    assert set(rule.purpose.split("; ")) == {"pod SSH", "client SSH"}
+    ((new, old),) = report.merged
+    assert new == rule.name and set(old) == {r.name for r in rules}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(
+                lambda a, p: str(ipaddress.ip_network((a, p), strict=False)),
+                st.integers(0, 2**32 - 1),
+                st.integers(0, 32),
+            ),
+            st.builds(
+                lambda a, p: str(ipaddress.IPv6Network((a, p), strict=False)),
+                st.integers(0, 2**128 - 1),
+                st.integers(0, 128),
+            ),
+            st.builds(lambda i: f"10.0.{i >> 8}.{i & 255}/32", st.integers(0, 1023)),
+        ),
+        max_size=40,
+    )
+)
+def test_fast_collapse_matches_ipaddress(cidrs):
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    expected = [
+        str(n)
+        for version in (4, 6)
+        for n in ipaddress.collapse_addresses(x for x in nets if x.version == version)
+    ]
+    assert list(collapse(cidrs)[0]) == expected
+
+
+# --- the command line ---------------------------------------------------------
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_plan_verifies_equivalence():
+    result = run(
+        "plan", ROOT / "profiles" / "aws-public-ip.yaml", "--verify-equivalence"
+    )
+    assert result.exit_code == 0, result.output
+    raw = len(example_matrix("aws-public-ip").rules)
+    assert f"of the {raw} raw rules" in result.stderr
+
+
+def test_plan_no_optimize_shows_the_raw_matrix():
+    path = ROOT / "profiles" / "aws-public-ip.yaml"
+    raw = run("plan", path, "--no-optimize", "--format", "csv")
+    optimized = run("plan", path, "--format", "csv")
+    count = len(example_matrix("aws-public-ip").rules)
+    assert len(raw.stdout.splitlines()) - 1 == count
+    assert len(optimized.stdout.splitlines()) - 1 < count
+
+
+def test_plan_reports_a_broken_optimizer(monkeypatch):
+    real = optimizer_module.optimize
+
+    def broken(matrix):
+        optimized, report = real(matrix)
+        return replace(optimized, rules=optimized.rules[1:]), report
+
+    monkeypatch.setattr(optimizer_module, "optimize", broken)
+    result = run(
+        "plan", ROOT / "profiles" / "aws-private-vpn.yaml", "--verify-equivalence"
+    )
+    assert result.exit_code == 1
+    assert "differs from the raw one" in result.stderr
+    assert "allowed only by the raw matrix" in result.stderr
+    assert "Traceback" not in result.output
