@@ -412,10 +412,7 @@ def test_terraform_and_gcloud_say_what_the_api_bodies_say(case):
         k: v["default"] for block in variables["variable"] for k, v in block.items()
     }
     assert defaults["network"] == network
-    assert (
-        defaults["project"] == (profile.gcp.get("project") or "${null}")
-        or defaults["project"] is None
-    )
+    assert defaults["project"] == profile.gcp.get("project")  # None: HCL null
     outputs = unquote(hcl2.loads(files["terraform-gcp/outputs.tf"]))
     rules = [
         o["firewall_rules"]["value"] for o in outputs["output"] if "firewall_rules" in o
@@ -651,3 +648,35 @@ def test_snapshots(case_name, rel, file_regression):
     file_regression.check(
         text, basename=f"{case_name}-{target}-{stem}", extension=f".{ext}"
     )
+
+
+def run_derive(*args):
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "scripts/derive_gcp_schema.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_committed_schema_is_what_the_script_derives(tmp_path):
+    source = os.environ.get("GCP_DISCOVERY")
+    if not source:
+        pytest.skip(
+            "set GCP_DISCOVERY to the google-api-python-client wheel (or compute.v1.json)"
+            " to re-derive the schema"
+        )
+    result = run_derive(source, "-o", str(tmp_path / "schema.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "schema.json").read_text()) == SCHEMA
+
+
+def test_schema_script_refuses_a_bad_source_clearly(tmp_path):
+    bad = tmp_path / "compute.v1.json"
+    bad.write_text("{not json")
+    out = tmp_path / "schema.json"
+    result = run_derive(str(bad), "-o", str(out))
+    assert result.returncode != 0
+    assert "cannot read the discovery document" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
