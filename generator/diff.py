@@ -527,6 +527,17 @@ def _rewordings(t: TrafficDiff) -> tuple[list[Reworded], int]:
     return purpose, len(t.reworded) - len(purpose)
 
 
+def _engine_note(report: Report) -> str:
+    old, new = report.old.matrix.stateful, report.new.matrix.stateful
+    if old == new:
+        return ""
+    words = {True: "stateful", False: "stateless"}
+    return (
+        f"Rule engine: {words[old]} -> {words[new]}; the stateless side lists its"
+        " return rules as traffic of their own."
+    )
+
+
 def _refs_only(count: int, more: bool) -> str:
     return f"{'and ' if more else ''}{count} rule(s) with only a new page reference"
 
@@ -556,6 +567,8 @@ def render_text(report: Report) -> str:
         "",
         f"Traffic: {_summary(t)}",
     ]
+    if _engine_note(report):
+        out.append(_engine_note(report))
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
@@ -617,6 +630,8 @@ def render_markdown(report: Report) -> str:
         "",
         f"**Traffic: {_summary(t)}**",
     ]
+    if _engine_note(report):
+        out += ["", _engine_note(report)]
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
         out += ["| change | traffic | purpose | page reference |", "|---|---|---|---|"]
@@ -678,6 +693,7 @@ def report_dict(report: Report) -> dict:
             "profile": m.profile,
             "server_version": m.server_version,
             "release_line": m.release_line,
+            "stateful": m.stateful,
         }
 
     return {

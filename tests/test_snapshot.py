@@ -270,3 +270,15 @@ def test_version_override_on_a_snapshot_is_refused(tmp_path):
     result = run("diff", snap, V42, "--old-version", "4.3")
     assert result.exit_code == 1
     assert "is a snapshot" in result.stderr and "--old-version" in result.stderr
+
+
+def test_switching_to_a_stateless_engine_is_said(tmp_path):
+    stateless = tmp_path / "stateless.yaml"
+    stateless.write_text(V42.read_text().replace("stateful: true", "stateful: false"))
+    result = run("diff", V42, stateless, "--format", "json")
+    data = json.loads(result.stdout)
+    assert (data["old"]["stateful"], data["new"]["stateful"]) == (True, False)
+    # Return rules only add traffic: nothing is cut off.
+    assert data["changes"] and not data["breaking"]
+    assert all(c["traffic"][0].get("source_ports") for c in data["changes"])
+    assert "Rule engine: stateful -> stateless" in run("diff", V42, stateless).stdout
