@@ -250,11 +250,12 @@ def aws_groups_needed(rules: list[Rule], quotas: Quotas = Quotas()) -> dict:
 
 
 def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
+    """Address lists by size; merged peers stay together (their rules are one)."""
     sizes: dict[str, int] = {}
     for rule in rules:
         if rule.direction == direction and not rule.peer.role:
-            for name in (rule.peer.name or "cidrs").split("_and_"):
-                sizes[name] = sizes.get(name, 0) + len(rule.peer.cidrs)
+            name = " + ".join((rule.peer.name or "cidrs").split("_and_"))
+            sizes[name] = sizes.get(name, 0) + len(rule.peer.cidrs)
     return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
@@ -264,7 +265,7 @@ def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
     targets: the emitter registry's Target entries. GCP rules and iptables chains
     always fit (address lists are cut into chunks or ipsets); AWS groups can not.
     """
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}  # the same problem for every AWS target
     for target in targets:
         if PROVIDERS.get(target.name) != "aws":
             continue
@@ -279,31 +280,28 @@ def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
             for direction, (v4, v6, groups) in aws_groups_needed(rules, quotas).items():
                 if groups <= quotas.aws_groups_per_interface:
                     continue
-                problems.append(
-                    _aws_problem(
-                        target.name, role, direction, max(v4, v6), rules, quotas
-                    )
-                )
+                text = _aws_problem(role, direction, max(v4, v6), rules, quotas)
+                problems.setdefault(text, []).append(target.name)
     if problems:
-        raise QuotaError(problems)
+        raise QuotaError([f"{', '.join(t)}: {text}" for text, t in problems.items()])
 
 
-def _aws_problem(target, role, direction, needed, rules, quotas) -> str:
+def _aws_problem(role, direction, needed, rules, quotas) -> str:
     per_group = quotas.aws_rules_per_group(direction)
     groups = quotas.aws_groups_per_interface
     capacity = per_group * groups
     key = "inbound" if direction == "ingress" else "outbound"
     text = (
-        f"{target}: {role} needs {needed:,} {key} rules (one per address), but AWS"
+        f"{role} needs {needed:,} {key} rules (one per address and port), but AWS"
         f" holds {per_group} per security group x {groups} groups per network"
         f" interface = {capacity:,}."
     )
     choices = []
     peers = dict(_largest_peers(rules, direction))
-    if peers.get(OPEN_PEER):
+    if any(OPEN_PEER in name.split(" + ") for name in peers):
         choices.append(
             f"leave peers.{OPEN_PEER} empty: the page allows 0.0.0.0/0 for Nomad"
-            f" client IPs not known in advance (1 rule instead of {peers[OPEN_PEER]:,})"
+            " client IPs not known in advance (one rule per port)"
         )
     biggest = ", ".join(f"{n} ({c:,})" for n, c in list(peers.items())[:3])
     choices.append(
