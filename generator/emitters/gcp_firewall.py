@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..matrix import Matrix, Rule, port_text
+from ..quotas import chunk_addresses, quotas_for
 from . import EmitError, Target, expressible, header
 
 ALLOW_PRIORITY = 1000
@@ -89,14 +90,18 @@ class GcpPlan:
     omitted: tuple[str, ...]  # rules that allow nothing (empty peer list)
 
 
-def rule_name(*parts: str) -> str:
-    """A valid, stable name from what the rule means; hash-shortened when too long."""
+def rule_name(*parts: str, suffix: str = "") -> str:
+    """A valid, stable name from what the rule means; hash-shortened when too long.
+
+    The suffix (address family, chunk number) is kept whole after any shortening.
+    """
     text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
     text = re.sub(r"-{2,}", "-", text)
-    if len(text) <= 63:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[:54].rstrip('-')}-{digest}"
+    room = 63 - (len(suffix) + 1 if suffix else 0)
+    if len(text) > room:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        text = f"{text[:room - 9].rstrip('-')}-{digest}"
+    return f"{text}-{suffix}" if suffix else text
 
 
 def addresses(profile, roles: list[str]) -> dict[str, Address]:
@@ -128,6 +133,21 @@ def _families(cidrs) -> list[tuple[str, tuple[str, ...]]]:
     v4 = tuple(c for c in cidrs if ipaddress.ip_network(c).version == 4)
     v6 = tuple(c for c in cidrs if ipaddress.ip_network(c).version == 6)
     return [(suffix, part) for suffix, part in (("", v4), ("v6", v6)) if part]
+
+
+def _range_parts(cidrs, size: int) -> list[tuple[str, tuple[str, ...]]]:
+    """(name suffix, ranges) of each GCP rule that one address list becomes.
+
+    Within the per-rule bound: one rule per address family (IPv6 suffixed v6).
+    Above it: the quota module's stable chunks, suffixed with their numbers.
+    """
+    parts = _families(cidrs)
+    if all(len(part) <= size for _, part in parts):
+        return parts
+    return [
+        (str(number), chunk)
+        for number, chunk in chunk_addresses(cidrs, size, split_families=True)
+    ]
 
 
 def _ports(rule: Rule) -> tuple[str, ...]:
@@ -166,6 +186,7 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
     logging = bool(gcp.get("logging", False))
     roles = [r for r in matrix.roles() if r in target.roles]
     addr = addresses(profile, roles)
+    size = quotas_for(profile).gcp_ranges_per_rule
     out: list[GcpRule] = []
     omitted: list[str] = []
     for rule in rules:
@@ -206,10 +227,10 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
                 f" {where} {rule.peer.label}: the list is empty ({rule.purpose})"
             )
             continue
-        for suffix, part in _families(cidrs):
+        for suffix, part in _range_parts(cidrs, size):
             out.append(
                 GcpRule(
-                    name=rule_name(*base, suffix),
+                    name=rule_name(*base, suffix=suffix),
                     ranges=part,
                     skips=_skips(rule, part),
                     **common,

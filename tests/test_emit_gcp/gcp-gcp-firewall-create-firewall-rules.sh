@@ -228,7 +228,7 @@ gcloud compute firewall-rules create \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:22 \
-  --destination-ranges=192.30.252.0/22,185.199.108.0/22,140.82.112.0/20,143.55.64.0/20 \
+  --destination-ranges=140.82.112.0/20,143.55.64.0/20,185.199.108.0/22,192.30.252.0/22 \
   --target-tags=acme-nomad \
   --enable-logging \
   --logging-metadata=include-all
@@ -348,7 +348,7 @@ gcloud compute firewall-rules create \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:22 \
-  --destination-ranges=192.30.252.0/22,185.199.108.0/22,140.82.112.0/20,143.55.64.0/20 \
+  --destination-ranges=140.82.112.0/20,143.55.64.0/20,185.199.108.0/22,192.30.252.0/22 \
   --target-tags=acme-vm \
   --enable-logging \
   --logging-metadata=include-all

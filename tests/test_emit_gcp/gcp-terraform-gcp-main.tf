@@ -288,7 +288,7 @@ resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_22_vcs" {
   description        = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["192.30.252.0/22", "185.199.108.0/22", "140.82.112.0/20", "143.55.64.0/20"]
+  destination_ranges = ["140.82.112.0/20", "143.55.64.0/20", "185.199.108.0/22", "192.30.252.0/22"]
   target_tags        = ["acme-nomad"]
 
   allow {
@@ -448,7 +448,7 @@ resource "google_compute_firewall" "acme_gcp_vm_out_tcp_22_vcs" {
   description        = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["192.30.252.0/22", "185.199.108.0/22", "140.82.112.0/20", "143.55.64.0/20"]
+  destination_ranges = ["140.82.112.0/20", "143.55.64.0/20", "185.199.108.0/22", "192.30.252.0/22"]
   target_tags        = ["acme-vm"]
 
   allow {
