@@ -293,3 +293,89 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
         warn(["--files: a snapshot keeps only hashes, so changed files are listed"])
     click.echo(render(report, fmt), nl=False)
     sys.exit(report.exit_code(fail_on))
+
+
+def _shipped_matrix(prof):
+    """The matrix `generate` emits by default: planned, then optimized."""
+    from .optimizer import optimize
+    from .planner import plan as make_plan
+
+    return optimize(make_plan(prof))[0]
+
+
+@main.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--server-version", help="Verify another release than the profile's.")
+@click.option(
+    "--drop-rule",
+    "drop_rules",
+    multiple=True,
+    metavar="NAME",
+    help="Leave this rule out of the loaded rules (repeatable): verify must then fail.",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="List every probe, not only misses."
+)
+def verify(profile, server_version, drop_rules, verbose) -> None:
+    """Prove PROFILE's iptables rules with real packets (Linux, root).
+
+    Builds throwaway network namespaces (one host per role and per peer), loads each
+    role's rules as apply.sh would, probes every required flow and a forbidden set,
+    and removes everything again. Exit 1 on any mismatch or error.
+    """
+    from .emitters import EmitError
+    from .verify import VerifyError, report, run
+
+    prof = load(profile, server_version)
+    matrix = _shipped_matrix(prof)
+    try:
+        outcome = run(matrix, prof, drop_rules)
+    except (VerifyError, EmitError) as exc:
+        fail([str(exc)])
+    except KeyboardInterrupt:
+        click.echo("verify: interrupted; the test bed was removed", err=True)
+        sys.exit(130)
+    click.echo(report(outcome, verbose), nl=False)
+    sys.exit(0 if outcome.ok else 1)
+
+
+@main.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--from", "source", required=True, help="A role, or an address or CIDR.")
+@click.option(
+    "--to", "destination", required=True, help="A role, or an address or CIDR."
+)
+@click.option("--port", type=click.IntRange(1, 65535), required=True)
+@click.option(
+    "--protocol", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--server-version", help="Explain for another release than the profile's."
+)
+def explain(profile, source, destination, port, protocol, fmt, server_version) -> None:
+    """Is a flow allowed, and by which rule on each end (or which end blocks it)?"""
+    import json
+
+    from .explain import ExplainError, endpoint
+    from .explain import explain as make_explain
+    from .explain import render
+
+    prof = load(profile, server_version)
+    try:
+        src, dst = endpoint(source), endpoint(destination)
+    except ExplainError as exc:
+        fail([str(exc)])
+    verdict = make_explain(
+        _shipped_matrix(prof), src, dst, port, protocol, prof.subnets
+    )
+    if fmt == "json":
+        click.echo(json.dumps(verdict.to_dict(), indent=2))
+    else:
+        click.echo(render(verdict), nl=False)

@@ -1,0 +1,250 @@
+"""Explain one flow: is it allowed, and by which rule on each end (or which end blocks it).
+
+A pure function of the matrix and the roles' subnets, with the meaning the host
+firewalls give the rules: a role peer matches the addresses of that role's subnets,
+a CIDR peer its addresses; protocol `all` matches every port. On a stateless matrix a
+connection also needs its replies allowed, by return rules (or by `all` rules).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .matrix import ROLES, Matrix, Rule
+
+
+class ExplainError(ValueError):
+    """A query that cannot be answered; str() says why."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a flow: a role (optionally one host address of it) or addresses."""
+
+    role: str | None = None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+
+    @property
+    def label(self) -> str:
+        if self.role and self.network:
+            return f"{self.role} ({self.network.network_address})"
+        return self.role or str(self.network)
+
+
+def endpoint(text: str) -> Endpoint:
+    """A role name, or an address or CIDR; bad input gives ExplainError."""
+    if text in ROLES:
+        return Endpoint(role=text)
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ExplainError(
+            f"{text!r} is neither a role ({', '.join(ROLES)}) nor an address or CIDR"
+        ) from None
+    return Endpoint(network=net)
+
+
+@dataclass
+class Check:
+    """One firewall a packet crosses, and the rules there that let it through."""
+
+    role: str
+    direction: str
+    packet: str  # "request" or "reply"
+    other: Endpoint  # the peer as this firewall sees it
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def passes(self) -> bool:
+        return bool(self.rules)
+
+    @property
+    def where(self) -> str:
+        return f"{self.direction} on {self.role}" + (
+            " (reply)" if self.packet == "reply" else ""
+        )
+
+
+@dataclass
+class Verdict:
+    source: Endpoint
+    destination: Endpoint
+    protocol: str
+    port: int
+    checks: list[Check]
+    hints: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return all(check.passes for check in self.checks)
+
+    @property
+    def blocked_by(self) -> list[Check]:
+        return [check for check in self.checks if not check.passes]
+
+    @property
+    def flows(self) -> list[str]:
+        out: list[str] = []
+        for check in self.checks:
+            for rule in check.rules:
+                for flow in rule.flow.split("+"):
+                    if flow not in out:
+                        out.append(flow)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "from": self.source.label,
+            "to": self.destination.label,
+            "protocol": self.protocol,
+            "port": self.port,
+            "allowed": self.allowed,
+            "checks": [
+                {
+                    "role": c.role,
+                    "direction": c.direction,
+                    "packet": c.packet,
+                    "passes": c.passes,
+                    "rules": [
+                        {
+                            "name": r.name,
+                            "purpose": r.purpose,
+                            "reference": r.reference,
+                            "flow": r.flow,
+                        }
+                        for r in c.rules
+                    ],
+                }
+                for c in self.checks
+            ],
+            "hints": list(self.hints),
+        }
+
+
+def _networks(cidrs) -> list:
+    return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
+def _inside(net, nets) -> bool:
+    return any(net.version == n.version and net.subnet_of(n) for n in nets)
+
+
+def peer_matches(rule: Rule, end: Endpoint, subnets: dict) -> bool:
+    """Does the rule's peer take in every address the endpoint may have?"""
+    peer = rule.peer
+    if end.network is not None:
+        nets = _networks(subnets.get(peer.role, ())) if peer.role else None
+        if peer.role and end.role == peer.role and not nets:
+            return True
+        return _inside(end.network, nets if peer.role else _networks(peer.cidrs))
+    # A whole role: by name, or by its subnets all lying inside the peer's CIDRs.
+    if peer.role:
+        return peer.role == end.role
+    mine = _networks(subnets.get(end.role, ()))
+    allowed = _networks(peer.cidrs)
+    if not mine:
+        return any(n.prefixlen == 0 for n in allowed)
+    return all(_inside(n, allowed) for n in mine)
+
+
+def _protocol(rule: Rule, protocol: str) -> bool:
+    return rule.protocol in ("all", protocol)
+
+
+def _in(port: int, ports: tuple[int, int] | None) -> bool:
+    return ports is None or ports[0] <= port <= ports[1]
+
+
+def _request(rule: Rule, protocol: str, port: int) -> bool:
+    """Client port -> service port: rules without a source port, covering the port."""
+    return _protocol(rule, protocol) and not rule.is_return and _in(port, rule.ports)
+
+
+def _reply(rule: Rule, protocol: str, port: int) -> bool:
+    """Service port -> client port: return rules from the port, or all-port rules."""
+    if not _protocol(rule, protocol):
+        return False
+    if rule.is_return:
+        return _in(port, rule.source_ports)
+    return rule.ports is None
+
+
+def explain(
+    matrix: Matrix,
+    source: Endpoint,
+    destination: Endpoint,
+    port: int,
+    protocol: str = "tcp",
+    subnets: dict | None = None,
+) -> Verdict:
+    """Which rules let `source` open `protocol/port` on `destination`, end by end."""
+    subnets = subnets or {}
+    checks: list[Check] = []
+
+    def check(role, direction, packet, other, match) -> None:
+        rules = [
+            r
+            for r in matrix.for_role(role, direction)
+            if match(r, protocol, port) and peer_matches(r, other, subnets)
+        ]
+        checks.append(Check(role, direction, packet, other, rules))
+
+    if source.role:
+        check(source.role, "egress", "request", destination, _request)
+    if destination.role:
+        check(destination.role, "ingress", "request", source, _request)
+    if not matrix.stateful:
+        if destination.role:
+            check(destination.role, "egress", "reply", source, _reply)
+        if source.role:
+            check(source.role, "ingress", "reply", destination, _reply)
+    verdict = Verdict(source, destination, protocol, port, checks)
+    verdict.hints = _hints(matrix, verdict)
+    return verdict
+
+
+def _hints(matrix: Matrix, verdict: Verdict) -> list[str]:
+    """Where a blocked end expects the same flow from other addresses (a NAT, say)."""
+    flows = set(verdict.flows)
+    hints = []
+    for check in verdict.blocked_by:
+        match = _request if check.packet == "request" else _reply
+        for rule in matrix.for_role(check.role, check.direction):
+            if set(rule.flow.split("+")) & flows and match(
+                rule, verdict.protocol, verdict.port
+            ):
+                peer = (
+                    rule.peer.role or f"{rule.peer.name} {', '.join(rule.peer.cidrs)}"
+                )
+                hints.append(
+                    f"{check.where} allows flow {rule.flow} only"
+                    f" {'to' if check.direction == 'egress' else 'from'} {peer}"
+                    f" ({rule.name})"
+                )
+    return hints
+
+
+def render(verdict: Verdict) -> str:
+    head = (
+        f"{verdict.source.label} -> {verdict.destination.label}"
+        f" {verdict.protocol}/{verdict.port}:"
+        f" {'allowed' if verdict.allowed else 'blocked'}"
+    )
+    lines = [head]
+    if not verdict.checks:
+        lines.append("  neither end is a role: no rulegen firewall on the way")
+    for check in verdict.checks:
+        if not check.passes:
+            lines.append(
+                f"  blocked by {check.where}: no rule allows"
+                f" {verdict.protocol}/{verdict.port}"
+                f" {'to' if check.direction == 'egress' else 'from'} {check.other.label}"
+            )
+            continue
+        lines.append(f"  {check.where}:")
+        for rule in check.rules:
+            lines.append(f"    {rule.name}: {rule.purpose}")
+            lines.append(f"      flow {rule.flow}; {rule.reference}")
+    lines += [f"  note: {hint}" for hint in verdict.hints]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Listener and prober that `rulegen verify` runs inside its network namespaces.
+
+Standard library only, so that starting one per namespace stays cheap:
+
+    python -m generator.netprobe listen --tcp 22,80 --udp 53
+        binds every port, prints "ready", then accepts and answers until stdin closes;
+        a UDP datagram gets a reply (a DNS answer header when it looks like a query).
+    python -m generator.netprobe probe --timeout 0.3 < probes.json
+        probes [{"id", "protocol", "address", "port"}, ...] in parallel and prints
+        {"id": "connected" | "blocked" | "refused" | "error: ..."} as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import selectors
+import socket
+import struct
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+MAX_WORKERS = 64
+
+
+def ports(text: str) -> list[int]:
+    return [int(p) for p in text.split(",") if p]
+
+
+def listen(tcp: list[int], udp: list[int]) -> None:
+    sel = selectors.DefaultSelector()
+    for port in tcp:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        sock.listen(256)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, "tcp")
+    for port in udp:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", port))
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, "udp")
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()  # the parent closes it (or dies): time to go
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    print("ready", flush=True)
+    while not stop.is_set():
+        for key, _ in sel.select(timeout=0.2):
+            sock = key.fileobj
+            try:
+                if key.data == "tcp":
+                    conn, _ = sock.accept()
+                    conn.close()
+                else:
+                    data, peer = sock.recvfrom(2048)
+                    sock.sendto(answer(data), peer)
+            except OSError:
+                continue
+
+
+def answer(query: bytes) -> bytes:
+    """A minimal DNS response: same ID and question, QR set, no records."""
+    if len(query) < 12:
+        return b"pong"
+    ident, flags, qd = struct.unpack("!HHH", query[:6])
+    return struct.pack("!HHHHHH", ident, 0x8180 | (flags & 0x0100), qd, 0, 0, 0) + (
+        query[12:]
+    )
+
+
+def query(ident: int) -> bytes:
+    name = b"".join(bytes([len(p)]) + p for p in (b"rulegen", b"test")) + b"\0"
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + name + b"\0\1\0\1"
+
+
+def probe_one(item: dict, timeout: float) -> str:
+    family = socket.AF_INET6 if ":" in item["address"] else socket.AF_INET
+    target = (item["address"], item["port"])
+    try:
+        if item["protocol"] == "tcp":
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(target)
+            return "connected"
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            ident = item["port"] ^ 0x5A5A
+            sock.sendto(query(ident), target)
+            data, _ = sock.recvfrom(2048)
+            ok = len(data) >= 2 and struct.unpack("!H", data[:2])[0] == ident
+            return "connected" if ok else "error: unexpected reply"
+    except ConnectionRefusedError:
+        return "refused"
+    except (socket.timeout, TimeoutError):
+        return "blocked"
+    except OSError as exc:
+        return f"error: {exc.strerror or exc}"
+
+
+def probe(items: list[dict], timeout: float) -> dict:
+    if not items:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
+        results = pool.map(lambda item: probe_one(item, timeout), items)
+        return {item["id"]: result for item, result in zip(items, results)}
+
+
+def set_client_ports(low: int, high: int, reserved: str) -> None:
+    """Stateless rules open replies to these client ports only; never use listed ones."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as handle:
+        handle.write(f"{low} {high}")
+    if reserved:
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports", "w") as handle:
+            handle.write(reserved)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="netprobe")
+    sub = parser.add_subparsers(dest="command", required=True)
+    lis = sub.add_parser("listen")
+    lis.add_argument("--tcp", type=ports, default=[])
+    lis.add_argument("--udp", type=ports, default=[])
+    pro = sub.add_parser("probe")
+    pro.add_argument("--timeout", type=float, default=0.3)
+    pro.add_argument("--client-ports", help="LOW-HIGH ephemeral range to use")
+    pro.add_argument("--reserved", default="", help="ports never used as client ports")
+    args = parser.parse_args(argv)
+    if args.command == "listen":
+        listen(args.tcp, args.udp)
+        return
+    if args.client_ports:
+        low, high = args.client_ports.split("-")
+        set_client_ports(int(low), int(high), args.reserved)
+    items = json.load(sys.stdin)
+    json.dump(probe(items, args.timeout), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
