@@ -15,8 +15,8 @@ from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
 from . import EmitError, Target, describe, expressible
 
 # AWS allows these in rule and group descriptions ("a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*").
-# `{`, `}`, `$` and `*` are left out as well: they mean something to HCL templates.
-_DESCRIPTION_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;!]")
+# `{`, `}` and `$` are left out as well: `${` would start an HCL interpolation.
+_DESCRIPTION_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;!*]")
 DESCRIPTION_LIMIT = 255
 OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 

@@ -115,8 +115,8 @@ def rule_blocks(role: str, direction: str, rules: list[AwsRule]) -> list[dict]:
         if checks:
             name += "_open_" + "_".join(str(CHECK_PORTS[c]) for c in checks)
             title = (
-                f"{ROLE_TITLES[role]}: {direction} rules the page requires open to"
-                " anywhere; the checkov skips below say why."
+                f"{ROLE_TITLES[role]}: {direction} rules this profile opens to"
+                " anywhere (the checkov skips say why)."
             )
         blocks.append(
             {

