@@ -7,7 +7,6 @@ a gcloud script (this module), and google_compute_firewall resources (terraform_
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
 import shlex
@@ -130,8 +129,9 @@ def addresses(profile, roles: list[str]) -> dict[str, Address]:
 
 def _families(cidrs) -> list[tuple[str, tuple[str, ...]]]:
     """Ranges split by IP version (a GCP rule cannot mix them), IPv4 first."""
-    v4 = tuple(c for c in cidrs if ipaddress.ip_network(c).version == 4)
-    v6 = tuple(c for c in cidrs if ipaddress.ip_network(c).version == 6)
+    # CIDRs arrive validated and normalized: only IPv6 ones hold a colon.
+    v4 = tuple(c for c in cidrs if ":" not in c)
+    v6 = tuple(c for c in cidrs if ":" in c)
     return [(suffix, part) for suffix, part in (("", v4), ("v6", v6)) if part]
 
 
