@@ -625,6 +625,10 @@ def test_output_is_deterministic_and_generate_writes_it(tmp_path):
             ("nomad@sa-proj.iam.gserviceaccount.com", "nomad"),
             "gcp.service_accounts.nomad_clients",
         ),
+        (
+            ("vm@sa-proj", "nomad@sa-proj"),
+            "'nomad@sa-proj.iam.gserviceaccount.com' also addresses nomad_clients",
+        ),
     ],
 )
 def test_bad_gcp_addresses_are_refused_clearly(tmp_path, change, message):

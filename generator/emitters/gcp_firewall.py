@@ -124,6 +124,16 @@ def addresses(profile, roles: list[str]) -> dict[str, Address]:
                 " lowercase letters, digits and dashes, starting with a letter"
             )
         out[role] = Address("tag", value)
+    owners: dict[Address, str] = {}
+    for role, address in out.items():
+        if address in owners:
+            section = "tags" if address.kind == "tag" else "service_accounts"
+            raise EmitError(
+                f"gcp.{section}.{role}: {address.value!r} also addresses"
+                f" {owners[address]}; each role needs its own, or rules meant for one"
+                " role would apply to both"
+            )
+        owners[address] = role
     return out
 
 
