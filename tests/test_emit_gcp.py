@@ -305,8 +305,37 @@ def test_schema_refuses_what_gcp_refuses():
 def test_every_matrix_rule_is_covered_by_exactly_the_right_rule(case):
     name, profile, matrix, files = case
     bodies = json.loads(files["gcp-firewall/firewalls.json"])
-    used: dict[str, int] = {b["name"]: 0 for b in bodies}
+    check_coverage(
+        profile, matrix, bodies, files["gcp-firewall/create-firewall-rules.sh"]
+    )
+
+
+def test_the_coverage_check_catches_wrong_rules():
+    profile, matrix, files = generate(GCP_EXAMPLES[0])
+    bodies = json.loads(files["gcp-firewall/firewalls.json"])
     script = files["gcp-firewall/create-firewall-rules.sh"]
+    egress = next(i for i, b in enumerate(bodies) if "-out-tcp-4647-" in b["name"])
+    ingress = next(i for i, b in enumerate(bodies) if "-in-tcp-4647-" in b["name"])
+    mutations = [
+        lambda bs: bs.pop(egress),
+        lambda bs: bs.append(dict(bs[ingress], name="extra")),
+        lambda bs: bs[egress].update(destinationRanges=["10.0.0.0/8"]),
+        lambda bs: bs[ingress].update(
+            allowed=[{"IPProtocol": "tcp", "ports": ["4648"]}]
+        ),
+        lambda bs: bs[ingress].update(sourceTags=["someone-else"]),
+        lambda bs: bs[ingress].update(direction="EGRESS"),
+        lambda bs: bs[-1].update(priority=900),
+    ]
+    for mutate in mutations:
+        changed = json.loads(json.dumps(bodies))
+        mutate(changed)
+        with pytest.raises(AssertionError):
+            check_coverage(profile, matrix, changed, script)
+
+
+def check_coverage(profile, matrix, bodies, script):
+    used: dict[str, int] = {b["name"]: 0 for b in bodies}
     logging = profile.gcp.get("logging", False)
     for rule in expressible(GCP_TARGETS[0], matrix):
         direction = rule.direction.upper()
