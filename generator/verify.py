@@ -50,7 +50,7 @@ HOSTS_PER_ROLE = {
 }
 UNLISTED_CANDIDATES = (9, 7, 13, 19, 37, 79, 119, 9999, 12345, 23456)
 TIMEOUT = 0.3  # a probe on one bridge answers in well under a millisecond
-RETRY_TIMEOUT = 1.5  # a surprise is tried once more, slowly, before it is reported
+RETRY_TIMEOUT = 1.0  # a surprise is tried once more, slowly, before it is reported
 READY_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 60
 
@@ -457,14 +457,6 @@ class TestBed:
             if client_ports:
                 args += ["--client-ports", f"{client_ports[0]}-{client_ports[1]}"]
                 args += ["--reserved", reserved]
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=Path(__file__).resolve().parent.parent,
-                text=True,
-            )
             payload = [
                 {
                     "id": p.id,
@@ -474,39 +466,79 @@ class TestBed:
                 }
                 for p in items
             ]
-            procs.append((proc, json.dumps(payload)))
+            # Every prober gets its list up front, from a file: they all run at once.
+            with tempfile.TemporaryFile("w+") as handle:
+                json.dump(payload, handle)
+                handle.seek(0)
+                proc = subprocess.Popen(
+                    args,
+                    stdin=handle,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=Path(__file__).resolve().parent.parent,
+                    text=True,
+                )
+            procs.append(proc)
         results: dict[str, str] = {}
         limit = timeout * (len(probes) // 32 + 4) + 10
-        for proc, payload in procs:
-            try:
-                out, err = proc.communicate(payload, timeout=limit)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                raise VerifyError("probes did not finish in time") from None
-            if proc.returncode != 0:
-                raise VerifyError(f"prober failed: {err.strip().splitlines()[-1:]}")
-            results.update(json.loads(out))
+        try:
+            for proc in procs:
+                try:
+                    out, err = proc.communicate(timeout=limit)
+                except subprocess.TimeoutExpired:
+                    raise VerifyError("probes did not finish in time") from None
+                if proc.returncode != 0:
+                    last = (err.strip().splitlines() or ["no message"])[-1]
+                    raise VerifyError(f"prober failed: {last}")
+                results.update(json.loads(out))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
         return results
 
     def close(self) -> None:
-        for proc in self.listeners:
+        """Stop the listeners and delete every namespace of this bed; Ctrl-C waits."""
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            self._stop_listeners()
+            # By prefix, so that one created just before an interrupt goes too.
+            names = set(self.namespaces)
+            try:
+                names |= {
+                    n
+                    for n in os.listdir("/run/netns")
+                    if n.startswith(self.prefix + "-")
+                }
+            except OSError:
+                pass
+            for name in sorted(names, reverse=True):
+                subprocess.run(
+                    ["ip", "netns", "delete", name], capture_output=True, timeout=30
+                )
+            self.namespaces = []
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+    def _stop_listeners(self) -> None:
+        for proc in self.listeners:  # all at once: each takes a moment to notice
             try:
                 if proc.stdin:
                     proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self.listeners:
+            try:
                 proc.wait(timeout=2)
-            except (subprocess.TimeoutExpired, OSError):
+            except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
             for stream in (proc.stdout, proc.stderr):
                 if stream:
                     stream.close()
         self.listeners = []
-        for name in reversed(self.namespaces):
-            subprocess.run(
-                ["ip", "netns", "delete", name], capture_output=True, timeout=30
-            )
-        self.namespaces = []
 
 
 # --- one run --------------------------------------------------------------------
@@ -576,14 +608,15 @@ def find_rules(matrix: Matrix, names) -> list[Rule]:
     return found
 
 
-def observe_with_retry(bed: TestBed, plan: TestPlan, matrix: Matrix) -> dict:
+def observe_with_retry(
+    bed: TestBed, probes: list[Probe], matrix: Matrix, retry: float = RETRY_TIMEOUT
+) -> dict:
+    """Observe; a surprise is tried once more with a longer timeout before it counts."""
     ports, reserved = client_ports(matrix)
-    observed = bed.observe(plan.probes, TIMEOUT, ports, reserved)
-    surprises = [
-        p for p in plan.probes if (observed.get(p.id) == "connected") != p.expect
-    ]
+    observed = bed.observe(probes, TIMEOUT, ports, reserved)
+    surprises = [p for p in probes if (observed.get(p.id) == "connected") != p.expect]
     if surprises:
-        observed.update(bed.observe(surprises, RETRY_TIMEOUT, ports, reserved))
+        observed.update(bed.observe(surprises, retry, ports, reserved))
     return observed
 
 
@@ -599,7 +632,7 @@ def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
         write_files(folder, files)
         with TestBed(plan.hosts) as bed:
             bed.load(folder)
-            observed = observe_with_retry(bed, plan, matrix)
+            observed = observe_with_retry(bed, plan.probes, matrix)
     return Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
 
 
