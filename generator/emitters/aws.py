@@ -64,7 +64,15 @@ def rule_description(rule: Rule) -> str:
     stale = (
         " (stale on this release; kept by include_obsolete)" if rule.obsolete else ""
     )
-    return sanitize(f"{rule.purpose}{stale}. Source: {rule.reference}")
+    return sanitize(f"{rule.purpose}{stale}. Source: {_references(rule.reference)}")
+
+
+def _references(reference: str) -> str:
+    """Merged rules repeat the page title in every reference: say it once."""
+    parts = reference.split("; ")
+    title = parts[0].split(" > ")[0] + " > "
+    short = [parts[0]] + [p.removeprefix(title) for p in parts[1:]]
+    return "; ".join(dict.fromkeys(short))
 
 
 def camel(text: str) -> str:

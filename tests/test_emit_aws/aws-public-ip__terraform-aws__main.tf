@@ -344,42 +344,6 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_clients" {
 # Nomad clients: egress rules.
 resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
   for_each = {
-    "nomad_clients_egress_tcp_22_vcs_192.30.252.0/22" = {
-      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "192.30.252.0/22"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
-    "nomad_clients_egress_tcp_22_vcs_185.199.108.0/22" = {
-      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "185.199.108.0/22"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
-    "nomad_clients_egress_tcp_22_vcs_140.82.112.0/20" = {
-      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "140.82.112.0/20"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
-    "nomad_clients_egress_tcp_22_vcs_143.55.64.0/20" = {
-      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "143.55.64.0/20"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
     "nomad_clients_egress_tcp_22_vm_public_ips_0.0.0.0/0" = {
       description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet)"
       ip_protocol                  = "tcp"
@@ -477,26 +441,17 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
 # External VMs: ingress rules.
 resource "aws_vpc_security_group_ingress_rule" "external_vms" {
   for_each = {
-    "external_vms_ingress_tcp_22_nat_gateway_198.51.100.10/32" = {
-      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_22_nat_gateway_and_nomad_client_public_ips_and_ssh_admin_198.51.100.10/31" = {
+      description                  = "vm-service pod SSH to the VMs; Nomad client SSH to the VMs; Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service; Common rules for compute instances /..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
-      cidr_ipv4                    = "198.51.100.10/32"
+      cidr_ipv4                    = "198.51.100.10/31"
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_22_nat_gateway_198.51.100.11/32" = {
-      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "198.51.100.11/32"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
-    "external_vms_ingress_tcp_22_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_22_nat_gateway_and_nomad_client_public_ips_and_ssh_admin_198.51.100.64/27" = {
+      description                  = "vm-service pod SSH to the VMs; Nomad client SSH to the VMs; Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service; Common rules for compute instances /..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -504,8 +459,8 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_22_ssh_admin_203.0.113.0/28" = {
-      description                  = "Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Ingress"
+    "external_vms_ingress_tcp_22_nat_gateway_and_nomad_client_public_ips_and_ssh_admin_203.0.113.0/28" = {
+      description                  = "vm-service pod SSH to the VMs; Nomad client SSH to the VMs; Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service; Common rules for compute instances /..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -513,26 +468,17 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_2376_nat_gateway_198.51.100.10/32" = {
-      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_2376_nat_gateway_and_nomad_client_public_ips_198.51.100.10/31" = {
+      description                  = "vm-service pod to Docker on the VMs; Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
-      cidr_ipv4                    = "198.51.100.10/32"
+      cidr_ipv4                    = "198.51.100.10/31"
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_2376_nat_gateway_198.51.100.11/32" = {
-      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
-      ip_protocol                  = "tcp"
-      from_port                    = 2376
-      to_port                      = 2376
-      cidr_ipv4                    = "198.51.100.11/32"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
-    "external_vms_ingress_tcp_2376_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_2376_nat_gateway_and_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "vm-service pod to Docker on the VMs; Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -565,24 +511,6 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
 # External VMs: egress rules.
 resource "aws_vpc_security_group_egress_rule" "external_vms" {
   for_each = {
-    "external_vms_egress_tcp_22_vcs_192.30.252.0/22" = {
-      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "192.30.252.0/22"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
-    "external_vms_egress_tcp_22_vcs_185.199.108.0/22" = {
-      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
-      ip_protocol                  = "tcp"
-      from_port                    = 22
-      to_port                      = 22
-      cidr_ipv4                    = "185.199.108.0/22"
-      cidr_ipv6                    = null
-      referenced_security_group_id = null
-    }
     "external_vms_egress_tcp_22_vcs_140.82.112.0/20" = {
       description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
       ip_protocol                  = "tcp"
@@ -598,6 +526,24 @@ resource "aws_vpc_security_group_egress_rule" "external_vms" {
       from_port                    = 22
       to_port                      = 22
       cidr_ipv4                    = "143.55.64.0/20"
+      cidr_ipv6                    = null
+      referenced_security_group_id = null
+    }
+    "external_vms_egress_tcp_22_vcs_185.199.108.0/22" = {
+      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = "185.199.108.0/22"
+      cidr_ipv6                    = null
+      referenced_security_group_id = null
+    }
+    "external_vms_egress_tcp_22_vcs_192.30.252.0/22" = {
+      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = "192.30.252.0/22"
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
