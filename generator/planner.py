@@ -28,7 +28,15 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 " call it stale (include_obsolete: true keeps it)"
             )
             continue
-        rules.extend(_expand(flow, profile, catalog, line, status == "obsolete"))
+        for rule in _expand(flow, profile, catalog, line, status == "obsolete"):
+            if rule.peer.role or rule.peer.cidrs:
+                rules.append(rule)
+                continue
+            # An empty peer list means "nobody": no rule (an empty source would mean
+            # "anywhere" to some engines).
+            note = f"{flow.id}: no rule, the {rule.peer.name} peer list is empty"
+            if note not in notes:
+                notes.append(note)
         for since, text in sorted(flow.caution.items()):
             note = f"caution (from {since}): {text}"
             if (

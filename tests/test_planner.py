@@ -168,3 +168,14 @@ def test_matrix_round_trips_through_json(example_name):
 
     matrix = example_matrix(example_name)
     assert Matrix.from_dict(matrix.to_dict()) == matrix
+
+
+def test_empty_peer_list_gives_no_rule_and_a_note():
+    profile = base(peers={**base().peers, "ssh_rerun": (), "internet": ()})
+    matrix = plan(profile)
+    assert not [r for r in matrix.rules if r.peer.role is None and not r.peer.cidrs]
+    assert not [
+        r for r in matrix.rules if r.flow in ("nomad-rerun-ssh", "vm-rerun-ssh")
+    ]
+    assert "nomad-rerun-ssh: no rule, the ssh_rerun peer list is empty" in matrix.notes
+    assert "internet: no rule, the internet peer list is empty" in matrix.notes

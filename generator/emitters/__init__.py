@@ -1,6 +1,6 @@
 """Emitters: one module per target, registered in TARGETS with what it can express.
 
-An emitter is `emit(matrix, profile) -> {relative path: text}`. Before it runs, the
+An emitter is `emit(matrix, profile, target) -> {relative path: text}`. Before it runs, the
 matrix is checked against the target's capabilities: a rule the target cannot express
 stops generation with a message naming the rule, never a silently missing rule.
 """
