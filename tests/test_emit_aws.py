@@ -656,3 +656,23 @@ def test_checkov_finds_nothing_that_is_not_deliberate(checkov_outputs):
     assert any(
         check == "CKV_AWS_260" for name, check, _ in skips if name == "aws-public-ip"
     )
+
+
+def test_ipv6_and_open_peers_pass_the_tools(tmp_path):
+    from cfnlint.api import lint
+
+    prof = profile_from(OPEN_PROFILE)
+    matrix = optimize(plan(prof))[0]
+    files = emit(matrix, prof, AWS_TARGETS)
+    assert [str(m) for m in lint(files["cloudformation/template.yaml"])] == []
+    for filename in FILES["terraform-aws"]:
+        (tmp_path / filename).write_text(files[f"terraform-aws/{filename}"])
+    assert terraform_fmt_check(tmp_path).retcode == 0
+    expected = expected_rules(matrix)
+    assert any(r["cidr_ipv6"] == "::/0" for r in expected)
+    tf = terraform_rules(files["terraform-aws/main.tf"])
+    assert {r["key"]: meaning(r) for r in tf} == {
+        r["key"]: meaning(r) for r in expected
+    }
+    cfn = cfn_rules(cfn_template(files["cloudformation/template.yaml"]))
+    assert Counter(map(meaning, cfn)) == Counter(map(meaning, expected))
