@@ -96,7 +96,7 @@ class Probe:
 
 
 @dataclass
-class TestPlan:
+class ProbePlan:
     hosts: list[Host]
     probes: list[Probe]
     unlisted: int
@@ -149,7 +149,7 @@ def stand_in(profile_nets: list) -> ipaddress.IPv4Address:
     raise VerifyError("no stand-in address for 0.0.0.0/0 outside the profile's")
 
 
-def make_plan(matrix: Matrix, subnets: dict) -> TestPlan:
+def make_plan(matrix: Matrix, subnets: dict) -> ProbePlan:
     unlisted = unlisted_port(matrix)
     used: set = set()
     hosts: list[Host] = []
@@ -246,9 +246,10 @@ def make_plan(matrix: Matrix, subnets: dict) -> TestPlan:
             continue
         src, dst = (other, own) if rule.direction == "ingress" else (own, other)
         protocols = ("tcp", "udp") if rule.protocol == "all" else (rule.protocol,)
+        why = f"flow {rule.flow} ({rule.name}{_replies(matrix, rule)})"
         for protocol in protocols:
             for port in sample_ports(rule.ports, unlisted):
-                add(src, dst, protocol, port, True, f"flow {rule.flow} ({rule.name})")
+                add(src, dst, protocol, port, True, why)
 
     # What each role serves: the ports its ingress rules open (sampled).
     serves: dict[str, set] = {}
@@ -308,7 +309,21 @@ def make_plan(matrix: Matrix, subnets: dict) -> TestPlan:
     )
     for probe in ordered:
         (probe.dst.tcp if probe.protocol == "tcp" else probe.dst.udp).add(probe.port)
-    return TestPlan(hosts, ordered, unlisted, skipped)
+    return ProbePlan(hosts, ordered, unlisted, skipped)
+
+
+def _replies(matrix: Matrix, rule: Rule) -> str:
+    """The stateless return rule that lets the rule's replies back, if any."""
+    back = "ingress" if rule.direction == "egress" else "egress"
+    names = [
+        r.name
+        for r in matrix.for_role(rule.role, back)
+        if r.is_return
+        and r.source_ports == rule.ports
+        and r.peer == rule.peer
+        and r.protocol == rule.protocol
+    ]
+    return "".join(f", reply: {name}" for name in names)
 
 
 def _published(matrix, role, address, protocol, port, subnets) -> bool:
@@ -349,7 +364,7 @@ def preflight(needs_ipset: bool = False) -> None:
         )
 
 
-class TestBed:
+class NamespaceBed:
     """Namespaces, bridge and listeners for a plan's hosts; removed on exit, always."""
 
     def __init__(self, hosts: list[Host], prefix: str | None = None):
@@ -359,7 +374,7 @@ class TestBed:
         self.namespaces: list[str] = []
         self.listeners: list[subprocess.Popen] = []
 
-    def __enter__(self) -> TestBed:
+    def __enter__(self) -> NamespaceBed:
         try:
             self.start()
         except BaseException:
@@ -547,7 +562,7 @@ class TestBed:
 @dataclass
 class Outcome:
     matrix: Matrix
-    plan: TestPlan
+    plan: ProbePlan
     observed: dict[str, str]
     seconds: float
     dropped: list[Rule] = field(default_factory=list)
@@ -609,7 +624,7 @@ def find_rules(matrix: Matrix, names) -> list[Rule]:
 
 
 def observe_with_retry(
-    bed: TestBed, probes: list[Probe], matrix: Matrix, retry: float = RETRY_TIMEOUT
+    bed: NamespaceBed, probes: list[Probe], matrix: Matrix, retry: float = RETRY_TIMEOUT
 ) -> dict:
     """Observe; a surprise is tried once more with a longer timeout before it counts."""
     ports, reserved = client_ports(matrix)
@@ -630,7 +645,7 @@ def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
     with _signals_raise(), tempfile.TemporaryDirectory(prefix="rulegen-verify-") as tmp:
         folder = Path(tmp)
         write_files(folder, files)
-        with TestBed(plan.hosts) as bed:
+        with NamespaceBed(plan.hosts) as bed:
             bed.load(folder)
             observed = observe_with_retry(bed, plan.probes, matrix)
     return Outcome(matrix, plan, observed, time.monotonic() - started, dropped)

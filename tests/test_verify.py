@@ -1,0 +1,376 @@
+"""verify and explain: the plan, the flow query, and real packets in namespaces."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import EXAMPLES, ROOT, example, needs_root, profile_from
+from generator.cli import main
+from generator.explain import Endpoint, endpoint, explain
+from generator.optimizer import optimize
+from generator.planner import plan
+from generator.verify import (
+    STAND_IN_RANGE,
+    TIMEOUT,
+    Outcome,
+    NamespaceBed,
+    ProbePlan,
+    client_ports,
+    make_plan,
+    observe_with_retry,
+    report,
+    ruleset,
+    write_files,
+)
+from test_emit_iptables import STATELESS
+
+CASES = EXAMPLES + ["stateless"]
+MISSING = [t for t in ("ip", "iptables-restore", "ipset") if not shutil.which(t)]
+needs_tools = pytest.mark.skipif(
+    bool(MISSING),
+    reason=f"missing {', '.join(MISSING)} (apt-get install iproute2 iptables ipset)",
+)
+
+
+def load_case(name: str):
+    prof = profile_from(STATELESS) if name == "stateless" else example(name)
+    return prof, optimize(plan(prof))[0]
+
+
+def at(host) -> Endpoint:
+    """A test bed host as explain sees it: its role (if any) and its one address."""
+    return Endpoint(role=host.role, network=ipaddress.ip_network(host.address))
+
+
+def verdict(matrix, probe, subnets) -> bool:
+    return explain(
+        matrix, at(probe.src), at(probe.dst), probe.port, probe.protocol, subnets
+    ).allowed
+
+
+def without(matrix, rule):
+    return replace(matrix, rules=tuple(r for r in matrix.rules if r is not rule))
+
+
+def kind(rule) -> tuple:
+    ports = (
+        "all"
+        if rule.ports is None
+        else "one" if rule.ports[0] == rule.ports[1] else "range"
+    )
+    peer = "role" if rule.peer.role else "cidrs"
+    return (rule.direction, peer, rule.protocol, ports, rule.is_return)
+
+
+def detected(matrix, rule, probes, subnets) -> bool:
+    """Does removing the rule change the outcome of a probe (by explain)?"""
+    thinner = without(matrix, rule)
+    return any(verdict(thinner, p, subnets) != p.expect for p in probes)
+
+
+def host_shadowed(matrix, rule, subnets) -> bool:
+    """Another rule of the same end allows all of it once roles become their subnets."""
+
+    def nets(r):
+        cidrs = subnets.get(r.peer.role, ()) if r.peer.role else r.peer.cidrs
+        return [ipaddress.ip_network(c) for c in cidrs]
+
+    def inside(inner, outer):
+        if outer is None:
+            return True
+        return inner is not None and outer[0] <= inner[0] and inner[1] <= outer[1]
+
+    for other in matrix.for_role(rule.role, rule.direction):
+        if other is rule or other.protocol not in ("all", rule.protocol):
+            continue
+        if not inside(rule.ports, other.ports):
+            continue
+        if other.source_ports and not inside(rule.source_ports, other.source_ports):
+            continue
+        if all(any(n.subnet_of(o) for o in nets(other)) for n in nets(rule)):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def removals(least: int = 2) -> dict[str, list]:
+    """A few removals per profile that together cover every kind of rule.
+
+    Each kind goes to the profile with the fewest removals so far; removing every
+    rule of every profile would take minutes and prove little more.
+    """
+    found: dict[str, list] = {}
+    for case in CASES:
+        prof, matrix = load_case(case)
+        probes = make_plan(matrix, prof.subnets).probes
+        found[case] = [
+            r for r in matrix.rules if detected(matrix, r, probes, prof.subnets)
+        ]
+    chosen: dict[str, list] = {case: [] for case in CASES}
+    kinds = sorted({kind(r) for rules in found.values() for r in rules}, key=str)
+    for k in kinds:
+        case = min(
+            (c for c in CASES if any(kind(r) == k for r in found[c])),
+            key=lambda c: (len(chosen[c]), CASES.index(c)),
+        )
+        chosen[case].append(next(r.name for r in found[case] if kind(r) == k))
+    for case in CASES:
+        for rule in found[case]:
+            if len(chosen[case]) >= least:
+                break
+            if rule.name not in chosen[case]:
+                chosen[case].append(rule.name)
+    return chosen
+
+
+@pytest.fixture(params=CASES)
+def case(request) -> str:
+    return request.param
+
+
+# --- the plan and explain, no root needed -----------------------------------------
+
+
+def test_every_rule_has_a_probe_that_must_connect(case):
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets)
+    named = {w for p in test_plan.probes if p.expect for w in p.why}
+    for rule in matrix.rules:
+        v4 = rule.peer.role or any(":" not in c for c in rule.peer.cidrs)
+        if rule.is_return or not v4:
+            continue
+        assert any(rule.name in w for w in named), rule.name
+
+
+def test_forbidden_set_is_there(case):
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets)
+    must_fail = [p for p in test_plan.probes if not p.expect]
+    for role in ("nomad_clients", "external_vms"):
+        same = [p for p in must_fail if p.src.role == role and p.dst.role == role]
+        assert {(p.src.key, p.dst.key) for p in same} == {
+            (f"{role}#1", f"{role}#2"),
+            (f"{role}#2", f"{role}#1"),
+        }
+    roles = matrix.roles()
+    unlisted = {
+        (p.src.role, p.dst.role) for p in must_fail if p.port == test_plan.unlisted
+    }
+    for a in roles:
+        for b in roles:
+            if (
+                a != b
+                and "kubernetes_nodes" not in (a, b)
+                or {a, b}
+                == {
+                    "nomad_clients",
+                    "external_vms",
+                }
+            ):
+                assert (a, b) in unlisted
+    assert any("external" in w for p in must_fail for w in p.why)
+
+
+def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets)
+    addresses = [h.address for h in test_plan.hosts]
+    assert len(addresses) == len(set(addresses))
+    known = [ipaddress.ip_network(c) for nets in prof.subnets.values() for c in nets]
+    known += [ipaddress.ip_network(c) for r in matrix.rules for c in r.peer.cidrs]
+    for host in test_plan.hosts:
+        if host.stand_in:
+            assert host.address in STAND_IN_RANGE
+            specific = [n for n in known if n.prefixlen and n.version == 4]
+            assert not any(host.address in n for n in specific)
+        else:
+            assert any(host.address in n for n in known if n.prefixlen), host.key
+        if host.role:
+            nets = [ipaddress.ip_network(c) for c in prof.subnets[host.role]]
+            assert any(host.address in n for n in nets)
+
+
+def test_explain_agrees_with_every_expectation(case):
+    """explain and verify's plan come from different code: they must agree."""
+    prof, matrix = load_case(case)
+    for probe in make_plan(matrix, prof.subnets).probes:
+        assert verdict(matrix, probe, prof.subnets) == probe.expect, probe.text()
+
+
+def test_removals_cover_every_kind_of_rule():
+    kinds = {kind(r) for c in CASES for r in load_case(c)[1].rules}
+    picked = {
+        kind(r)
+        for c, names in removals().items()
+        for r in load_case(c)[1].rules
+        if r.name in names
+    }
+    assert picked == kinds
+
+
+def test_a_rule_whose_removal_no_probe_sees_is_shadowed_on_the_host(case):
+    """Only a rule that another rule already covers may go unnoticed."""
+    prof, matrix = load_case(case)
+    probes = make_plan(matrix, prof.subnets).probes
+    for rule in matrix.rules:
+        if not detected(matrix, rule, probes, prof.subnets):
+            assert host_shadowed(matrix, rule, prof.subnets), rule.name
+
+
+def test_explain_names_both_ends_and_the_blocking_end():
+    prof, matrix = load_case("generic-baremetal")
+    ok = explain(
+        matrix, endpoint("nomad_clients"), endpoint("load_balancer"), 4647, "tcp"
+    )
+    assert ok.allowed and [c.where for c in ok.checks] == [
+        "egress on nomad_clients",
+        "ingress on load_balancer",
+    ]
+    assert all(r.flow == "nomad-rpc-lb" for c in ok.checks for r in c.rules)
+    # An address has no firewall of ours: only the role's end is checked.
+    no = explain(matrix, endpoint("10.8.0.5"), endpoint("nomad_clients"), 4647)
+    assert not no.allowed
+    assert [c.where for c in no.blocked_by] == ["ingress on nomad_clients"]
+    rerun = explain(matrix, endpoint("10.8.0.5"), endpoint("nomad_clients"), 65000)
+    assert rerun.allowed and rerun.flows == ["nomad-rerun-ssh"]
+
+
+def test_explain_command():
+    runner = CliRunner()
+    path = str(ROOT / "profiles" / "aws-public-ip.yaml")
+    args = ["explain", path, "--from", "kubernetes_nodes", "--to", "external_vms"]
+    result = runner.invoke(main, args + ["--port", "22"])
+    assert result.exit_code == 0, result.output
+    assert "blocked by ingress on external_vms" in result.output
+    assert "nat_gateway" in result.output  # where the page expects that flow from
+    result = runner.invoke(
+        main,
+        ["explain", path, "--from", "198.51.100.10", "--to", "external_vms"]
+        + ["--port", "2376", "--format", "json"],
+    )
+    data = json.loads(result.output)
+    assert data["allowed"] and data["checks"][0]["rules"][0]["flow"].startswith(
+        "k8s-vm-docker"
+    )
+    bad = runner.invoke(
+        main, ["explain", path, "--from", "nomad", "--to", "x"] + ["--port", "1"]
+    )
+    assert bad.exit_code == 1 and "neither a role" in bad.output
+    assert bad.exception is None or isinstance(bad.exception, SystemExit)
+
+
+def test_verify_command_errors_are_clear(monkeypatch):
+    runner = CliRunner()
+    path = str(ROOT / "profiles" / "generic-baremetal.yaml")
+    result = runner.invoke(
+        main, ["verify", path, "--drop-rule", "nomad_clients_egress"]
+    )
+    assert result.exit_code == 1 and "no rule named" in result.output
+    assert isinstance(result.exception, SystemExit)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = runner.invoke(main, ["verify", path])
+    assert result.exit_code == 1 and "needs root" in result.output
+
+
+# --- real packets -------------------------------------------------------------------
+
+
+def our_namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return {l.split()[0] for l in out.stdout.splitlines() if l.startswith("rgv")}
+
+
+@needs_root
+@needs_tools
+def test_verify_passes_and_each_removal_fails(case, tmp_path):
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets)
+    full = tmp_path / "full"
+    full.mkdir()
+    write_files(full, ruleset(matrix, prof))
+    before = our_namespaces()
+    with NamespaceBed(test_plan.hosts) as bed:
+        bed.load(full)
+        observed = observe_with_retry(bed, test_plan.probes, matrix)
+        outcome = Outcome(matrix, test_plan, observed, 0.0)
+        assert outcome.ok, report(outcome)
+        for probe in test_plan.probes:
+            assert verdict(matrix, probe, prof.subnets) == outcome.passed(probe)
+        for rule in [r for r in matrix.rules if r.name in removals()[case]]:
+            folder = tmp_path / rule.name
+            folder.mkdir()
+            write_files(folder, ruleset(matrix, prof, [rule]))
+            bed.load(folder, [rule.role])
+            # Only probes to or from a host of that role can change.
+            touched = [
+                p for p in test_plan.probes if rule.role in (p.src.role, p.dst.role)
+            ]
+            # One round, no retry: a slow reply could only look like the expected miss.
+            ports, reserved = client_ports(matrix)
+            seen = bed.observe(touched, TIMEOUT, ports, reserved)
+            broken = Outcome(matrix, ProbePlan(test_plan.hosts, touched, 0), seen, 0.0)
+            assert not broken.ok, f"removing {rule.name} went unnoticed"
+            misses = [l for l in report(broken).splitlines() if "MISMATCH" in l]
+            assert any(rule.name in l and rule.flow in l for l in misses), misses
+            thinner = without(matrix, rule)
+            for probe in touched:
+                assert verdict(thinner, probe, prof.subnets) == broken.passed(probe)
+            bed.load(full, [rule.role])
+    assert our_namespaces() <= before
+
+
+@needs_root
+@needs_tools
+def test_verify_command_fails_naming_the_flow():
+    path = ROOT / "profiles" / "generic-baremetal.yaml"
+    name = "external_vms_ingress_tcp_54782_ssh_rerun"
+    result = subprocess.run(
+        [sys.executable, "-m", "generator", "verify", str(path), "--drop-rule", name],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    misses = [l for l in result.stdout.splitlines() if l.startswith("MISMATCH")]
+    assert misses and all("vm-rerun-ssh" in l for l in misses)
+    assert "1 mismatch," in result.stdout.splitlines()[-1]
+
+
+@needs_root
+@needs_tools
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_removes_the_test_bed(sig):
+    before = our_namespaces()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "verify", "profiles/aws-private-vpn.yaml"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(our_namespaces() - before) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert our_namespaces() - before, "the test bed never appeared"
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert our_namespaces() <= before
