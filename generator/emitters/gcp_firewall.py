@@ -12,9 +12,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from ..matrix import Matrix, Rule, port_text
+from ..matrix import Matrix, Rule
 from ..quotas import chunk_addresses, quotas_for
-from . import EmitError, Target, expressible, header
+from . import EmitError, Target, describe, expressible, header
 
 ALLOW_PRIORITY = 1000
 # Below every allow rule, above the implied allow-all egress (65535).
@@ -86,7 +86,6 @@ class GcpPlan:
     project: str | None
     addresses: dict[str, Address]
     rules: tuple[GcpRule, ...]
-    omitted: tuple[str, ...]  # rules that allow nothing (empty peer list)
 
 
 def rule_name(*parts: str, suffix: str = "") -> str:
@@ -198,7 +197,6 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
     addr = addresses(profile, roles)
     size = quotas_for(profile).gcp_ranges_per_rule
     out: list[GcpRule] = []
-    omitted: list[str] = []
     for rule in rules:
         me = addr[rule.role]
         ingress = rule.direction == "ingress"
@@ -230,13 +228,8 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
         # Egress (GCP cannot aim it at tags) and ingress from a role addressed the
         # other way (tags and service accounts do not mix): the role's subnets.
         cidrs = profile.subnets[peer] if peer else rule.peer.cidrs
-        if not cidrs:
-            where = "from" if ingress else "to"
-            omitted.append(
-                f"{rule.role} {rule.direction} {rule.protocol}/{port_text(rule.ports)}"
-                f" {where} {rule.peer.label}: the list is empty ({rule.purpose})"
-            )
-            continue
+        if not cidrs:  # GCP reads a rule without ranges as "anywhere"
+            raise EmitError(f"no addresses for rule {describe(rule)}")
         for suffix, part in _range_parts(cidrs, size):
             out.append(
                 GcpRule(
@@ -285,7 +278,6 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
         project=gcp.get("project"),
         addresses=addr,
         rules=tuple(out),
-        omitted=tuple(omitted),
     )
 
 
@@ -369,7 +361,6 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     script = render(
         "gcp-firewall/create-firewall-rules.sh.j2",
         header=header(matrix, target.name),
-        omitted=plan.omitted,
         commands=[(r.name, gcloud_args(r, plan)) for r in plan.rules],
     )
     return {

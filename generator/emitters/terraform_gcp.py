@@ -98,7 +98,6 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         "main.tf": render(
             "terraform-gcp/main.tf.j2",
             header=head,
-            omitted=plan.omitted,
             resources=[resource(r) for r in plan.rules],
         ),
         "outputs.tf": render(

@@ -6,10 +6,6 @@
 # Creates the VPC firewall rules of firewalls.json (the same rules as Compute API
 # bodies) with gcloud. Creating a rule that already exists fails: delete it first,
 # or apply the Terraform target instead to update rules in place.
-#
-# Not emitted, the rule would allow nothing:
-#   nomad_clients ingress tcp/64535-65535 from ssh_rerun: the list is empty (Re-run jobs with SSH)
-#   external_vms ingress tcp/54782 from ssh_rerun: the list is empty (SSH into failed VM jobs to re-run and debug them)
 set -euo pipefail
 
 # sa-install-k8s-in-all-k8s
