@@ -1,13 +1,16 @@
-"""Listener and prober that `rulegen verify` runs inside its network namespaces.
+"""The agent that `rulegen verify` runs in each of its network namespaces.
 
 Standard library only, so that starting one per namespace stays cheap:
 
-    python -m generator.netprobe listen --tcp 22,80 --udp 53
-        binds every port, prints "ready", then accepts and answers until stdin closes;
-        a UDP datagram gets a reply (a DNS answer header when it looks like a query).
-    python -m generator.netprobe probe --timeout 0.3 < probes.json
-        probes [{"id", "protocol", "address", "port"}, ...] in parallel and prints
-        {"id": "connected" | "blocked" | "refused" | "error: ..."} as JSON.
+    python -m generator.netprobe serve --tcp 22,80 --udp 53
+
+binds every port, prints "ready", and answers: a TCP connection is accepted and
+closed, a UDP datagram gets a reply (a DNS answer header when it looks like a
+query). Meanwhile each line on stdin is a job,
+{"timeout": 0.3, "probes": [{"id", "protocol", "address", "port"}, ...],
+"client_ports": [low, high] or null, "reserved": "22,53"}, and gets one line back:
+{"id": "connected" | "blocked" | "refused" | "error: ..."}. The probes of a job run
+in parallel. End of stdin ends the agent.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def ports(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p]
 
 
-def listen(tcp: list[int], udp: list[int]) -> None:
+def bind(tcp: list[int], udp: list[int]) -> selectors.DefaultSelector:
     sel = selectors.DefaultSelector()
     for port in tcp:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -42,14 +45,10 @@ def listen(tcp: list[int], udp: list[int]) -> None:
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, "udp")
-    stop = threading.Event()
+    return sel
 
-    def watch_stdin() -> None:
-        sys.stdin.read()  # the parent closes it (or dies): time to go
-        stop.set()
 
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    print("ready", flush=True)
+def answer_forever(sel: selectors.DefaultSelector, stop: threading.Event) -> None:
     while not stop.is_set():
         for key, _ in sel.select(timeout=0.2):
             sock = key.fileobj
@@ -62,6 +61,20 @@ def listen(tcp: list[int], udp: list[int]) -> None:
                     sock.sendto(answer(data), peer)
             except OSError:
                 continue
+
+
+def serve(tcp: list[int], udp: list[int]) -> None:
+    sel = bind(tcp, udp)  # before "ready": a port that cannot be bound fails the start
+    stop = threading.Event()
+    threading.Thread(target=answer_forever, args=(sel, stop), daemon=True).start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        if job.get("client_ports"):
+            low, high = job["client_ports"]
+            set_client_ports(low, high, job.get("reserved", ""))
+        print(json.dumps(probe(job["probes"], job["timeout"])), flush=True)
+    stop.set()
 
 
 def answer(query: bytes) -> bytes:
@@ -123,22 +136,11 @@ def set_client_ports(low: int, high: int, reserved: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="netprobe")
     sub = parser.add_subparsers(dest="command", required=True)
-    lis = sub.add_parser("listen")
-    lis.add_argument("--tcp", type=ports, default=[])
-    lis.add_argument("--udp", type=ports, default=[])
-    pro = sub.add_parser("probe")
-    pro.add_argument("--timeout", type=float, default=0.3)
-    pro.add_argument("--client-ports", help="LOW-HIGH ephemeral range to use")
-    pro.add_argument("--reserved", default="", help="ports never used as client ports")
+    agent = sub.add_parser("serve")
+    agent.add_argument("--tcp", type=ports, default=[])
+    agent.add_argument("--udp", type=ports, default=[])
     args = parser.parse_args(argv)
-    if args.command == "listen":
-        listen(args.tcp, args.udp)
-        return
-    if args.client_ports:
-        low, high = args.client_ports.split("-")
-        set_client_ports(int(low), int(high), args.reserved)
-    items = json.load(sys.stdin)
-    json.dump(probe(items, args.timeout), sys.stdout)
+    serve(args.tcp, args.udp)
 
 
 if __name__ == "__main__":

@@ -365,14 +365,14 @@ def preflight(needs_ipset: bool = False) -> None:
 
 
 class NamespaceBed:
-    """Namespaces, bridge and listeners for a plan's hosts; removed on exit, always."""
+    """Namespaces, bridge and agents for a plan's hosts; removed on exit, always."""
 
     def __init__(self, hosts: list[Host], prefix: str | None = None):
         self.hosts = hosts
         self.prefix = prefix or f"rgv{secrets.token_hex(3)}"
         self.bridge = f"{self.prefix}-br"
         self.namespaces: list[str] = []
-        self.listeners: list[subprocess.Popen] = []
+        self.agents: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> NamespaceBed:
         try:
@@ -408,15 +408,14 @@ class NamespaceBed:
             )
             _run(["ip", "-n", host.ns, "-batch", "-"], input=batch)
             _run(["ip", "-n", self.bridge, "link", "set", port, "master", "br0", "up"])
-        self._start_listeners()
+        self._start_agents()
 
-    def _start_listeners(self) -> None:
+    def _start_agents(self) -> None:
+        """One agent per namespace: it serves the host's ports and runs its probes."""
         sel = selectors.DefaultSelector()
         for host in self.hosts:
-            if not host.tcp and not host.udp:
-                continue
             args = ["ip", "netns", "exec", host.ns, sys.executable, "-m"]
-            args += ["generator.netprobe", "listen"]
+            args += ["generator.netprobe", "serve"]
             args += ["--tcp", ",".join(map(str, sorted(host.tcp)))]
             args += ["--udp", ",".join(map(str, sorted(host.udp)))]
             proc = subprocess.Popen(
@@ -427,25 +426,32 @@ class NamespaceBed:
                 cwd=Path(__file__).resolve().parent.parent,
                 text=True,
             )
-            self.listeners.append(proc)
-            sel.register(proc.stdout, selectors.EVENT_READ, (host, proc))
-        deadline = time.monotonic() + READY_TIMEOUT
-        waiting = len(sel.get_map())
-        while waiting:
+            self.agents[host.key] = proc
+            sel.register(proc.stdout, selectors.EVENT_READ, host)
+        self._answers(sel, READY_TIMEOUT, "start", lambda host, line: line == "ready")
+
+    def _answers(self, sel, limit: float, what: str, accept) -> dict:
+        """One line from each registered agent within `limit` seconds."""
+        lines = {}
+        deadline = time.monotonic() + limit
+        while sel.get_map():
             left = deadline - time.monotonic()
-            events = sel.select(timeout=max(left, 0)) if left > 0 else []
+            events = sel.select(timeout=left) if left > 0 else []
             if not events:
-                raise VerifyError("listeners did not start in time")
+                raise VerifyError(f"agents did not {what} in time")
             for key, _ in events:
-                host, proc = key.data
-                line = proc.stdout.readline()
-                if line.strip() != "ready":
+                host = key.data
+                line = key.fileobj.readline().strip()
+                if not accept(host, line):
+                    proc = self.agents[host.key]
+                    proc.kill()
                     error = proc.stderr.read().strip().splitlines()
                     raise VerifyError(
-                        f"listener on {host.title} failed: {error[-1] if error else line}"
+                        f"agent on {host.title} failed: {error[-1] if error else line}"
                     )
-                sel.unregister(proc.stdout)
-                waiting -= 1
+                sel.unregister(key.fileobj)
+                lines[host.key] = line
+        return lines
 
     def load(self, folder: Path, roles: list[str] | None = None) -> None:
         """Run the generated apply.sh in every host of the given roles (default: all)."""
@@ -461,63 +467,47 @@ class NamespaceBed:
         client_ports: tuple[int, int] | None = None,
         reserved: str = "",
     ) -> dict[str, str]:
-        """Run the probes, every source namespace at once; id -> observed outcome."""
+        """Run the probes, every source at once; probe id -> observed outcome."""
         by_source: dict[str, list[Probe]] = {}
         for probe in probes:
-            by_source.setdefault(probe.src.ns, []).append(probe)
-        procs = []
-        for ns, items in by_source.items():
-            args = ["ip", "netns", "exec", ns, sys.executable, "-m"]
-            args += ["generator.netprobe", "probe", "--timeout", str(timeout)]
-            if client_ports:
-                args += ["--client-ports", f"{client_ports[0]}-{client_ports[1]}"]
-                args += ["--reserved", reserved]
-            payload = [
-                {
-                    "id": p.id,
-                    "protocol": p.protocol,
-                    "address": str(p.dst.address),
-                    "port": p.port,
-                }
-                for p in items
-            ]
-            # Every prober gets its list up front, from a file: they all run at once.
-            with tempfile.TemporaryFile("w+") as handle:
-                json.dump(payload, handle)
-                handle.seek(0)
-                proc = subprocess.Popen(
-                    args,
-                    stdin=handle,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=Path(__file__).resolve().parent.parent,
-                    text=True,
-                )
-            procs.append(proc)
+            by_source.setdefault(probe.src.key, []).append(probe)
+        sel = selectors.DefaultSelector()
+        hosts = {h.key: h for h in self.hosts}
+        for key, items in by_source.items():
+            job = {
+                "timeout": timeout,
+                "client_ports": list(client_ports) if client_ports else None,
+                "reserved": reserved,
+                "probes": [
+                    {
+                        "id": p.id,
+                        "protocol": p.protocol,
+                        "address": str(p.dst.address),
+                        "port": p.port,
+                    }
+                    for p in items
+                ],
+            }
+            agent = self.agents[key]
+            agent.stdin.write(json.dumps(job) + "\n")
+            agent.stdin.flush()
+            sel.register(agent.stdout, selectors.EVENT_READ, hosts[key])
+        rounds = (
+            max(len(items) for items in by_source.values()) // 64 + 1 if probes else 0
+        )
+        answers = self._answers(
+            sel, timeout * rounds * 2 + 10, "answer", lambda host, line: line[:1] == "{"
+        )
         results: dict[str, str] = {}
-        limit = timeout * (len(probes) // 32 + 4) + 10
-        try:
-            for proc in procs:
-                try:
-                    out, err = proc.communicate(timeout=limit)
-                except subprocess.TimeoutExpired:
-                    raise VerifyError("probes did not finish in time") from None
-                if proc.returncode != 0:
-                    last = (err.strip().splitlines() or ["no message"])[-1]
-                    raise VerifyError(f"prober failed: {last}")
-                results.update(json.loads(out))
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
+        for line in answers.values():
+            results.update(json.loads(line))
         return results
 
     def close(self) -> None:
-        """Stop the listeners and delete every namespace of this bed; Ctrl-C waits."""
+        """Stop the agents and delete every namespace of this bed; Ctrl-C waits."""
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
         try:
-            self._stop_listeners()
+            self._stop_agents()
             # By prefix, so that one created just before an interrupt goes too.
             names = set(self.namespaces)
             try:
@@ -537,14 +527,14 @@ class NamespaceBed:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
 
-    def _stop_listeners(self) -> None:
-        for proc in self.listeners:  # all at once: each takes a moment to notice
+    def _stop_agents(self) -> None:
+        agents = list(self.agents.values())
+        for proc in agents:  # all at once: each takes a moment to notice
             try:
-                if proc.stdin:
-                    proc.stdin.close()
-            except OSError:
+                proc.stdin.close()
+            except (OSError, ValueError):
                 pass
-        for proc in self.listeners:
+        for proc in agents:
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
@@ -553,7 +543,7 @@ class NamespaceBed:
             for stream in (proc.stdout, proc.stderr):
                 if stream:
                     stream.close()
-        self.listeners = []
+        self.agents = {}
 
 
 # --- one run --------------------------------------------------------------------
