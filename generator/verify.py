@@ -8,9 +8,12 @@ subnet it belongs to. Role hosts (two per compute role, so that Nomad-to-Nomad a
 VM-to-VM can be tried) get an address from the role's subnet and load their role's
 rules with the generated apply.sh, as an operator would. Peer hosts (external, VCS,
 DNS, admin, ...) get an address from the peer's own CIDRs and no firewall. A peer of
-0.0.0.0/0 needs a stand-in: the first address of 198.18.0.0/15 (the benchmarking
-range, never routed) that lies outside every other address of the profile, so that
-only an "anywhere" rule can let it through.
+0.0.0.0/0 needs a stand-in: 198.18.0.10 (198.18.0.0/15 is the benchmarking range,
+never routed), or the .10 of the next /24 there if the profile uses it, so that
+only an "anywhere" rule can let it through. One agent per namespace
+(generator.netprobe) serves the host's ports and runs its probes in parallel; a
+probe gives up after 0.3 s, and a surprise is tried once more at 1 s. IPv6 rules
+are not probed.
 
 What is probed (expectations come from the rules and the page, not from `explain`):
 - must connect: every rule of the matrix, from a host inside its peer (the low,
