@@ -99,6 +99,7 @@ class Rule:
 
     def to_dict(self) -> dict:
         data = {
+            "name": self.name,
             "role": self.role,
             "direction": self.direction,
             "protocol": self.protocol,

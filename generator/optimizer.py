@@ -6,7 +6,8 @@ Between planner and emitters. Four rewrites, repeated until nothing changes:
 - drop a rule that another rule of the same role and direction covers entirely
   (reported as shadowed);
 - merge the port ranges of rules that differ only in adjacent or overlapping ports;
-- merge the CIDR peers of rules that differ only in their addresses.
+- drop a CIDR that another rule of the same traffic already allows (peers keep
+  their names, so rule names stay stable).
 
 A role peer and a CIDR peer are never merged nor compared: a role is addressed by
 reference (an AWS security group), which no list of addresses replaces.
@@ -22,7 +23,6 @@ from .matrix import Matrix, Peer, Rule
 
 FULL = (0, 65535)
 ALL_PROTOCOLS = frozenset({"tcp", "udp", "other"})
-JOIN = "_and_"  # merged peer names; Rule.name keeps only [a-z0-9_]
 
 
 @dataclass
@@ -33,6 +33,7 @@ class OptimizeReport:
     addresses_after: int = 0
     shadowed: list[tuple[str, str]] = field(default_factory=list)
     merged: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    deduplicated: list[tuple[str, int]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [
@@ -41,6 +42,10 @@ class OptimizeReport:
         ]
         out += [f"shadowed: {name} (covered by {by})" for name, by in self.shadowed]
         out += [f"merged: {', '.join(old)} -> {new}" for new, old in self.merged]
+        out += [
+            f"deduplicated: {name} (-{n} addresses allowed by another rule)"
+            for name, n in self.deduplicated
+        ]
         return out
 
     def to_dict(self) -> dict:
@@ -51,6 +56,7 @@ class OptimizeReport:
             "addresses_after": self.addresses_after,
             "shadowed": [{"rule": n, "covered_by": b} for n, b in self.shadowed],
             "merged": [{"rule": n, "from": list(o)} for n, o in self.merged],
+            "deduplicated": [{"rule": n, "addresses": k} for n, k in self.deduplicated],
         }
 
 
@@ -63,7 +69,7 @@ def optimize(matrix: Matrix) -> tuple[Matrix, OptimizeReport]:
         before = len(rules)
         rules = _drop_shadowed(rules, cache, report)
         rules = _merge_ports(rules, report)
-        rules = _merge_peers(rules, cache, report)
+        rules = _dedupe_addresses(rules, cache, report)
         if len(rules) == before:
             break
     rules.sort(key=Rule.sort_key)
@@ -277,7 +283,14 @@ def _merge_ports(rules: list[Rule], report) -> list[Rule]:
     return out
 
 
-def _merge_peers(rules: list[Rule], cache: dict, report) -> list[Rule]:
+def _dedupe_addresses(rules: list[Rule], cache: dict, report) -> list[Rule]:
+    """Drop a CIDR that another rule of the same traffic already allows.
+
+    Peers are never merged into one: a merged peer would rename its rules whenever a
+    list became (non-)empty, and renamed rules are replaced at apply time. Dropping
+    duplicates is enough to keep AWS from refusing two identical rules. CIDR blocks
+    either nest or are disjoint, so each block is tested against single blocks.
+    """
     groups: dict[tuple, list[Rule]] = {}
     out: list[Rule] = []
     for rule in sorted(rules, key=Rule.sort_key):
@@ -287,13 +300,54 @@ def _merge_peers(rules: list[Rule], cache: dict, report) -> list[Rule]:
         key = (rule.role, rule.direction, rule.protocol, rule.ports, rule.source_ports)
         groups.setdefault(key, []).append(rule)
     for group in groups.values():
+        group = _same_names_merged(group, cache, report)
         if len(group) == 1:
             out.extend(group)
             continue
-        names = sorted({p for r in group for p in (r.peer.name or "cidrs").split(JOIN)})
-        cidrs, intervals = collapse(c for r in group for c in r.peer.cidrs)
-        cache[cidrs] = (cidrs, intervals)
-        merged = _combined(group, peer=Peer(cidrs=cidrs, name=JOIN.join(names)))
-        report.merged.append((merged.name, tuple(r.name for r in group)))
-        out.append(merged)
+        spans = [[parse_cidr(c) for c in r.peer.cidrs] for r in group]
+        for i, rule in enumerate(group):
+            keep = []
+            for cidr, (version, first, last) in zip(rule.peer.cidrs, spans[i]):
+                covered = any(
+                    v == version
+                    and f <= first
+                    and last <= l
+                    and ((f, l) != (first, last) or j < i)  # equal: the first keeps it
+                    for j, other in enumerate(spans)
+                    if j != i
+                    for v, f, l in other
+                )
+                if not covered:
+                    keep.append(cidr)
+            if len(keep) == len(rule.peer.cidrs):
+                out.append(rule)
+            elif keep:
+                kept = tuple(keep)
+                cache[kept] = collapse(kept)
+                out.append(replace(rule, peer=replace(rule.peer, cidrs=kept)))
+                report.deduplicated.append(
+                    (rule.name, len(rule.peer.cidrs) - len(keep))
+                )
+            else:
+                report.shadowed.append(
+                    (rule.name, "the other rules of the same traffic")
+                )
     return out
+
+
+def _same_names_merged(group: list[Rule], cache: dict, report) -> list[Rule]:
+    """Rules of one traffic whose peers share a name become one rule of that name."""
+    by_name: dict[str | None, list[Rule]] = {}
+    for rule in group:
+        by_name.setdefault(rule.peer.name, []).append(rule)
+    out = []
+    for name, rules in by_name.items():
+        if len(rules) == 1:
+            out.append(rules[0])
+            continue
+        cidrs, intervals = collapse(c for r in rules for c in r.peer.cidrs)
+        cache[cidrs] = (cidrs, intervals)
+        merged = _combined(rules, peer=Peer(cidrs=cidrs, name=name))
+        report.merged.append((merged.name, tuple(r.name for r in rules)))
+        out.append(merged)
+    return sorted(out, key=Rule.sort_key)

@@ -281,25 +281,31 @@ def test_role_and_cidr_peers_are_never_merged():
     assert not report.shadowed and not report.merged
 
 
-def test_merged_peers_keep_their_names_and_purposes():
+def test_peers_keep_their_names_and_duplicates_go():
     base = dict(
         role="external_vms", direction="ingress", protocol="tcp", ports=(22, 22)
     )
     rules = tuple(
-        Rule(peer=Peer(cidrs=(c,), name=n), purpose=p, reference="", flow=n, **base)
+        Rule(peer=Peer(cidrs=c, name=n), purpose=p, reference="", flow=n, **base)
         for c, n, p in (
-            ("198.51.100.11/32", "nat_gateway", "pod SSH"),
-            ("198.51.100.10/32", "clients", "client SSH"),
+            (("198.51.100.11/32", "198.51.100.0/28"), "nat_gateway", "pod SSH"),
+            (("198.51.100.10/32", "203.0.113.0/24"), "clients", "client SSH"),
+            (("203.0.113.0/24",), "admins", "admin SSH"),
         )
     )
     matrix = Matrix("m", "4.10", "4.3-4.10", "aws", True, rules)
     optimized, report = optimize(matrix)
-    (rule,) = optimized.rules
-    assert rule.peer.cidrs == ("198.51.100.10/31",)
-    assert rule.peer.name == "clients_and_nat_gateway"
-    assert set(rule.purpose.split("; ")) == {"pod SSH", "client SSH"}
-    ((new, old),) = report.merged
-    assert new == rule.name and set(old) == {r.name for r in rules}
+    peers = {r.peer.name: r.peer.cidrs for r in optimized.rules}
+    # Every address once: the admins' rule lies inside the clients' one, and the
+    # clients' /32 inside the NAT gateways' block.
+    assert peers == {
+        "nat_gateway": ("198.51.100.0/28",),
+        "clients": ("203.0.113.0/24",),
+    }
+    assert {r.name for r in optimized.rules} <= {r.name for r in rules}
+    assert dict(report.shadowed)[rules[2].name] == rules[1].name
+    assert dict(report.deduplicated) == {rules[1].name: 1}
+    check_equivalent(matrix, optimized)
 
 
 @settings(max_examples=200, deadline=None)

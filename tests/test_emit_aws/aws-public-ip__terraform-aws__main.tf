@@ -441,8 +441,8 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
 # External VMs: ingress rules.
 resource "aws_vpc_security_group_ingress_rule" "external_vms" {
   for_each = {
-    "external_vms_ingress_tcp_22_nat_gateway_and_nomad_client_public_ips_and_ssh_admin_198.51.100.10/31" = {
-      description                  = "vm-service pod SSH to the VMs; Nomad client SSH to the VMs; Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service; Common rules for compute instances /..."
+    "external_vms_ingress_tcp_22_nat_gateway_198.51.100.10/31" = {
+      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -450,8 +450,8 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_22_nat_gateway_and_nomad_client_public_ips_and_ssh_admin_198.51.100.64/27" = {
-      description                  = "vm-service pod SSH to the VMs; Nomad client SSH to the VMs; Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service; Common rules for compute instances /..."
+    "external_vms_ingress_tcp_22_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -459,8 +459,8 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_22_nat_gateway_and_nomad_client_public_ips_and_ssh_admin_203.0.113.0/28" = {
-      description                  = "vm-service pod SSH to the VMs; Nomad client SSH to the VMs; Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service; Common rules for compute instances /..."
+    "external_vms_ingress_tcp_22_ssh_admin_203.0.113.0/28" = {
+      description                  = "Administrative SSH to the instances. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Ingress"
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -468,8 +468,8 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_2376_nat_gateway_and_nomad_client_public_ips_198.51.100.10/31" = {
-      description                  = "vm-service pod to Docker on the VMs; Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_2376_nat_gateway_198.51.100.10/31" = {
+      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -477,8 +477,8 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "external_vms_ingress_tcp_2376_nat_gateway_and_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "vm-service pod to Docker on the VMs; Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_2376_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
