@@ -85,6 +85,13 @@ CASES = [
         ["p.yaml:15: peers.vcs: expected a list, got a string '192.0.2.0/24'"],
     ),
     (
+        "address that is not a string",
+        GOOD.replace("vcs: [192.0.2.0/24]", "vcs: [192.0.2.0/24, 42]"),
+        [
+            "p.yaml:15: peers.vcs[1]: expected an address or CIDR as a string, got a number 42"
+        ],
+    ),
+    (
         "unknown version",
         GOOD.replace('"4.2"', '"4.11"'),
         [
