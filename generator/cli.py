@@ -171,25 +171,17 @@ def generate(
     """Write the firewall code of every target for PROFILE."""
     from pathlib import Path
 
-    from .emitters import EmitError, emit, targets_for
-    from .optimizer import optimize
-    from .planner import plan as make_plan
-    from .quotas import QuotaError, check_fit, quotas_for
+    from .emitters import EmitError, targets_for
+    from .pipeline import files_for, shipped_matrix
     from .writer import compare, write_tree
 
     prof = load(profile, server_version)
-    matrix = make_plan(prof)
-    if not no_optimize:
-        matrix = optimize(matrix)[0]
+    matrix = shipped_matrix(prof, optimized=not no_optimize)
     warn(matrix.warnings)
     try:
-        chosen = targets_for(prof.cloud, tuple(targets))
-        check_fit(matrix, chosen, quotas_for(prof))
-        files = emit(matrix, prof, chosen)
+        files = files_for(prof, matrix, targets_for(prof.cloud, tuple(targets)))
     except EmitError as exc:
-        fail([str(exc)])
-    except QuotaError as exc:
-        fail(exc.problems)
+        fail(getattr(exc, "problems", [str(exc)]))
     folder = Path(output) if output else Path("out") / prof.name
     changes = compare(folder, files)
     if check:
@@ -295,14 +287,6 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
     sys.exit(report.exit_code(fail_on))
 
 
-def _shipped_matrix(prof):
-    """The matrix `generate` emits by default: planned, then optimized."""
-    from .optimizer import optimize
-    from .planner import plan as make_plan
-
-    return optimize(make_plan(prof))[0]
-
-
 @main.command()
 @click.argument("profile", type=click.Path(dir_okay=False))
 @click.option("--server-version", help="Verify another release than the profile's.")
@@ -327,7 +311,9 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
     from .verify import VerifyError, report, run
 
     prof = load(profile, server_version)
-    matrix = _shipped_matrix(prof)
+    from .pipeline import shipped_matrix
+
+    matrix = shipped_matrix(prof)
     try:
         outcome = run(matrix, prof, drop_rules)
     except (VerifyError, EmitError) as exc:
@@ -366,15 +352,14 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     from .explain import ExplainError, endpoint
     from .explain import explain as make_explain
     from .explain import render
+    from .pipeline import shipped_matrix
 
     prof = load(profile, server_version)
     try:
         src, dst = endpoint(source), endpoint(destination)
     except ExplainError as exc:
         fail([str(exc)])
-    verdict = make_explain(
-        _shipped_matrix(prof), src, dst, port, protocol, prof.subnets
-    )
+    verdict = make_explain(shipped_matrix(prof), src, dst, port, protocol, prof.subnets)
     if fmt == "json":
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:

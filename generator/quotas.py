@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from math import ceil
 
 from .matrix import DIRECTIONS, Matrix, Rule
+from .emitters import EmitError
 from .optimizer import collapse, parse_cidr
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
@@ -37,7 +38,7 @@ PROVIDERS = {
 OPEN_PEER = "nomad_client_public_ips"  # the page allows 0.0.0.0/0 for these
 
 
-class QuotaError(Exception):
+class QuotaError(EmitError):
     """The matrix cannot fit a target's quotas; str() gives the numbers and choices."""
 
     def __init__(self, problems: list[str]):

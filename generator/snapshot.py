@@ -29,29 +29,25 @@ class SnapshotError(Exception):
 def emitted(matrix: Matrix, profile) -> tuple[dict[str, str], dict[str, str]]:
     """Every file of the profile's default targets, and the targets that gave none.
 
-    A target whose emitter is not installed, or that cannot express this matrix, is
+    A target that cannot express this matrix, or hold it within its quotas, is
     reported by name rather than stopping the diff: the traffic comparison does not
     need it.
     """
-    from .emitters import EmitError, emit, targets_for
+    from .emitters import EmitError, targets_for
+    from .pipeline import files_for
 
     files: dict[str, str] = {}
     unavailable: dict[str, str] = {}
     for target in targets_for(profile.cloud):
         try:
-            files.update(emit(matrix, profile, [target]))
+            files.update(files_for(profile, matrix, [target]))
         except EmitError as exc:
             unavailable[target.name] = str(exc)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"generator.emitters.{target.module}":
-                raise
-            unavailable[target.name] = "no emitter installed for this target"
     return files, unavailable
 
 
 def side_from_profile(path: str, version: str | None = None) -> Side:
-    from .optimizer import optimize
-    from .planner import plan
+    from .pipeline import shipped_matrix
     from .profile import load_profile
     from .writer import digest
 
@@ -60,10 +56,10 @@ def side_from_profile(path: str, version: str | None = None) -> Side:
     if version:
         profile = profile.with_version(version)
         label += f" (server_version {version})"
-    matrix = plan(profile)
+    matrix = shipped_matrix(profile, optimized=False)
     # Files as `generate` writes them (from the optimized matrix); the matrix kept is
     # the planner's, one rule per flow, which the semantic diff reads the same way.
-    texts, unavailable = emitted(optimize(matrix)[0], profile)
+    texts, unavailable = emitted(shipped_matrix(profile), profile)
     return Side(
         label=label,
         kind="profile",

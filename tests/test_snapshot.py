@@ -154,11 +154,10 @@ def test_unified_diffs_apply_with_patch(tmp_path):
         assert (tmp_path / "old" / rel).read_text() == text, rel
 
 
-def test_missing_emitter_is_named_not_fatal(monkeypatch):
+def test_target_that_cannot_express_the_matrix_is_named_not_fatal(monkeypatch):
     target = TARGETS["terraform-aws"]
-    monkeypatch.setitem(
-        TARGETS, "terraform-aws", replace(target, module="not_written_yet")
-    )
+    no_lb = target.roles - {"load_balancer"}
+    monkeypatch.setitem(TARGETS, "terraform-aws", replace(target, roles=no_lb))
     result = run("diff", V42, V410, "--format", "json")
     assert result.exit_code == 2
     data = json.loads(result.stdout)

@@ -1,0 +1,26 @@
+"""The one path from a profile to files: plan, optimize, fit the quotas, emit.
+
+Every command that shows or writes what `generate` ships goes through here, so
+`generate`, `snapshot`, `verify` and `explain` can never disagree.
+"""
+
+from __future__ import annotations
+
+from .matrix import Matrix
+
+
+def shipped_matrix(profile, optimized: bool = True) -> Matrix:
+    from .optimizer import optimize
+    from .planner import plan
+
+    matrix = plan(profile)
+    return optimize(matrix)[0] if optimized else matrix
+
+
+def files_for(profile, matrix: Matrix, targets) -> dict[str, str]:
+    """Every file of `targets`; raises EmitError (QuotaError included) before any."""
+    from .emitters import emit
+    from .quotas import check_fit, quotas_for
+
+    check_fit(matrix, targets, quotas_for(profile))
+    return emit(matrix, profile, targets)
