@@ -14,7 +14,7 @@ run: setup
 	$(VENV)/bin/rulegen generate $(PROFILE)
 
 test: setup tools
-	$(PY) -m black --check --quiet generator tests benchmarks
+	$(PY) -m black --check --quiet generator tests benchmarks scripts
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -q
 
 setup: $(VENV)/.installed
@@ -37,11 +37,19 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	touch $@
 
-bench: setup
+# Benchmarks (not tests): ratios against a bare import measured in the same run;
+# Aerleon runs from its own venv for the side-by-side comparison.
+bench: setup .venv-bench/.installed
+	$(PY) benchmarks/plan.py
 	$(PY) benchmarks/run.py
 
+.venv-bench/.installed:
+	python3 -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --disable-pip-version-check aerleon==1.18.0
+	touch $@
+
 format: setup
-	$(PY) -m black generator tests benchmarks
+	$(PY) -m black generator tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) out/*/
+	rm -rf $(VENV) $(CHECKOV_VENV) .venv-bench out/*/
