@@ -30,12 +30,9 @@ from generator.emitters import TARGETS  # noqa: E402
 from generator.optimizer import optimize  # noqa: E402
 from generator.planner import plan  # noqa: E402
 from generator.profile import load_profile  # noqa: E402
-from generator.quotas import (
-    aws_units,
-    chunk_addresses,
-    quotas_for,
-    use_ipset,
-)  # noqa: E402
+from generator.emitters import EmitError  # noqa: E402
+from generator.emitters.aws import split  # noqa: E402
+from generator.quotas import chunk_addresses, quotas_for, use_ipset  # noqa: E402
 from workload import aerleon_policy, profile, write_profile  # noqa: E402
 
 PYTHON = Path(sys.executable)
@@ -81,11 +78,18 @@ def available_targets(cloud: str) -> list[str]:
     ]
 
 
-def target_rules(matrix, target, quotas) -> int:
-    """How many rules the target's engine holds for this matrix, once split."""
-    kind = {"aws": "aws", "gcp": "gcp"}.get(target.name.split("-")[-1], None)
-    if target.name == "cloudformation":
-        kind = "aws"
+def target_rules(matrix, target, quotas) -> tuple[int, str]:
+    """How many rules the target's engine holds for this matrix, once split, and
+    (AWS) the most security groups any role needs, from the emitters' own split."""
+    if target.name in ("terraform-aws", "cloudformation"):
+        try:
+            by_role = split(target, matrix, quotas)
+        except EmitError as exc:
+            return 0, f"{exc}"[:60]
+        groups = max(len(gs) for gs in by_role.values())
+        rules = sum(len(g) for gs in by_role.values() for g in gs)
+        fits = "fits" if groups <= quotas.aws_groups_per_interface else "too many"
+        return rules, f"{groups} groups per role at most ({fits})"
     total = 0
     for rule in matrix.rules:
         if rule.role not in target.roles or (rule.is_return and target.stateful):
@@ -93,9 +97,6 @@ def target_rules(matrix, target, quotas) -> int:
         if target.name == "iptables":
             big = use_ipset(rule.peer.cidrs, quotas)
             total += 1 if rule.peer.role or big else len(rule.peer.cidrs)
-        elif kind == "aws":
-            v4, v6 = aws_units(rule)
-            total += 1 if rule.peer.role else v4 + v6
         else:  # GCP: one rule per chunk of 256 ranges
             size = quotas.gcp_ranges_per_rule
             total += (
@@ -103,7 +104,7 @@ def target_rules(matrix, target, quotas) -> int:
                 if rule.peer.role
                 else len(chunk_addresses(rule.peer.cidrs, size, True))
             )
-    return total
+    return total, ""
 
 
 def ratio(seconds: float, base: float) -> str:
@@ -160,15 +161,17 @@ def main() -> int:
                     steps.append((f"generate {name}", cmd, TARGETS[name]))
                 for step, cmd, target in steps:
                     run = measure(cmd, args.repeat)
+                    groups = ""
                     if target is None:
                         counts = (len(raw.rules), len(optimized.rules))
                     else:
                         counts = (
-                            target_rules(raw, target, quotas),
-                            target_rules(optimized, target, quotas),
+                            target_rules(raw, target, quotas)[0],
+                            target_rules(optimized, target, quotas)[0],
                         )
+                        groups = target_rules(optimized, target, quotas)[1]
                     note = (
-                        ""
+                        groups
                         if run["exit"] == 0
                         else f"exit {run['exit']}: {run['error'][:110]}"
                     )
@@ -186,6 +189,7 @@ def main() -> int:
                             **run,
                             "raw_rules": counts[0],
                             "optimized_rules": counts[1],
+                            "groups": groups,
                         }
                     )
                     for old in (work / "out").glob("*"):

@@ -6,8 +6,8 @@ Providers' defaults, overridable in the profile's `quotas:` section:
   apart; a rule that references a group counts once for each), 5 groups per network
   interface, and rules-per-group x groups-per-interface at most 1,000 however the
   quotas are raised. A role whose rules do not fit one group is split across extra
-  groups attached to the same instances. Managed prefix lists would not help: a
-  rule that references one counts as the list's maximum entries.
+  groups attached to the same instances (split_aws_group). Managed prefix lists
+  would not help: a rule that references one counts as the list's maximum entries.
 - GCP: 256 source (or destination) ranges per firewall rule, the safe bound; longer
   lists are cut into rules `name-<n>` (see chunk_addresses).
 - iptables: above a small number of addresses a rule matches an ipset (hash:net)
@@ -20,8 +20,7 @@ written, so a matrix that cannot fit stops with the numbers and the choices left
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, fields
-from math import ceil
+from dataclasses import dataclass
 
 from .matrix import DIRECTIONS, Matrix, Rule
 from .emitters import EmitError
@@ -192,62 +191,65 @@ def use_ipset(cidrs, quotas: Quotas = Quotas()) -> bool:
 
 
 def aws_units(rule) -> tuple[int, int]:
-    """(IPv4, IPv6) quota units of a rule: a matrix Rule or one AWS rule.
+    """(IPv4, IPv6) quota units of one AWS rule (exactly one peer).
 
-    An AWS rule holds one peer, so a matrix rule counts one unit per CIDR; a group
-    reference counts for both families.
+    A group reference counts for both families. Matrix rules are not counted here:
+    emitters.aws.split expands them first, so the fit check and the emitters count
+    the very rules that are written.
     """
-    role = getattr(rule, "peer_role", None)
-    if role or (isinstance(rule, Rule) and rule.peer.role):
+    if rule.peer_role:
         return 1, 1
-    if isinstance(rule, Rule):
-        v6 = sum(1 for c in rule.peer.cidrs if ":" in c)
-        return len(rule.peer.cidrs) - v6, v6
     return (1, 0) if rule.cidr_ipv4 else (0, 1)
 
 
-def split_aws_group(rules, quotas: Quotas = Quotas()) -> list[list]:
+def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
     """One role's AWS rules cut into groups that each fit the per-group quotas.
 
     rules: one-peer AWS rules (with direction, cidr_ipv4, cidr_ipv6, peer_role), in
-    the emitter's stable order. Groups are filled in that order, as tightly as the
-    quotas allow: groups per interface are scarce (5 by default), so packing beats
-    the churn of a rule moving to the next group when one is inserted before it.
-    Group 1 is the role's own group; the others are attached to the same instances.
+    the emitter's stable order. fixed: rules every group holds besides these (the
+    CloudFormation placeholder egress), counted in each group.
+
+    Groups are filled in that order, as tightly as the quotas allow: groups per
+    interface are scarce (5 by default), so packing beats stable slots that would
+    leave groups half empty. The price is bounded: per direction and family, the
+    groups fill one after the other, so a rule inserted (or removed) moves one
+    rule across each later group boundary, at most groups - 1 rules, and a rule
+    that moves is replaced (AWS cannot move a rule between groups). Every other
+    rule stays where it was. Group 1 is the role's own group; the others are
+    attached to the same instances.
     """
+    base: dict = {}
+    for rule in fixed:
+        for family, units in zip((4, 6), aws_units(rule)):
+            key = (rule.direction, family)
+            base[key] = base.get(key, 0) + units
     groups: list[list] = []
     used: list[dict] = []
     for rule in rules:
         limit = quotas.aws_rules_per_group(rule.direction)
-        v4, v6 = aws_units(rule)
+        wanted = [
+            ((rule.direction, family), units)
+            for family, units in zip((4, 6), aws_units(rule))
+            if units
+        ]
         for i, count in enumerate(used):
-            c4, c6 = count.get((rule.direction, 4), 0), count.get(
-                (rule.direction, 6), 0
-            )
-            if c4 + v4 <= limit and c6 + v6 <= limit:
+            if all(count.get(key, 0) + units <= limit for key, units in wanted):
                 break
         else:
+            if any(base.get(key, 0) + units > limit for key, units in wanted):
+                raise QuotaError(
+                    [
+                        f"a {rule.direction} rule cannot fit any group: every group"
+                        f" already holds {limit} such rules"
+                    ]
+                )
             groups.append([])
-            used.append({})
+            used.append(dict(base))
             i = len(groups) - 1
         groups[i].append(rule)
-        used[i][(rule.direction, 4)] = used[i].get((rule.direction, 4), 0) + v4
-        used[i][(rule.direction, 6)] = used[i].get((rule.direction, 6), 0) + v6
+        for key, units in wanted:
+            used[i][key] = used[i].get(key, 0) + units
     return groups
-
-
-def aws_groups_needed(rules: list[Rule], quotas: Quotas = Quotas()) -> dict:
-    """{direction: (IPv4 units, IPv6 units, groups needed)} for one role's rules."""
-    out = {}
-    for direction in DIRECTIONS:
-        v4 = v6 = 0
-        for rule in rules:
-            if rule.direction == direction:
-                a, b = aws_units(rule)
-                v4, v6 = v4 + a, v6 + b
-        limit = quotas.aws_rules_per_group(direction)
-        out[direction] = (v4, v6, max(ceil(v4 / limit), ceil(v6 / limit)))
-    return out
 
 
 def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
@@ -265,37 +267,64 @@ def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
 
     targets: the emitter registry's Target entries. GCP rules and iptables chains
     always fit (address lists are cut into chunks or ipsets); AWS groups can not.
+    The AWS count is the emitters' own split (emitters.aws.split), so what passes
+    here is exactly what they write. May raise EmitError for a rule a target cannot
+    express, as emitting would.
     """
+    from .emitters.aws import group_rules, split
+
     problems: dict[str, list[str]] = {}  # the same problem for every AWS target
     for target in targets:
         if PROVIDERS.get(target.name) != "aws":
             continue
-        for role in matrix.roles():
-            if role not in target.roles:
+        fixed = group_rules(target)
+        for role, groups in split(target, matrix, quotas).items():
+            if len(groups) <= quotas.aws_groups_per_interface:
                 continue
-            rules = [
-                r
-                for r in matrix.for_role(role)
-                if not (r.is_return and target.stateful)
-            ]
-            for direction, (v4, v6, groups) in aws_groups_needed(rules, quotas).items():
-                if groups <= quotas.aws_groups_per_interface:
-                    continue
-                text = _aws_problem(role, direction, max(v4, v6), rules, quotas)
+            for text in _aws_problems(role, groups, fixed, quotas):
                 problems.setdefault(text, []).append(target.name)
     if problems:
         raise QuotaError([f"{', '.join(t)}: {text}" for text, t in problems.items()])
 
 
-def _aws_problem(role, direction, needed, rules, quotas) -> str:
+def _aws_problems(role, groups, fixed, quotas) -> list[str]:
+    """One message per direction that alone needs too many groups (or one overall)."""
+    texts = []
+    rules = [r for group in groups for r in group]
+    for direction in DIRECTIONS:
+        mine = [r for r in rules if r.direction == direction]
+        extra = [r for r in fixed if r.direction == direction]
+        needed = len(split_aws_group(mine, quotas, extra))
+        if needed <= quotas.aws_groups_per_interface:
+            continue
+        units = [aws_units(r) for r in mine]
+        count = max(sum(u[0] for u in units), sum(u[1] for u in units))
+        matrix_rules = list(dict.fromkeys(r.rule for r in mine))
+        texts.append(
+            _aws_problem(role, direction, count, needed, extra, matrix_rules, quotas)
+        )
+    if not texts:  # only the directions together overflow
+        texts.append(
+            f"{role} needs {len(groups)} security groups for its"
+            f" {sum(r.direction == 'ingress' for r in rules):,} inbound and"
+            f" {sum(r.direction == 'egress' for r in rules):,} outbound rules, but AWS"
+            f" attaches at most {quotas.aws_groups_per_interface} groups per network"
+            " interface. Choices: list fewer addresses; raise the quota with AWS and"
+            " set quotas.aws."
+        )
+    return texts
+
+
+def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -> str:
     per_group = quotas.aws_rules_per_group(direction)
     groups = quotas.aws_groups_per_interface
     capacity = per_group * groups
     key = "inbound" if direction == "ingress" else "outbound"
+    also = "".join(f", plus {r.label} in every group" for r in fixed)
     text = (
-        f"{role} needs {needed:,} {key} rules (one per address and port), but AWS"
-        f" holds {per_group} per security group x {groups} groups per network"
-        f" interface = {capacity:,}."
+        f"{role} needs {needed:,} {key} rules (one per address and port{also}):"
+        f" {groups_needed} security groups, but AWS holds {per_group} per security"
+        f" group x {groups} groups per network interface = {capacity:,}."
     )
     choices = []
     peers = dict(_largest_peers(rules, direction))

@@ -77,10 +77,7 @@ def terraform_rules(main_tf: str) -> list[dict]:
             if direction is None:
                 continue
             for bname, block in blocks.items():
-                group = re.fullmatch(
-                    r"\$\{local\.security_group_ids\.(\w+)\}",
-                    block["security_group_id"],
-                )
+                role, number = terraform_group(block["security_group_id"])
                 for key, item in block["for_each"].items():
                     peer = item["referenced_security_group_id"]
                     if peer is not None:
@@ -91,7 +88,8 @@ def terraform_rules(main_tf: str) -> list[dict]:
                         {
                             "key": unquote(key),
                             "block": unquote(bname),
-                            "role": group.group(1),
+                            "role": role,
+                            "group": number,
                             "direction": direction,
                             "ip_protocol": unquote(item["ip_protocol"]),
                             "ports": (item["from_port"], item["to_port"]),
@@ -102,6 +100,17 @@ def terraform_rules(main_tf: str) -> list[dict]:
                         }
                     )
     return rules
+
+
+def terraform_group(value: str) -> tuple[str, int]:
+    """(role, group number) of a group ID expression: group 1 or an extra group."""
+    first = re.fullmatch(r"\$\{local\.security_group_ids\.(\w+)\}", value)
+    if first:
+        return first.group(1), 1
+    extra = re.fullmatch(r"\$\{aws_security_group\.(\w+)_(\d+)\.id\}", value)
+    assert extra, value
+    assert int(extra.group(2)) > 1, value
+    return extra.group(1), int(extra.group(2))
 
 
 def expected_rules(matrix) -> list[dict]:
@@ -147,18 +156,31 @@ def cfn_template(text: str) -> dict:
     return template
 
 
+def cfn_group(value: dict, template: dict) -> tuple[str, int]:
+    """(role, group number) of a group ID: group 1's
+    `!If [Create..., !GetAtt X.GroupId, !Ref Existing...]`, or an extra group's
+    `!GetAtt X<n>.GroupId` (always created)."""
+    if "Fn::If" in value:
+        condition, created, existing = value["Fn::If"]
+        assert template["Resources"][created["Fn::GetAtt"][0]]["Condition"] == condition
+        assert existing["Ref"] in template["Parameters"]
+        assert template["Conditions"][condition] == {
+            "Fn::Equals": [{"Ref": existing["Ref"]}, ""]
+        }
+    else:
+        created = value
+        assert "Condition" not in template["Resources"][created["Fn::GetAtt"][0]]
+    logical_id, attribute = created["Fn::GetAtt"]
+    assert attribute == "GroupId"
+    assert template["Resources"][logical_id]["Type"] == "AWS::EC2::SecurityGroup"
+    name, number = re.fullmatch(r"(\w+?)SecurityGroup(\d*)", logical_id).groups()
+    assert ("Fn::If" in value) == (number == ""), value
+    role = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+    return role, int(number or 1)
+
+
 def group_role(value: dict, template: dict) -> str:
-    """The role whose group a `!If [Create..., !GetAtt X.GroupId, !Ref Existing...]` names."""
-    condition, created, existing = value["Fn::If"]
-    logical_id = created["Fn::GetAtt"][0]
-    assert created["Fn::GetAtt"][1] == "GroupId"
-    assert template["Resources"][logical_id]["Condition"] == condition
-    assert existing["Ref"] in template["Parameters"]
-    assert template["Conditions"][condition] == {
-        "Fn::Equals": [{"Ref": existing["Ref"]}, ""]
-    }
-    role = re.sub(r"(?<!^)([A-Z])", r"_\1", logical_id[: -len("SecurityGroup")])
-    return role.lower()
+    return cfn_group(value, template)[0]
 
 
 def cfn_rules(template: dict) -> list[dict]:
@@ -171,10 +193,12 @@ def cfn_rules(template: dict) -> list[dict]:
         peer = props.get("SourceSecurityGroupId") or props.get(
             "DestinationSecurityGroupId"
         )
+        role, number = cfn_group(props["GroupId"], template)
         rules.append(
             {
                 "logical_id": logical_id,
-                "role": group_role(props["GroupId"], template),
+                "role": role,
+                "group": number,
                 "direction": direction,
                 "ip_protocol": props["IpProtocol"],
                 "ports": (props.get("FromPort"), props.get("ToPort")),
@@ -410,7 +434,9 @@ def test_cloudformation_resources_are_what_the_matrix_implies(name):
         ] == [("-1", "127.0.0.1/32")]
     assert template["Parameters"]["VpcId"]["Type"] == "AWS::EC2::VPC::Id"
     output_roles = sorted(
-        group_role(o["Value"], template) for o in template["Outputs"].values()
+        group_role(o["Value"], template)
+        for o in template["Outputs"].values()
+        if "Fn::Join" not in o["Value"]
     )
     assert output_roles == sorted(roles)
 

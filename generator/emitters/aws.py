@@ -2,7 +2,8 @@
 
 AWS security-group rules hold exactly one peer (a CIDR, an IPv6 CIDR or a group), so
 one matrix rule can become several AWS rules. `expand` is the one place that does it,
-so that splitting groups at the rules-per-group quota can happen there later.
+and `split` cuts each role's rules into security groups at the rules-per-group quota;
+both emitters and the fit check (quotas.check_fit) count through `split`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
+from ..quotas import QuotaError, Quotas, split_aws_group
 from . import EmitError, Target, describe, expressible
 
 # AWS allows these in rule and group descriptions ("a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*").
@@ -51,6 +53,17 @@ class AwsRule:
     rule: Rule
 
 
+@dataclass(frozen=True)
+class GroupRule:
+    """A rule an emitter puts in every group it creates; it counts toward the quota."""
+
+    direction: str
+    cidr_ipv4: str | None
+    label: str  # what it is, for quota messages
+    cidr_ipv6: str | None = None
+    peer_role: str | None = None
+
+
 def sanitize(text: str) -> str:
     """A description AWS accepts: its character set, at most 255 characters."""
     text = text.replace(">", "/").replace("'", "")
@@ -84,17 +97,19 @@ def cidr_token(cidr: str) -> str:
     return cidr.replace(".", "x").replace(":", "y").replace("/", "z")
 
 
-def group_logical_id(role: str) -> str:
-    return f"{camel(role)}SecurityGroup"
+def group_logical_id(role: str, number: int = 1) -> str:
+    return f"{camel(role)}SecurityGroup{number if number > 1 else ''}"
 
 
-def group_name(install: str, role: str) -> str:
-    return f"{install}-{role.replace('_', '-')}"
+def group_name(install: str, role: str, number: int = 1) -> str:
+    return f"{install}-{role.replace('_', '-')}{f'-{number}' if number > 1 else ''}"
 
 
-def group_description(install: str, role: str) -> str:
-    # Changing a group's description replaces the group: keep it free of versions.
-    return sanitize(f"CircleCI Server {install}: {ROLE_TITLES[role]}")
+def group_description(install: str, role: str, number: int = 1) -> str:
+    # Changing a group's description replaces the group: keep it free of versions
+    # and of the group count (adding a group must not replace the others).
+    extra = f", extra group {number}" if number > 1 else ""
+    return sanitize(f"CircleCI Server {install}: {ROLE_TITLES[role]}{extra}")
 
 
 def groups(matrix: Matrix, rules: list[Rule]) -> list[str]:
@@ -186,4 +201,31 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
                     rule=rule,
                 )
             )
+    return out
+
+
+def group_rules(target: Target) -> tuple[GroupRule, ...]:
+    """The rules the target's emitter puts in every group (its GROUP_RULES)."""
+    return tuple(getattr(target.emitter(), "GROUP_RULES", ()))
+
+
+def split(
+    target: Target, matrix: Matrix, quotas: Quotas = Quotas()
+) -> dict[str, list[list[AwsRule]]]:
+    """Every AWS rule, by role and group: [group 1's rules, group 2's, ...].
+
+    Roles that only other rules point at get one empty group. Group 1 is the role's
+    own group (or the existing one passed in); rules that reference a role name
+    its group 1, which every instance of the role carries.
+    """
+    by_role = expand(target, matrix)
+    fixed = group_rules(target)
+    rules = [r for d in by_role.values() for rs in d.values() for r in rs]
+    out = {}
+    for role in groups(matrix, [r.rule for r in rules]):
+        mine = [r for d in DIRECTIONS for r in by_role[role][d]]
+        try:
+            out[role] = split_aws_group(mine, quotas, fixed) or [[]]
+        except QuotaError as exc:
+            raise QuotaError([f"{target.name}: {role}: {p}" for p in exc.problems])
     return out

@@ -1,5 +1,7 @@
-"""terraform-aws: a Terraform module with one security group per role.
+"""terraform-aws: a Terraform module with a security group per role (or more).
 
+A role whose rules exceed the per-group quota gets extra groups `<role>_2`, ... that
+must be attached to the same instances: outputs give every role's list of group IDs.
 Rules are `aws_vpc_security_group_ingress_rule` / `_egress_rule` resources with
 `for_each` keyed by stable rule names. Rules whose checkov findings the page makes
 deliberate sit in blocks of their own, so that a skip never covers other rules.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 
 from ..matrix import DIRECTIONS, ROLE_TITLES, Matrix
+from ..quotas import quotas_for
 from ..templating import render
 from . import Target, header
 from .aws import (
@@ -17,10 +20,9 @@ from .aws import (
     UNATTACHED_CHECK,
     UNATTACHED_REASON,
     AwsRule,
-    expand,
     group_description,
     group_name,
-    groups,
+    split,
 )
 
 RESOURCE = {
@@ -31,10 +33,8 @@ CHECK_PORTS = dict(INGRESS_PORT_CHECKS)
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
-    by_role = expand(target, matrix)
-    roles = groups(
-        matrix, [r.rule for d in by_role.values() for rs in d.values() for r in rs]
-    )
+    by_role = split(target, matrix, quotas_for(profile))
+    roles = list(by_role)
     head = header(matrix, target.name)
     return {
         "versions.tf": render("terraform-aws/versions.tf.j2", header=head),
@@ -56,27 +56,65 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                     for role in roles
                 ]
             ),
-            groups=[_group(profile.name, role) for role in roles],
+            group_id_lists=aligned(
+                [
+                    (role, "[" + ", ".join(group_ids(role, len(gs))) + "]")
+                    for role, gs in by_role.items()
+                ]
+            ),
+            groups=[
+                _group(profile.name, role, number, len(gs))
+                for role, gs in by_role.items()
+                for number in range(1, len(gs) + 1)
+            ],
             rule_blocks=[
                 block
-                for role in roles
+                for role, gs in by_role.items()
+                for number, rules in enumerate(gs, 1)
                 for direction in DIRECTIONS
-                for block in rule_blocks(role, direction, by_role[role][direction])
+                for block in rule_blocks(
+                    role,
+                    direction,
+                    [r for r in rules if r.direction == direction],
+                    number,
+                    len(gs),
+                )
             ],
         ),
         "outputs.tf": render(
             "terraform-aws/outputs.tf.j2",
             header=head,
             outputs=[
-                {
-                    "name": f"{role}_security_group_id",
-                    "description": f"ID of the {ROLE_TITLES[role]} security group.",
-                    "value": f"local.security_group_ids.{role}",
-                }
+                output
                 for role in roles
+                for output in (
+                    {
+                        "name": f"{role}_security_group_id",
+                        "description": (
+                            f"ID of the {ROLE_TITLES[role]} security group (its"
+                            " group 1, which rules of other roles reference)."
+                        ),
+                        "value": f"local.security_group_ids.{role}",
+                    },
+                    {
+                        "name": f"{role}_security_group_ids",
+                        "description": (
+                            f"IDs of every {ROLE_TITLES[role]} security group:"
+                            " attach all of them to its instances."
+                        ),
+                        "value": f"local.security_group_id_lists.{role}",
+                    },
+                )
             ],
         ),
     }
+
+
+def group_ids(role: str, count: int) -> list[str]:
+    """The expressions of a role's group IDs, group 1 first."""
+    return [f"local.security_group_ids.{role}"] + [
+        f"aws_security_group.{role}_{n}.id" for n in range(2, count + 1)
+    ]
 
 
 def aligned(pairs: list[tuple[str, str]]) -> list[str]:
@@ -85,17 +123,27 @@ def aligned(pairs: list[tuple[str, str]]) -> list[str]:
     return [f"{name.ljust(width)} = {value}" for name, value in pairs]
 
 
-def _group(install: str, role: str) -> dict:
-    name = group_name(install, role)
+def _group(install: str, role: str, number: int, count: int) -> dict:
+    name = group_name(install, role, number)
+    title = ROLE_TITLES[role]
+    if count > 1:
+        title += f", group {number} of {count}"
+        if number > 1:
+            title += " (attach it to the same instances as group 1)"
     return {
-        "role": role,
-        "title": ROLE_TITLES[role],
+        "name": role if number == 1 else f"{role}_{number}",
+        "title": title,
         "skips": [f"{UNATTACHED_CHECK}:{UNATTACHED_REASON}"],
-        "count": f"var.existing_security_group_ids.{role} == null ? 1 : 0",
+        # Only group 1 can be an existing group; the overflow is always created.
+        "count": (
+            f"var.existing_security_group_ids.{role} == null ? 1 : 0"
+            if number == 1
+            else None
+        ),
         "attrs": aligned(
             [
                 ("name", json.dumps(name)),
-                ("description", json.dumps(group_description(install, role))),
+                ("description", json.dumps(group_description(install, role, number))),
                 ("vpc_id", "var.vpc_id"),
                 ("tags", f"merge(var.tags, {{ Name = {json.dumps(name)} }})"),
             ]
@@ -103,19 +151,22 @@ def _group(install: str, role: str) -> dict:
     }
 
 
-def rule_blocks(role: str, direction: str, rules: list[AwsRule]) -> list[dict]:
+def rule_blocks(
+    role: str, direction: str, rules: list[AwsRule], number: int = 1, count: int = 1
+) -> list[dict]:
     """One resource block per set of deliberate checkov findings (most have none)."""
     by_checks: dict[tuple[str, ...], list[AwsRule]] = {}
     for rule in rules:
         by_checks.setdefault(tuple(sorted({c for c, _ in rule.skips})), []).append(rule)
+    group = ROLE_TITLES[role] + (f", group {number} of {count}" if count > 1 else "")
     blocks = []
     for checks, members in sorted(by_checks.items()):
-        name = role
-        title = f"{ROLE_TITLES[role]}: {direction} rules."
+        name = role if number == 1 else f"{role}_{number}"
+        title = f"{group}: {direction} rules."
         if checks:
             name += "_open_" + "_".join(str(CHECK_PORTS[c]) for c in checks)
             title = (
-                f"{ROLE_TITLES[role]}: {direction} rules this profile opens to"
+                f"{group}: {direction} rules this profile opens to"
                 " anywhere (the checkov skips say why)."
             )
         blocks.append(
@@ -130,7 +181,7 @@ def rule_blocks(role: str, direction: str, rules: list[AwsRule]) -> list[dict]:
                     {"key": r.key, "attrs": aligned(_values(r))} for r in members
                 ],
                 "attrs": aligned(
-                    [("security_group_id", f"local.security_group_ids.{role}")]
+                    [("security_group_id", group_ids(role, number)[-1])]
                     + [(name, f"each.value.{name}") for name, _ in _values(members[0])]
                     + [("tags", "var.tags")]
                 ),

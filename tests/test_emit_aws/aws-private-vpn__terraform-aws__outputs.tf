@@ -3,26 +3,51 @@
 # Regenerate with: rulegen generate PROFILE
 
 output "load_balancer_security_group_id" {
-  description = "ID of the Load balancer (circleci-proxy) security group."
+  description = "ID of the Load balancer (circleci-proxy) security group (its group 1, which rules of other roles reference)."
   value       = local.security_group_ids.load_balancer
 }
 
+output "load_balancer_security_group_ids" {
+  description = "IDs of every Load balancer (circleci-proxy) security group: attach all of them to its instances."
+  value       = local.security_group_id_lists.load_balancer
+}
+
 output "kubernetes_nodes_security_group_id" {
-  description = "ID of the Kubernetes nodes security group."
+  description = "ID of the Kubernetes nodes security group (its group 1, which rules of other roles reference)."
   value       = local.security_group_ids.kubernetes_nodes
 }
 
+output "kubernetes_nodes_security_group_ids" {
+  description = "IDs of every Kubernetes nodes security group: attach all of them to its instances."
+  value       = local.security_group_id_lists.kubernetes_nodes
+}
+
 output "nomad_clients_security_group_id" {
-  description = "ID of the Nomad clients security group."
+  description = "ID of the Nomad clients security group (its group 1, which rules of other roles reference)."
   value       = local.security_group_ids.nomad_clients
 }
 
+output "nomad_clients_security_group_ids" {
+  description = "IDs of every Nomad clients security group: attach all of them to its instances."
+  value       = local.security_group_id_lists.nomad_clients
+}
+
 output "external_vms_security_group_id" {
-  description = "ID of the External VMs security group."
+  description = "ID of the External VMs security group (its group 1, which rules of other roles reference)."
   value       = local.security_group_ids.external_vms
 }
 
+output "external_vms_security_group_ids" {
+  description = "IDs of every External VMs security group: attach all of them to its instances."
+  value       = local.security_group_id_lists.external_vms
+}
+
 output "security_group_ids" {
-  description = "Every role's security group ID, by role."
+  description = "Every role's security group ID (its group 1), by role."
   value       = local.security_group_ids
+}
+
+output "security_group_id_lists" {
+  description = "Every role's security group IDs, by role: attach all of a role's groups to its instances."
+  value       = local.security_group_id_lists
 }

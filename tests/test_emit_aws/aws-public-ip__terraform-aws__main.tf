@@ -10,6 +10,14 @@ locals {
     nomad_clients    = try(aws_security_group.nomad_clients[0].id, var.existing_security_group_ids.nomad_clients)
     external_vms     = try(aws_security_group.external_vms[0].id, var.existing_security_group_ids.external_vms)
   }
+
+  # Every group of each role, group 1 first: attach all of them to its instances.
+  security_group_id_lists = {
+    load_balancer    = [local.security_group_ids.load_balancer]
+    kubernetes_nodes = [local.security_group_ids.kubernetes_nodes]
+    nomad_clients    = [local.security_group_ids.nomad_clients]
+    external_vms     = [local.security_group_ids.external_vms]
+  }
 }
 
 # Load balancer (circleci-proxy).
