@@ -511,24 +511,34 @@ class NamespaceBed:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
         try:
             self._stop_agents()
-            # By prefix, so that one created just before an interrupt goes too.
+            # By prefix, so that one created just before an interrupt goes too; an
+            # `ip netns add` killed by the interrupt may still finish a moment later,
+            # so look again a few times (bounded).
             names = set(self.namespaces)
-            try:
-                names |= {
-                    n
-                    for n in os.listdir("/run/netns")
-                    if n.startswith(self.prefix + "-")
-                }
-            except OSError:
-                pass
-            for name in sorted(names, reverse=True):
-                subprocess.run(
-                    ["ip", "netns", "delete", name], capture_output=True, timeout=30
-                )
+            for attempt in range(5):
+                names |= self._left_behind()
+                if not names:
+                    break
+                for name in sorted(names, reverse=True):
+                    subprocess.run(
+                        ["ip", "netns", "delete", name],
+                        capture_output=True,
+                        timeout=30,
+                    )
+                names = set()
+                time.sleep(0.1 * (attempt + 1))
             self.namespaces = []
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
+
+    def _left_behind(self) -> set[str]:
+        try:
+            return {
+                n for n in os.listdir("/run/netns") if n.startswith(self.prefix + "-")
+            }
+        except OSError:
+            return set()
 
     def _stop_agents(self) -> None:
         agents = list(self.agents.values())
