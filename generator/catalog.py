@@ -109,4 +109,5 @@ def parse_catalog(data: dict) -> Catalog:
 def load_catalog() -> Catalog:
     import yaml
 
-    return parse_catalog(yaml.safe_load(CATALOG_PATH.read_text()))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster
+    return parse_catalog(yaml.load(CATALOG_PATH.read_text(), Loader=loader))
