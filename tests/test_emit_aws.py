@@ -68,10 +68,13 @@ def unquote(value):
     return value
 
 
-def terraform_rules(main_tf: str) -> list[dict]:
-    """Every for_each instance of every rule block, with its block's attributes."""
+def terraform_rules(main_tf: str | dict) -> list[dict]:
+    """Every for_each instance of every rule block, with its block's attributes.
+
+    main_tf: the text, or what python-hcl2 made of it."""
     rules = []
-    for resource in hcl2.loads(main_tf)["resource"]:
+    parsed = hcl2.loads(main_tf) if isinstance(main_tf, str) else main_tf
+    for resource in parsed["resource"]:
         for rtype, blocks in resource.items():
             direction = RULE_TYPES.get(unquote(rtype))
             if direction is None:
@@ -79,11 +82,9 @@ def terraform_rules(main_tf: str) -> list[dict]:
             for bname, block in blocks.items():
                 role, number = terraform_group(block["security_group_id"])
                 for key, item in block["for_each"].items():
-                    peer = item["referenced_security_group_id"]
+                    peer, peer_group = item["referenced_security_group_id"], None
                     if peer is not None:
-                        peer = re.fullmatch(
-                            r"\$\{local\.security_group_ids\.(\w+)\}", peer
-                        ).group(1)
+                        peer, peer_group = terraform_group(peer)
                     rules.append(
                         {
                             "key": unquote(key),
@@ -96,6 +97,7 @@ def terraform_rules(main_tf: str) -> list[dict]:
                             "cidr_ipv4": unquote(item["cidr_ipv4"]),
                             "cidr_ipv6": unquote(item["cidr_ipv6"]),
                             "peer_role": peer,
+                            "peer_group": peer_group,
                             "description": unquote(item["description"]),
                         }
                     )
@@ -194,6 +196,7 @@ def cfn_rules(template: dict) -> list[dict]:
             "DestinationSecurityGroupId"
         )
         role, number = cfn_group(props["GroupId"], template)
+        peer_role, peer_group = cfn_group(peer, template) if peer else (None, None)
         rules.append(
             {
                 "logical_id": logical_id,
@@ -204,7 +207,8 @@ def cfn_rules(template: dict) -> list[dict]:
                 "ports": (props.get("FromPort"), props.get("ToPort")),
                 "cidr_ipv4": props.get("CidrIp"),
                 "cidr_ipv6": props.get("CidrIpv6"),
-                "peer_role": group_role(peer, template) if peer else None,
+                "peer_role": peer_role,
+                "peer_group": peer_group,
                 "description": props["Description"],
             }
         )
