@@ -117,8 +117,14 @@ def _group(install: str, role: str, number: int, count: int) -> dict:
     return group | {
         "parameter": _parameter(role),
         "parameter_description": (
-            f"Existing security group for the {title} (sg-...): its rules attach"
-            " to it and no group is created. Empty: create one."
+            f"Existing security group for the {title} (sg-...): "
+            + (
+                "its rules attach to it and no group is created."
+                if count == 1
+                else "it takes the place of group 1 (its extra groups are created"
+                " either way)."
+            )
+            + " Empty: create one."
         ),
         "condition": _condition(role),
         "output_description": f"ID of the {title} security group.",

@@ -8,7 +8,7 @@ variable "vpc_id" {
 }
 
 variable "existing_security_group_ids" {
-  description = "Groups that already exist, by role: the role's rules attach to that group and no group is created for it."
+  description = "Groups that already exist, by role: the role's rules attach to that group and no group is created for it (a role with extra groups still gets those, for the rules beyond group 1)."
   type = object({
     load_balancer    = optional(string)
     kubernetes_nodes = optional(string)
