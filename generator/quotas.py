@@ -237,10 +237,13 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
                 break
         else:
             if any(base.get(key, 0) + units > limit for key, units in wanted):
+                key = "inbound" if rule.direction == "ingress" else "outbound"
+                held = ", ".join(getattr(r, "label", "a rule") for r in fixed)
                 raise QuotaError(
                     [
-                        f"a {rule.direction} rule cannot fit any group: every group"
-                        f" already holds {limit} such rules"
+                        f"no {key} rule fits any security group: every group holds"
+                        f" {held}, which already fills the quota of {limit} {key}"
+                        f" rules per group; raise quotas.aws.{key}_rules_per_group"
                     ]
                 )
             groups.append([])

@@ -420,7 +420,7 @@ def test_an_inserted_rule_moves_at_most_one_rule_per_later_group(
     inserted = rules[:at] + [One(*new, "new")] + rules[at:]
     if placeholder and limit == 1 and ("egress", 4) in kinds + [new]:
         # No outbound IPv4 rule fits beside the placeholder: a clear error.
-        with pytest.raises(QuotaError, match="every group already holds 1"):
+        with pytest.raises(QuotaError, match="already fills the quota of 1 outbound"):
             split_aws_group(inserted, quotas, fixed)
         return
     before = {
@@ -428,24 +428,21 @@ def test_an_inserted_rule_moves_at_most_one_rule_per_later_group(
     }
     split = split_aws_group(inserted, quotas, fixed)
     after = {r.key: i for i, g in enumerate(split) for r in g}
-    assert sorted(after) == sorted(before) + ["new"] or len(after) == len(inserted)
+    assert sorted(after) == sorted([*before, "new"])  # every rule exactly once
     for group in split:
         for direction in ("ingress", "egress"):
             for family in (4, 6):
                 kind = (direction, family)
                 used = sum(1 for r in group + fixed if (r.direction, r.family) == kind)
                 assert used <= limit
-    # Packed: a group is opened only when no earlier one has room.
-    for kind in {(r.direction, r.family) for r in inserted}:
-        count = sum(1 for r in inserted if (r.direction, r.family) == kind)
-        room = limit - sum(1 for r in fixed if (r.direction, r.family) == kind)
-        assert len(split) >= ceil(count / room)
+    # Packed: no more groups than the fullest kind of rule needs.
+    kinds_used = {(r.direction, r.family) for r in inserted}
     assert len(split) == max(
         ceil(
             sum(1 for r in inserted if (r.direction, r.family) == kind)
             / (limit - sum(1 for r in fixed if (r.direction, r.family) == kind))
         )
-        for kind in {(r.direction, r.family) for r in inserted} | {("ingress", 4)}
+        for kind in kinds_used
     )
     moved = [k for k in before if before[k] != after[k]]
     assert len(moved) <= max(len(split) - 1, 0)
@@ -524,3 +521,19 @@ def test_checkov_on_a_split_output(tmp_path):
         "aws_security_group.external_vms_3",
     } < groups
     assert unattached == groups
+
+
+def test_a_quota_the_placeholder_alone_fills_is_a_clear_error(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text(profile_text(quotas="{outbound_rules_per_group: 1}"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["generate", str(path), "-o", str(out), "--target", "cloudformation"]
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "the placeholder egress rule (127.0.0.1/32), which already fills" in (
+        result.stderr
+    )
+    assert "quota of 1 outbound rules per group" in result.stderr
+    assert not out.exists()
