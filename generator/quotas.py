@@ -225,6 +225,9 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
             base[key] = base.get(key, 0) + units
     groups: list[list] = []
     used: list[dict] = []
+    # Groups before first[key] are full for that kind of rule (they never empty),
+    # so the first fit is found without rescanning them: linear in the rules.
+    first: dict = {}
     for rule in rules:
         limit = quotas.aws_rules_per_group(rule.direction)
         wanted = [
@@ -232,7 +235,9 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
             for family, units in zip((4, 6), aws_units(rule))
             if units
         ]
-        for i, count in enumerate(used):
+        start = max(first.get(key, 0) for key, _ in wanted)
+        for i in range(start, len(used)):
+            count = used[i]
             if all(count.get(key, 0) + units <= limit for key, units in wanted):
                 break
         else:
@@ -252,6 +257,10 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
         groups[i].append(rule)
         for key, units in wanted:
             used[i][key] = used[i].get(key, 0) + units
+            n = first.get(key, 0)
+            while n < len(used) and used[n].get(key, 0) >= limit:
+                n += 1
+            first[key] = n
     return groups
 
 
@@ -302,7 +311,8 @@ def _aws_problems(role, groups, fixed, quotas) -> list[str]:
             continue
         units = [aws_units(r) for r in mine]
         count = max(sum(u[0] for u in units), sum(u[1] for u in units))
-        matrix_rules = list(dict.fromkeys(r.rule for r in mine))
+        # By identity: hashing a rule hashes all of its addresses.
+        matrix_rules = list({id(r.rule): r.rule for r in mine}.values())
         texts.append(
             _aws_problem(role, direction, count, needed, extra, matrix_rules, quotas)
         )

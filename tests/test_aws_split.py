@@ -537,3 +537,48 @@ def test_a_quota_the_placeholder_alone_fills_is_a_clear_error(tmp_path):
     )
     assert "quota of 1 outbound rules per group" in result.stderr
     assert not out.exists()
+
+
+def first_fit(rules, limit: int, fixed) -> list[list]:
+    """The plain rule the split follows: each rule in the first group with room."""
+    groups: list[list] = []
+    for rule in rules:
+        for group in groups:
+            if all(
+                sum(1 for r in group + fixed if kind in kinds(r)) < limit
+                for kind in kinds(rule)
+            ):
+                group.append(rule)
+                break
+        else:
+            groups.append([rule])
+    return groups
+
+
+def kinds(rule) -> list[tuple[str, int]]:
+    families = (4, 6) if rule.peer_role else (rule.family,)
+    return [(rule.direction, f) for f in families]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["ingress", "egress"]), st.sampled_from([4, 6, 0])),
+        max_size=150,
+    ),
+    st.integers(2, 12),
+    st.booleans(),
+)
+def test_the_split_is_first_fit_with_group_references(kinds_drawn, limit, placeholder):
+    fixed = [One("egress", 4, "placeholder")] if placeholder else []
+    rules = []
+    for i, (direction, family) in enumerate(kinds_drawn):
+        rule = One(direction, family or 4, str(i))
+        if not family:  # a group reference: counts for both families
+            rule.cidr_ipv4, rule.peer_role = None, "nomad_clients"
+        rules.append(rule)
+    quotas = Quotas(
+        aws_inbound_rules_per_group=limit, aws_outbound_rules_per_group=limit
+    )
+    got = [[r.key for r in g] for g in split_aws_group(rules, quotas, fixed)]
+    assert got == [[r.key for r in g] for g in first_fit(rules, limit, fixed)]

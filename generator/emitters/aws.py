@@ -174,9 +174,12 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
             peers.append((cidr, version))
         if not peers:
             raise EmitError(f"{target.name}: no peer address: rule {describe(rule)}")
+        # The same for every address of the rule: worked out once.
+        rule_name, prefix = rule.name, _logical_id(rule, None)
+        description = rule_description(rule)
         for cidr, version in peers:
-            key = rule.name if cidr is None else f"{rule.name}_{cidr}"
-            logical_id = _logical_id(rule, cidr)
+            key = rule_name if cidr is None else f"{rule_name}_{cidr}"
+            logical_id = prefix + cidr_token(cidr) if cidr else prefix
             for seen, name in ((keys, key), (ids, logical_id)):
                 if name in seen:
                     raise EmitError(
@@ -196,7 +199,7 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
                     cidr_ipv4=cidr if version == 4 else None,
                     cidr_ipv6=cidr if version == 6 else None,
                     peer_role=rule.peer.role,
-                    description=rule_description(rule),
+                    description=description,
                     skips=_skips(rule, cidr, lo, hi),
                     rule=rule,
                 )
