@@ -304,21 +304,9 @@ def _dedupe_addresses(rules: list[Rule], cache: dict, report) -> list[Rule]:
         if len(group) == 1:
             out.extend(group)
             continue
-        spans = [[parse_cidr(c) for c in r.peer.cidrs] for r in group]
+        covered = _covered_elsewhere(group)
         for i, rule in enumerate(group):
-            keep = []
-            for cidr, (version, first, last) in zip(rule.peer.cidrs, spans[i]):
-                covered = any(
-                    v == version
-                    and f <= first
-                    and last <= l
-                    and ((f, l) != (first, last) or j < i)  # equal: the first keeps it
-                    for j, other in enumerate(spans)
-                    if j != i
-                    for v, f, l in other
-                )
-                if not covered:
-                    keep.append(cidr)
+            keep = [c for j, c in enumerate(rule.peer.cidrs) if (i, j) not in covered]
             if len(keep) == len(rule.peer.cidrs):
                 out.append(rule)
             elif keep:
@@ -333,6 +321,30 @@ def _dedupe_addresses(rules: list[Rule], cache: dict, report) -> list[Rule]:
                     (rule.name, "the other rules of the same traffic")
                 )
     return out
+
+
+def _covered_elsewhere(group: list[Rule]) -> set[tuple[int, int]]:
+    """(rule, cidr) positions whose block another rule's block already holds.
+
+    One sweep in address order: blocks nest or are disjoint, and each rule's own
+    blocks are disjoint (collapsed), so a block is held by another rule exactly when
+    an earlier block in (start, larger first, rule order) reaches as far as it does.
+    Of equal blocks the first rule keeps its own.
+    """
+    blocks = sorted(
+        (version, first, -last, i, j)
+        for i, rule in enumerate(group)
+        for j, (version, first, last) in enumerate(map(parse_cidr, rule.peer.cidrs))
+    )
+    covered: set[tuple[int, int]] = set()
+    reach: dict[int, int] = {}
+    for version, first, neg_last, i, j in blocks:
+        last = -neg_last
+        if reach.get(version, -1) >= last:
+            covered.add((i, j))
+        else:
+            reach[version] = last
+    return covered
 
 
 def _same_names_merged(group: list[Rule], cache: dict, report) -> list[Rule]:

@@ -167,6 +167,27 @@ def test_optimizer_keeps_every_flow(matrix):
 
 @FAST
 @given(matrices())
+def test_no_address_is_allowed_twice_for_the_same_traffic(matrix):
+    optimized, _ = optimize(matrix)
+    seen: dict[tuple, list] = {}
+    for rule in optimized.rules:
+        if rule.peer.role:
+            continue
+        key = (rule.role, rule.direction, rule.protocol, rule.ports, rule.source_ports)
+        seen.setdefault(key, []).append(
+            [ipaddress.ip_network(c) for c in rule.peer.cidrs]
+        )
+    for rules in seen.values():
+        for i, mine in enumerate(rules):
+            others = [n for j, nets in enumerate(rules) if j != i for n in nets]
+            for net in mine:
+                assert not any(
+                    net.version == o.version and net.subnet_of(o) for o in others
+                ), f"{net} is allowed by another rule of the same traffic"
+
+
+@FAST
+@given(matrices())
 def test_optimizer_is_a_fixpoint_and_deterministic(matrix):
     once, _ = optimize(matrix)
     twice, report = optimize(once)
