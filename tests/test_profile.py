@@ -238,3 +238,24 @@ def test_schema_validates_every_example_profile():
     for path in PROFILES:
         Draft202012Validator(schema).validate(yaml.safe_load(path.read_text()))
     assert json.loads(json.dumps(schema)) == schema
+
+
+@pytest.mark.parametrize("label,text,expected", CASES, ids=[c[0] for c in CASES])
+def test_fast_and_full_schema_validators_agree(label, text, expected):
+    import fastjsonschema
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from generator.profile import _validation_schema
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        pytest.skip("not YAML: no schema check")
+    full = not list(Draft202012Validator(_validation_schema()).iter_errors(data))
+    try:
+        fastjsonschema.compile(_validation_schema())(data)
+        fast = True
+    except fastjsonschema.JsonSchemaValueException:
+        fast = False
+    assert fast == full
