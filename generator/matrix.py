@@ -7,7 +7,6 @@ from dataclasses import dataclass
 ROLES = ("load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms")
 DIRECTIONS = ("ingress", "egress")
 PROTOCOLS = ("tcp", "udp", "all")
-FORMAT_VERSION = 1
 
 ROLE_TITLES = {
     "load_balancer": "Load balancer (circleci-proxy)",

@@ -338,3 +338,22 @@ def test_a_broken_file_is_refused_by_the_real_restore(netns, tmp_path):
 def test_root_tests_say_why_they_skip():
     if not is_root:
         pytest.skip("needs root (network namespaces): namespace loads were skipped")
+
+
+def test_ipset_threshold_follows_the_profile_quota():
+    from dataclasses import replace
+
+    from generator.emitters import TARGETS
+    from generator.emitters.iptables import emit
+    from generator.pipeline import shipped_matrix
+
+    from conftest import example
+
+    profile = example("aws-public-ip")  # four VCS ranges
+    matrix = shipped_matrix(profile)
+    target = TARGETS["iptables"]
+    assert not any(p.endswith(".ipset") for p in emit(matrix, profile, target))
+    lowered = replace(profile, quotas={"iptables": {"ipset_threshold": 3}})
+    files = emit(matrix, lowered, target)
+    assert "external_vms.ipset" in files
+    assert "-m set --match-set" in files["external_vms.iptables"]

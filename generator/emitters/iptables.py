@@ -15,12 +15,12 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ..matrix import ROLES, Matrix, Rule
+from ..quotas import Quotas, quotas_for, use_ipset
 from ..templating import render
 from . import EmitError, Target, describe, expressible, header
 
 CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT"}
 HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
-SET_THRESHOLD = 8  # more CIDRs than this in one peer: an ipset
 MULTIPORT_MAX = 15  # multiport slots per rule; a range takes two
 SET_NAME_MAX = 31  # the kernel's limit
 SET_TEMP_SUFFIX = "-new"  # apply fills a temporary set and swaps it in
@@ -164,7 +164,12 @@ def _group(rules: list[Rule]) -> list[tuple[tuple, list[Rule]]]:
 
 
 def build_role(
-    role: str, rules: list[Rule], subnets: dict, stateful: bool, families: list[int]
+    role: str,
+    rules: list[Rule],
+    subnets: dict,
+    stateful: bool,
+    families: list[int],
+    quotas: Quotas = Quotas(),
 ) -> dict[int, RoleRules]:
     out = {family: RoleRules(family) for family in families}
     for rr in out.values():
@@ -222,7 +227,7 @@ def build_role(
                         )
                     )
                 continue
-            if len(mine) > SET_THRESHOLD:
+            if use_ipset(mine, quotas):
                 ipset = IpSet(set_name(peer.label, family), family, tuple(mine))
                 rr.sets[ipset.name] = ipset
                 addresses = [f"-m set --match-set {ipset.name} {match_dir}"]
@@ -259,7 +264,9 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     roles = [role for role in ROLES if any(r.role == role for r in rules)]
     for role in roles:
         mine = [r for r in rules if r.role == role]
-        built = build_role(role, mine, profile.subnets, matrix.stateful, families)
+        built = build_role(
+            role, mine, profile.subnets, matrix.stateful, families, quotas_for(profile)
+        )
         sets = [s for rr in built.values() for s in rr.sets.values()]
         for family, rr in built.items():
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
