@@ -93,7 +93,7 @@ gcloud compute firewall-rules create \
   --priority=1000 \
   --action=ALLOW \
   --rules=all \
-  --destination-ranges=10.128.0.0/20 \
+  --destination-ranges=10.128.0.0/20,10.4.0.0/14,10.8.0.0/20,172.16.0.0/28 \
   --target-tags=acme-gke-node \
   --enable-logging \
   --logging-metadata=include-all
@@ -303,7 +303,7 @@ gcloud compute firewall-rules create \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --destination-ranges=10.128.0.0/20 \
+  --destination-ranges=10.128.0.0/20,10.4.0.0/14,10.8.0.0/20,172.16.0.0/28 \
   --target-tags=acme-nomad \
   --enable-logging \
   --logging-metadata=include-all

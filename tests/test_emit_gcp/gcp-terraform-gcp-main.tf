@@ -109,7 +109,7 @@ resource "google_compute_firewall" "acme_gcp_k8s_out_all_k8s" {
   description        = "Traffic between Kubernetes nodes (cluster network policies govern it). Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes nodes > Egress"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["10.128.0.0/20"]
+  destination_ranges = ["10.128.0.0/20", "10.4.0.0/14", "10.8.0.0/20", "172.16.0.0/28"]
   target_tags        = ["acme-gke-node"]
 
   allow {
@@ -388,7 +388,7 @@ resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_k8s" {
   description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["10.128.0.0/20"]
+  destination_ranges = ["10.128.0.0/20", "10.4.0.0/14", "10.8.0.0/20", "172.16.0.0/28"]
   target_tags        = ["acme-nomad"]
 
   allow {
