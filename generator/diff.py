@@ -44,12 +44,20 @@ def _canon(items: list[tuple[Box, object]], dim: int, leaf) -> tuple | None:
     if dim == 4:
         return leaf({tag for _, tag in items})
     cuts = sorted({b[dim][0] for b, _ in items} | {b[dim][1] + 1 for b, _ in items})
+    by_start = sorted(items, key=lambda item: item[0][dim][0])
     runs: list[tuple[int, int, object]] = []
+    active: list[tuple[Box, object]] = []
+    following = 0
+    # A sweep along the axis: every start and end is a cut, so a box that holds a
+    # segment's first point holds the whole segment.
     for lo, nxt in zip(cuts, cuts[1:]):
-        inside = [(b, t) for b, t in items if b[dim][0] <= lo and b[dim][1] >= nxt - 1]
-        if not inside:
+        while following < len(by_start) and by_start[following][0][dim][0] <= lo:
+            active.append(by_start[following])
+            following += 1
+        active = [(b, t) for b, t in active if b[dim][1] >= lo]
+        if not active:
             continue
-        sub = _canon(inside, dim + 1, leaf)
+        sub = _canon(active, dim + 1, leaf)
         if sub is None:
             continue
         if runs and runs[-1][1] == lo - 1 and runs[-1][2] == sub:
