@@ -398,3 +398,16 @@ def test_plan_reports_a_broken_optimizer(monkeypatch):
     assert "differs from the raw one" in result.stderr
     assert "allowed only by the raw matrix" in result.stderr
     assert "Traceback" not in result.output
+
+
+@FAST
+@given(matrices(), matrices())
+def test_equivalence_and_the_semantic_diff_agree(a, b):
+    # Two independent readings of what a matrix allows: they must never disagree.
+    from generator.diff import compare
+
+    b = replace(b, profile=a.profile, server_version=a.server_version)
+    same = first_difference(a, b) is None
+    assert same == (not compare(a, b).changes)
+    merged, _ = optimize(a)
+    assert not compare(a, merged).changes
