@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .matrix import ROLES
+from .problems import ProblemError, read_text
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 PEER_DEFAULTS = {
@@ -27,12 +28,8 @@ PEER_DEFAULTS = {
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
-class ProfileError(Exception):
+class ProfileError(ProblemError):
     """One or more problems in a profile; str() lists them all."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -88,13 +85,7 @@ def check_version(version: str) -> None:
 
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ProfileError([f"{path}: not UTF-8 text"]) from None
-    return parse_profile(text, str(path))
+    return parse_profile(read_text(path, ProfileError), str(path))
 
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:

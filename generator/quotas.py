@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from .matrix import DIRECTIONS, Matrix, Rule
 from .emitters import EmitError
 from .optimizer import collapse, parse_cidr
+from .problems import ProblemError
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
 PROVIDERS = {
@@ -37,12 +38,8 @@ PROVIDERS = {
 OPEN_PEER = "nomad_client_public_ips"  # the page allows 0.0.0.0/0 for these
 
 
-class QuotaError(EmitError):
+class QuotaError(EmitError, ProblemError):
     """The matrix cannot fit a target's quotas; str() gives the numbers and choices."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,14 @@ from pathlib import Path
 from . import __version__
 from .diff import Side
 from .matrix import Matrix
+from .problems import ProblemError, read_text
 
 FORMAT = 1
 SCHEMA_PATH = Path(__file__).with_name("snapshot.schema.json")
 
 
-class SnapshotError(Exception):
+class SnapshotError(ProblemError):
     """A snapshot that cannot be read; str() lists every problem."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def emitted(matrix: Matrix, profile) -> tuple[dict[str, str], dict[str, str]]:
@@ -156,15 +153,9 @@ def _address_problems(data: dict, source: str) -> list[str]:
 
 def load_side(path: str, version: str | None = None, option: str = "") -> Side:
     """A profile or a snapshot, told apart by content; raises ProfileError/SnapshotError."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SnapshotError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise SnapshotError([f"{path}: not UTF-8 text"]) from None
+    text = read_text(path, SnapshotError)
     # A .json file is read as a snapshot, so that a broken one gets a snapshot's message.
-    if looks_like_snapshot(text) or file.suffix == ".json":
+    if looks_like_snapshot(text) or Path(path).suffix == ".json":
         if version:
             raise SnapshotError(
                 [
