@@ -168,11 +168,16 @@ def _dotted(path) -> str:
     return out
 
 
-def _where(source, lines, path) -> str:
+def _line_of(lines, path) -> int:
+    """The line of path, or of its nearest ancestor with one; 0 if none has."""
     path = tuple(path)
     while path and path not in lines:
         path = path[:-1]
-    line = lines.get(path)
+    return lines.get(path, 0)
+
+
+def _where(source, lines, path) -> str:
+    line = _line_of(lines, path)
     return f"{source}:{line}" if line else source
 
 
@@ -196,7 +201,11 @@ def _schema_problems(data, lines, source) -> list[str]:
     problems = []
     errors = sorted(
         validator.iter_errors(data),
-        key=lambda e: (_line_of(e, lines), str(e.path), e.validator != "type"),
+        key=lambda e: (
+            _line_of(lines, e.absolute_path),
+            str(e.path),
+            e.validator != "type",
+        ),
     )
     seen = set()
     for error in errors:
@@ -207,13 +216,6 @@ def _schema_problems(data, lines, source) -> list[str]:
             where = _where(source, lines, path)
             problems.append(f"{where}: {_dotted(path) or 'top level'}: {message}")
     return problems or [first]
-
-
-def _line_of(error, lines) -> int:
-    path = tuple(error.absolute_path)
-    while path and path not in lines:
-        path = path[:-1]
-    return lines.get(path, 0)
 
 
 def _explain(error) -> list[tuple[tuple, str]]:
