@@ -169,16 +169,6 @@ def chunk_addresses(
     return [(n, tuple(_text(*e) for e in items)) for n, items in out]
 
 
-def chunk_names(
-    name: str, cidrs, size: int, split_families: bool = False
-) -> dict[str, tuple[str, ...]]:
-    """{'<name>-<n>': CIDRs}: stable names for the chunks of an address list."""
-    return {
-        f"{name}-{number}": chunk
-        for number, chunk in chunk_addresses(cidrs, size, split_families)
-    }
-
-
 def use_ipset(cidrs, quotas: Quotas = Quotas()) -> bool:
     """iptables: match a set instead of one rule per address."""
     return len(cidrs) > quotas.iptables_ipset_threshold
