@@ -217,16 +217,9 @@ def build_role(
             mine = [c for c in cidrs if family_of(c) == family]
             if any(c.endswith("/0") for c in mine):
                 mine = [c for c in mine if c.endswith("/0")][:1]  # covers the rest
-            chain = rr.chains[direction]
-            if not mine:
-                if not any(family_of(c) != family for c in cidrs):
-                    chain.lines.append(
-                        Line(
-                            "",
-                            notes + ["(the peer lists no addresses: nothing to allow)"],
-                        )
-                    )
+            if not mine:  # every address is of the other family
                 continue
+            chain = rr.chains[direction]
             if use_ipset(mine, quotas):
                 ipset = IpSet(set_name(peer.label, family), family, tuple(mine))
                 rr.sets[ipset.name] = ipset
