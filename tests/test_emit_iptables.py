@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, example, is_root, needs_root, profile_from
+from conftest import EXAMPLES, example, needs_root, profile_from
 from generator.emitters import TARGETS, EmitError, emit
 from generator.emitters import iptables as ipt
 from generator.optimizer import optimize
@@ -333,11 +333,6 @@ def test_a_broken_file_is_refused_by_the_real_restore(netns, tmp_path):
         check=False,
     )
     assert result.returncode != 0
-
-
-def test_root_tests_say_why_they_skip():
-    if not is_root:
-        pytest.skip("needs root (network namespaces): namespace loads were skipped")
 
 
 def test_ipset_threshold_follows_the_profile_quota():
