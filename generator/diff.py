@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from .matrix import DIRECTIONS, ROLES, Matrix, Peer, Rule
+from .optimizer import cidrs_of, merged_intervals
 
 # Peer axis: roles are isolated points (a gap between them keeps them from merging),
 # then every IPv4 address, then every IPv6 address, each family behind a gap too.
@@ -153,24 +154,11 @@ class Piece:
         return data
 
 
-def _merge_intervals(intervals) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(intervals):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(hi, out[-1][1]))
-        else:
-            out.append((lo, hi))
-    return out
-
-
 def _cidrs(intervals: list[tuple[int, int]]) -> tuple[str, ...]:
     out = []
     for lo, hi in intervals:
-        base, cls = (
-            (_V4, ipaddress.IPv4Address) if lo < _V6 else (_V6, ipaddress.IPv6Address)
-        )
-        nets = ipaddress.summarize_address_range(cls(lo - base), cls(hi - base))
-        out.extend(str(n) for n in nets)
+        base, version = (_V4, 4) if lo < _V6 else (_V6, 6)
+        out.extend(cidrs_of(lo - base, hi - base, version))
     return tuple(out)
 
 
@@ -185,7 +173,7 @@ def _pieces(boxes: list[Box], names: list[str]) -> list[Piece]:
             protocols = ["all"]
         else:
             protocols = [_PROTOCOLS[i] for i in range(proto[0], proto[1] + 1)]
-        merged = _merge_intervals(peers)
+        merged = merged_intervals(peers)
         ends = [Peer(role=ROLES[lo // 2]) for lo, _ in merged if lo < _V4]
         addresses = [iv for iv in merged if iv[0] >= _V4]
         if addresses:
@@ -486,7 +474,7 @@ def peer_text(peer: Peer) -> str:
 
     if peer.role:
         return ROLE_TITLES.get(peer.role, peer.role)
-    intervals = _merge_intervals(iv for iv in peer_intervals(peer))
+    intervals = merged_intervals(peer_intervals(peer))
     parts = []
     v4 = [iv for iv in intervals if iv[0] < _V6]
     v6 = [iv for iv in intervals if iv[0] >= _V6]

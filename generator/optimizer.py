@@ -103,7 +103,7 @@ def parse_cidr(text: str) -> tuple[int, int, int]:
     return 6, int(net.network_address), int(net.broadcast_address)
 
 
-def _merged_intervals(spans) -> list[tuple[int, int]]:
+def merged_intervals(spans) -> list[tuple[int, int]]:
     out: list[list[int]] = []
     for first, last in sorted(spans):
         if out and first <= out[-1][1] + 1:
@@ -114,7 +114,7 @@ def _merged_intervals(spans) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def _cidrs_of(first: int, last: int, version: int) -> list[str]:
+def cidrs_of(first: int, last: int, version: int) -> list[str]:
     bits = 32 if version == 4 else 128
     out = []
     while first <= last:
@@ -122,12 +122,12 @@ def _cidrs_of(first: int, last: int, version: int) -> list[str]:
         size = (first & -first) if first else 1 << bits
         while size > last - first + 1:
             size >>= 1
-        out.append(_cidr_text(first, bits - size.bit_length() + 1, version))
+        out.append(cidr_text(first, bits - size.bit_length() + 1, version))
         first += size
     return out
 
 
-def _cidr_text(first: int, plen: int, version: int) -> str:
+def cidr_text(first: int, plen: int, version: int) -> str:
     if version == 4:
         return f"{first >> 24}.{(first >> 16) & 255}.{(first >> 8) & 255}.{first & 255}/{plen}"
     return f"{ipaddress.IPv6Address(first)}/{plen}"
@@ -139,11 +139,11 @@ def collapse(cidrs) -> tuple[tuple[str, ...], tuple]:
     for text in cidrs:
         version, first, last = parse_cidr(text)
         spans[version].append((first, last))
-    merged = (_merged_intervals(spans[4]), _merged_intervals(spans[6]))
+    merged = (merged_intervals(spans[4]), merged_intervals(spans[6]))
     out: list[str] = []
     for version, intervals in zip((4, 6), merged):
         for first, last in intervals:
-            out.extend(_cidrs_of(first, last, version))
+            out.extend(cidrs_of(first, last, version))
     return tuple(out), merged
 
 

@@ -19,12 +19,11 @@ written, so a matrix that cannot fit stops with the numbers and the choices left
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from .matrix import DIRECTIONS, Matrix, Rule
 from .emitters import EmitError
-from .optimizer import collapse, parse_cidr
+from .optimizer import cidr_text, collapse, parse_cidr
 from .problems import ProblemError
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
@@ -121,14 +120,6 @@ def _entries(cidrs) -> list[tuple[int, int, int]]:
     return out
 
 
-def _text(version: int, first: int, plen: int) -> str:
-    return str(
-        ipaddress.ip_network((first, plen))
-        if version == 4
-        else ipaddress.IPv6Network((first, plen))
-    )
-
-
 def chunk_addresses(
     cidrs, size: int, split_families: bool = False
 ) -> list[tuple[int, tuple[str, ...]]]:
@@ -166,7 +157,10 @@ def chunk_addresses(
             stack.append((2 * number + 1, high, depth + 1))
             stack.append((2 * number, low, depth + 1))
     out.sort(key=lambda chunk: (chunk[1][0][0], chunk[1][0][1]))
-    return [(n, tuple(_text(*e) for e in items)) for n, items in out]
+    return [
+        (n, tuple(cidr_text(first, plen, version) for version, first, plen in items))
+        for n, items in out
+    ]
 
 
 def use_ipset(cidrs, quotas: Quotas = Quotas()) -> bool:
