@@ -24,6 +24,7 @@ from .aws import (
     group_name,
     split,
 )
+from .hcl import aligned
 
 RESOURCE = {
     "ingress": "aws_vpc_security_group_ingress_rule",
@@ -115,12 +116,6 @@ def group_ids(role: str, count: int) -> list[str]:
     return [f"local.security_group_ids.{role}"] + [
         f"aws_security_group.{role}_{n}.id" for n in range(2, count + 1)
     ]
-
-
-def aligned(pairs: list[tuple[str, str]]) -> list[str]:
-    """Attribute lines with their `=` aligned, as `terraform fmt` aligns them."""
-    width = max((len(name) for name, _ in pairs), default=0)
-    return [f"{name.ljust(width)} = {value}" for name, value in pairs]
 
 
 def _group(install: str, role: str, number: int, count: int) -> dict:

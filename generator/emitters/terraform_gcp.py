@@ -11,6 +11,7 @@ import json
 from ..matrix import Matrix
 from . import Target, header
 from .gcp_firewall import GcpPlan, GcpRule, build
+from .hcl import aligned
 
 PROVIDER_VERSION = ">= 5.0, < 8.0"
 
@@ -23,12 +24,6 @@ def hcl_string(value: str) -> str:
 
 def hcl_list(values) -> str:
     return "[" + ", ".join(hcl_string(v) for v in values) + "]"
-
-
-def aligned(pairs: list[tuple[str, str]]) -> list[str]:
-    """`key = value` lines with the equals signs lined up, as terraform fmt does."""
-    width = max((len(k) for k, _ in pairs), default=0)
-    return [f"{key.ljust(width)} = {value}" for key, value in pairs]
 
 
 def label(rule: GcpRule) -> str:
