@@ -112,7 +112,7 @@ def group_description(install: str, role: str, number: int = 1) -> str:
     return sanitize(f"CircleCI Server {install}: {ROLE_TITLES[role]}{extra}")
 
 
-def groups(matrix: Matrix, rules: list[Rule]) -> list[str]:
+def groups(rules: list[Rule]) -> list[str]:
     """Roles that get a group: those with rules and those that rules point at."""
     present = {r.role for r in rules} | {r.peer.role for r in rules if r.peer.role}
     return [role for role in ROLES if role in present]
@@ -172,8 +172,6 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
                     f"{target.name}: {cidr!r} is not a CIDR: rule {describe(rule)}"
                 ) from None
             peers.append((cidr, version))
-        if not peers:
-            raise EmitError(f"{target.name}: no peer address: rule {describe(rule)}")
         # The same for every address of the rule: worked out once.
         rule_name, prefix = rule.name, _logical_id(rule, None)
         description = rule_description(rule)
@@ -225,7 +223,7 @@ def split(
     fixed = group_rules(target)
     rules = [r for d in by_role.values() for rs in d.values() for r in rs]
     out = {}
-    for role in groups(matrix, [r.rule for r in rules]):
+    for role in groups([r.rule for r in rules]):
         mine = [r for d in DIRECTIONS for r in by_role[role][d]]
         try:
             out[role] = split_aws_group(mine, quotas, fixed) or [[]]
