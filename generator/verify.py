@@ -671,7 +671,7 @@ class _signals_raise:
             signal.signal(sig, handler)
 
     @staticmethod
-    def _raise(signum, frame):
+    def _raise(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
 
