@@ -1,6 +1,7 @@
 """Optimizer: the smallest rule matrix that allows exactly the same traffic.
 
-Between planner and emitters. Four rewrites, repeated until nothing changes:
+Between planner and emitters. Four rewrites, the last three repeated while they
+remove rules (at most eight passes):
 
 - collapse the CIDRs of every peer (overlapping and adjacent blocks become one);
 - drop a rule that another rule of the same role and direction covers entirely
@@ -47,17 +48,6 @@ class OptimizeReport:
             for name, n in self.deduplicated
         ]
         return out
-
-    def to_dict(self) -> dict:
-        return {
-            "raw_rules": self.raw_rules,
-            "rules": self.rules,
-            "addresses_before": self.addresses_before,
-            "addresses_after": self.addresses_after,
-            "shadowed": [{"rule": n, "covered_by": b} for n, b in self.shadowed],
-            "merged": [{"rule": n, "from": list(o)} for n, o in self.merged],
-            "deduplicated": [{"rule": n, "addresses": k} for n, k in self.deduplicated],
-        }
 
 
 def optimize(matrix: Matrix) -> tuple[Matrix, OptimizeReport]:
