@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .matrix import DIRECTIONS, ROLES, Matrix, Peer, Rule
+from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .optimizer import cidrs_of, merged_intervals
 
 # Peer axis: roles are isolated points (a gap between them keeps them from merging),
@@ -470,8 +470,6 @@ def _family_text(intervals: list[tuple[int, int]], base: int, bits: int) -> str:
 
 
 def peer_text(peer: Peer) -> str:
-    from .matrix import ROLE_TITLES
-
     if peer.role:
         return ROLE_TITLES.get(peer.role, peer.role)
     intervals = merged_intervals(peer_intervals(peer))

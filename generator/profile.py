@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .matrix import ROLES
@@ -54,8 +54,6 @@ class Profile:
     source: str = ""
 
     def with_version(self, version: str) -> Profile:
-        from dataclasses import replace
-
         check_version(version)
         return replace(self, server_version=version)
 
