@@ -586,11 +586,12 @@ def ruleset(matrix: Matrix, profile, drop: list[Rule] = ()) -> dict[str, str]:
     """The iptables files `rulegen generate` writes, less any dropped rule."""
     from dataclasses import replace
 
-    from .emitters import TARGETS, emit
+    from .emitters import TARGETS
+    from .pipeline import files_for
 
     if drop:
         matrix = replace(matrix, rules=tuple(r for r in matrix.rules if r not in drop))
-    files = emit(matrix, profile, [TARGETS["iptables"]])
+    files = files_for(profile, matrix, [TARGETS["iptables"]])
     return {path.split("/", 1)[1]: text for path, text in files.items()}
 
 
