@@ -1,7 +1,7 @@
 """Optimizer: the smallest rule matrix that allows exactly the same traffic.
 
 Between planner and emitters. Four rewrites, the last three repeated while they
-remove rules (at most eight passes):
+change anything (at most eight passes):
 
 - collapse the CIDRs of every peer (overlapping and adjacent blocks become one);
 - drop a rule that another rule of the same role and direction covers entirely
@@ -54,13 +54,20 @@ def optimize(matrix: Matrix) -> tuple[Matrix, OptimizeReport]:
     report = OptimizeReport(raw_rules=len(matrix.rules))
     report.addresses_before = _address_count(matrix.rules)
     cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple]] = {}
-    rules = [_collapsed(r, cache) for r in matrix.rules]
-    for _ in range(8):  # each pass only removes rules; a few reach the fixpoint
-        before = len(rules)
+    # A total order first, so that of two rules allowing the same traffic the same
+    # one survives whatever order the matrix came in.
+    rules = sorted(
+        (_collapsed(r, cache) for r in matrix.rules),
+        key=lambda r: (r.sort_key(), r.flow, r.purpose, r.reference, r.obsolete),
+    )
+    # Each pass only removes rules or addresses; a pass that thins a rule's addresses
+    # may let the next one find it shadowed, so stop only when nothing changed.
+    for _ in range(8):
+        before = sorted(rules, key=Rule.sort_key)
         rules = _drop_shadowed(rules, cache, report)
         rules = _merge_ports(rules, report)
         rules = _dedupe_addresses(rules, cache, report)
-        if len(rules) == before:
+        if sorted(rules, key=Rule.sort_key) == before:
             break
     rules.sort(key=Rule.sort_key)
     names = [r.name for r in rules]
