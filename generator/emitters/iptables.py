@@ -164,7 +164,6 @@ def _group(rules: list[Rule]) -> list[tuple[tuple, list[Rule]]]:
 
 
 def build_role(
-    role: str,
     rules: list[Rule],
     subnets: dict,
     stateful: bool,
@@ -258,7 +257,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     for role in roles:
         mine = [r for r in rules if r.role == role]
         built = build_role(
-            role, mine, profile.subnets, matrix.stateful, families, quotas_for(profile)
+            mine, profile.subnets, matrix.stateful, families, quotas_for(profile)
         )
         sets = [s for rr in built.values() for s in rr.sets.values()]
         for family, rr in built.items():
