@@ -11,21 +11,20 @@ from . import __version__
 FORMATS = ("table", "json", "markdown", "csv")
 
 
-def fail(problems) -> None:
+def fail(problems, code: int = 1) -> None:
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
-def load(path: str, version: str | None = None):
+def load(path: str, version: str | None = None, code: int = 1):
     """Profile from a file, with its problems reported and no traceback."""
     from .profile import ProfileError, load_profile
 
     try:
-        profile = load_profile(path)
-        return profile.with_version(version) if version else profile
+        return load_profile(path, version)
     except ProfileError as exc:
-        fail(exc.problems)
+        fail(exc.problems, code)
 
 
 def warn(warnings) -> None:
@@ -346,7 +345,12 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
     "--server-version", help="Explain for another release than the profile's."
 )
 def explain(profile, source, destination, port, protocol, fmt, server_version) -> None:
-    """Is a flow allowed, and by which rule on each end (or which end blocks it)?"""
+    """Is a flow allowed, and by which rule on each end (or which end blocks it)?
+
+    A CIDR that the rules cover only in part is answered part by part.
+
+    Exit codes: 0 allowed, 1 blocked (wholly or in part), 2 bad input.
+    """
     import json
 
     from .explain import ExplainError, endpoint
@@ -354,13 +358,23 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     from .explain import render
     from .pipeline import shipped_matrix
 
-    prof = load(profile, server_version)
+    prof = load(profile, server_version, code=2)
     try:
         src, dst = endpoint(source), endpoint(destination)
     except ExplainError as exc:
-        fail([str(exc)])
-    verdict = make_explain(shipped_matrix(prof), src, dst, port, protocol, prof.subnets)
+        fail([str(exc)], code=2)
+    warn(e.warning for e in (src, dst) if e.warning)
+    verdict = make_explain(
+        shipped_matrix(prof),
+        src,
+        dst,
+        port,
+        protocol,
+        prof.subnets,
+        transparent_lb=prof.transparent_lb,
+    )
     if fmt == "json":
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         click.echo(render(verdict), nl=False)
+    sys.exit(0 if verdict.allowed else 1)

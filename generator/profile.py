@@ -54,6 +54,8 @@ class Profile:
     source: str = ""
 
     def with_version(self, version: str) -> Profile:
+        """This profile on another release, without the version's checks: for a
+        profile known to be valid on both. Commands use load_profile(path, version)."""
         check_version(version)
         return replace(self, server_version=version)
 
@@ -81,19 +83,31 @@ def check_version(version: str) -> None:
         )
 
 
-def load_profile(path: str | Path) -> Profile:
+def load_profile(path: str | Path, version: str | None = None) -> Profile:
+    """The profile in `path`; `version` (a command's --server-version) replaces the
+    file's server_version before validation, so every check runs for that release."""
     path = Path(path)
-    return parse_profile(read_text(path, ProfileError), str(path))
+    return parse_profile(read_text(path, ProfileError), str(path), version)
 
 
-def parse_profile(text: str, source: str = "<profile>") -> Profile:
+def parse_profile(
+    text: str, source: str = "<profile>", version: str | None = None
+) -> Profile:
+    if version is not None:
+        check_version(version)
     data, lines = _read_yaml(text, source)
+    if version is not None and isinstance(data, dict):
+        data["server_version"] = version
     problems = _schema_problems(data, lines, source)
+    if not problems:
+        problems, warnings = [], []
+        profile = _build(data, lines, source, problems, warnings)
     if problems:
-        raise ProfileError(problems)
-    problems, warnings = [], []
-    profile = _build(data, lines, source, problems, warnings)
-    if problems:
+        if version is not None:
+            problems.append(
+                f"{source}: checked as server_version {version!r}, the version given"
+                " on the command line"
+            )
         raise ProfileError(problems)
     return profile
 
