@@ -106,8 +106,12 @@ def schema() -> None:
 )
 @click.option("--server-version", default="4.10", show_default=True)
 @click.option(
-    "--vpc-cidr", default="10.0.0.0/16", show_default=True, help="A /16 to /20 block."
+    "--vpc-cidr",
+    default="10.0.0.0/16",
+    show_default=True,
+    help="IPv4 block cut into four subnets: /16-/26 on aws, /8-/27 on gcp, /8-/28 generic.",
 )
+@click.option("--project", help="GCP project of the network (gcp only).")
 @click.option(
     "-o",
     "--output",
@@ -115,13 +119,16 @@ def schema() -> None:
     help="File to write (default: stdout).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
+def init(name, cloud, access, server_version, vpc_cidr, project, output, force):
     """Write a commented starter profile for a new install."""
-    from .profile import ProfileError, parse_profile
+    from .profile import ProfileError, check_version, parse_profile
     from .starter import starter_profile
 
+    if project and cloud != "gcp":
+        fail([f"--project applies to --cloud gcp only, not {cloud}"])
     try:
-        text = starter_profile(name, cloud, access, server_version, vpc_cidr)
+        check_version(server_version)
+        text = starter_profile(name, cloud, access, server_version, vpc_cidr, project)
         parse_profile(text, "<init>")
     except (ProfileError, ValueError) as exc:
         fail(getattr(exc, "problems", [str(exc)]))
