@@ -24,7 +24,7 @@ run: runtime
 	$(VENV)/bin/rulegen generate $(PROFILE)
 
 test: setup tools
-	$(PY) -m black --check --quiet generator tests benchmarks scripts
+	$(PY) -m black --check --quiet generator tests benchmarks scripts setup.py
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -q
 
 # The runtime only: rulegen and its few dependencies, nothing the tests need.
@@ -78,7 +78,7 @@ bench: setup .venv-bench/.installed
 	touch $@
 
 format: setup
-	$(PY) -m black generator tests benchmarks scripts
+	$(PY) -m black generator tests benchmarks scripts setup.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .venv-bench out/*/
