@@ -1,36 +1,65 @@
-# `make run`: set up and generate every target of the shipped example profile.
-# `make test`: set up (Python packages; Debian packages when root) and run the tests.
+# `make run`: set up rulegen alone (no test tools) and generate the example profile.
+# `make test`: set up the test tools too (Python packages; Debian packages when root)
+# and run the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 PROFILE ?= profiles/aws-private-vpn.yaml
-DEBIAN_PACKAGES := iptables nftables ipset iproute2 graphviz patch shellcheck
 
-.PHONY: run test setup tools bench format clean
+# Debian packages the tests use, each with the reason (printed when installed).
+DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch
+WHY_iptables := iptables-restore loads the iptables output in test network namespaces
+WHY_ipset := ipset loads the iptables output's address sets
+WHY_iproute2 := ip builds the network namespaces of the tests and of rulegen verify
+WHY_nftables := nft checks and loads the nftables output
+WHY_shellcheck := shellcheck lints the generated shell scripts
+WHY_graphviz := dot renders plan --format dot
+WHY_patch := patch applies diff --files output to prove it is a real diff
 
-run: setup
+.PHONY: run test setup runtime tools debian-packages bench format clean
+
+run: runtime
 	$(VENV)/bin/rulegen plan $(PROFILE)
 	$(VENV)/bin/rulegen generate $(PROFILE)
 
 test: setup tools
-	$(PY) -m black --check --quiet generator tests benchmarks scripts
+	$(PY) -m black --check --quiet generator tests benchmarks scripts setup.py
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -q
 
-setup: $(VENV)/.installed
+# The runtime only: rulegen and its few dependencies, nothing the tests need.
+runtime: $(VENV)/.runtime
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.runtime: pyproject.toml setup.py
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-# Real consumers of the output: Debian's firewall tools (root only) and checkov,
-# which needs a virtual environment of its own (it clashes with python-hcl2).
+# The runtime and the pinned test tools (what `make test` and development need).
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@ $(VENV)/.runtime
+
+debian-packages:
+	@$(foreach p,$(DEBIAN_PACKAGES),echo "$(p): $(WHY_$(p))";)
+
+# Real consumers of the output: Debian's tools (installed when root; otherwise the
+# tests that need them skip, saying why) and checkov, in a virtual environment of its
+# own (it clashes with python-hcl2).
 tools: $(CHECKOV_VENV)/.installed
-	@if [ "$$(id -u)" = 0 ]; then \
-	  missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
-	fi
+	@missing=""; \
+	for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "Not root: not installing the Debian packages$$missing (the tests that need them skip)"; \
+	  exit 0; \
+	fi; \
+	echo "Installing Debian packages the tests use:"; \
+	$(foreach p,$(DEBIAN_PACKAGES),case " $$missing " in (*" $(p) "*) echo "  $(p): $(WHY_$(p))";; esac;) \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
 $(CHECKOV_VENV)/.installed:
 	python3 -m venv $(CHECKOV_VENV)
@@ -49,7 +78,7 @@ bench: setup .venv-bench/.installed
 	touch $@
 
 format: setup
-	$(PY) -m black generator tests benchmarks scripts
+	$(PY) -m black generator tests benchmarks scripts setup.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .venv-bench out/*/

@@ -11,21 +11,20 @@ from . import __version__
 FORMATS = ("table", "json", "markdown", "csv")
 
 
-def fail(problems) -> None:
+def fail(problems, code: int = 1) -> None:
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
-def load(path: str, version: str | None = None):
+def load(path: str, version: str | None = None, code: int = 1):
     """Profile from a file, with its problems reported and no traceback."""
     from .profile import ProfileError, load_profile
 
     try:
-        profile = load_profile(path)
-        return profile.with_version(version) if version else profile
+        return load_profile(path, version)
     except ProfileError as exc:
-        fail(exc.problems)
+        fail(exc.problems, code)
 
 
 def warn(warnings) -> None:
@@ -107,8 +106,12 @@ def schema() -> None:
 )
 @click.option("--server-version", default="4.10", show_default=True)
 @click.option(
-    "--vpc-cidr", default="10.0.0.0/16", show_default=True, help="A /16 to /20 block."
+    "--vpc-cidr",
+    default="10.0.0.0/16",
+    show_default=True,
+    help="IPv4 block cut into four subnets: /16-/26 on aws, /8-/27 on gcp, /8-/28 generic.",
 )
+@click.option("--project", help="GCP project of the network (gcp only).")
 @click.option(
     "-o",
     "--output",
@@ -116,13 +119,16 @@ def schema() -> None:
     help="File to write (default: stdout).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
+def init(name, cloud, access, server_version, vpc_cidr, project, output, force):
     """Write a commented starter profile for a new install."""
-    from .profile import ProfileError, parse_profile
+    from .profile import ProfileError, check_version, parse_profile
     from .starter import starter_profile
 
+    if project and cloud != "gcp":
+        fail([f"--project applies to --cloud gcp only, not {cloud}"])
     try:
-        text = starter_profile(name, cloud, access, server_version, vpc_cidr)
+        check_version(server_version)
+        text = starter_profile(name, cloud, access, server_version, vpc_cidr, project)
         parse_profile(text, "<init>")
     except (ProfileError, ValueError) as exc:
         fail(getattr(exc, "problems", [str(exc)]))
@@ -346,7 +352,12 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
     "--server-version", help="Explain for another release than the profile's."
 )
 def explain(profile, source, destination, port, protocol, fmt, server_version) -> None:
-    """Is a flow allowed, and by which rule on each end (or which end blocks it)?"""
+    """Is a flow allowed, and by which rule on each end (or which end blocks it)?
+
+    A CIDR that the rules cover only in part is answered part by part.
+
+    Exit codes: 0 allowed, 1 blocked (wholly or in part), 2 bad input.
+    """
     import json
 
     from .explain import ExplainError, endpoint
@@ -354,13 +365,23 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     from .explain import render
     from .pipeline import shipped_matrix
 
-    prof = load(profile, server_version)
+    prof = load(profile, server_version, code=2)
     try:
         src, dst = endpoint(source), endpoint(destination)
     except ExplainError as exc:
-        fail([str(exc)])
-    verdict = make_explain(shipped_matrix(prof), src, dst, port, protocol, prof.subnets)
+        fail([str(exc)], code=2)
+    warn(e.warning for e in (src, dst) if e.warning)
+    verdict = make_explain(
+        shipped_matrix(prof),
+        src,
+        dst,
+        port,
+        protocol,
+        prof.subnets,
+        transparent_lb=prof.transparent_lb,
+    )
     if fmt == "json":
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         click.echo(render(verdict), nl=False)
+    sys.exit(0 if verdict.allowed else 1)

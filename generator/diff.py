@@ -213,6 +213,11 @@ class Change:
     purposes: list[str]
     references: list[str]
     flows: list[str]
+    # Narrowed/widened: what the same rules allow on both sides (what remains, or
+    # what was already allowed); `traffic` is only what was lost or gained.
+    kept: list[Piece] = field(default_factory=list)
+    # Why a removal is expected (the new page's upgrade notes), or "".
+    expected: str = ""
 
     @property
     def breaking(self) -> bool:
@@ -224,7 +229,9 @@ class Change:
             "direction": self.direction,
             "kind": self.kind,
             "breaking": self.breaking,
+            "expected": self.expected or None,
             "traffic": [p.to_dict() for p in self.traffic],
+            "kept": [p.to_dict() for p in self.kept],
             "purposes": self.purposes,
             "references": self.references,
             "flows": self.flows,
@@ -256,6 +263,10 @@ class TrafficDiff:
 
     def count(self, kind: str) -> int:
         return sum(1 for c in self.changes if c.kind == kind)
+
+    @property
+    def expected(self) -> list[Change]:
+        return [c for c in self.changes if c.expected]
 
 
 def _unique(values) -> list[str]:
@@ -291,10 +302,10 @@ def _explain(
         cover = [rules[i] for i in sorted(covering)]
         # A rule still partly allowed on the other side was cut down (or grown),
         # not dropped (or created).
-        partial = any(
-            region(boxed[i], other, lambda a, b: a and b) is not None for i in covering
+        both = region(
+            [b for i in covering for b in boxed[i]], other, lambda a, b: a and b
         )
-        here = {"removed": "narrowed", "added": "widened"}[kind] if partial else kind
+        here = {"removed": "narrowed", "added": "widened"}[kind] if both else kind
         names = _unique(r.peer.name for r in cover if r.peer.name)
         change = Change(
             role=role,
@@ -304,12 +315,16 @@ def _explain(
             purposes=_unique(r.purpose for r in cover),
             references=_unique(r.reference for r in cover),
             flows=_unique(f for r in cover for f in r.flow.split("+")),
+            kept=_pieces([b for b, _ in boxes_of(both)], names),
         )
         # Equal reasons read as one change (a flow's tcp and udp rules, say).
         key = (here, tuple(change.purposes), tuple(change.references))
         if key in merged:
-            merged[key].traffic = sorted(
-                merged[key].traffic + change.traffic, key=_piece_order
+            same = merged[key]
+            same.traffic = sorted(same.traffic + change.traffic, key=_piece_order)
+            same.kept = sorted(
+                same.kept + [p for p in change.kept if p not in same.kept],
+                key=_piece_order,
             )
         else:
             merged[key] = change
@@ -346,6 +361,13 @@ def compare(old: Matrix, new: Matrix) -> TrafficDiff:
             result.reworded.append(Reworded(rule, twin))
     result.notes_added = [n for n in new.notes if n not in old.notes]
     result.notes_removed = [n for n in old.notes if n not in new.notes]
+    # Rows the new page's upgrade notes call stale: their removal is expected.
+    stale = {n.split(":")[0] for n in result.notes_added if ": left out," in n}
+    for change in result.changes:
+        if change.kind == "removed" and change.flows and set(change.flows) <= stale:
+            change.expected = (
+                f"the {new.release_line} page's upgrade notes call it stale"
+            )
     return result
 
 
@@ -374,6 +396,8 @@ class FileDiff:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    # Changed only where they name the server release (headers, descriptions).
+    release_only: list[str] = field(default_factory=list)
     unchanged: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # target -> why
     diffs: dict[str, str] = field(default_factory=dict)  # path -> unified diff
@@ -404,6 +428,8 @@ def compare_files(old: Side, new: Side, unified: bool = False) -> FileDiff:
             out.added.append(path)
         elif old.files[path] != new.files[path]:
             out.changed.append(path)
+            if _release_only(old, new, path):
+                out.release_only.append(path)
         else:
             out.unchanged += 1
             continue
@@ -423,6 +449,23 @@ def compare_files(old: Side, new: Side, unified: bool = False) -> FileDiff:
                 for line in lines
             )
     return out
+
+
+def _release_only(old: Side, new: Side, path: str) -> bool:
+    """Do the two texts differ only in the server release they name?"""
+    import re
+
+    if old.texts is None or new.texts is None:
+        return False  # a snapshot keeps only hashes
+
+    def masked(side: Side) -> str:
+        text = side.texts[path]
+        m = side.matrix
+        for value in (m.release_line, m.server_version):
+            text = re.sub(rf"(?<![\w.]){re.escape(value)}(?![\w.])", "<release>", text)
+        return text
+
+    return masked(old) == masked(new)
 
 
 @dataclass
@@ -512,7 +555,32 @@ def _summary(t: TrafficDiff) -> str:
         return "no change: both sides allow exactly the same traffic"
     counts = ", ".join(f"{t.count(k)} {k}" for k in KINDS)
     n = len(t.changes)
-    return f"{n} change{'s' if n != 1 else ''}, {len(t.breaking)} breaking ({counts})"
+    out = f"{n} change{'s' if n != 1 else ''}, {len(t.breaking)} breaking ({counts})"
+    if t.expected:
+        out += f"; {len(t.expected)} removal(s) expected by the upgrade notes"
+    return out
+
+
+# How the two halves of a narrowed or widened change are introduced.
+_HALVES = {"narrowed": ("lost", "remains"), "widened": ("gained", "before")}
+
+
+def _traffic_lines(change: Change) -> list[str]:
+    """What changed; for a narrowed or widened rule, also what stays the same."""
+    lines = [piece_text(p, change.direction) for p in change.traffic]
+    if change.kind not in _HALVES:
+        return lines
+    lost, kept = _HALVES[change.kind]
+    out = [f"{lost}: {line}" for line in lines]
+    out += [f"{kept}: {piece_text(p, change.direction)}" for p in change.kept]
+    return out
+
+
+def _mark(change: Change) -> str:
+    words = ["breaking"] if change.breaking else []
+    if change.expected:
+        words.append(f"expected: {change.expected}")
+    return "; ".join(words)
 
 
 def _rewordings(t: TrafficDiff) -> tuple[list[Reworded], int]:
@@ -566,8 +634,8 @@ def render_text(report: Report) -> str:
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
-            mark = "  [breaking]" if change.breaking else ""
-            lines = [piece_text(p, direction) for p in change.traffic]
+            mark = f"  [{_mark(change)}]" if _mark(change) else ""
+            lines = _traffic_lines(change)
             out.append(f"  {change.kind:<9}{lines[0]}{mark}")
             out += [f"  {'':<9}{line}" for line in lines[1:]]
             out += [f"  {'':<11}why: {p}" for p in change.purposes]
@@ -591,7 +659,7 @@ def render_text(report: Report) -> str:
         ("removed", f.removed),
         ("changed", f.changed),
     ):
-        out += [f"  {label:<8}{p}" for p in paths]
+        out += [f"  {label:<8}{p}{_release_mark(f, p)}" for p in paths]
     out += [
         f"  not compared: {target} ({why})" for target, why in sorted(f.skipped.items())
     ]
@@ -605,10 +673,19 @@ def _files_summary(f: FileDiff) -> str:
         return "Emitted files: none compared"
     if not f.any:
         return f"Emitted files: no change ({f.unchanged} identical)"
+    only = (
+        f" ({len(f.release_only)} only where they name the server release)"
+        if f.release_only
+        else ""
+    )
     return (
-        f"Emitted files: {len(f.changed)} changed, {len(f.added)} added,"
+        f"Emitted files: {len(f.changed)} changed{only}, {len(f.added)} added,"
         f" {len(f.removed)} removed, {f.unchanged} identical"
     )
+
+
+def _release_mark(f: FileDiff, path: str) -> str:
+    return " (only the server release it names)" if path in f.release_only else ""
 
 
 def _cell(text: str) -> str:
@@ -630,10 +707,12 @@ def render_markdown(report: Report) -> str:
         out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
         out += ["| change | traffic | purpose | page reference |", "|---|---|---|---|"]
         for change in changes:
-            kind = f"**{change.kind}** (breaking)" if change.breaking else change.kind
+            kind = f"**{change.kind}**" if change.breaking else change.kind
+            if _mark(change):
+                kind += f" ({_mark(change)})"
             cells = [
                 kind,
-                "<br>".join(_cell(piece_text(p, direction)) for p in change.traffic),
+                "<br>".join(_cell(line) for line in _traffic_lines(change)),
                 "<br>".join(_cell(p) for p in change.purposes),
                 "<br>".join(_cell(r) for r in change.references),
             ]
@@ -666,7 +745,7 @@ def render_markdown(report: Report) -> str:
         ("removed", f.removed),
         ("changed", f.changed),
     ):
-        out += [f"- {label}: `{p}`" for p in paths]
+        out += [f"- {label}: `{p}`{_release_mark(f, p)}" for p in paths]
     out += [
         f"- not compared: {target} ({why})" for target, why in sorted(f.skipped.items())
     ]
@@ -706,6 +785,7 @@ def report_dict(report: Report) -> dict:
             "added": f.added,
             "removed": f.removed,
             "changed": f.changed,
+            "release_only": f.release_only,
             "unchanged": f.unchanged,
             "not_compared": dict(sorted(f.skipped.items())),
             "diffs": f.diffs,

@@ -24,6 +24,13 @@ class Endpoint:
 
     role: str | None = None
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    given: str = field(default="", compare=False)  # as typed, when it had host bits
+
+    @property
+    def warning(self) -> str | None:
+        if not self.given:
+            return None
+        return f"{self.given} has host bits set; explaining {self.network}"
 
     @property
     def label(self) -> str:
@@ -42,7 +49,8 @@ def endpoint(text: str) -> Endpoint:
         raise ExplainError(
             f"{text!r} is neither a role ({', '.join(ROLES)}) nor an address or CIDR"
         ) from None
-    return Endpoint(network=net)
+    strict = str(net) == text or str(net.network_address) == text
+    return Endpoint(network=net, given="" if strict else text)
 
 
 @dataclass
@@ -74,10 +82,20 @@ class Verdict:
     port: int
     checks: list[Check]
     hints: list[str] = field(default_factory=list)
+    # A CIDR end only partly covered: one verdict per part, allowed parts first.
+    parts: list[Verdict] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
+        if self.parts:
+            return all(part.allowed for part in self.parts)
         return all(check.passes for check in self.checks)
+
+    @property
+    def status(self) -> str:
+        if self.allowed:
+            return "allowed"
+        return "partly allowed" if any(p.allowed for p in self.parts) else "blocked"
 
     @property
     def blocked_by(self) -> list[Check]:
@@ -100,6 +118,11 @@ class Verdict:
             "protocol": self.protocol,
             "port": self.port,
             "allowed": self.allowed,
+            "status": self.status,
+            "warnings": [
+                e.warning for e in (self.source, self.destination) if e.warning
+            ],
+            "parts": [part.to_dict() for part in self.parts],
             "checks": [
                 {
                     "role": c.role,
@@ -177,9 +200,22 @@ def explain(
     port: int,
     protocol: str = "tcp",
     subnets: dict | None = None,
+    transparent_lb: bool = False,
 ) -> Verdict:
-    """Which rules let `source` open `protocol/port` on `destination`, end by end."""
-    subnets = subnets or {}
+    """Which rules let `source` open `protocol/port` on `destination`, end by end.
+
+    When one end is a CIDR that the rules cover only in part, the verdict has one
+    part per piece of it, each explained on its own.
+    """
+    verdict = _explain(matrix, source, destination, port, protocol, subnets or {})
+    if not verdict.allowed:
+        verdict.parts = _parts(matrix, verdict, subnets or {})
+        verdict.hints += _moved_hints(verdict, transparent_lb)
+        verdict.hints += _obsolete_hints(matrix, verdict, transparent_lb)
+    return verdict
+
+
+def _explain(matrix, source, destination, port, protocol, subnets) -> Verdict:
     checks: list[Check] = []
 
     def check(role, direction, packet, other, match) -> None:
@@ -204,6 +240,107 @@ def explain(
     return verdict
 
 
+def _parts(matrix: Matrix, verdict: Verdict, subnets: dict) -> list[Verdict]:
+    """A CIDR end split into what every check lets through and the rest."""
+    ends = [e for e in (verdict.source, verdict.destination) if e.network is not None]
+    if len(ends) != 1 or ends[0].role or not verdict.checks:
+        return []
+    end = ends[0]
+    allowed = [end.network]
+    for check in verdict.checks:
+        match = _request if check.packet == "request" else _reply
+        covered = []
+        for rule in matrix.for_role(check.role, check.direction):
+            if match(rule, verdict.protocol, verdict.port):
+                peer = subnets.get(rule.peer.role, ()) if rule.peer.role else ()
+                for net in _networks(rule.peer.cidrs or peer):
+                    covered += [n for a in allowed if (n := _overlap(a, net))]
+        allowed = list(_collapse(covered))
+    if not allowed:
+        return []
+    blocked = [end.network]
+    for net in allowed:
+        blocked = [piece for b in blocked for piece in _minus(b, net)]
+
+    def part(net) -> Verdict:
+        piece = Endpoint(network=net)
+        src = piece if end is verdict.source else verdict.source
+        dst = piece if end is verdict.destination else verdict.destination
+        return _explain(matrix, src, dst, verdict.port, verdict.protocol, subnets)
+
+    return [part(net) for net in allowed + _collapse(blocked)]
+
+
+def _overlap(a, b):
+    if a.version != b.version:
+        return None
+    if a.subnet_of(b):
+        return a
+    return b if b.subnet_of(a) else None
+
+
+def _minus(net, cut) -> list:
+    if net.version != cut.version or not net.overlaps(cut):
+        return [net]
+    if net.subnet_of(cut):
+        return []
+    return list(net.address_exclude(cut))
+
+
+def _collapse(nets) -> list:
+    out = []
+    for version in (4, 6):
+        out += ipaddress.collapse_addresses(n for n in nets if n.version == version)
+    return out
+
+
+def _moved_hints(verdict: Verdict, transparent_lb: bool) -> list[str]:
+    ends = (verdict.source.role, verdict.destination.role)
+    if not transparent_lb or "load_balancer" not in ends:
+        return []
+    return [
+        "the load balancer is transparent in this profile: it has no firewall of its"
+        " own, its ingress rules are on the Kubernetes nodes; ask again with"
+        " kubernetes_nodes in place of load_balancer"
+    ]
+
+
+def _obsolete_hints(matrix: Matrix, verdict: Verdict, transparent_lb: bool):
+    """Flows the planner left out as obsolete that would carry this traffic."""
+    from .catalog import load_catalog
+
+    left_out = {n.split(":")[0] for n in matrix.notes if ": left out," in n}
+    if not left_out:
+        return []
+
+    def ends(names, endpoint) -> bool:
+        if endpoint.role:
+            roles = {
+                "kubernetes_nodes" if transparent_lb and n == "load_balancer" else n
+                for n in names
+            }
+            return endpoint.role in roles
+        return any(n not in ROLES for n in names)
+
+    hints = []
+    for flow in load_catalog().flows:
+        if flow.id not in left_out or verdict.protocol not in flow.protocols:
+            continue
+        if flow.ports is not None and not any(
+            lo <= verdict.port <= hi for lo, hi in flow.ports
+        ):
+            continue
+        if ends(flow.sources, verdict.source) and ends(
+            flow.destinations, verdict.destination
+        ):
+            hints.append(
+                f"flow {flow.id} ({flow.purpose}) would allow this: the"
+                f" {matrix.release_line} page still prints it, but its upgrade notes"
+                " call it stale, so it is left out (include_obsolete: true keeps it)"
+            )
+    return hints
+
+
 def _hints(matrix: Matrix, verdict: Verdict) -> list[str]:
     """Where a blocked end expects the same flow from other addresses (a NAT, say)."""
     flows = set(verdict.flows)
@@ -226,10 +363,32 @@ def _hints(matrix: Matrix, verdict: Verdict) -> list[str]:
 
 
 def render(verdict: Verdict) -> str:
+    if not verdict.parts:
+        return _render(verdict)
+    lines = [
+        f"{verdict.source.label} -> {verdict.destination.label}"
+        f" {verdict.protocol}/{verdict.port}: {verdict.status}, part by part:"
+    ]
+    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one.
+    groups: dict[tuple, list[str]] = {}
+    for part in verdict.parts:
+        piece = part.source if part.source.network else part.destination
+        body = _render(part).splitlines()[1:]
+        key = (part.status, tuple(line.replace(piece.label, "{}") for line in body))
+        groups.setdefault(key, []).append(piece.label)
+    side = "from" if verdict.source.network else "to"
+    for (status, body), labels in groups.items():
+        lines.append(f"  {status} {side} {', '.join(labels)}:")
+        these = labels[0] if len(labels) == 1 else "these"
+        lines += ["  " + line.replace("{}", these) for line in body]
+    lines += [f"  note: {hint}" for hint in verdict.hints]
+    return "\n".join(lines) + "\n"
+
+
+def _render(verdict: Verdict) -> str:
     head = (
         f"{verdict.source.label} -> {verdict.destination.label}"
-        f" {verdict.protocol}/{verdict.port}:"
-        f" {'allowed' if verdict.allowed else 'blocked'}"
+        f" {verdict.protocol}/{verdict.port}: {verdict.status}"
     )
     lines = [head]
     if not verdict.checks:

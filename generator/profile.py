@@ -54,6 +54,8 @@ class Profile:
     source: str = ""
 
     def with_version(self, version: str) -> Profile:
+        """This profile on another release, without the version's checks: for a
+        profile known to be valid on both. Commands use load_profile(path, version)."""
         check_version(version)
         return replace(self, server_version=version)
 
@@ -81,19 +83,31 @@ def check_version(version: str) -> None:
         )
 
 
-def load_profile(path: str | Path) -> Profile:
+def load_profile(path: str | Path, version: str | None = None) -> Profile:
+    """The profile in `path`; `version` (a command's --server-version) replaces the
+    file's server_version before validation, so every check runs for that release."""
     path = Path(path)
-    return parse_profile(read_text(path, ProfileError), str(path))
+    return parse_profile(read_text(path, ProfileError), str(path), version)
 
 
-def parse_profile(text: str, source: str = "<profile>") -> Profile:
+def parse_profile(
+    text: str, source: str = "<profile>", version: str | None = None
+) -> Profile:
+    if version is not None:
+        check_version(version)
     data, lines = _read_yaml(text, source)
+    if version is not None and isinstance(data, dict):
+        data["server_version"] = version
     problems = _schema_problems(data, lines, source)
+    if not problems:
+        problems, warnings = [], []
+        profile = _build(data, lines, source, problems, warnings)
     if problems:
-        raise ProfileError(problems)
-    problems, warnings = [], []
-    profile = _build(data, lines, source, problems, warnings)
-    if problems:
+        if version is not None:
+            problems.append(
+                f"{source}: checked as server_version {version!r}, the version given"
+                " on the command line"
+            )
         raise ProfileError(problems)
     return profile
 
@@ -239,14 +253,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
     if error.validator == "type":
         expected = schema["type"]
         got = _type_name(error.instance)
-        if path and path[-1] == "server_version" and isinstance(error.instance, float):
-            return [
-                (
-                    path,
-                    f'expected a quoted string such as "4.2", got the number {error.instance}'
-                    " (YAML reads 4.10 as 4.1: quote the version)",
-                )
-            ]
+        if path == ("server_version",) and type(error.instance) in (int, float):
+            return [(path, _unquoted_version(error.instance))]
         return [(path, f"expected {_article(expected)}, got {got} {error.instance!r}")]
     if error.validator == "enum":
         options = ", ".join(str(v) for v in schema["enum"])
@@ -255,8 +263,9 @@ def _explain(error) -> list[tuple[tuple, str]]:
         return [
             (
                 path,
-                f"{error.instance!r} is not a valid name: use lowercase letters, digits and"
-                " dashes, starting with a letter (at most 32 characters)",
+                f"{error.instance!r} is not a valid name: use 2 to 32 characters,"
+                " lowercase letters, digits and dashes, starting with a letter and not"
+                " ending with a dash",
             )
         ]
     if error.validator in ("minItems", "maxItems"):
@@ -271,6 +280,15 @@ def _explain(error) -> list[tuple[tuple, str]]:
         low, high = schema.get("minimum", 1), schema.get("maximum", 65535)
         return [(path, f"{error.instance} is out of range {low}-{high}")]
     return [(path, error.message)]
+
+
+def _unquoted_version(number) -> str:
+    """YAML reads 4.5 as a number; 4.10 even as 4.1, so say so only where it matters."""
+    text = str(number)
+    message = f'the version must be a quoted string: write "{text}", not {text}'
+    if text.endswith(".1"):
+        message += f' (YAML reads 4.10 as {text}: if you meant 4.10, write "4.10")'
+    return message
 
 
 def _type_name(value) -> str:

@@ -48,10 +48,9 @@ def side_from_profile(path: str, version: str | None = None) -> Side:
     from .profile import load_profile
     from .writer import digest
 
-    profile = load_profile(path)
+    profile = load_profile(path, version)
     label = path
     if version:
-        profile = profile.with_version(version)
         label += f" (server_version {version})"
     matrix = shipped_matrix(profile, optimized=False)
     # Files as `generate` writes them (from the optimized matrix); the matrix kept is

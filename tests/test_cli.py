@@ -168,7 +168,7 @@ def test_init_rejects_a_bad_block():
     result = run("init", "--vpc-cidr", "10.0.0.0/8")
     assert (
         result.exit_code == 1
-        and "expected an IPv4 block from /16 to /20" in result.stderr
+        and "expected an IPv4 block from /16 to /26 on aws" in result.stderr
     )
     assert run("init", "--server-version", "4.11").exit_code == 1
 

@@ -103,8 +103,8 @@ CASES = [
         "unquoted version",
         GOOD.replace('"4.2"', "4.10"),
         [
-            'p.yaml:2: server_version: expected a quoted string such as "4.2", got the number 4.1'
-            " (YAML reads 4.10 as 4.1: quote the version)"
+            'p.yaml:2: server_version: the version must be a quoted string: write "4.1",'
+            ' not 4.1 (YAML reads 4.10 as 4.1: if you meant 4.10, write "4.10")'
         ],
     ),
     (
@@ -175,8 +175,9 @@ CASES = [
         "bad name",
         GOOD.replace("name: acme", "name: Acme_Prod"),
         [
-            "p.yaml:1: name: 'Acme_Prod' is not a valid name: use lowercase letters, digits and"
-            " dashes, starting with a letter (at most 32 characters)"
+            "p.yaml:1: name: 'Acme_Prod' is not a valid name: use 2 to 32 characters,"
+            " lowercase letters, digits and dashes, starting with a letter and not ending"
+            " with a dash"
         ],
     ),
     ("not YAML", GOOD.replace("access: vpn", "access: [vpn"), None),

@@ -252,7 +252,7 @@ def test_explain_command():
     path = str(ROOT / "profiles" / "aws-public-ip.yaml")
     args = ["explain", path, "--from", "kubernetes_nodes", "--to", "external_vms"]
     result = runner.invoke(main, args + ["--port", "22"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # blocked
     assert "blocked by ingress on external_vms" in result.output
     assert "nat_gateway" in result.output  # where the page expects that flow from
     result = runner.invoke(
@@ -267,7 +267,7 @@ def test_explain_command():
     bad = runner.invoke(
         main, ["explain", path, "--from", "nomad", "--to", "x"] + ["--port", "1"]
     )
-    assert bad.exit_code == 1 and "neither a role" in bad.output
+    assert bad.exit_code == 2 and "neither a role" in bad.output
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 

@@ -1,0 +1,1 @@
+"""The Jinja templates, shipped in the wheel as the package generator.templates."""

@@ -1,0 +1,151 @@
+"""explain's answers as a user reads them: exit codes, partial coverage, hints."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from generator.cli import main
+
+from conftest import ROOT
+
+VPN = ROOT / "profiles" / "aws-private-vpn.yaml"  # external: 172.16.0.0/12
+
+
+def explain(profile, *args):
+    return CliRunner().invoke(
+        main, ["explain", str(profile), *map(str, args)], catch_exceptions=False
+    )
+
+
+def test_exit_codes_allowed_blocked_bad_input(tmp_path):
+    ok = explain(
+        VPN, "--from", "nomad_clients", "--to", "load_balancer", "--port", 4647
+    )
+    assert ok.exit_code == 0 and ": allowed" in ok.stdout
+    no = explain(
+        VPN, "--from", "nomad_clients", "--to", "load_balancer", "--port", 4648
+    )
+    assert no.exit_code == 1 and ": blocked" in no.stdout
+    bad = explain(VPN, "--from", "nomad", "--to", "load_balancer", "--port", 443)
+    assert bad.exit_code == 2 and "neither a role" in bad.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(VPN.read_text().replace("10.0.16.0/20", "10.0.16.1/20"))
+    bad = explain(broken, "--from", "nomad_clients", "--to", "load_balancer")
+    assert bad.exit_code == 2  # --port missing: click's usage error
+    bad = explain(
+        broken, "--from", "nomad_clients", "--to", "load_balancer", "--port", 1
+    )
+    assert bad.exit_code == 2 and "did you mean 10.0.16.0/20" in bad.stderr
+
+
+def test_a_cidr_partly_covered_is_answered_per_part():
+    result = explain(VPN, "--from", "0.0.0.0/0", "--to", "load_balancer", "--port", 443)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0] == "0.0.0.0/0 -> load_balancer tcp/443: partly allowed, part by part:"
+    )
+    assert lines[1] == "  allowed from 172.16.0.0/12:"
+    assert "load_balancer_ingress_tcp_443_external" in lines[3]
+    blocked = next(line for line in lines if line.startswith("  blocked from"))
+    # The blocked pieces and the allowed one make up 0.0.0.0/0, without overlap.
+    import ipaddress
+
+    pieces = blocked.removeprefix("  blocked from ").rstrip(":").split(", ")
+    nets = [ipaddress.ip_network(p) for p in pieces + ["172.16.0.0/12"]]
+    assert sum(n.num_addresses for n in nets) == 2**32
+    assert list(ipaddress.collapse_addresses(nets)) == [
+        ipaddress.ip_network("0.0.0.0/0")
+    ]
+    data = json.loads(
+        explain(
+            VPN,
+            "--from",
+            "0.0.0.0/0",
+            "--to",
+            "load_balancer",
+            "--port",
+            443,
+            "--format",
+            "json",
+        ).stdout
+    )
+    assert data["status"] == "partly allowed" and not data["allowed"]
+    assert data["parts"][0]["from"] == "172.16.0.0/12" and data["parts"][0]["allowed"]
+    assert not any(p["allowed"] for p in data["parts"][1:])
+
+
+def test_a_cidr_wholly_inside_or_outside_has_no_parts():
+    inside = explain(
+        VPN, "--from", "172.16.8.0/24", "--to", "load_balancer", "--port", 443
+    )
+    assert inside.exit_code == 0 and "part by part" not in inside.stdout
+    outside = explain(
+        VPN, "--from", "8.8.8.0/24", "--to", "load_balancer", "--port", 443
+    )
+    assert outside.exit_code == 1 and "part by part" not in outside.stdout
+
+
+def test_host_bits_are_a_warning_with_the_normalised_value():
+    result = explain(
+        VPN, "--from", "172.16.3.4/12", "--to", "load_balancer", "--port", 443
+    )
+    assert result.exit_code == 0
+    assert (
+        "warning: 172.16.3.4/12 has host bits set; explaining 172.16.0.0/12"
+        in result.stderr
+    )
+    assert result.stdout.startswith("172.16.0.0/12 -> load_balancer")
+    data = json.loads(
+        explain(
+            VPN,
+            "--from",
+            "172.16.3.4/12",
+            "--to",
+            "load_balancer",
+            "--port",
+            443,
+            "--format",
+            "json",
+        ).stdout
+    )
+    assert data["warnings"] == [
+        "172.16.3.4/12 has host bits set; explaining 172.16.0.0/12"
+    ]
+    plain = explain(VPN, "--from", "172.16.3.4", "--to", "load_balancer", "--port", 443)
+    assert "warning" not in plain.stderr
+
+
+def test_transparent_balancer_points_at_the_nodes():
+    gcp = ROOT / "profiles" / "gcp.yaml"
+    result = explain(gcp, "--from", "0.0.0.0/0", "--to", "load_balancer", "--port", 443)
+    assert result.exit_code == 1
+    assert "the load balancer is transparent" in result.stdout
+    assert "kubernetes_nodes in place of load_balancer" in result.stdout
+    nodes = explain(
+        gcp, "--from", "0.0.0.0/0", "--to", "kubernetes_nodes", "--port", 443
+    )
+    assert nodes.exit_code == 0, nodes.stdout
+
+
+def test_obsolete_flow_left_out_gets_a_note():
+    path = ROOT / "profiles" / "aws-private-vpn-4.10.yaml"
+    result = explain(
+        path, "--from", "nomad_clients", "--to", "load_balancer", "--port", 3000
+    )
+    assert result.exit_code == 1
+    assert (
+        "flow vm-service" in result.stdout and "include_obsolete: true" in result.stdout
+    )
+    # The same question on 4.2, where the flow is current, is simply allowed.
+    old = explain(
+        VPN, "--from", "nomad_clients", "--to", "load_balancer", "--port", 3000
+    )
+    assert old.exit_code == 0 and "include_obsolete" not in old.stdout
+    # An unrelated blocked port gets no such note.
+    other = explain(
+        path, "--from", "nomad_clients", "--to", "load_balancer", "--port", 3001
+    )
+    assert "include_obsolete" not in other.stdout

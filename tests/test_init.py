@@ -1,0 +1,116 @@
+"""rulegen init: starters that fit their cloud, read as a table, and messages that
+state the rule they enforce."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from generator.cli import main
+from generator.profile import ProfileError
+
+from conftest import ROOT, profile_from
+
+AWS_ONLY = ("assign_public_ip", "nat_gateway_ips", "nomad_client_public_ips")
+
+
+def init(*args):
+    return CliRunner().invoke(main, ["init", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "generic"])
+def test_comments_start_in_one_column(cloud):
+    text = init("--cloud", cloud).stdout
+    columns = {
+        line.index("  #") + 2
+        for line in text.splitlines()
+        if "  #" in line
+        and not line.lstrip().startswith("#")
+        and len(line.split("  #")[0].rstrip()) <= 40
+    }
+    assert len(columns) == 1, text
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "generic"])
+def test_starters_carry_no_aws_only_keys(cloud):
+    text = init("--cloud", cloud).stdout
+    assert not [key for key in AWS_ONLY if key in text]
+    assert profile_from(text).cloud == cloud
+
+
+def test_aws_starter_keeps_them():
+    text = init("--cloud", "aws").stdout
+    assert all(key in text for key in AWS_ONLY)
+
+
+def test_gcp_starter_has_a_project():
+    text = init("--cloud", "gcp").stdout
+    assert "  # project: my-project" in text  # a placeholder, not a wrong value
+    given = init("--cloud", "gcp", "--project", "acme-ci-123").stdout
+    assert profile_from(given).gcp["project"] == "acme-ci-123"
+    other = init("--cloud", "aws", "--project", "x")
+    assert (
+        other.exit_code == 1 and "--project applies to --cloud gcp only" in other.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "cloud, block, ok",
+    [
+        ("generic", "10.0.0.0/8", True),
+        ("generic", "192.168.1.0/24", True),
+        ("generic", "192.168.1.0/28", True),
+        ("generic", "192.168.1.0/29", False),
+        ("gcp", "10.0.0.0/8", True),
+        ("gcp", "10.0.0.0/27", True),
+        ("gcp", "10.0.0.0/28", False),
+        ("aws", "10.0.0.0/16", True),
+        ("aws", "10.0.0.0/26", True),
+        ("aws", "10.0.0.0/15", False),
+        ("aws", "10.0.0.0/27", False),
+    ],
+)
+def test_vpc_block_limits_follow_the_cloud(cloud, block, ok):
+    result = init("--cloud", cloud, "--vpc-cidr", block)
+    assert (result.exit_code == 0) == ok, result.output
+    if ok:
+        profile = profile_from(result.stdout)
+        assert profile.vpc_cidr == block
+    else:
+        assert re.search(
+            r"expected an IPv4 block from /\d+ to /\d+ on " + cloud, result.stderr
+        )
+        assert "(" in result.stderr  # and why: the cloud's own limit
+
+
+def test_vpc_block_with_host_bits_says_the_fix():
+    result = init("--vpc-cidr", "10.0.0.1/16")
+    assert result.exit_code == 1
+    assert "has host bits set; did you mean 10.0.0.0/16?" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["a", "A1", "acme-", "x" * 33])
+def test_bad_names_state_the_rule(name):
+    result = init("--name", name)
+    assert result.exit_code == 1
+    assert "2 to 32 characters" in result.stderr and "Traceback" not in result.output
+
+
+def test_two_letter_name_is_fine():
+    assert profile_from(init("--name", "ab").stdout).name == "ab"
+
+
+def test_unquoted_version_message_fits_the_number():
+    text = (ROOT / "profiles" / "generic-baremetal.yaml").read_text()
+    quoted = re.search(r'server_version: "([\d.]+)"', text).group(0)
+    for written, shown in (("4.5", '"4.5"'), ("3", '"3"')):
+        with pytest.raises(ProfileError) as exc:
+            profile_from(text.replace(quoted, f"server_version: {written}"))
+        message = str(exc.value)
+        assert f"the version must be a quoted string: write {shown}" in message
+        assert "4.10" not in message
+    with pytest.raises(ProfileError) as exc:
+        profile_from(text.replace(quoted, "server_version: 4.10"))
+    assert 'if you meant 4.10, write "4.10"' in str(exc.value)
