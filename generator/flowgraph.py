@@ -1,0 +1,316 @@
+"""The matrix as a graph of roles and peers, for `plan --format dot` and the HTML report.
+
+One node per role and per named peer list; one edge per (source, destination) pair
+and kind of traffic, labelled with protocols and ports. Addresses are summarised on
+the edges (the tables list them in full). With a diff, changed traffic gets edges of
+its own, one per kind of change, so the picture shows what is opened and closed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .matrix import ROLE_TITLES, ROLES, Matrix, Peer, Rule, port_text
+
+SHOWN_ADDRESSES = 2  # more than this on a node or an edge is shown as a count
+PORTS_PER_LINE = 6
+STATUSES = ("same", "removed", "narrowed", "added", "widened")
+BREAKING = ("removed", "narrowed")
+
+# (protocol, ports, source ports): one line of an edge's label.
+Line = tuple[str, "tuple[int, int] | None", "tuple[int, int] | None"]
+
+
+@dataclass
+class Node:
+    id: str
+    kind: str  # role or peer
+    title: str
+    cidrs: tuple[str, ...] = ()
+    gone: bool = False  # only on the old side of a diff
+
+    @property
+    def summary(self) -> str:
+        return address_summary(self.cidrs)
+
+    @property
+    def label(self) -> str:
+        return self.title if self.kind == "role" else f"{self.title}\n{self.summary}"
+
+
+@dataclass
+class Edge:
+    id: str
+    src: str
+    dst: str
+    returns: bool  # stateless return traffic
+    status: str  # same, or the diff's kind of change
+    lines: list[Line] = field(default_factory=list)
+    cidrs: set[str] = field(default_factory=set)  # addresses of a peer end
+    rules: list[Rule] = field(default_factory=list)
+    one_sided: dict[Line, str] = field(default_factory=dict)  # line -> the only end
+
+    @property
+    def classes(self) -> str:
+        words = ["flow" if self.status == "same" else "change", self.status]
+        if self.status in BREAKING:
+            words.append("breaking")
+        if self.returns:
+            words.append("return")
+        return " ".join(words)
+
+    def label_lines(self, peer: Node | None) -> list[str]:
+        out = [] if self.status == "same" else [f"{self.status}:"]
+        if self.returns:
+            out.append("replies")
+        out += _port_lines(self.lines, self.one_sided)
+        if peer is not None and self.cidrs and set(peer.cidrs) != self.cidrs:
+            out.append(address_summary(_sorted_cidrs(self.cidrs)))
+        return out
+
+
+@dataclass
+class FlowGraph:
+    title: str
+    cluster: str
+    nodes: dict[str, Node]
+    edges: list[Edge]
+    rule_edges: dict[str, str]  # rule name -> edge id
+    change_edges: list[list[str]]  # per change of the diff, its edge ids
+
+    def roles(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "role"]
+
+    def peers(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "peer"]
+
+    def peer_of(self, edge: Edge) -> Node | None:
+        for end in (edge.src, edge.dst):
+            if self.nodes[end].kind == "peer":
+                return self.nodes[end]
+        return None
+
+
+def _sorted_cidrs(cidrs) -> tuple[str, ...]:
+    nets = sorted(
+        (ipaddress.ip_network(c) for c in set(cidrs)),
+        key=lambda n: (n.version, n.network_address, n.prefixlen),
+    )
+    return tuple(str(n) for n in nets)
+
+
+def address_summary(cidrs: tuple[str, ...]) -> str:
+    if len(cidrs) <= SHOWN_ADDRESSES:
+        return ", ".join(cidrs)
+    return f"{len(cidrs):,} addresses"
+
+
+def peer_id(name: str | None) -> str:
+    return "peer_" + "".join(c if c.isalnum() else "_" for c in (name or "addresses"))
+
+
+def line_text(line: Line) -> str:
+    protocol, ports, source_ports = line
+    if protocol == "all":
+        return "all traffic"
+    if protocol == "other":
+        return "protocols other than tcp/udp"
+    text = f"{protocol} {port_text(ports)}"
+    return text + (f" from {port_text(source_ports)}" if source_ports else "")
+
+
+def _port_lines(lines: list[Line], one_sided: dict[Line, str]) -> list[str]:
+    """'tcp 22, 2376' per protocol, a few ports a line; odd lines on their own."""
+    out: list[str] = []
+    runs: dict[str, list[str]] = {}
+    for line in sorted(lines, key=_line_order):
+        protocol, ports, source_ports = line
+        if protocol in ("all", "other") or source_ports or line in one_sided:
+            note = f" ({one_sided[line]} only)" if line in one_sided else ""
+            out.append(line_text(line) + note)
+        else:
+            runs.setdefault(protocol, []).append(port_text(ports))
+    for protocol, ports in runs.items():
+        for i in range(0, len(ports), PORTS_PER_LINE):
+            out.append(f"{protocol} {', '.join(ports[i:i + PORTS_PER_LINE])}")
+    return out
+
+
+def _line_order(line: Line) -> tuple:
+    protocol, ports, source_ports = line
+    return (protocol, ports or (0, 0), source_ports or (0, 0))
+
+
+def _ends(role: str, direction: str, peer_node: str) -> tuple[str, str]:
+    return (peer_node, role) if direction == "ingress" else (role, peer_node)
+
+
+class _Builder:
+    def __init__(self, matrix: Matrix, title: str, cluster: str):
+        self.graph = FlowGraph(title, cluster, {}, [], {}, [])
+        self.by_key: dict[tuple, Edge] = {}
+        for role in ROLES:
+            if role in matrix.roles():
+                self.graph.nodes[role] = Node(role, "role", ROLE_TITLES[role])
+
+    def node_for(self, peer: Peer, gone: bool = False) -> list[str]:
+        if peer.role:
+            if peer.role not in self.graph.nodes:
+                self.graph.nodes[peer.role] = Node(
+                    peer.role, "role", ROLE_TITLES[peer.role], gone=gone
+                )
+            return [peer.role]
+        # A diff names a piece after every peer list it came from ("a/b").
+        names = (peer.name or "").split("/") if peer.name else [None]
+        out = []
+        for name in names:
+            nid = peer_id(name)
+            node = self.graph.nodes.get(nid)
+            if node is None:
+                node = Node(nid, "peer", name or "addresses", gone=gone)
+                self.graph.nodes[nid] = node
+            if not gone or node.gone:
+                node.cidrs = _sorted_cidrs(node.cidrs + tuple(peer.cidrs))
+            out.append(nid)
+        return out
+
+    def edge(self, src: str, dst: str, returns: bool, status: str) -> Edge:
+        key = (src, dst, returns, status)
+        if key not in self.by_key:
+            self.by_key[key] = Edge("", src, dst, returns, status)
+        return self.by_key[key]
+
+    def add(self, edge: Edge, line: Line, peer: Peer) -> None:
+        if line not in edge.lines:
+            edge.lines.append(line)
+        edge.cidrs.update(peer.cidrs)
+
+    def finish(self) -> FlowGraph:
+        order = {nid: i for i, nid in enumerate(self.graph.nodes)}
+        edges = sorted(
+            self.by_key.values(),
+            key=lambda e: (
+                order[e.src],
+                order[e.dst],
+                e.returns,
+                STATUSES.index(e.status),
+            ),
+        )
+        for i, edge in enumerate(edges, 1):
+            edge.id = f"e{i}"
+        self.graph.edges = edges
+        return self.graph
+
+
+def rule_line(rule: Rule) -> Line:
+    return (rule.protocol, rule.ports, rule.source_ports)
+
+
+def build(
+    matrix: Matrix, changes=None, title: str = "", cluster: str = ""
+) -> FlowGraph:
+    """The graph of `matrix`; with `changes` (diff.Change list), changed traffic too."""
+    b = _Builder(matrix, title or matrix.profile, cluster or matrix.profile)
+    changed: dict[tuple, str] = {}  # (src, dst, returns, line) -> added / widened
+    pending = []
+    for rule in matrix.rules:  # nodes of the new side first: they are not gone
+        b.node_for(rule.peer)
+    for change in changes or ():
+        ids = []
+        b.node_for(Peer(role=change.role), gone=True)
+        for piece in change.traffic:
+            line = (piece.protocol, piece.ports, piece.source_ports)
+            returns = piece.source_ports is not None
+            gone = change.kind in BREAKING
+            for nid in b.node_for(piece.peer, gone=gone):
+                src, dst = _ends(change.role, change.direction, nid)
+                if not gone:
+                    changed[(src, dst, returns, line)] = change.kind
+                pending.append((src, dst, returns, change.kind, line, piece.peer, ids))
+        b.graph.change_edges.append(ids)
+    sides: dict[tuple, dict[Line, set[str]]] = {}
+    for rule in matrix.rules:
+        line = rule_line(rule)
+        for nid in b.node_for(rule.peer):
+            src, dst = _ends(rule.role, rule.direction, nid)
+            status = changed.get((src, dst, rule.is_return, line), "same")
+            edge = b.edge(src, dst, rule.is_return, status)
+            b.add(edge, line, rule.peer)
+            edge.rules.append(rule)
+            if rule.peer.role:
+                ends = sides.setdefault((src, dst, rule.is_return, status), {})
+                ends.setdefault(line, set()).add(rule.direction)
+    for key, lines in sides.items():
+        for line, directions in lines.items():
+            if len(directions) == 1:
+                only = "egress" if "egress" in directions else "ingress"
+                b.by_key[key].one_sided[line] = only
+    for src, dst, returns, kind, line, peer, ids in pending:
+        edge = b.edge(src, dst, returns, kind)
+        b.add(edge, line, peer)
+        ids.append(edge)
+    graph = b.finish()
+    for edge in graph.edges:
+        for rule in edge.rules:
+            graph.rule_edges.setdefault(rule.name, edge.id)
+    graph.change_edges = [
+        sorted({e.id for e in ids}, key=lambda i: int(i[1:]))
+        for ids in graph.change_edges
+    ]
+    return graph
+
+
+def to_dot(graph: FlowGraph, links: bool = False) -> str:
+    """Graphviz source; `links` makes every edge a link to its rows in the report."""
+    from .templating import render
+
+    return render(
+        "report/flows.dot.j2",
+        graph=graph,
+        links=links,
+        quote=quote,
+        label=lambda lines: quote("\n".join(lines)),
+    )
+
+
+def quote(text: str) -> str:
+    """A DOT quoted string; newlines become centred line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+class DotError(Exception):
+    """Graphviz is missing or failed; the message says which and what to do."""
+
+
+def svg(dot_source: str) -> str:
+    """The picture, laid out by Graphviz's dot, as an inline <svg> element."""
+    import re
+    import shutil
+    import subprocess
+
+    dot = shutil.which("dot")
+    if dot is None:
+        raise DotError(
+            "Graphviz's dot is not installed (Debian: apt-get install graphviz)"
+        )
+    try:
+        done = subprocess.run(
+            [dot, "-Tsvg"],
+            input=dot_source,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DotError("dot took more than 60 s to lay out the diagram") from None
+    if done.returncode != 0:
+        raise DotError(f"dot failed: {done.stderr.strip()[:500]}")
+    text = done.stdout
+    # Inline: no XML prolog, no DOCTYPE (its DTD address is never to be fetched).
+    start = text.find("<svg")
+    if start < 0:
+        raise DotError("dot gave no SVG")
+    return re.sub(r"<!--.*?-->\n?", "", text[start:], flags=re.S)
