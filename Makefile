@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 PROFILE ?= profiles/aws-private-vpn.yaml
-DEBIAN_PACKAGES := iptables nftables ipset iproute2 graphviz patch shellcheck
+DEBIAN_PACKAGES := iptables nftables ipset iproute2 graphviz patch shellcheck chromium
 
 .PHONY: run test setup tools bench format clean
 
