@@ -1,9 +1,10 @@
 """The matrix as a graph of roles and peers, for `plan --format dot` and the HTML report.
 
-One node per role and per named peer list; one edge per (source, destination) pair
-and kind of traffic, labelled with protocols and ports. Addresses are summarised on
-the edges (the tables list them in full). With a diff, changed traffic gets edges of
-its own, one per kind of change, so the picture shows what is opened and closed.
+One node per role and per named peer list; one edge per (source, destination) pair,
+labelled with protocols and ports. Addresses are summarised on the edges (the tables
+list them in full). A stateless profile's return rules are drawn on the edge of the
+flow they answer ("+ replies"). With a diff, changed traffic gets edges of its own,
+one per kind of change, so the picture shows what is opened and closed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ PORTS_PER_LINE = 6
 STATUSES = ("same", "removed", "narrowed", "added", "widened")
 BREAKING = ("removed", "narrowed")
 
-# (protocol, ports, source ports): one line of an edge's label.
-Line = tuple[str, "tuple[int, int] | None", "tuple[int, int] | None"]
+# (protocol, ports): one line of an edge's label.
+Line = tuple[str, "tuple[int, int] | None"]
 
 
 @dataclass
@@ -44,27 +45,27 @@ class Edge:
     id: str
     src: str
     dst: str
-    returns: bool  # stateless return traffic
     status: str  # same, or the diff's kind of change
     lines: list[Line] = field(default_factory=list)
     cidrs: set[str] = field(default_factory=set)  # addresses of a peer end
     rules: list[Rule] = field(default_factory=list)
     one_sided: dict[Line, str] = field(default_factory=dict)  # line -> the only end
+    replies: bool = False  # stateless: return rules answer this edge's flows
 
     @property
     def classes(self) -> str:
         words = ["flow" if self.status == "same" else "change", self.status]
         if self.status in BREAKING:
             words.append("breaking")
-        if self.returns:
-            words.append("return")
+        if self.replies:
+            words.append("replies")
         return " ".join(words)
 
     def label_lines(self, peer: Node | None) -> list[str]:
         out = [] if self.status == "same" else [f"{self.status}:"]
-        if self.returns:
-            out.append("replies")
         out += _port_lines(self.lines, self.one_sided)
+        if self.replies:
+            out.append("+ replies")
         if peer is not None and self.cidrs and set(peer.cidrs) != self.cidrs:
             out.append(address_summary(_sorted_cidrs(self.cidrs)))
         return out
@@ -111,13 +112,12 @@ def peer_id(name: str | None) -> str:
 
 
 def line_text(line: Line) -> str:
-    protocol, ports, source_ports = line
+    protocol, ports = line
     if protocol == "all":
         return "all traffic"
     if protocol == "other":
         return "protocols other than tcp/udp"
-    text = f"{protocol} {port_text(ports)}"
-    return text + (f" from {port_text(source_ports)}" if source_ports else "")
+    return f"{protocol} {port_text(ports)}"
 
 
 def _port_lines(lines: list[Line], one_sided: dict[Line, str]) -> list[str]:
@@ -125,8 +125,8 @@ def _port_lines(lines: list[Line], one_sided: dict[Line, str]) -> list[str]:
     out: list[str] = []
     runs: dict[str, list[str]] = {}
     for line in sorted(lines, key=_line_order):
-        protocol, ports, source_ports = line
-        if protocol in ("all", "other") or source_ports or line in one_sided:
+        protocol, ports = line
+        if protocol in ("all", "other") or line in one_sided:
             note = f" ({one_sided[line]} only)" if line in one_sided else ""
             out.append(line_text(line) + note)
         else:
@@ -138,12 +138,20 @@ def _port_lines(lines: list[Line], one_sided: dict[Line, str]) -> list[str]:
 
 
 def _line_order(line: Line) -> tuple:
-    protocol, ports, source_ports = line
-    return (protocol, ports or (0, 0), source_ports or (0, 0))
+    protocol, ports = line
+    return (protocol, ports or (0, 0))
 
 
-def _ends(role: str, direction: str, peer_node: str) -> tuple[str, str]:
-    return (peer_node, role) if direction == "ingress" else (role, peer_node)
+def placed(role, direction, node, protocol, ports, source_ports):
+    """(source, destination, line, reply) of traffic seen from `role`'s end.
+
+    A return rule (source ports set) goes on the edge of the flow it answers,
+    with that flow's ports.
+    """
+    src, dst = (node, role) if direction == "ingress" else (role, node)
+    if source_ports is not None:
+        return dst, src, (protocol, source_ports), True
+    return src, dst, (protocol, ports), False
 
 
 class _Builder:
@@ -175,10 +183,10 @@ class _Builder:
             out.append(nid)
         return out
 
-    def edge(self, src: str, dst: str, returns: bool, status: str) -> Edge:
-        key = (src, dst, returns, status)
+    def edge(self, src: str, dst: str, status: str) -> Edge:
+        key = (src, dst, status)
         if key not in self.by_key:
-            self.by_key[key] = Edge("", src, dst, returns, status)
+            self.by_key[key] = Edge("", src, dst, status)
         return self.by_key[key]
 
     def add(self, edge: Edge, line: Line, peer: Peer) -> None:
@@ -193,7 +201,6 @@ class _Builder:
             key=lambda e: (
                 order[e.src],
                 order[e.dst],
-                e.returns,
                 STATUSES.index(e.status),
             ),
         )
@@ -204,7 +211,7 @@ class _Builder:
 
 
 def rule_line(rule: Rule) -> Line:
-    return (rule.protocol, rule.ports, rule.source_ports)
+    return (rule.protocol, rule.ports)
 
 
 def build(
@@ -212,43 +219,56 @@ def build(
 ) -> FlowGraph:
     """The graph of `matrix`; with `changes` (diff.Change list), changed traffic too."""
     b = _Builder(matrix, title or matrix.profile, cluster or matrix.profile)
-    changed: dict[tuple, str] = {}  # (src, dst, returns, line) -> added / widened
+    changed: dict[tuple, str] = {}  # (src, dst, line) -> added / widened
     pending = []
     for rule in matrix.rules:  # nodes of the new side first: they are not gone
         b.node_for(rule.peer)
     for change in changes or ():
-        ids = []
+        ids: list[Edge] = []
         b.node_for(Peer(role=change.role), gone=True)
+        gone = change.kind in BREAKING
         for piece in change.traffic:
-            line = (piece.protocol, piece.ports, piece.source_ports)
-            returns = piece.source_ports is not None
-            gone = change.kind in BREAKING
             for nid in b.node_for(piece.peer, gone=gone):
-                src, dst = _ends(change.role, change.direction, nid)
-                if not gone:
-                    changed[(src, dst, returns, line)] = change.kind
-                pending.append((src, dst, returns, change.kind, line, piece.peer, ids))
+                src, dst, line, reply = placed(
+                    change.role,
+                    change.direction,
+                    nid,
+                    piece.protocol,
+                    piece.ports,
+                    piece.source_ports,
+                )
+                if not gone and not reply:
+                    changed[(src, dst, line)] = change.kind
+                pending.append((src, dst, change.kind, line, reply, piece.peer, ids))
         b.graph.change_edges.append(ids)
     sides: dict[tuple, dict[Line, set[str]]] = {}
     for rule in matrix.rules:
-        line = rule_line(rule)
         for nid in b.node_for(rule.peer):
-            src, dst = _ends(rule.role, rule.direction, nid)
-            status = changed.get((src, dst, rule.is_return, line), "same")
-            edge = b.edge(src, dst, rule.is_return, status)
+            src, dst, line, reply = placed(
+                rule.role,
+                rule.direction,
+                nid,
+                rule.protocol,
+                rule.ports,
+                rule.source_ports,
+            )
+            status = changed.get((src, dst, line), "same")
+            edge = b.edge(src, dst, status)
             b.add(edge, line, rule.peer)
             edge.rules.append(rule)
-            if rule.peer.role:
-                ends = sides.setdefault((src, dst, rule.is_return, status), {})
+            edge.replies |= reply
+            if rule.peer.role and not reply:
+                ends = sides.setdefault((src, dst, status), {})
                 ends.setdefault(line, set()).add(rule.direction)
     for key, lines in sides.items():
         for line, directions in lines.items():
             if len(directions) == 1:
                 only = "egress" if "egress" in directions else "ingress"
                 b.by_key[key].one_sided[line] = only
-    for src, dst, returns, kind, line, peer, ids in pending:
-        edge = b.edge(src, dst, returns, kind)
+    for src, dst, kind, line, reply, peer, ids in pending:
+        edge = b.edge(src, dst, kind)
         b.add(edge, line, peer)
+        edge.replies |= reply
         ids.append(edge)
     graph = b.finish()
     for edge in graph.edges:

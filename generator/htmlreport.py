@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .flowgraph import FlowGraph, build, line_text, rule_line, svg, to_dot
-from .matrix import DIRECTIONS, ROLE_TITLES, Matrix, Rule
+from .matrix import DIRECTIONS, ROLE_TITLES, Matrix, Rule, port_text
 
 INLINE_ADDRESSES = 8  # longer lists are linked to the address lists
 
@@ -102,6 +102,8 @@ def _tables(matrix: Matrix, graph: FlowGraph, anchored: set[str]) -> list[Table]
 
 def _row(rule: Rule, edge: str, anchor: str | None, graph: FlowGraph) -> Row:
     traffic = line_text(rule_line(rule))
+    if rule.source_ports:
+        traffic += f" (replies from port {port_text(rule.source_ports)})"
     peer = rule.peer
     if peer.role:
         return Row(rule, edge, anchor, traffic, ROLE_TITLES[peer.role])

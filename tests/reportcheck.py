@@ -41,23 +41,29 @@ def node_of(peer: dict) -> str:
     return "peer_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
-def ends(role: str, direction: str, peer: dict) -> list[tuple[str, str]]:
-    """(source, destination) of the arrows a rule or a changed piece belongs on."""
+def ends(role: str, direction: str, item: dict) -> list[tuple[str, str]]:
+    """(source, destination) of the arrows a rule or a changed piece belongs on.
+
+    A return rule (stateless) is drawn on the arrow of the flow it answers.
+    """
+    peer = item["peer"]
     names = (peer.get("name") or "").split("/") if "cidrs" in peer else [None]
     out = []
     for name in names:
         other = node_of(peer if name is None else {**peer, "name": name})
-        out.append((other, role) if direction == "ingress" else (role, other))
+        pair = (other, role) if direction == "ingress" else (role, other)
+        out.append(pair[::-1] if item.get("source_ports") else pair)
     return out
 
 
 def port_words(item: dict) -> str:
-    """How the ports of a rule or piece read on an arrow's label."""
+    """How the ports of a rule or piece read on an arrow's label (a return rule's:
+    the ports of the flow it answers)."""
     if item["protocol"] == "all":
         return "all traffic"
     if item["protocol"] == "other":
         return "protocols other than tcp/udp"
-    lo, hi = item["ports"]
+    lo, hi = item.get("source_ports") or item["ports"]
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
@@ -75,3 +81,13 @@ def many_address_profile(tmp_path) -> tuple:
     path = tmp_path / "acme-many.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, admin, vcs
+
+
+def stateless_profile(tmp_path):
+    """The bare-metal example with a stateless rule engine (return rules)."""
+    data = yaml.safe_load((ROOT / "profiles/generic-baremetal.yaml").read_text())
+    data["name"] = "acme-metal-stateless"
+    data["stateful"] = False
+    path = tmp_path / "acme-metal-stateless.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

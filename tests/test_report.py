@@ -19,6 +19,7 @@ from reportcheck import (
     many_address_profile,
     plan_json,
     port_words,
+    stateless_profile,
 )
 
 from conftest import ROOT
@@ -53,16 +54,34 @@ def test_plan_dot_draws_every_rule(example_name):
     assert code == 0
     drawn = arrows(laid_out(source))
     for rule in plan_json(path)["rules"]:
-        for src, dst in ends(rule["role"], rule["direction"], rule["peer"]):
+        for src, dst in ends(rule["role"], rule["direction"], rule):
             labels = [label for s, d, label in drawn if (s, d) == (src, dst)]
             assert any(port_words(rule) in label for label in labels), (rule, drawn)
     # Nothing drawn that no rule allows: every arrow's ends come from a rule.
     pairs = {
         pair
         for rule in plan_json(path)["rules"]
-        for pair in ends(rule["role"], rule["direction"], rule["peer"])
+        for pair in ends(rule["role"], rule["direction"], rule)
     }
     assert {(s, d) for s, d, _ in drawn} == pairs
+
+
+@needs_dot
+def test_replies_of_a_stateless_profile_ride_on_their_flows(tmp_path):
+    path = stateless_profile(tmp_path)
+    rules = plan_json(path)["rules"]
+    assert any(r.get("source_ports") for r in rules)
+    code, source = cli("plan", path, "--format", "dot")
+    drawn = arrows(laid_out(source))
+    for rule in rules:
+        for src, dst in ends(rule["role"], rule["direction"], rule):
+            labels = [label for s, d, label in drawn if (s, d) == (src, dst)]
+            assert any(port_words(rule) in label for label in labels), rule
+            if rule.get("source_ports"):
+                assert any("+ replies" in label for label in labels), rule
+    stateful = ROOT / "profiles/generic-baremetal.yaml"
+    _, plain = cli("plan", stateful, "--format", "dot")
+    assert len(drawn) == len(arrows(laid_out(plain)))
 
 
 def report(*args) -> tuple[int, str]:

@@ -21,6 +21,7 @@ from reportcheck import (
     many_address_profile,
     plan_json,
     port_words,
+    stateless_profile,
 )
 
 from conftest import EXAMPLES, ROOT
@@ -181,9 +182,7 @@ def check_rules(page: Opened, rules: list[dict]) -> None:
         assert rule["purpose"] in row["text"] and rule["reference"] in row["text"]
         edge = page.dom["edges"][row["edge"]]
         assert edge["area"] > 0, (rule, edge)
-        pairs = {
-            f"{s}->{d}" for s, d in ends(rule["role"], rule["direction"], rule["peer"])
-        }
+        pairs = {f"{s}->{d}" for s, d in ends(rule["role"], rule["direction"], rule)}
         assert edge["ends"] in pairs, (rule, edge)
         assert port_words(rule) in edge["text"], (rule, edge)
 
@@ -197,6 +196,17 @@ def test_example_report_in_chromium(browser, tmp_path, name):
         check_not_blank(page, red=False)
         check_rules(page, plan_json(path)["rules"])
         assert page.dom["changes"] == []
+    finally:
+        page.close()
+
+
+def test_stateless_report_in_chromium(browser, tmp_path):
+    path = stateless_profile(tmp_path)
+    page = opened(browser, tmp_path, "generic-baremetal-stateless", path)
+    try:
+        check_offline(page)
+        check_not_blank(page, red=False)
+        check_rules(page, plan_json(path)["rules"])
     finally:
         page.close()
 
@@ -241,7 +251,7 @@ def test_upgrade_diff_report_in_chromium(browser, tmp_path):
             for piece in change["traffic"]:
                 pairs = {
                     f"{s}->{d}"
-                    for s, d in ends(change["role"], change["direction"], piece["peer"])
+                    for s, d in ends(change["role"], change["direction"], piece)
                 }
                 assert any(
                     e["ends"] in pairs and port_words(piece) in e["text"] for e in drawn
