@@ -9,7 +9,6 @@ one per kind of change, so the picture shows what is opened and closed.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from .matrix import ROLE_TITLES, ROLES, Matrix, Peer, Rule, port_text
@@ -94,11 +93,9 @@ class FlowGraph:
 
 
 def _sorted_cidrs(cidrs) -> tuple[str, ...]:
-    nets = sorted(
-        (ipaddress.ip_network(c) for c in set(cidrs)),
-        key=lambda n: (n.version, n.network_address, n.prefixlen),
-    )
-    return tuple(str(n) for n in nets)
+    from .optimizer import parse_cidr
+
+    return tuple(sorted(set(cidrs), key=parse_cidr))
 
 
 def address_summary(cidrs: tuple[str, ...]) -> str:
@@ -158,6 +155,7 @@ class _Builder:
     def __init__(self, matrix: Matrix, title: str, cluster: str):
         self.graph = FlowGraph(title, cluster, {}, [], {}, [])
         self.by_key: dict[tuple, Edge] = {}
+        self.cidrs: dict[str, set[str]] = {}  # peer node -> its addresses
         for role in ROLES:
             if role in matrix.roles():
                 self.graph.nodes[role] = Node(role, "role", ROLE_TITLES[role])
@@ -179,7 +177,7 @@ class _Builder:
                 node = Node(nid, "peer", name or "addresses", gone=gone)
                 self.graph.nodes[nid] = node
             if not gone or node.gone:
-                node.cidrs = _sorted_cidrs(node.cidrs + tuple(peer.cidrs))
+                self.cidrs.setdefault(nid, set()).update(peer.cidrs)
             out.append(nid)
         return out
 
@@ -195,6 +193,8 @@ class _Builder:
         edge.cidrs.update(peer.cidrs)
 
     def finish(self) -> FlowGraph:
+        for nid, cidrs in self.cidrs.items():
+            self.graph.nodes[nid].cidrs = _sorted_cidrs(cidrs)
         order = {nid: i for i, nid in enumerate(self.graph.nodes)}
         edges = sorted(
             self.by_key.values(),
