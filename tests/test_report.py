@@ -180,3 +180,25 @@ def test_a_thousand_addresses_are_counted_on_the_picture_and_listed_in_full(
     lists = html[html.index('id="addresses"') :]
     listed = set(CIDR.findall(lists))
     assert set(admin) <= listed and set(vcs) <= listed
+
+
+def _luminance(hex_colour: str) -> float:
+    if len(hex_colour) == 4:  # #abc is #aabbcc
+        hex_colour = "#" + "".join(c * 2 for c in hex_colour[1:])
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [
+        c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_text_colours_meet_wcag_aa_on_white():
+    """Every text colour of the page and the diagram: contrast 4.5:1 or more on white."""
+    css = (ROOT / "templates/report/report.css").read_text()
+    dot = (ROOT / "templates/report/flows.dot.j2").read_text()
+    colours = re.findall(r"(?<![-\w])color:\s*(#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3})\b", css)
+    colours += re.findall(r'fontcolor="(#[0-9a-fA-F]{6})"', dot)
+    assert len(colours) >= 12
+    for colour in colours:
+        ratio = 1.05 / (_luminance(colour) + 0.05)
+        assert ratio >= 4.5, (colour, round(ratio, 2))
