@@ -219,7 +219,7 @@ def build(
 ) -> FlowGraph:
     """The graph of `matrix`; with `changes` (diff.Change list), changed traffic too."""
     b = _Builder(matrix, title or matrix.profile, cluster or matrix.profile)
-    changed: dict[tuple, str] = {}  # (src, dst, line) -> added / widened
+    changed: dict[tuple, str] = {}  # (src, dst, line) -> added
     pending = []
     for rule in matrix.rules:  # nodes of the new side first: they are not gone
         b.node_for(rule.peer)
@@ -237,7 +237,9 @@ def build(
                     piece.ports,
                     piece.source_ports,
                 )
-                if not gone and not reply:
+                # A new rule is drawn as added; a widened one keeps its arrow and
+                # the widening gets its own, labelled with the new addresses.
+                if change.kind == "added" and not reply:
                     changed[(src, dst, line)] = change.kind
                 pending.append((src, dst, change.kind, line, reply, piece.peer, ids))
         b.graph.change_edges.append(ids)

@@ -52,7 +52,13 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-BREAKING_RED = (0xB0, 0x00, 0x20)
+# The diagram's colour of each kind of change (templates/report/flows.dot.j2).
+KIND_COLOURS = {
+    "removed": (0xB0, 0x00, 0x20),
+    "narrowed": (0x8A, 0x4B, 0x00),
+    "added": (0x1B, 0x6E, 0x20),
+    "widened": (0x0B, 0x57, 0xD0),
+}
 
 READ_DOM = """() => {
   const edges = {};
@@ -74,7 +80,7 @@ READ_DOM = """() => {
 }"""
 
 # Pixels of a PNG screenshot, counted in a blank page of the browser.
-COUNT_PIXELS = """async ([png, red]) => {
+COUNT_PIXELS = """async ([png, colours]) => {
   const img = new Image();
   img.src = 'data:image/png;base64,' + png;
   await img.decode();
@@ -83,15 +89,18 @@ COUNT_PIXELS = """async ([png, red]) => {
   const ctx = canvas.getContext('2d');
   ctx.drawImage(img, 0, 0);
   const data = ctx.getImageData(0, 0, img.width, img.height).data;
-  let ink = 0, reds = 0;
-  const colours = new Set();
+  let ink = 0;
+  const near = colours.map(() => 0);
+  const distinct = new Set();
   for (let i = 0; i < data.length; i += 4) {
     const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
     if (r < 235 || g < 235 || b < 235) ink++;
-    if (Math.abs(r - red[0]) < 40 && Math.abs(g - red[1]) < 40 && Math.abs(b - red[2]) < 40) reds++;
-    if (colours.size < 1000) colours.add((r << 16) | (g << 8) | b);
+    colours.forEach(([cr, cg, cb], k) => {
+      if (Math.abs(r - cr) < 40 && Math.abs(g - cg) < 40 && Math.abs(b - cb) < 40) near[k]++;
+    });
+    if (distinct.size < 1000) distinct.add((r << 16) | (g << 8) | b);
   }
-  return {pixels: data.length / 4, ink, reds, colours: colours.size};
+  return {pixels: data.length / 4, ink, near, colours: distinct.size};
 }"""
 
 
@@ -141,7 +150,8 @@ class Opened:
         page = self.context.new_page()
         try:
             return page.evaluate(
-                COUNT_PIXELS, [base64.b64encode(png).decode(), list(BREAKING_RED)]
+                COUNT_PIXELS,
+                [base64.b64encode(png).decode(), list(KIND_COLOURS.values())],
             )
         finally:
             page.close()
@@ -163,13 +173,14 @@ def check_offline(page: Opened) -> None:
     assert page.blocked == [] and page.errors == [], (page.blocked, page.errors)
 
 
-def check_not_blank(page: Opened, red: bool) -> None:
+def check_not_blank(page: Opened, kinds=()) -> None:
     whole = page.pixels(page.shot.read_bytes())
     assert whole["colours"] > 20 and whole["ink"] > whole["pixels"] * 0.02, whole
     diagram = page.pixels(page.diagram)
     assert diagram["ink"] > diagram["pixels"] * 0.01, diagram
-    # Breaking red is drawn exactly when something breaks.
-    assert (diagram["reds"] > 100) == red, diagram
+    # A change's colour is on the picture exactly when the diff has that kind.
+    for kind, count in zip(KIND_COLOURS, diagram["near"]):
+        assert (count > 100) == (kind in kinds), (kind, diagram)
 
 
 def check_rules(page: Opened, rules: list[dict]) -> None:
@@ -193,7 +204,7 @@ def test_example_report_in_chromium(browser, tmp_path, name):
     page = opened(browser, tmp_path, name, path)
     try:
         check_offline(page)
-        check_not_blank(page, red=False)
+        check_not_blank(page)
         check_rules(page, plan_json(path)["rules"])
         assert page.dom["changes"] == []
     finally:
@@ -205,57 +216,90 @@ def test_stateless_report_in_chromium(browser, tmp_path):
     page = opened(browser, tmp_path, "generic-baremetal-stateless", path)
     try:
         check_offline(page)
-        check_not_blank(page, red=False)
+        check_not_blank(page)
         check_rules(page, plan_json(path)["rules"])
     finally:
         page.close()
 
 
-def test_upgrade_diff_report_in_chromium(browser, tmp_path):
-    """4.2 -> 4.3 of the VPN example: what the diff calls breaking is red, listed first."""
-    expected = diff_json(AWS, AWS, "--new-version", "4.3")
-    assert expected["breaking"], "the 4.3 upgrade is documented as breaking"
-    page = opened(
-        browser,
-        tmp_path,
-        "aws-private-vpn-4.2-to-4.3",
-        AWS,
-        "--server-version",
-        "4.3",
-        "--diff",
-        AWS,
-    )
+def check_changes(page: Opened, expected: dict) -> None:
+    """Every change of `diff --format json` listed (breaking first) and drawn."""
+    listed = page.dom["changes"]
+    assert len(listed) == len(expected["changes"])
+    flags = [row["breaking"] for row in listed]
+    assert flags == sorted(flags, reverse=True), "breaking changes come first"
+    unmatched = list(listed)
+    for change in expected["changes"]:
+        row = next(
+            r
+            for r in unmatched
+            if (r["kind"], r["role"], r["direction"])
+            == (change["kind"], change["role"], change["direction"])
+            and all(p in r["text"] for p in change["purposes"])
+        )
+        unmatched.remove(row)
+        assert row["breaking"] == change["breaking"]
+        drawn = [page.dom["edges"][e] for e in row["edges"]]
+        for edge in drawn:
+            assert change["kind"] in edge["classes"] and edge["area"] > 0
+            assert ("breaking" in edge["classes"]) == change["breaking"]
+            assert f"{change['kind']}:" in edge["text"]  # not by colour alone
+        for piece in change["traffic"]:
+            pairs = {
+                f"{s}->{d}" for s, d in ends(change["role"], change["direction"], piece)
+            }
+            assert any(
+                e["ends"] in pairs and port_words(piece) in e["text"] for e in drawn
+            ), (change, drawn)
+
+
+def edited_profile(tmp_path):
+    """The VPN example with narrower admin access and more VCS and VPN addresses."""
+    text = AWS.read_text()
+    for old, new in (
+        ("ssh_admin: [172.16.10.0/24]", "ssh_admin: [172.16.10.0/25]"),
+        ("vcs: [192.0.2.0/24]", "vcs: [192.0.2.0/24, 198.51.100.0/24]"),
+        ("external: [172.16.0.0/12]", "external: [172.16.0.0/12, 10.200.0.0/16]"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "edited.yaml"
+    path.write_text(text)
+    return path
+
+
+# name: (OLD, NEW, OLD's version, NEW's version)
+DIFFS = {
+    "aws-private-vpn-4.2-to-4.3": (lambda tmp: AWS, lambda tmp: AWS, None, "4.3"),
+    "aws-private-vpn-4.3-to-4.2": (lambda tmp: AWS, lambda tmp: AWS, "4.3", None),
+    "aws-private-vpn-edited": (lambda tmp: AWS, edited_profile, None, None),
+}
+
+
+@pytest.mark.parametrize("name", DIFFS)
+def test_diff_report_in_chromium(browser, tmp_path, name):
+    """What the diff calls breaking is red on the picture and listed first; every
+    change is drawn. 4.2 -> 4.3 is the upgrade the page documents as breaking."""
+    old_of, new_of, old_version, new_version = DIFFS[name]
+    old, new = old_of(tmp_path), new_of(tmp_path)
+    diff_args, report_args = [], []
+    if old_version:
+        diff_args += ["--old-version", old_version]
+        report_args += ["--old-version", old_version]
+    if new_version:
+        diff_args += ["--new-version", new_version]
+        report_args += ["--server-version", new_version]
+    expected = diff_json(old, new, *diff_args)
+    assert expected["changes"]
+    if name == "aws-private-vpn-4.2-to-4.3":
+        assert expected["breaking"], "the 4.3 upgrade is documented as breaking"
+    page = opened(browser, tmp_path, name, new, "--diff", old, *report_args)
     try:
         check_offline(page)
-        check_not_blank(page, red=True)
-        check_rules(page, plan_json(AWS, "--server-version", "4.3")["rules"])
-        listed = page.dom["changes"]
-        assert len(listed) == len(expected["changes"])
-        flags = [row["breaking"] for row in listed]
-        assert flags == sorted(flags, reverse=True), "breaking changes come first"
-        unmatched = list(listed)
-        for change in expected["changes"]:
-            row = next(
-                r
-                for r in unmatched
-                if (r["kind"], r["role"], r["direction"])
-                == (change["kind"], change["role"], change["direction"])
-                and all(p in r["text"] for p in change["purposes"])
-            )
-            unmatched.remove(row)
-            assert row["breaking"] == change["breaking"]
-            drawn = [page.dom["edges"][e] for e in row["edges"]]
-            for edge in drawn:
-                assert change["kind"] in edge["classes"] and edge["area"] > 0
-                assert ("breaking" in edge["classes"]) == change["breaking"]
-            for piece in change["traffic"]:
-                pairs = {
-                    f"{s}->{d}"
-                    for s, d in ends(change["role"], change["direction"], piece)
-                }
-                assert any(
-                    e["ends"] in pairs and port_words(piece) in e["text"] for e in drawn
-                ), (change, drawn)
+        check_not_blank(page, {c["kind"] for c in expected["changes"]})
+        version = ["--server-version", new_version] if new_version else []
+        check_rules(page, plan_json(new, *version)["rules"])
+        check_changes(page, expected)
     finally:
         page.close()
 
@@ -265,7 +309,7 @@ def test_a_thousand_addresses_in_chromium(browser, tmp_path):
     page = opened(browser, tmp_path, "acme-many", path)
     try:
         check_offline(page)
-        check_not_blank(page, red=False)
+        check_not_blank(page)
         check_rules(page, plan_json(path)["rules"])
         listed = page.page.locator("#addresses").inner_text()
         assert all(c in listed for c in admin[::97] + vcs[::97])
