@@ -72,7 +72,7 @@ def _facts(profile, matrix: Matrix) -> list[tuple[str, str]]:
         facts.append(("VPC", profile.vpc_cidr))
     for role, cidrs in profile.subnets.items():
         if cidrs:
-            facts.append((f"Subnets: {ROLE_TITLES[role]}", ", ".join(cidrs)))
+            facts.append((f"Subnets: {ROLE_TITLES.get(role, role)}", ", ".join(cidrs)))
     if profile.dns_servers:
         facts.append(("DNS servers", ", ".join(profile.dns_servers)))
     if profile.nat_gateway_ips:
