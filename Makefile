@@ -8,14 +8,15 @@ CHECKOV_VERSION := 3.3.30
 PROFILE ?= profiles/aws-private-vpn.yaml
 
 # Debian packages the tests use, each with the reason (printed when installed).
-DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch
+DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch chromium
 WHY_iptables := iptables-restore loads the iptables output in test network namespaces
 WHY_ipset := ipset loads the iptables output's address sets
 WHY_iproute2 := ip builds the network namespaces of the tests and of rulegen verify
 WHY_nftables := nft checks and loads the nftables output
 WHY_shellcheck := shellcheck lints the generated shell scripts
-WHY_graphviz := dot renders plan --format dot
+WHY_graphviz := dot lays out the report's diagram and reads plan --format dot back
 WHY_patch := patch applies diff --files output to prove it is a real diff
+WHY_chromium := the report tests open every report in headless Chromium
 
 .PHONY: run test setup runtime tools debian-packages bench format clean
 

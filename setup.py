@@ -24,6 +24,6 @@ setup(
     package_dir={"generator.templates": "templates"},
     package_data={
         "generator": ["*.yaml", "*.json"],
-        "generator.templates": ["**/*.j2"],
+        "generator.templates": ["**/*.j2", "**/*.css"],
     },
 )

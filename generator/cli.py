@@ -8,7 +8,7 @@ import click
 
 from . import __version__
 
-FORMATS = ("table", "json", "markdown", "csv")
+FORMATS = ("table", "json", "markdown", "csv", "dot")
 
 
 def fail(problems, code: int = 1) -> None:
@@ -59,7 +59,7 @@ def plan(
     no_optimize: bool = False,
     verify_equivalence: bool = False,
 ) -> None:
-    """Print the complete rule matrix of PROFILE."""
+    """Print the complete rule matrix of PROFILE (dot: a Graphviz graph of the flows)."""
     from .optimizer import optimize
     from .planner import plan as make_plan
     from .report import render
@@ -83,6 +83,60 @@ def plan(
         for line in report.lines() if report else ():
             click.echo(line, err=True)
     click.echo(render(matrix, fmt), nl=False)
+
+
+@main.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="HTML file to write (default: out/<name>-report.html).",
+)
+@click.option(
+    "--diff",
+    "old",
+    type=click.Path(dir_okay=False),
+    metavar="OLD",
+    help="A profile or snapshot to compare with: changes are drawn and listed.",
+)
+@click.option("--server-version", help="Report another release than the profile's.")
+@click.option("--old-version", help="Server version for OLD (a profile).")
+def report(profile, output, old, server_version, old_version) -> None:
+    """Write a self-contained HTML review page of PROFILE: diagram, rules, changes."""
+    from pathlib import Path
+
+    from .flowgraph import DotError
+    from .htmlreport import render as render_html
+    from .pipeline import shipped_matrix
+
+    prof = load(profile, server_version)
+    diff_report = None
+    if old:
+        from .diff import diff as make_diff
+        from .optimizer import optimize
+        from .profile import ProfileError
+        from .snapshot import SnapshotError, load_side, side_from_profile
+
+        try:
+            before = load_side(old, old_version, "--old-version")
+            after = side_from_profile(profile, server_version)
+        except (ProfileError, SnapshotError) as exc:
+            fail(exc.problems)
+        diff_report = make_diff(before, after)
+        matrix = optimize(after.matrix)[0]
+    else:
+        matrix = shipped_matrix(prof)
+    warn(matrix.warnings)
+    try:
+        text = render_html(prof, matrix, diff_report)
+    except DotError as exc:
+        fail([str(exc)])
+    from .writer import write_atomic
+
+    path = Path(output) if output else Path("out") / f"{prof.name}-report.html"
+    write_atomic(path, text)
+    click.echo(f"wrote {path}", err=True)
 
 
 @main.command()

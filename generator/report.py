@@ -7,14 +7,18 @@ import json
 
 from .matrix import DIRECTIONS, ROLE_TITLES, Matrix, Rule, port_text
 
-FORMATS = ("table", "json", "markdown", "csv")
+FORMATS = ("table", "json", "markdown", "csv", "dot")
 COLUMNS = ("protocol", "ports", "peer", "purpose", "reference")
 
 
 def render(matrix: Matrix, fmt: str) -> str:
-    return {"table": _table, "json": _json, "markdown": _markdown, "csv": _csv}[fmt](
-        matrix
-    )
+    return {
+        "table": _table,
+        "json": _json,
+        "markdown": _markdown,
+        "csv": _csv,
+        "dot": _dot,
+    }[fmt](matrix)
 
 
 def peer_text(rule: Rule) -> str:
@@ -90,6 +94,12 @@ def _markdown(matrix: Matrix) -> str:
             out.append("| " + " | ".join(cells) + " |")
     out.extend(_footer(matrix))
     return "\n".join(out) + "\n"
+
+
+def _dot(matrix: Matrix) -> str:
+    from .flowgraph import build, to_dot
+
+    return to_dot(build(matrix))
 
 
 def _csv(matrix: Matrix) -> str:

@@ -35,7 +35,8 @@ def subpackages() -> set[str]:
 def templates() -> set[str]:
     return {
         str(p.relative_to(ROOT / "templates"))
-        for p in (ROOT / "templates").rglob("*.j2")
+        for p in (ROOT / "templates").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc")
     }
 
 
