@@ -72,6 +72,7 @@ $(CHECKOV_VENV)/.installed:
 bench: setup .venv-bench/.installed
 	$(PY) benchmarks/plan.py
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/report.py
 
 .venv-bench/.installed:
 	python3 -m venv .venv-bench
