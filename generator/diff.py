@@ -213,6 +213,7 @@ class Change:
     purposes: list[str]
     references: list[str]
     flows: list[str]
+    site: bool = False  # every rule behind it comes from the profile's site_flows
 
     @property
     def breaking(self) -> bool:
@@ -228,6 +229,7 @@ class Change:
             "purposes": self.purposes,
             "references": self.references,
             "flows": self.flows,
+            "site": self.site,
         }
 
 
@@ -304,9 +306,10 @@ def _explain(
             purposes=_unique(r.purpose for r in cover),
             references=_unique(r.reference for r in cover),
             flows=_unique(f for r in cover for f in r.flow.split("+")),
+            site=all(r.site for r in cover),
         )
         # Equal reasons read as one change (a flow's tcp and udp rules, say).
-        key = (here, tuple(change.purposes), tuple(change.references))
+        key = (here, tuple(change.purposes), tuple(change.references), change.site)
         if key in merged:
             merged[key].traffic = sorted(
                 merged[key].traffic + change.traffic, key=_piece_order
@@ -512,7 +515,11 @@ def _summary(t: TrafficDiff) -> str:
         return "no change: both sides allow exactly the same traffic"
     counts = ", ".join(f"{t.count(k)} {k}" for k in KINDS)
     n = len(t.changes)
-    return f"{n} change{'s' if n != 1 else ''}, {len(t.breaking)} breaking ({counts})"
+    site = sum(c.site for c in t.changes)
+    return (
+        f"{n} change{'s' if n != 1 else ''}, {len(t.breaking)} breaking ({counts})"
+        + (f"; {site} of them site flow changes" if site else "")
+    )
 
 
 def _rewordings(t: TrafficDiff) -> tuple[list[Reworded], int]:
@@ -566,7 +573,8 @@ def render_text(report: Report) -> str:
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
-            mark = "  [breaking]" if change.breaking else ""
+            mark = "  [site]" if change.site else ""
+            mark += "  [breaking]" if change.breaking else ""
             lines = [piece_text(p, direction) for p in change.traffic]
             out.append(f"  {change.kind:<9}{lines[0]}{mark}")
             out += [f"  {'':<9}{line}" for line in lines[1:]]
@@ -631,6 +639,7 @@ def render_markdown(report: Report) -> str:
         out += ["| change | traffic | purpose | page reference |", "|---|---|---|---|"]
         for change in changes:
             kind = f"**{change.kind}** (breaking)" if change.breaking else change.kind
+            kind += " (site)" if change.site else ""
             cells = [
                 kind,
                 "<br>".join(_cell(piece_text(p, direction)) for p in change.traffic),
