@@ -189,6 +189,8 @@ def read_flow(
         roles = set(ROLES)
         for src in sources:
             for dst in destinations:
+                if src not in known or dst not in known:
+                    continue  # reported above
                 if src not in roles and dst not in roles:
                     problem(
                         ("to",),

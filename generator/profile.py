@@ -259,7 +259,7 @@ def _explain(error) -> list[tuple[tuple, str]]:
     if error.validator == "pattern" and schema["pattern"] == PEER_NAME_PATTERN:
         return [
             (
-                path,
+                path + (error.instance,),  # a key: its own line, not its mapping's
                 f"{error.instance!r} is not a valid peer list name: use lowercase letters,"
                 " digits and underscores, starting with a letter (at most 31 characters)",
             )
@@ -358,7 +358,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
     peers = {}
     for key in PEER_DEFAULTS:
         peers[key] = cidrs(("peers", key), peers_in.get(key, PEER_DEFAULTS[key]))
-    for key in sorted(set(peers_in) - set(PEER_DEFAULTS)):
+    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:  # in file order
         if key in ROLES or key == "dns":
             what = "a role" if key in ROLES else "the DNS servers (network.dns_servers)"
             error(("peers", key), f"{key!r} already names {what}; choose another name")
@@ -548,7 +548,7 @@ def _site_flows(data, peers, transparent, error) -> list:
 
 def _check_named_peers(peers_in, site_flows, error, warn) -> None:
     used = {end for f in site_flows for end in f.sources + f.destinations}
-    for key in sorted(set(peers_in) - set(PEER_DEFAULTS)):
+    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:
         if key in used:
             continue
         guess = difflib.get_close_matches(key, list(PEER_DEFAULTS), n=1, cutoff=0.8)
