@@ -173,6 +173,14 @@ def test_site_rules_appear_in_every_gcp_file():
         assert body["description"].split(". Source: ")[1].startswith("Site flow")
         assert f'"{body["name"]}"' in files["terraform-gcp/main.tf"]
         assert body["name"] in files["gcp-firewall/create-firewall-rules.sh"]
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(
+        (ROOT / "tests" / "data" / "gcp-firewall.schema.json").read_text()
+    )
+    validator = Draft202012Validator(schema)
+    for body in bodies:
+        assert not [e.message for e in validator.iter_errors(body)], body["name"]
     moved = [b for b in site if "8443" in b["name"] and b["direction"] == "INGRESS"]
     assert moved and "transparent load balancer" in moved[0]["description"]
 
@@ -694,3 +702,48 @@ def test_readme_site_flows_example_is_valid():
     assert "nomad_clients_ingress_tcp_9100_site_prometheus" in {
         r.name for r in matrix.rules
     }
+
+
+def test_site_rules_count_towards_quotas_and_split_like_the_others():
+    from test_emit_aws import terraform_rules
+
+    from generator.quotas import QuotaError
+
+    scrapers = ", ".join(f"10.9.1.{i}/32" for i in range(0, 16, 2))  # 8 blocks
+    quotas = "quotas: {aws: {inbound_rules_per_group: 6}}\n"
+    base = BASE.replace("prometheus: [10.9.0.10/32]", f"prometheus: [{scrapers}]")
+    text = with_flows(FLOW, base.replace("site_flows:\n", quotas + "site_flows:\n"))
+    profile = profile_from(text)
+    matrix = shipped_matrix(profile)
+    files = files_for(profile, matrix, [TARGETS["terraform-aws"]])
+    rules = terraform_rules(files["terraform-aws/main.tf"])
+    site = [r for r in rules if "_site_prometheus_" in r["key"]]
+    assert len(site) == 8 and {r["role"] for r in site} == {"nomad_clients"}
+    groups = {r["group"] for r in rules if r["role"] == "nomad_clients"}
+    assert len(groups) > 1  # 3 page rules + 8 site rules, 6 to a group
+    tight = text.replace(
+        "inbound_rules_per_group: 6",
+        "inbound_rules_per_group: 2, groups_per_interface: 2",
+    )
+    profile = profile_from(tight)
+    with pytest.raises(QuotaError):
+        files_for(profile, shipped_matrix(profile), [TARGETS["terraform-aws"]])
+
+
+def test_a_snapshot_keeps_site_rules_and_diffs_against_an_edit(tmp_path):
+    from generator import snapshot
+
+    side = snapshot.side_from_profile(str(EXAMPLE))
+    text = snapshot.dumps(snapshot.build(side))
+    back = snapshot.parse_snapshot(text, "s.json")  # validated by its schema
+    assert [r for r in back.matrix.rules if r.site] == site_rules(side.matrix) != []
+    saved = tmp_path / "s.json"
+    saved.write_text(text)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(
+        TEXT.replace("bastion: [10.20.0.5/32]", "bastion: [10.20.0.6/32]")
+    )
+    result = CliRunner().invoke(main, ["diff", str(saved), str(edited)])
+    assert result.exit_code == 2, result.output
+    assert "4 changes, 2 breaking" in result.output
+    assert "4 of them site flow changes" in result.output
