@@ -567,8 +567,8 @@ def _check_site_flows(site_flows, peers, warn) -> None:
     """Warnings for site flows that open SSH or a whole role to anywhere."""
     from .matrix import ROLE_TITLES
 
-    for flow in site_flows:
-        path = ("site_flows", int(flow.key.split("[")[1].rstrip("]")))
+    for i, flow in enumerate(site_flows):  # one flow per entry, in order
+        path = ("site_flows", i)
         ports = flow.ports or ((1, 65535),)
         tcp = any(p in ("tcp", "all") for p in flow.protocols)
         ssh = tcp and any(lo <= 22 <= hi for lo, hi in ports)
