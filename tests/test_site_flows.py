@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
@@ -747,3 +748,36 @@ def test_a_snapshot_keeps_site_rules_and_diffs_against_an_edit(tmp_path):
     assert result.exit_code == 2, result.output
     assert "4 changes, 2 breaking" in result.output
     assert "4 of them site flow changes" in result.output
+
+
+def test_a_named_peer_open_to_anywhere_gets_the_stand_in_host():
+    text = with_flows(
+        """\
+  - from: anyone
+    to: nomad_clients
+    protocol: tcp
+    ports: 8080
+    purpose: A public webhook receiver
+  - from: partner_v6
+    to: nomad_clients
+    protocol: tcp
+    ports: 8081
+    purpose: A partner over IPv6 only
+""",
+        BASE.replace(
+            "  prometheus: [10.9.0.10/32]\n",
+            "  anyone: [0.0.0.0/0]\n  partner_v6: [2001:db8::/32]\n",
+        ),
+    )
+    profile = profile_from(text)
+    probe_plan = make_plan(shipped_matrix(profile), profile.subnets)
+    host = next(h for h in probe_plan.hosts if "anyone" in h.labels)
+    assert host.stand_in and host.address in ipaddress.ip_network("198.18.0.0/15")
+    assert any(p.src is host and p.port == 8080 and p.expect for p in probe_plan.probes)
+    assert any(
+        p.src is host and p.port == 22 and not p.expect for p in probe_plan.probes
+    )
+    assert probe_plan.skipped == [
+        "nomad_clients_ingress_tcp_8081_site_partner_v6: no IPv4 address in its peer;"
+        " not probed"
+    ]
