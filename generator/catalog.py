@@ -1,15 +1,29 @@
-"""The versioned rule catalog (catalog.yaml): flows per release line, as data."""
+"""The versioned rule catalog (catalog.yaml): flows per release line, as data.
+
+The page's flows and a profile's site flows share one shape and one parser
+(read_flow), which reports each problem with its key path for the caller to place.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
-from .matrix import ROLES
+from .matrix import ROLES, ROLE_TITLES
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 PEERS = ("external", "internet", "vcs", "dns", "ssh_admin", "ssh_rerun")
+PROTOCOL_NAMES = ("tcp", "udp", "all")
+# Why the page forbids traffic between two instances of one role.
+ISOLATION_REASONS = {
+    "nomad_clients": "the page says Nomad clients need no traffic between them and asks"
+    " to block it completely (jobs of different projects run side by side on them)",
+    "external_vms": "the page says external VMs, like Nomad clients, need no traffic"
+    " between them (each VM runs one job, which must not reach another's)",
+}
 
 
 @dataclass(frozen=True)
@@ -27,8 +41,15 @@ class Flow:
     public_ip: str | None
     refs: dict
     caution: dict
+    # Site flows (a profile's own): always current, cited by their reference.
+    site: bool = False
+    reference: str | None = None
+    key: str = ""  # where the flow was written, e.g. site_flows[2]
+    acknowledge_isolation: bool = False
 
     def status(self, line: str) -> str | None:
+        if self.site:
+            return "current"
         if line in self.lines:
             return "current"
         if line in self.obsolete:
@@ -56,16 +77,159 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+Problem = Callable[[tuple, str], None]
+
+
 def _tuple(value) -> tuple:
     if value is None:
         return ()
     return tuple(value) if isinstance(value, list) else (value,)
 
 
-def _ports(value) -> tuple[tuple[int, int], ...] | None:
+def _port(value, path: tuple, problem: Problem) -> tuple[int, int] | None:
+    """One port, "low-high", or [low, high]; None (reported) if it is none of these."""
+    if isinstance(value, str):
+        low, sep, high = value.partition("-")
+        if low.strip().isdigit() and (not sep or high.strip().isdigit()):
+            value = [int(low), int(high)] if sep else int(low)
+    if isinstance(value, list) and len(value) == 2:
+        first = _port(value[0], path + (0,), problem)
+        last = _port(value[1], path + (1,), problem)
+        if first is None or last is None:
+            return None
+        if first[0] > last[0]:
+            problem(path, f"range {first[0]}-{last[0]} runs backwards")
+            return None
+        return first[0], last[0]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= 65535:
+            return value, value
+        problem(path, f"port {value} is out of range 1-65535")
+        return None
+    problem(
+        path,
+        f"{value!r} is not a port: expected a number, a range such as 30000-32767"
+        " or [30000, 32767]",
+    )
+    return None
+
+
+def _ports(value, problem: Problem) -> tuple[tuple[int, int], ...] | None:
     if value is None:
         return None
-    return tuple((p[0], p[1]) if isinstance(p, list) else (p, p) for p in value)
+    items = value if isinstance(value, list) else [value]
+    # [30000, 32767] alone is two ports, as in the catalog; a range inside a list
+    # is written [[30000, 32767]] or "30000-32767".
+    if not items:
+        problem(("ports",), "expected at least one port")
+        return ()
+    path = ("ports",) if not isinstance(value, list) else None
+    out = []
+    for i, item in enumerate(items):
+        port = _port(item, path or ("ports", i), problem)
+        if port is not None:
+            out.append(port)
+    return tuple(out)
+
+
+def _guess(value, known) -> str:
+    guess = difflib.get_close_matches(str(value), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {guess[0]!r}?" if guess else ""
+
+
+def _ends(raw: dict, key: str, known, problem: Problem, what: str) -> tuple:
+    ends = _tuple(raw.get(key))
+    if not ends:
+        problem((key,), "expected a role or a peer list, or a list of them")
+    for i, end in enumerate(ends):
+        path = (key,) if not isinstance(raw.get(key), list) else (key, i)
+        if not isinstance(end, str):
+            problem(path, f"expected a name, got {end!r}")
+        elif end not in known:
+            problem(path, f"unknown end {end!r}: not {what}{_guess(end, known)}")
+    return ends
+
+
+def read_flow(
+    raw: dict,
+    known,
+    problem: Problem,
+    *,
+    site: bool = False,
+    isolated: tuple[str, ...] = (),
+    key: str = "",
+) -> Flow:
+    """One flow from its catalog shape; every problem goes to problem(path, message).
+
+    A site flow (a profile's own) also needs a role at one end of each pair, and an
+    explicit acknowledgement to join two instances of a role the page isolates.
+    """
+    what = "a role or a peer list" if site else "a role or a catalog peer"
+    sources = _ends(raw, "from", known, problem, what)
+    destinations = _ends(raw, "to", known, problem, what)
+    protocols = _tuple(raw.get("protocol"))
+    for i, protocol in enumerate(protocols):
+        if protocol not in PROTOCOL_NAMES:
+            path = ("protocol",) if len(protocols) == 1 else ("protocol", i)
+            problem(
+                path,
+                f"unknown protocol {protocol!r}; expected tcp, udp or all"
+                f"{_guess(protocol, PROTOCOL_NAMES)}",
+            )
+    ports = _ports(raw.get("ports"), problem)
+    if "all" in protocols and len(protocols) > 1:
+        problem(("protocol",), "all already takes in tcp and udp: list it alone")
+    elif protocols == ("all",) and ports is not None:
+        problem(("ports",), "protocol all matches every port: leave ports out")
+    elif protocols and "all" not in protocols and ports is None:
+        problem(("ports",), "ports go with tcp/udp: list them (or use protocol all)")
+    flow_id = raw.get("id") or key
+    acknowledged = bool(raw.get("acknowledge_isolation", False))
+    if site:
+        roles = set(ROLES)
+        for src in sources:
+            for dst in destinations:
+                if src not in known or dst not in known:
+                    continue  # reported above
+                if src not in roles and dst not in roles:
+                    problem(
+                        ("to",),
+                        f"{src} to {dst}: neither end is a role; a site flow opens"
+                        " a role's firewall, so one end at least must be a role",
+                    )
+                elif src == dst and src in isolated and not acknowledged:
+                    problem(
+                        ("to",),
+                        f"{ROLE_TITLES[src]} to {ROLE_TITLES[src]} is refused:"
+                        f" {ISOLATION_REASONS.get(src, 'the page isolates them')};"
+                        " add acknowledge_isolation: true to open it anyway",
+                    )
+        if acknowledged and not any(
+            s == d and s in isolated for s in sources for d in destinations
+        ):
+            problem(
+                ("acknowledge_isolation",),
+                "nothing to acknowledge: the flow joins no role the page isolates",
+            )
+    return Flow(
+        id=flow_id,
+        sources=sources,
+        destinations=destinations,
+        protocols=protocols,
+        ports=ports,
+        purpose=raw.get("purpose", ""),
+        purpose_by_line=raw.get("purpose_by_line", {}),
+        lines=_tuple(raw.get("lines")),
+        obsolete=_tuple(raw.get("obsolete")),
+        when=raw.get("when", {}),
+        public_ip=raw.get("public_ip"),
+        refs=raw.get("refs", {}),
+        caution=raw.get("caution", {}),
+        site=site,
+        reference=raw.get("reference"),
+        key=key,
+        acknowledge_isolation=acknowledged,
+    )
 
 
 def parse_catalog(data: dict) -> Catalog:
@@ -73,31 +237,16 @@ def parse_catalog(data: dict) -> Catalog:
     lines = data["release_lines"]
     flows = []
     for raw in data["flows"]:
-        flow = Flow(
-            id=raw["id"],
-            sources=_tuple(raw["from"]),
-            destinations=_tuple(raw["to"]),
-            protocols=_tuple(raw["protocol"]),
-            ports=_ports(raw.get("ports")),
-            purpose=raw["purpose"],
-            purpose_by_line=raw.get("purpose_by_line", {}),
-            lines=_tuple(raw.get("lines")),
-            obsolete=_tuple(raw.get("obsolete")),
-            when=raw.get("when", {}),
-            public_ip=raw.get("public_ip"),
-            refs=raw.get("refs", {}),
-            caution=raw.get("caution", {}),
-        )
-        for end in flow.sources + flow.destinations:
-            if end not in known:
-                raise ValueError(f"catalog flow {flow.id}: unknown end {end!r}")
+
+        def problem(path, message, flow_id=raw.get("id")):
+            raise ValueError(f"catalog flow {flow_id}: {message}")
+
+        flow = read_flow(raw, known, problem)
         for line in flow.lines + flow.obsolete:
             if line not in lines:
                 raise ValueError(
                     f"catalog flow {flow.id}: unknown release line {line!r}"
                 )
-        if (flow.ports is None) != (flow.protocols == ("all",)):
-            raise ValueError(f"catalog flow {flow.id}: ports go with tcp/udp only")
         flows.append(flow)
     ids = [f.id for f in flows]
     if len(ids) != len(set(ids)):

@@ -387,9 +387,17 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
 
 @main.command()
 @click.argument("profile", type=click.Path(dir_okay=False))
-@click.option("--from", "source", required=True, help="A role, or an address or CIDR.")
 @click.option(
-    "--to", "destination", required=True, help="A role, or an address or CIDR."
+    "--from",
+    "source",
+    required=True,
+    help="A role, a peer list, or an address or CIDR.",
+)
+@click.option(
+    "--to",
+    "destination",
+    required=True,
+    help="A role, a peer list, or an address or CIDR.",
 )
 @click.option("--port", type=click.IntRange(1, 65535), required=True)
 @click.option(
@@ -421,7 +429,8 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 
     prof = load(profile, server_version, code=2)
     try:
-        src, dst = endpoint(source), endpoint(destination)
+        peers = {**prof.peers, "dns": prof.dns_servers}
+        src, dst = endpoint(source, peers), endpoint(destination, peers)
     except ExplainError as exc:
         fail([str(exc)], code=2)
     warn(e.warning for e in (src, dst) if e.warning)

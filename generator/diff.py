@@ -218,6 +218,7 @@ class Change:
     kept: list[Piece] = field(default_factory=list)
     # Why a removal is expected (the new page's upgrade notes), or "".
     expected: str = ""
+    site: bool = False  # every rule behind it comes from the profile's site_flows
 
     @property
     def breaking(self) -> bool:
@@ -235,6 +236,7 @@ class Change:
             "purposes": self.purposes,
             "references": self.references,
             "flows": self.flows,
+            "site": self.site,
         }
 
 
@@ -316,9 +318,10 @@ def _explain(
             references=_unique(r.reference for r in cover),
             flows=_unique(f for r in cover for f in r.flow.split("+")),
             kept=_pieces([b for b, _ in boxes_of(both)], names),
+            site=all(r.site for r in cover),
         )
         # Equal reasons read as one change (a flow's tcp and udp rules, say).
-        key = (here, tuple(change.purposes), tuple(change.references))
+        key = (here, tuple(change.purposes), tuple(change.references), change.site)
         if key in merged:
             same = merged[key]
             same.traffic = sorted(same.traffic + change.traffic, key=_piece_order)
@@ -556,6 +559,9 @@ def _summary(t: TrafficDiff) -> str:
     counts = ", ".join(f"{t.count(k)} {k}" for k in KINDS)
     n = len(t.changes)
     out = f"{n} change{'s' if n != 1 else ''}, {len(t.breaking)} breaking ({counts})"
+    site = sum(c.site for c in t.changes)
+    if site:
+        out += f"; {site} of them site flow changes"
     if t.expected:
         out += f"; {len(t.expected)} removal(s) expected by the upgrade notes"
     return out
@@ -634,7 +640,8 @@ def render_text(report: Report) -> str:
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
-            mark = f"  [{_mark(change)}]" if _mark(change) else ""
+            mark = "  [site]" if change.site else ""
+            mark += f"  [{_mark(change)}]" if _mark(change) else ""
             lines = _traffic_lines(change)
             out.append(f"  {change.kind:<9}{lines[0]}{mark}")
             out += [f"  {'':<9}{line}" for line in lines[1:]]
@@ -710,6 +717,7 @@ def render_markdown(report: Report) -> str:
             kind = f"**{change.kind}**" if change.breaking else change.kind
             if _mark(change):
                 kind += f" ({_mark(change)})"
+            kind += " (site)" if change.site else ""
             cells = [
                 kind,
                 "<br>".join(_cell(line) for line in _traffic_lines(change)),

@@ -25,6 +25,7 @@ class Endpoint:
     role: str | None = None
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     given: str = field(default="", compare=False)  # as typed, when it had host bits
+    peer: str | None = None  # the profile's peer list it was named by
 
     @property
     def warning(self) -> str | None:
@@ -36,18 +37,28 @@ class Endpoint:
     def label(self) -> str:
         if self.role and self.network:
             return f"{self.role} ({self.network.network_address})"
+        if self.peer:
+            return f"{self.peer} ({self.network})"
         return self.role or str(self.network)
 
 
-def endpoint(text: str) -> Endpoint:
-    """A role name, or an address or CIDR; bad input gives ExplainError."""
+def endpoint(text: str, peers: dict | None = None) -> Endpoint:
+    """A role name, a peer list's name (its first block stands for it), or an
+    address or CIDR; bad input gives ExplainError."""
     if text in ROLES:
         return Endpoint(role=text)
+    if peers and text in peers:
+        if not peers[text]:
+            raise ExplainError(f"the peer list {text!r} is empty")
+        net = ipaddress.ip_network(peers[text][0], strict=False)
+        return Endpoint(network=net, peer=text)
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
+        names = f", a peer list ({', '.join(sorted(peers))})" if peers else ""
         raise ExplainError(
-            f"{text!r} is neither a role ({', '.join(ROLES)}) nor an address or CIDR"
+            f"{text!r} is neither a role ({', '.join(ROLES)}){names} nor an address"
+            " or CIDR"
         ) from None
     strict = str(net) == text or str(net.network_address) == text
     return Endpoint(network=net, given="" if strict else text)

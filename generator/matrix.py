@@ -60,6 +60,7 @@ class Rule:
     flow: str
     source_ports: tuple[int, int] | None = None
     obsolete: bool = False
+    site: bool = False  # from the profile's site_flows, not from the page
 
     @property
     def is_return(self) -> bool:
@@ -85,6 +86,7 @@ class Rule:
             PROTOCOLS.index(self.protocol),
             self.peer.sort_key(),
             self.source_ports or (0, 0),
+            self.site,
         )
 
     @property
@@ -92,6 +94,8 @@ class Rule:
         """A stable name from what the rule means, never from its position."""
         ports = "all" if self.ports is None else _port_text(self.ports, "-")
         parts = [self.role, self.direction, self.protocol, ports, self.peer.label]
+        if self.site:
+            parts.insert(4, "site")
         if self.source_ports:
             parts.insert(4, "from" + _port_text(self.source_ports, "-"))
         return "_".join(parts).replace("-", "_")
@@ -112,6 +116,8 @@ class Rule:
             data["source_ports"] = list(self.source_ports)
         if self.obsolete:
             data["obsolete"] = True
+        if self.site:
+            data["site"] = True
         return data
 
     @classmethod
@@ -129,6 +135,7 @@ class Rule:
                 tuple(data["source_ports"]) if data.get("source_ports") else None
             ),
             obsolete=bool(data.get("obsolete", False)),
+            site=bool(data.get("site", False)),
         )
 
 

@@ -11,7 +11,9 @@ change anything (at most eight passes):
   their names, so rule names stay stable).
 
 A role peer and a CIDR peer are never merged nor compared: a role is addressed by
-reference (an AWS security group), which no list of addresses replaces.
+reference (an AWS security group), which no list of addresses replaces. A site rule
+(from the profile's site_flows) never merges with a page rule nor thins or shadows
+one, so the page's rules keep their names whatever site flows are added.
 `generator.equivalence` checks the result independently.
 """
 
@@ -224,8 +226,14 @@ def _drop_shadowed(rules: list[Rule], cache: dict, report) -> list[Rule]:
             for other in alive:
                 if other is rule or not covers(other, rule, cache):
                     continue
-                # Of two equal rules the later one in sort order goes.
-                if group.index(other) < i or not covers(rule, other, cache):
+                if other.site and not rule.site:
+                    continue  # a page rule stays, even under a broader site rule
+                # Of two equal rules the later one in sort order goes (site last).
+                if (
+                    group.index(other) < i
+                    or rule.site
+                    or not covers(rule, other, cache)
+                ):
                     alive.remove(rule)
                     report.shadowed.append((rule.name, other.name))
                     break
@@ -257,7 +265,7 @@ def _merge_ports(rules: list[Rule], report) -> list[Rule]:
     groups: dict[tuple, list[Rule]] = {}
     for rule in sorted(rules, key=Rule.sort_key):
         key = (rule.role, rule.direction, rule.protocol, rule.peer, rule.source_ports)
-        groups.setdefault(key, []).append(rule)
+        groups.setdefault(key + (rule.site,), []).append(rule)
     out: list[Rule] = []
     for group in groups.values():
         if len(group) == 1 or group[0].protocol == "all":
@@ -301,7 +309,13 @@ def _dedupe_addresses(rules: list[Rule], cache: dict, report) -> list[Rule]:
         if len(group) == 1:
             out.extend(group)
             continue
-        covered = _covered_elsewhere(group)
+        # Page rules first: a site rule may lose addresses to a page rule, never
+        # the other way round.
+        page = [r for r in group if not r.site]
+        group = page + [r for r in group if r.site]
+        covered = _covered_elsewhere(page) | {
+            (i, j) for i, j in _covered_elsewhere(group) if i >= len(page)
+        }
         for i, rule in enumerate(group):
             keep = [c for j, c in enumerate(rule.peer.cidrs) if (i, j) not in covered]
             if len(keep) == len(rule.peer.cidrs):
@@ -346,11 +360,11 @@ def _covered_elsewhere(group: list[Rule]) -> set[tuple[int, int]]:
 
 def _same_names_merged(group: list[Rule], cache: dict, report) -> list[Rule]:
     """Rules of one traffic whose peers share a name become one rule of that name."""
-    by_name: dict[str | None, list[Rule]] = {}
+    by_name: dict[tuple, list[Rule]] = {}
     for rule in group:
-        by_name.setdefault(rule.peer.name, []).append(rule)
+        by_name.setdefault((rule.peer.name, rule.site), []).append(rule)
     out = []
-    for name, rules in by_name.items():
+    for (name, _), rules in by_name.items():
         if len(rules) == 1:
             out.append(rules[0])
             continue

@@ -7,7 +7,7 @@ on its destination, so the two ends can never disagree.
 from __future__ import annotations
 
 from .catalog import Catalog, Flow, load_catalog, version_key
-from .matrix import ROLES, Matrix, Peer, Rule
+from .matrix import ROLES, Matrix, Peer, Rule, port_text
 from .profile import Profile
 
 ANYWHERE = ("0.0.0.0/0",)
@@ -28,15 +28,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 " call it stale (include_obsolete: true keeps it)"
             )
             continue
-        for rule in _expand(flow, profile, catalog, line, status == "obsolete"):
-            if rule.peer.role or rule.peer.cidrs:
-                rules.append(rule)
-                continue
-            # An empty peer list means "nobody": no rule (an empty source would mean
-            # "anywhere" to some engines).
-            note = f"{flow.id}: no rule, the {rule.peer.name} peer list is empty"
-            if note not in notes:
-                notes.append(note)
+        _add_rules(rules, notes, flow, profile, catalog, line, status == "obsolete")
         for since, text in sorted(flow.caution.items()):
             note = f"caution (from {since}): {text}"
             if (
@@ -44,6 +36,17 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 and note not in notes
             ):
                 notes.append(note)
+    warnings = list(profile.warnings)
+    page_rules = list(rules)
+    for flow in profile.site_flows:
+        site_rules: list[Rule] = []
+        _add_rules(site_rules, notes, flow, profile, catalog, line, False)
+        rules.extend(_beyond_page(flow, site_rules, page_rules, warnings))
+        if flow.acknowledge_isolation:
+            notes.append(
+                f"{_flow_label(flow)}: opens traffic the page forbids between two instances of"
+                " one role (acknowledge_isolation: true)"
+            )
     if not profile.stateful:
         rules.extend(_return_rule(r, profile.ephemeral_ports) for r in list(rules))
     if profile.transparent_lb:
@@ -58,9 +61,49 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         cloud=profile.cloud,
         stateful=profile.stateful,
         rules=_merge(rules),
-        warnings=profile.warnings,
+        warnings=tuple(warnings),
         notes=tuple(notes),
     )
+
+
+def _add_rules(rules, notes, flow, profile, catalog, line, obsolete) -> None:
+    for rule in _expand(flow, profile, catalog, line, obsolete):
+        if rule.peer.role or rule.peer.cidrs:
+            rules.append(rule)
+            continue
+        # An empty peer list means "nobody": no rule (an empty source would mean
+        # "anywhere" to some engines).
+        note = f"{flow.id}: no rule, the {rule.peer.name} peer list is empty"
+        if note not in notes:
+            notes.append(note)
+
+
+def _beyond_page(flow: Flow, site_rules, page_rules, warnings) -> list[Rule]:
+    """The site flow's rules the page does not already require; a warning names the
+    page flow behind each one left out."""
+    from .optimizer import covers
+
+    cache: dict = {}
+    kept = []
+    for rule in site_rules:
+        page = next((p for p in page_rules if covers(p, rule, cache)), None)
+        if page is None:
+            kept.append(rule)
+            continue
+        side = "from" if rule.direction == "ingress" else "to"
+        warning = (
+            f"{_flow_label(flow)}: the page already requires"
+            f" {rule.role} {rule.direction} {rule.protocol}/{port_text(rule.ports)}"
+            f" {side} {rule.peer.label} (page flow {page.flow}: {page.purpose});"
+            " the site flow adds no rule for it"
+        )
+        if warning not in warnings:
+            warnings.append(warning)
+    return kept
+
+
+def _flow_label(flow: Flow) -> str:
+    return flow.key if flow.id == flow.key else f"{flow.key} ({flow.id})"
 
 
 def _applies(flow: Flow, profile: Profile) -> bool:
@@ -75,6 +118,7 @@ def _applies(flow: Flow, profile: Profile) -> bool:
 def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):
     title = catalog.title(line)
     purpose = flow.purpose_by_line.get(line, flow.purpose)
+    site = dict(site=True) if flow.site else {}
     transparent = profile.transparent_lb
     for source in flow.sources:
         for destination in flow.destinations:
@@ -83,11 +127,16 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
             if moved:
                 dst = "kubernetes_nodes"
             if src == dst and src in catalog.isolated_roles:
-                continue
+                if not flow.acknowledge_isolation:
+                    continue
             for protocol in flow.protocols:
                 for ports in flow.ports or (None,):
                     common = dict(
-                        protocol=protocol, ports=ports, flow=flow.id, obsolete=obsolete
+                        protocol=protocol,
+                        ports=ports,
+                        flow=flow.id,
+                        obsolete=obsolete,
+                        **site,
                     )
                     if dst in ROLES:
                         ref = _reference(title, flow, "ingress", moved)
@@ -111,6 +160,14 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
 
 
 def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
+    if flow.site:
+        # Never "; ": merged rules join their references with it.
+        text = f"Site flow {flow.id}" + (
+            f": {flow.reference}" if flow.reference else ""
+        )
+        if moved and end == "ingress":
+            text += " (transparent load balancer: applied to the Kubernetes nodes)"
+        return text
     section = flow.refs.get(end)
     if section is None:
         other = "egress" if end == "ingress" else "ingress"
@@ -151,6 +208,7 @@ def _return_rule(rule: Rule, ephemeral: tuple[int, int]) -> Rule:
         reference=rule.reference,
         flow=rule.flow,
         obsolete=rule.obsolete,
+        site=rule.site,
     )
 
 
@@ -172,6 +230,7 @@ def _merge(rules: list[Rule]) -> tuple[Rule, ...]:
                 "reference": f"{old.reference}; {rule.reference}",
                 "flow": f"{old.flow}+{rule.flow}",
                 "obsolete": old.obsolete and rule.obsolete,
+                "site": old.site and rule.site,
             }
         )
     return tuple(sorted(merged.values(), key=Rule.sort_key))

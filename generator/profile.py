@@ -18,13 +18,17 @@ from .matrix import ROLES
 from .problems import ProblemError, read_text
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
+# The peer lists the page's flows use, with their defaults; any other name under
+# peers: is a named list for site flows.
 PEER_DEFAULTS = {
     "external": ["0.0.0.0/0"],
     "internet": ["0.0.0.0/0"],
+    "vcs": [],
     "ssh_admin": [],
     "ssh_rerun": ["0.0.0.0/0"],
     "nomad_client_public_ips": [],
 }
+PEER_NAME_PATTERN = "^[a-z][a-z0-9_]{0,30}$"
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
@@ -52,6 +56,7 @@ class Profile:
     quotas: dict = field(default_factory=dict)  # see generator/quotas.py
     warnings: tuple[str, ...] = ()
     source: str = ""
+    site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
 
     def with_version(self, version: str) -> Profile:
         """This profile on another release, without the version's checks: for a
@@ -259,6 +264,16 @@ def _explain(error) -> list[tuple[tuple, str]]:
     if error.validator == "enum":
         options = ", ".join(str(v) for v in schema["enum"])
         return [(path, f"{error.instance!r} is not one of: {options}")]
+    if error.validator == "pattern" and schema["pattern"] == PEER_NAME_PATTERN:
+        return [
+            (
+                path + (error.instance,),  # a key: its own line, not its mapping's
+                f"{error.instance!r} is not a valid peer list name: use lowercase letters,"
+                " digits and underscores, starting with a letter (at most 31 characters)",
+            )
+        ]
+    if error.validator == "minLength":
+        return [(path, "must not be empty")]
     if error.validator == "pattern":
         return [
             (
@@ -304,6 +319,8 @@ def _type_name(value) -> str:
 
 
 def _article(expected) -> str:
+    if isinstance(expected, list):
+        return " or ".join(_article(e) for e in expected)
     return {
         "string": "a string",
         "boolean": "true or false",
@@ -325,7 +342,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         )
 
     def warn(path, message):
-        warnings.append(f"{_dotted(path)}: {message}")
+        text = f"{_dotted(path)}: {message}"
+        if text not in warnings:
+            warnings.append(text)
 
     def cidrs(path, values) -> tuple[str, ...]:
         out = []
@@ -355,20 +374,19 @@ def _build(data, lines, source, problems, warnings) -> Profile:
     dns = cidrs(("network", "dns_servers"), network["dns_servers"])
     nat = cidrs(("network", "nat_gateway_ips"), network.get("nat_gateway_ips", []))
     peers = {}
-    for key in (
-        "external",
-        "internet",
-        "vcs",
-        "ssh_admin",
-        "ssh_rerun",
-        "nomad_client_public_ips",
-    ):
-        peers[key] = cidrs(
-            ("peers", key), peers_in.get(key, PEER_DEFAULTS.get(key, []))
-        )
+    for key in PEER_DEFAULTS:
+        peers[key] = cidrs(("peers", key), peers_in.get(key, PEER_DEFAULTS[key]))
+    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:  # in file order
+        if key in ROLES or key == "dns":
+            what = "a role" if key in ROLES else "the DNS servers (network.dns_servers)"
+            error(("peers", key), f"{key!r} already names {what}; choose another name")
+        peers[key] = cidrs(("peers", key), peers_in[key])
+    site_flows = _site_flows(data, peers, transparent, error)
 
     if problems:
         return None
+    _check_named_peers(peers_in, site_flows, error, warn)
+    _check_site_flows(site_flows, peers, warn)
 
     from .quotas import profile_problems
 
@@ -497,7 +515,104 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         quotas=data.get("quotas", {}),
         warnings=tuple(warnings),
         source=source,
+        site_flows=tuple(site_flows),
     )
+
+
+# --- site flows ------------------------------------------------------------------
+
+
+def _site_flows(data, peers, transparent, error) -> list:
+    """The site_flows section, read by the catalog's flow parser; problems go to error."""
+    raw_flows = data.get("site_flows", [])
+    if not raw_flows:
+        return []
+    from .catalog import PEERS, load_catalog, read_flow
+
+    catalog = load_catalog()
+    page_ids = {f.id for f in catalog.flows}
+    known = (*ROLES, *PEERS, *peers)
+    flows, ids = [], {}
+    for i, raw in enumerate(raw_flows):
+        base = ("site_flows", i)
+        flow = read_flow(
+            raw,
+            dict.fromkeys(known),
+            lambda path, message, base=base: error(base + path, message),
+            site=True,
+            isolated=catalog.isolated_roles,
+            key=f"site_flows[{i}]",
+        )
+        if "id" in raw:
+            if flow.id in page_ids:
+                error(
+                    base + ("id",), f"{flow.id!r} is a page flow's id; choose another"
+                )
+            elif flow.id in ids:
+                error(
+                    base + ("id",),
+                    f"{flow.id!r} is already the id of site_flows[{ids[flow.id]}]",
+                )
+            ids.setdefault(flow.id, i)
+        if transparent and "load_balancer" in flow.sources:
+            error(
+                base + ("from",),
+                "the load balancer is transparent: traffic leaves from the Kubernetes"
+                " nodes; write kubernetes_nodes",
+            )
+        flows.append(flow)
+    return flows
+
+
+def _check_named_peers(peers_in, site_flows, error, warn) -> None:
+    used = {end for f in site_flows for end in f.sources + f.destinations}
+    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:
+        if key in used:
+            continue
+        guess = difflib.get_close_matches(key, list(PEER_DEFAULTS), n=1, cutoff=0.8)
+        if guess:
+            # Most likely a misspelt page peer, whose default would apply silently.
+            error(
+                ("peers", key),
+                f"unknown key {key!r}; did you mean {guess[0]!r}? (no site flow uses"
+                " it as a named peer list)",
+            )
+        else:
+            warn(("peers", key), "a named peer list that no site flow uses")
+
+
+def _check_site_flows(site_flows, peers, warn) -> None:
+    """Warnings for site flows that open SSH or a whole role to anywhere."""
+    from .matrix import ROLE_TITLES
+
+    for i, flow in enumerate(site_flows):  # one flow per entry, in order
+        path = ("site_flows", i)
+        ports = flow.ports or ((1, 65535),)
+        tcp = any(p in ("tcp", "all") for p in flow.protocols)
+        ssh = tcp and any(lo <= 22 <= hi for lo, hi in ports)
+        whole = "all" in flow.protocols or any(
+            lo <= 1 and hi >= 65535 for lo, hi in ports
+        )
+        for src in flow.sources:
+            for dst in flow.destinations:
+                role, peer = (dst, src) if dst in ROLES else (src, dst)
+                if peer in ROLES or peer == "dns":
+                    continue
+                if not any(c in ANYWHERE for c in peers.get(peer, ())):
+                    continue
+                side = "from" if peer == src else "to"
+                if whole:
+                    warn(
+                        path,
+                        f"opens every port of {ROLE_TITLES[role]} {side} 0.0.0.0/0"
+                        f" (peers.{peer}); narrow the peer list or the ports",
+                    )
+                elif ssh and peer == src:
+                    warn(
+                        path,
+                        f"opens SSH (tcp/22) on {ROLE_TITLES[role]} to the whole"
+                        f" internet (peers.{peer}); narrow it to your users' ranges",
+                    )
 
 
 def _parse_cidr(value, path, error):

@@ -33,6 +33,7 @@ def _cells(rule: Rule) -> list[str]:
     if rule.source_ports:
         ports += f" (from {port_text(rule.source_ports)})"
     purpose = rule.purpose + (" [obsolete]" if rule.obsolete else "")
+    purpose += " [site]" if rule.site else ""
     return [rule.protocol, ports, peer_text(rule), purpose, rule.reference]
 
 

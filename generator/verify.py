@@ -20,9 +20,9 @@ What is probed (expectations come from the rules and the page, not from `explain
   middle and high port of a range; protocol all: a TCP and a UDP probe on a port no
   rule names); UDP must get an answer;
 - must fail: between two hosts of an isolated role (Nomad clients, external VMs) on
-  every port they serve; a port no rule names between every pair of roles not joined
-  by an all-protocol rule; the external host to every port a role serves that no
-  ingress rule publishes to it.
+  every port they serve that no acknowledged site flow opens; a port no rule names between every pair of roles not joined
+  by an all-protocol rule; the external host, and every source of a site flow, to
+  every port a role serves that no ingress rule publishes to it.
 """
 
 from __future__ import annotations
@@ -271,8 +271,16 @@ def make_plan(matrix: Matrix, subnets: dict) -> ProbePlan:
         pair = role_hosts.get(role, [])
         if len(pair) < 2:
             continue
+        # A site flow may open some of it, acknowledged: the rest stays shut.
+        opened = [
+            r
+            for r in matrix.for_role(role, "ingress")
+            if r.peer.role == role and not r.is_return
+        ]
         for src, dst in ((pair[0], pair[1]), (pair[1], pair[0])):
             for protocol, port in sorted(serves[role]):
+                if any(_allows(r, protocol, port) for r in opened):
+                    continue
                 add(src, dst, protocol, port, False, f"no traffic between two {role}")
 
     # Must fail: a port no rule names, between roles no all-protocol rule joins.
@@ -294,17 +302,29 @@ def make_plan(matrix: Matrix, subnets: dict) -> ProbePlan:
                 continue
             add(src, dst, "tcp", unlisted, False, f"port {unlisted} is in no rule")
 
-    # Must fail: the external host, to whatever a role serves but does not publish to it.
-    externals = [
-        h for h in hosts if any("external" in l.split("_and_") for l in h.labels)
+    # Must fail: the external host, and the sources of site flows, to whatever a role
+    # serves but does not publish to them.
+    site_sources = {
+        r.peer.name
+        for r in matrix.rules
+        if r.site and r.direction == "ingress" and not r.peer.role
+    }
+
+    def external(host: Host) -> bool:
+        return any("external" in label.split("_and_") for label in host.labels)
+
+    outsiders = [
+        (h, "external" if external(h) else "site flow source")
+        for h in hosts
+        if external(h) or site_sources & set(h.labels)
     ]
-    for src in externals:
+    for src, who in outsiders:
         for dst in role_list:
             for protocol, port in sorted(serves[dst.role]):
                 if not _published(
                     matrix, dst.role, src.address, protocol, port, subnets
                 ):
-                    add(src, dst, protocol, port, False, "external, not published")
+                    add(src, dst, protocol, port, False, f"{who}, not published")
 
     ordered = sorted(
         probes.values(),
@@ -327,6 +347,12 @@ def _replies(matrix: Matrix, rule: Rule) -> str:
         and r.protocol == rule.protocol
     ]
     return "".join(f", reply: {name}" for name in names)
+
+
+def _allows(rule: Rule, protocol: str, port: int) -> bool:
+    if rule.protocol not in ("all", protocol):
+        return False
+    return not rule.ports or rule.ports[0] <= port <= rule.ports[1]
 
 
 def _published(matrix, role, address, protocol, port, subnets) -> bool:

@@ -70,7 +70,7 @@ CASES = [
         [
             "p.yaml:17: owner: unknown key 'owner'; expected one of access, cloud, ephemeral_ports,"
             " gcp, include_obsolete, load_balancer, name, network, peers, quotas, server_version,"
-            " stateful,"
+            " site_flows, stateful,"
             " vm_service"
         ],
     ),

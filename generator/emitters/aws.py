@@ -135,6 +135,8 @@ def _logical_id(rule: Rule, cidr: str | None) -> str:
     if rule.source_ports:
         lo, hi = rule.source_ports
         parts.append(f"From{lo}" if lo == hi else f"From{lo}To{hi}")
+    if rule.site:
+        parts.append("Site")
     parts.append(camel(rule.peer.label))
     if cidr:
         parts.append(cidr_token(cidr))
@@ -145,6 +147,8 @@ def _skips(rule: Rule, cidr: str | None, lo, hi) -> tuple[tuple[str, str], ...]:
     """The checkov findings the page makes deliberate, each with its reason."""
     if rule.direction != "ingress" or cidr not in OPEN_CIDRS or lo is None:
         return ()
+    if rule.site:
+        return ()  # the page does not require it: let checkov say so
     skips = []
     for check, port in INGRESS_PORT_CHECKS:
         if lo <= port <= hi:

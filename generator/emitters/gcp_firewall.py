@@ -170,6 +170,8 @@ def _skips(rule: Rule, ranges: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """Inline checkov skips for ports the page requires open to the internet."""
     if rule.direction != "ingress" or not any(r in ANYWHERE for r in ranges):
         return ()
+    if rule.site:
+        return ()  # the page does not require it: let checkov say so
     out = []
     lo, hi = rule.ports or (0, 65535)
     for check, port, what in OPEN_PORT_CHECKS:
@@ -207,6 +209,7 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
             "in" if ingress else "out",
             rule.protocol,
             *(() if rule.ports is None else _ports(rule)),
+            *(("site",) if rule.site else ()),
             SHORT[peer] if peer else rule.peer.label.replace("_", "-"),
         ]
         common = dict(

@@ -128,6 +128,7 @@ def comment(rules: list[Rule]) -> str:
     flows: list[str] = []
     for rule in rules:
         for flow in rule.flow.split("+"):
+            flow = f"site {flow}" if rule.site else flow
             if flow not in flows:
                 flows.append(flow)
     text = "rulegen: " + ",".join(flows)
