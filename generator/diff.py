@@ -23,7 +23,9 @@ _V4 = 2 * len(ROLES) + 2
 _V6 = _V4 + (1 << 32) + 2
 PORTS = (0, 65535)
 _PROTOCOLS = ("tcp", "udp", "other")  # "other": anything "all" allows beyond tcp/udp
-_PROTOCOL_AXIS = {"tcp": (0, 0), "udp": (1, 1), "all": (0, 2)}
+# "other" is what a live firewall allows beyond TCP and UDP without allowing them too.
+_PROTOCOL_AXIS = {"tcp": (0, 0), "udp": (1, 1), "all": (0, 2), "other": (2, 2)}
+ADDRESS_BASE = {4: _V4, 6: _V6}  # where each family starts on the peer axis
 
 KINDS = ("removed", "narrowed", "added", "widened")
 BREAKING = frozenset({"removed", "narrowed"})
@@ -75,6 +77,11 @@ def region(old: list[Box], new: list[Box], keep) -> tuple | None:
         return True if keep(0 in tags, 1 in tags) else None
 
     return _canon([(b, 0) for b in old] + [(b, 1) for b in new], 0, leaf)
+
+
+def labelled(items: list[tuple[Box, object]], leaf) -> list[tuple[Box, object]]:
+    """Disjoint boxes of a union of tagged boxes, each labelled leaf(tags) (None: out)."""
+    return boxes_of(_canon(items, 0, leaf))
 
 
 def boxes_of(form: tuple | None) -> list[tuple[Box, object]]:
