@@ -114,9 +114,10 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
     space = subtract(family_space(live.families), LOOPBACK_SPACE)
     rules = lower(live.matrix.rules, context.profile.subnets, space)
     live.matrix = replace(live.matrix, rules=tuple(rules))
-    for family, name in ((4, "IPv4"), (6, "IPv6")):
-        if family not in live.families:
-            live.notes.append(f"{name} not audited: the export does not cover it")
+    if reader.per_role:
+        for family, name in ((4, "IPv4"), (6, "IPv6")):
+            if family not in live.families:
+                live.notes.append(f"{name} not audited: the export does not cover it")
     if not live.stateful:
         live.notes.append(
             "the live rules do not let replies through by themselves (no conntrack"
