@@ -110,6 +110,16 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
     """Read the export, build the required matrix, compare them flow by flow."""
     reader = READERS[reader_name]
     live = reader.reader().read(sources, context)
+    if context.role and not reader.per_role:  # a cloud export, one role audited
+        if context.role not in live.roles:
+            raise ReadError(
+                [f"--role {context.role}: no rules of that role in the export"]
+            )
+        live.roles = (context.role,)
+        kept = tuple(r for r in live.matrix.rules if r.role == context.role)
+        live.matrix = replace(live.matrix, rules=kept)
+        live.unknown = [f for f in live.unknown if f.role in (None, context.role)]
+        live.not_compared = [f for f in live.not_compared if f.role == context.role]
     required = required_matrix(context.profile, reader, live)
     space = subtract(family_space(live.families), LOOPBACK_SPACE)
     rules = lower(live.matrix.rules, context.profile.subnets, space)

@@ -371,3 +371,288 @@ def test_iptables_round_trip_is_clean_and_changes_are_named(name, tmp_path):
             assert any(
                 "except" in line and "203.0.113.0/24" in line for line in foreign
             ), foreign
+
+
+# --- GCP ----------------------------------------------------------------------------
+
+GCP_EXAMPLES = [n for n in EXAMPLES if example(n).cloud == "gcp"]
+AWS_EXAMPLES = [n for n in EXAMPLES if example(n).cloud == "aws"]
+
+
+@pytest.mark.parametrize("name", GCP_EXAMPLES)
+def test_the_gcp_firewall_json_rulegen_writes_audits_clean(name, tmp_path):
+    prof = example(name)
+    files = files_for(prof, shipped_matrix(prof), [TARGETS["gcp-firewall"]])
+    path = tmp_path / "firewalls.json"
+    path.write_text(files["gcp-firewall/firewalls.json"])
+    result = run("audit", ROOT / "profiles" / f"{name}.yaml", "--gcp", path)
+    assert result.exit_code == 0, result.output
+    assert "no difference" in result.output
+
+
+def gcp_messy(*args):
+    return run(
+        "audit",
+        ROOT / "profiles" / "gcp.yaml",
+        "--gcp",
+        DATA / "gcp-messy.json",
+        "--format",
+        "json",
+        *args,
+    )
+
+
+def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
+    result = gcp_messy()
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+
+    def found(kind, role, direction):
+        return [
+            (piece, c)
+            for c in report[kind]
+            if (c["role"], c["direction"]) == (role, direction)
+            for piece in c["traffic"]
+        ]
+
+    # Equal priority: the deny wins for its /25, so half the re-run range is missing.
+    rerun = found("missing", "nomad_clients", "ingress")
+    assert [(p["ports"], p["peer"]["cidrs"]) for p, _ in rerun] == [
+        ([64535, 65535], ["203.0.113.0/25"])
+    ]
+    assert (
+        rerun[0][1]["partly"]
+        and "Nomad clients > Ingress" in rerun[0][1]["references"][0]
+    )
+    # The disabled rule is not applied, and the implied allow-all egress stands in
+    # for it: nothing is missing on egress, and the implied rule is named as excess.
+    assert not found("missing", "nomad_clients", "egress")
+    assert any(
+        "implied allow-all egress rule" in by
+        for _, c in found("excess", "nomad_clients", "egress")
+        for by in c["allowed_by"]
+    )
+    assert any("disabled rules" in n and "nomad-to-nodes" in n for n in report["notes"])
+    # A higher-priority deny beats the catch-all SSH allow of priority 65534.
+    vm_ssh = found("missing", "external_vms", "ingress")
+    assert ([22, 22], ["35.235.240.0/20"]) in [
+        (p["ports"], p["peer"]["cidrs"]) for p, _ in vm_ssh
+    ]
+    assert any(
+        "circleci-allow-ssh (priority 65534)" in c["allowed_by"]
+        for _, c in found("excess", "external_vms", "ingress")
+    )
+    # The default network's pre-populated rules belong to another network.
+    assert any("other networks" in n and "default" in n for n in report["notes"])
+    unknown = [f["rule"] for f in report["not_evaluated"]]
+    assert "source tag bastion" in unknown
+    assert any(k.startswith("destinationFqdns: ") for k in unknown), unknown
+    assert any(k.startswith('allowed {"IPProtocol": "gre"') for k in unknown), unknown
+    icmp = [f for f in report["not_compared"] if f["why"].startswith("ICMP from")]
+    assert icmp and all("circleci-allow-icmp" in f["rule"] for f in icmp)
+
+
+def test_fail_on_matches_and_role_narrows_a_cloud_audit():
+    assert gcp_messy("--fail-on", "missing").exit_code == 3
+    assert gcp_messy("--fail-on", "excess").exit_code == 3
+    one = gcp_messy("--role", "external_vms")
+    report = json.loads(one.stdout)
+    assert report["roles"] == ["external_vms"]
+    assert {c["role"] for c in report["missing"] + report["excess"]} == {"external_vms"}
+
+
+def test_gcp_rule_that_names_no_source_is_anywhere(tmp_path):
+    rules = [
+        {
+            "name": "open",
+            "network": "global/networks/circleci",
+            "allowed": [{"IPProtocol": "tcp", "ports": ["8080"]}],
+            "targetTags": ["acme-vm"],
+        }
+    ]
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+    result = run(
+        "audit", ROOT / "profiles" / "gcp.yaml", "--gcp", path, "--role", "external_vms"
+    )
+    assert "tcp/8080 from 0.0.0.0/0 except 127.0.0.0/8" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[{"name": "a", "allowed": [', ":1: not valid JSON"),
+        ('{"name": "a"}', "expected a JSON list of firewall rules"),
+        ('[{"name": "a", "priority": 70000, "allowed": []}]', "[0] a.priority"),
+        (
+            '[{"name": "a", "allowed": [{"IPProtocol": "tcp", "ports": ["x"]}]}]',
+            "ports[0]: 'x'",
+        ),
+        (
+            '[{"name": "a", "allowed": [], "sourceRanges": ["10.0.0.0/33"]}]',
+            "sourceRanges: '10.0.0.0/33'",
+        ),
+        ('[{"name": "a"}]', "needs exactly one of allowed/denied"),
+    ],
+)
+def test_bad_gcp_exports_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / "rules.json"
+    path.write_text(text)
+    result = run("audit", ROOT / "profiles" / "gcp.yaml", "--gcp", path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.output and "rules.json" in result.output, result.output
+
+
+# --- AWS ----------------------------------------------------------------------------
+
+
+def aws_export(prof) -> dict:
+    """What describe-security-groups returns once terraform-aws is applied."""
+    from generator.emitters.aws import group_name, split
+    from generator.quotas import quotas_for
+
+    target = TARGETS["terraform-aws"]
+    by_role = split(target, shipped_matrix(prof), quotas_for(prof))
+    ids = {role: f"sg-{i:017x}" for i, role in enumerate(by_role, 1)}
+    groups = []
+    for role, chunks in by_role.items():
+        for n, chunk in enumerate(chunks, 1):
+            perms = {"ingress": [], "egress": []}
+            for rule in chunk:
+                perm = {
+                    "IpProtocol": rule.ip_protocol,
+                    "IpRanges": [{"CidrIp": rule.cidr_ipv4}] if rule.cidr_ipv4 else [],
+                    "Ipv6Ranges": (
+                        [{"CidrIpv6": rule.cidr_ipv6}] if rule.cidr_ipv6 else []
+                    ),
+                    "PrefixListIds": [],
+                    "UserIdGroupPairs": (
+                        [{"GroupId": ids[rule.peer_role], "UserId": "123456789012"}]
+                        if rule.peer_role
+                        else []
+                    ),
+                }
+                if rule.from_port is not None:
+                    perm["FromPort"], perm["ToPort"] = rule.from_port, rule.to_port
+                perms[rule.direction].append(perm)
+            groups.append(
+                {
+                    "GroupId": ids[role] if n == 1 else f"{ids[role]}{n}",
+                    "GroupName": group_name(prof.name, role, n),
+                    "Description": "made by terraform",
+                    "IpPermissions": perms["ingress"],
+                    "IpPermissionsEgress": perms["egress"],
+                    "OwnerId": "123456789012",
+                    "VpcId": "vpc-0123",
+                }
+            )
+    return {"SecurityGroups": groups}
+
+
+@pytest.mark.parametrize("name", AWS_EXAMPLES)
+def test_aws_groups_as_terraform_leaves_them_audit_clean(name, tmp_path):
+    prof = example(name)
+    export = aws_export(prof)
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps(export))
+    result = run("audit", ROOT / "profiles" / f"{name}.yaml", "--aws", path)
+    assert result.exit_code == 0, result.output
+    # AWS gives a new group an allow-all egress rule: left in place, it is excess.
+    export["SecurityGroups"][0]["IpPermissionsEgress"].append(
+        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    )
+    path.write_text(json.dumps(export))
+    result = run("audit", ROOT / "profiles" / f"{name}.yaml", "--aws", path)
+    assert result.exit_code == 2
+    assert "AWS's default allow-all egress rule, left in place" in result.output
+
+
+def aws_messy(*args):
+    return run(
+        "audit",
+        ROOT / "profiles" / "aws-private-vpn.yaml",
+        "--aws",
+        DATA / "aws-messy.json",
+        "--role",
+        "nomad_clients",
+        "--group",
+        "nomad_clients=ci-nomad",
+        "--group",
+        "nomad_clients=sg-0a1b2c3d4e5f60002",
+        "--group",
+        "kubernetes_nodes=ci-k8s",
+        "--group",
+        "external_vms=ci-vms",
+        "--group",
+        "load_balancer=ci-lb",
+        *args,
+    )
+
+
+def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists():
+    result = aws_messy("--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    missing = [
+        (p["ports"], p["peer"]["cidrs"])
+        for c in report["missing"]
+        for p in c["traffic"]
+    ]
+    assert missing == [([65001, 65535], ["172.16.0.0/12"])]
+    # The group reference to ci-k8s is the nodes' subnet: 4647 from there is allowed.
+    excess = report["excess"]
+    assert any(
+        "AWS's default allow-all egress rule, left in place" in by
+        for c in excess
+        for by in c["allowed_by"]
+    )
+    ipv6 = [c for c in excess if c["direction"] == "ingress"]
+    pieces = [p for c in ipv6 for p in c["traffic"]]
+    assert [p["ports"] for p in pieces] == [[22, 22]]
+    assert "8000::/1" in pieces[0]["peer"]["cidrs"]  # ::/0, less loopback
+    assert all(":" in cidr for cidr in pieces[0]["peer"]["cidrs"])
+    assert any("repeats" in n and "ci-nomad" in n for n in report["notes"])
+    assert any("bastion" in n and "default" in n for n in report["notes"])
+    whys = [f["why"] for f in report["not_evaluated"]]
+    assert any("prefix list" in w for w in whys)
+    assert any("sg-0a1b2c3d4e5f60099 is mapped to no role" in w for w in whys)
+    assert any("protocol 50" in w for w in whys)
+
+
+def test_aws_default_mapping_needs_rulegen_names_or_group_options():
+    result = run(
+        "audit",
+        ROOT / "profiles" / "aws-private-vpn.yaml",
+        "--aws",
+        DATA / "aws-messy.json",
+    )
+    assert result.exit_code == 1
+    assert "no security group is mapped to a role" in result.output
+    assert "ci-nomad" in result.output
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"SecurityGroups": [', "not valid JSON"),
+        ("[]", 'expected {"SecurityGroups": [...]}'),
+        (
+            '{"SecurityGroups": [{"GroupName": "x"}]}',
+            "SecurityGroups[0]: a group needs a GroupId",
+        ),
+        (
+            '{"SecurityGroups": [{"GroupId": "sg-1", "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 5}]}]}',
+            "SecurityGroups[0].IpPermissions[0]: FromPort/ToPort 5-None",
+        ),
+        (
+            '{"SecurityGroups": [{"GroupId": "sg-1", "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "nope"}]}]}]}',
+            "IpRanges[0].CidrIp: 'nope'",
+        ),
+    ],
+)
+def test_bad_aws_exports_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / "groups.json"
+    path.write_text(text)
+    result = run("audit", ROOT / "profiles" / "aws-private-vpn.yaml", "--aws", path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.output and "groups.json" in result.output, result.output
