@@ -224,3 +224,32 @@ def icmp_finding(role, direction, where, what, intervals: Intervals):
         direction=direction,
         icmp=tuple(merged_intervals(intervals)),
     )
+
+
+MAX_DEPTH = 64  # deeper than the kernel lets jumps nest
+
+
+def run_chain(entries, chain, ordered, depth: int = 0):
+    """(verdict, label) of one chain for a point matched by the `ordered` entries.
+
+    entries[i] has .chain, .action (accept, drop, return, jump, goto, continue) and
+    .target; the verdict is accept or drop with the deciding entry's index, or
+    return (the chain ran out, or RETURN) for the caller or the policy to decide.
+    """
+    if depth > MAX_DEPTH:
+        return "return", None
+    for index in ordered:
+        entry = entries[index]
+        if entry.chain != chain:
+            continue
+        if entry.action in ("accept", "drop"):
+            return entry.action, index
+        if entry.action == "return":
+            return "return", None
+        if entry.action in ("jump", "goto"):
+            verdict, label = run_chain(entries, entry.target, ordered, depth + 1)
+            if verdict in ("accept", "drop"):
+                return verdict, label
+            if entry.action == "goto":  # a goto's chain returns for its caller too
+                return "return", None
+    return "return", None

@@ -27,6 +27,7 @@ from .engine import (
     full_match,
     intersect,
     range_intervals,
+    run_chain,
     subtract,
 )
 
@@ -39,7 +40,6 @@ CONTINUE = frozenset(
 )
 BLOCK = frozenset({"DROP", "REJECT"})
 PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "0": "all"}
-MAX_DEPTH = 64  # deeper than the kernel allows jumps to nest
 
 
 class Unknown(Exception):
@@ -433,23 +433,7 @@ class Program:
         return "policy" if policy in (None, "ACCEPT") else None
 
     def _run(self, chain: str, ordered, depth: int):
-        if depth > MAX_DEPTH:
-            return "return", None
-        for index in ordered:
-            entry = self.entries[index]
-            if entry.chain != chain:
-                continue
-            if entry.action in ("accept", "drop"):
-                return entry.action, index
-            if entry.action == "return":
-                return "return", None
-            if entry.action in ("jump", "goto"):
-                verdict, label = self._run(entry.target, ordered, depth + 1)
-                if verdict in ("accept", "drop"):
-                    return verdict, label
-                if entry.action == "goto":
-                    return "return", None
-        return "return", None
+        return run_chain(self.entries, chain, ordered)
 
 
 def programs(
