@@ -121,9 +121,6 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
         live.unknown = [f for f in live.unknown if f.role in (None, context.role)]
         live.not_compared = [f for f in live.not_compared if f.role == context.role]
     required = required_matrix(context.profile, reader, live)
-    space = subtract(family_space(live.families), LOOPBACK_SPACE)
-    rules = lower(live.matrix.rules, context.profile.subnets, space)
-    live.matrix = replace(live.matrix, rules=tuple(rules))
     if reader.per_role:
         for family, name in ((4, "IPv4"), (6, "IPv6")):
             if family not in live.families:

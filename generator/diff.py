@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .optimizer import cidrs_of, merged_intervals
@@ -103,12 +104,14 @@ def boxes_of(form: tuple | None) -> list[tuple[Box, object]]:
 def peer_intervals(peer: Peer) -> list[tuple[int, int]]:
     if peer.role:
         return [(2 * ROLES.index(peer.role), 2 * ROLES.index(peer.role))]
-    out = []
-    for text in peer.cidrs:
-        net = ipaddress.ip_network(text, strict=False)
-        base = _V4 if net.version == 4 else _V6
-        out.append((base + int(net.network_address), base + int(net.broadcast_address)))
-    return out
+    return [_cidr_interval(text) for text in peer.cidrs]
+
+
+@lru_cache(maxsize=65536)
+def _cidr_interval(text: str) -> tuple[int, int]:
+    net = ipaddress.ip_network(text, strict=False)
+    base = _V4 if net.version == 4 else _V6
+    return (base + int(net.network_address), base + int(net.broadcast_address))
 
 
 def rule_boxes(rule: Rule) -> list[Box]:
@@ -273,6 +276,13 @@ def _unique(values) -> list[str]:
     return out
 
 
+def _overlap(a: list[Box], b: list[Box]) -> bool:
+    """Do two unions of boxes share a point? (Two boxes do when every axis overlaps.)"""
+    return any(
+        all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(p, q)) for p in a for q in b
+    )
+
+
 def _explain(
     role: str,
     direction: str,
@@ -298,9 +308,7 @@ def _explain(
         cover = [rules[i] for i in sorted(covering)]
         # A rule still partly allowed on the other side was cut down (or grown),
         # not dropped (or created).
-        partial = any(
-            region(boxed[i], other, lambda a, b: a and b) is not None for i in covering
-        )
+        partial = any(_overlap(boxed[i], other) for i in covering)
         here = {"removed": "narrowed", "added": "widened"}[kind] if partial else kind
         names = _unique(r.peer.name for r in cover if r.peer.name)
         change = Change(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..diff import ADDRESS_BASE, labelled
 from ..matrix import Peer, Rule
@@ -36,9 +37,14 @@ def family_space(families) -> Intervals:
 
 def address_intervals(text: str) -> Intervals:
     """One address, CIDR or netmask form as an interval of the peer axis."""
-    net = ipaddress.ip_network(text.strip(), strict=False)
+    return list(_interval(text.strip()))
+
+
+@lru_cache(maxsize=65536)
+def _interval(text: str) -> tuple:
+    net = ipaddress.ip_network(text, strict=False)
     base = ADDRESS_BASE[net.version]
-    return [(base + int(net.network_address), base + int(net.broadcast_address))]
+    return ((base + int(net.network_address), base + int(net.broadcast_address)),)
 
 
 def range_intervals(first: str, last: str) -> Intervals:

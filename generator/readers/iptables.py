@@ -61,7 +61,7 @@ class Entry:
 @dataclass
 class Table:
     policies: dict[str, tuple[str | None, int]] = field(default_factory=dict)
-    rules: list[tuple[str, int, str]] = field(default_factory=list)
+    rules: list[tuple[str, int, str, list]] = field(default_factory=list)
 
 
 def parse_save(text: str, path: str) -> dict[str, Table]:
@@ -107,7 +107,12 @@ def parse_save(text: str, path: str) -> dict[str, Table]:
                     f"{where}: {line[:60]!r} is not a rule (-A CHAIN ...) of iptables-save"
                 )
                 continue
-            tables[current].rules.append((line.split()[1], number, line))
+            try:
+                tokens = _tokens(line)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            tables[current].rules.append((tokens[1], number, line, tokens))
     if current:
         problems.append(
             f"{path}:{opened}: table {current} has no COMMIT: the export is truncated"
@@ -115,6 +120,13 @@ def parse_save(text: str, path: str) -> dict[str, Table]:
     if problems:
         raise ReadError(problems)
     return tables
+
+
+def _tokens(line: str) -> list[str]:
+    """The words of a rule; shlex only when iptables-save quoted something."""
+    if '"' in line or "'" in line or "\\" in line:
+        return shlex.split(line)
+    return line.split()
 
 
 def parse_ipsets(text: str, path: str) -> dict[str, list | None]:
@@ -237,11 +249,7 @@ class RuleParser:
         )
         return hit != negate
 
-    def parse(self, chain: str, number: int, text: str) -> Entry:
-        try:
-            tokens = shlex.split(text)
-        except ValueError as exc:
-            raise ReadError([f"line {number}: {exc}"]) from None
+    def parse(self, chain: str, number: int, text: str, tokens: list[str]) -> Entry:
         m = full_match((self.family,))
         entry = Entry(chain, number, text, m, "continue")
         try:
@@ -376,7 +384,7 @@ KNOWN_MODULES = frozenset(
 
 def _check_chains(table: Table, path: str) -> None:
     problems = []
-    for chain, number, text in table.rules:
+    for chain, number, _, _ in table.rules:
         if chain not in table.policies:
             problems.append(
                 f"{path}:{number}: rule in chain {chain}, which is never declared"
@@ -394,12 +402,8 @@ class Program:
         self.policies = table.policies
         self.entries: list[Entry] = []
         problems = []
-        for chain, number, text in table.rules:
-            try:
-                entry = parser.parse(chain, number, text)
-            except ReadError as exc:
-                problems += [f"{path}:{p}" for p in exc.problems]
-                continue
+        for chain, number, text, tokens in table.rules:
+            entry = parser.parse(chain, number, text, tokens)
             if entry.target and entry.target not in table.policies:
                 problems.append(
                     f"{path}:{number}: jump to chain {entry.target}, which is never declared"
@@ -437,9 +441,8 @@ class Program:
 
 
 def programs(
-    text: str, path: str, family: int, direction: str, sets, local, interface
+    tables: dict, path: str, family: int, direction: str, sets, local, interface
 ) -> Program | None:
-    tables = parse_save(text, path)
     table = tables.get("filter")
     if table is None:
         return None
@@ -458,9 +461,16 @@ class FamilyResult:
 
 
 def evaluate_family(
-    text: str, path: str, family: int, direction: str, role: str, sets, local, interface
+    tables: dict,
+    path: str,
+    family: int,
+    direction: str,
+    role: str,
+    sets,
+    local,
+    interface,
 ) -> FamilyResult:
-    program = programs(text, path, family, direction, sets, local, interface)
+    program = programs(tables, path, family, direction, sets, local, interface)
     notes: list[str] = []
     if program is None:
         notes.append(f"{path}: no filter table: {HOOKS[direction]} accepts everything")
@@ -481,7 +491,11 @@ def evaluate_family(
         for e in program.entries
         if e.replies and e.action == "accept" and e.chain in program.reachable
     ]
-    boxes = evaluate([e.match for e in program.entries], program.decide, (family,))
+    never = Match([], [], [], [])
+    matches = [
+        e.match if e.chain in program.reachable else never for e in program.entries
+    ]
+    boxes = evaluate(matches, program.decide, (family,))
 
     def describe(label):
         if label == "policy":
@@ -514,9 +528,10 @@ def read(sources: dict, context) -> "Live":
         path, text = sources[key]
         families.append(family)
         local = intersect(local_all, family_space((family,)))
+        tables = parse_save(text, path)
         for direction in ("ingress", "egress"):
             result = evaluate_family(
-                text, path, family, direction, role, sets, local, context.interface
+                tables, path, family, direction, role, sets, local, context.interface
             )
             found, icmp = to_rules(
                 role, direction, result.boxes, result.describe, (family,)
