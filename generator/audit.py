@@ -24,6 +24,7 @@ from .readers.engine import (
     icmp_finding,
     cidrs,
     intersect,
+    peer_text,
     subtract,
 )
 
@@ -193,6 +194,17 @@ def _groups(a: Audit):
                 yield role, direction, changes
 
 
+def _shown(piece, direction: str) -> str:
+    """A piece in words, its addresses as readers.engine.peer_text prints them."""
+    text = piece_text(piece, direction)
+    if piece.peer.cidrs:
+        ivs = [iv for c in piece.peer.cidrs for iv in address_intervals(c)]
+        side = "from" if direction == "ingress" else "to"
+        head = text.rsplit(f" {side} ", 1)[0]
+        text = f"{head} {side} {peer_text(ivs, piece.peer.name)}"
+    return text
+
+
 def _label(change) -> str:
     return "missing" if change.kind in MISSING else "excess"
 
@@ -203,7 +215,7 @@ def render_text(a: Audit) -> str:
     for role, direction, changes in _groups(a):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
-            lines = [piece_text(p, direction) for p in change.traffic]
+            lines = [_shown(p, direction) for p in change.traffic]
             partly = " (partly)" if change.kind in ("narrowed", "widened") else ""
             out.append(f"  {_label(change) + partly:<17}{lines[0]}")
             out += [f"  {'':<17}{line}" for line in lines[1:]]
@@ -240,7 +252,7 @@ def render_markdown(a: Audit) -> str:
             refs = change.references if change.kind in MISSING else []
             cells = [
                 f"**{label}**",
-                "<br>".join(_cell(piece_text(p, direction)) for p in change.traffic),
+                "<br>".join(_cell(_shown(p, direction)) for p in change.traffic),
                 "<br>".join(_cell(p) for p in change.purposes),
                 "<br>".join(_cell(r) for r in refs),
             ]

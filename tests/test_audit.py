@@ -475,7 +475,7 @@ def test_gcp_rule_that_names_no_source_is_anywhere(tmp_path):
     result = run(
         "audit", ROOT / "profiles" / "gcp.yaml", "--gcp", path, "--role", "external_vms"
     )
-    assert "tcp/8080 from 0.0.0.0/0 except 127.0.0.0/8" in result.output, result.output
+    assert "tcp/8080 from 0.0.0.0/0\n" in result.output, result.output
 
 
 @pytest.mark.parametrize(
@@ -808,3 +808,34 @@ def test_nftables_target_round_trip(name, tmp_path):
 
 def nft_audit_for(prof, role, text):
     return audit("nft", {"nft": ("ruleset.json", text)}, Context(prof, role=role))
+
+
+def test_markdown_and_text_name_the_page_and_the_live_rule():
+    markdown = aws_messy("--format", "markdown").stdout
+    assert "#### Nomad clients - ingress" in markdown
+    assert (
+        "| **missing (partly)** | tcp/65001-65535 from ssh_rerun: 172.16.0.0/12 |"
+        in markdown
+    )
+    assert "Hardening your cluster > Nomad clients > Ingress" in markdown
+    text = aws_messy().stdout
+    assert "Result: 1 missing, 3 excess, 3 not evaluated" in text
+    assert "allowed by: sg-0a1b2c3d4e5f60001 (ci-nomad) IpPermissionsEgress[0]" in text
+    # Loopback is never compared; it is not printed as an exception either.
+    assert "127.0.0.0/8" not in text
+
+
+def test_ipset_and_group_options_belong_to_their_sources(tmp_path):
+    empty = tmp_path / "x"
+    empty.write_text("")
+    profile = ROOT / "profiles" / "generic-baremetal.yaml"
+    result = run(
+        "audit", profile, "--nft", empty, "--role", "nomad_clients", "--ipset", empty
+    )
+    assert (
+        result.exit_code == 1 and "--ipset goes with --iptables-save" in result.output
+    )
+    result = run("audit", profile, "--gcp", empty, "--group", "nomad_clients=sg-1")
+    assert result.exit_code == 1 and "--group goes with --aws" in result.output
+    result = run("audit", profile, "--aws", empty, "--group", "nomads=sg-1")
+    assert "--group 'nomads=sg-1': expected ROLE=ID|NAME" in result.output

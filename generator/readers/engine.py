@@ -211,25 +211,19 @@ def cidrs(intervals: Intervals) -> tuple[str, ...]:
     return _peer(intervals).cidrs
 
 
-def peer_text(intervals: Intervals) -> str:
-    """Addresses for people: a long list reads as 'everything except'."""
+def peer_text(intervals: Intervals, name: str | None = None) -> str:
+    """Addresses for people: a long list reads as 'everything except'. Loopback,
+    left out of every comparison, is no exception worth printing when the
+    addresses on both sides of it are in the list."""
     from ..diff import peer_text as text
 
-    return text(_peer(intervals))
-
-
-def icmp_finding(role, direction, where, what, intervals: Intervals):
-    from . import Finding
-
-    side = "from" if direction == "ingress" else "to"
-    return Finding(
-        role,
-        where,
-        what,
-        f"ICMP {side} {peer_text(intervals)}",
-        direction=direction,
-        icmp=tuple(merged_intervals(intervals)),
-    )
+    intervals = list(intervals)
+    for lo, hi in LOOPBACK_SPACE:
+        if intersect(intervals, [(lo - 1, lo - 1)]) and intersect(
+            intervals, [(hi + 1, hi + 1)]
+        ):
+            intervals.append((lo, hi))
+    return text(Peer(cidrs=_peer(intervals).cidrs, name=name))
 
 
 MAX_DEPTH = 64  # deeper than the kernel lets jumps nest
@@ -259,3 +253,17 @@ def run_chain(entries, chain, ordered, depth: int = 0):
             if entry.action == "goto":  # a goto's chain returns for its caller too
                 return "return", None
     return "return", None
+
+
+def icmp_finding(role, direction, where, what, intervals: Intervals):
+    from . import Finding
+
+    side = "from" if direction == "ingress" else "to"
+    return Finding(
+        role,
+        where,
+        what,
+        f"ICMP {side} {peer_text(intervals)}",
+        direction=direction,
+        icmp=tuple(merged_intervals(intervals)),
+    )
