@@ -7,6 +7,7 @@ import sys
 import click
 
 from . import __version__
+from .matrix import ROLES
 
 FORMATS = ("table", "json", "markdown", "csv")
 
@@ -474,9 +475,9 @@ def audit(
     mapping = []
     for item in groups:
         name, _, group = item.partition("=")
-        if name not in ROLE_NAMES or not group:
+        if name not in ROLES or not group:
             problems.append(
-                f"--group {item!r}: expected ROLE=ID|NAME, ROLE one of {', '.join(ROLE_NAMES)}"
+                f"--group {item!r}: expected ROLE=ID|NAME, ROLE one of {', '.join(ROLES)}"
             )
         mapping.append((name, group))
     if groups and chosen != ["aws"]:
@@ -499,6 +500,3 @@ def audit(
         fail(exc.problems)
     click.echo(render(result, fmt), nl=False)
     sys.exit(result.exit_code(fail_on))
-
-
-ROLE_NAMES = ("load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms")

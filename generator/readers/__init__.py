@@ -69,9 +69,8 @@ class Context:
 class Reader:
     name: str
     module: str
-    target: str  # the emitter whose output this reader reads back
-    per_role: bool  # one export per host (needs --role)
-    export: str  # the command that makes the export
+    target: str  # the emitter whose output this reader reads back (its capabilities)
+    per_role: bool  # one export per host: --role says which role it is
 
     def reader(self):
         return import_module(f"{__name__}.{self.module}")
@@ -81,27 +80,11 @@ class Reader:
 READERS: dict[str, Reader] = {
     r.name: r
     for r in (
-        Reader(
-            "aws",
-            "aws",
-            "terraform-aws",
-            per_role=False,
-            export="aws ec2 describe-security-groups --output json",
-        ),
-        Reader(
-            "gcp",
-            "gcp",
-            "gcp-firewall",
-            per_role=False,
-            export="gcloud compute firewall-rules list --format=json",
-        ),
-        Reader(
-            "iptables",
-            "iptables",
-            "iptables",
-            per_role=True,
-            export="iptables-save; ip6tables-save; ipset save",
-        ),
-        Reader("nft", "nft", "iptables", per_role=True, export="nft -j list ruleset"),
+        Reader("aws", "aws", "terraform-aws", per_role=False),
+        Reader("gcp", "gcp", "gcp-firewall", per_role=False),
+        Reader("iptables", "iptables", "iptables", per_role=True),
+        # Host firewalls express the same matrix; point this at the nftables target
+        # once it is registered in TARGETS.
+        Reader("nft", "nft", "iptables", per_role=True),
     )
 }

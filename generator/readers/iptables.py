@@ -3,7 +3,8 @@
 A packet of a new connection enters INPUT (ingress) or OUTPUT (egress) of the filter
 table and walks it in order: jumps and gotos into user chains, RETURN back to the
 caller, the first ACCEPT or DROP/REJECT decides, and a built-in chain's policy decides
-what falls off its end. Nothing here knows rulegen's own layout: kube-proxy's,
+what falls off its end (only the filter table decides; FORWARD is not audited).
+Nothing here knows rulegen's own layout: kube-proxy's,
 Docker's or a hand-written chain are evaluated the same way. The host's own address
 is unknown, so a match on it (-d on INPUT, -s on OUTPUT) is decided from the role's
 subnets when they settle it, and reported otherwise.
@@ -208,12 +209,13 @@ def _protocol(name: str, family: int) -> list[tuple[int, int]]:
 class RuleParser:
     """One -A line into an Entry with the match it makes in the flow space."""
 
-    def __init__(self, direction, family, sets, local, interface):
+    def __init__(self, direction, family, sets, local, interface, chains=()):
         self.direction = direction
         self.family = family
         self.sets = sets
         self.local = local  # the role's own addresses, intervals of this family
         self.interface = interface
+        self.chains = set(chains)
 
     def _local(self, values, negate) -> bool:
         """Does a match on this host's own address hold? Unknown if it depends."""
@@ -372,8 +374,10 @@ class RuleParser:
             entry.action = "return"
         elif target in CONTINUE:
             entry.action = "continue"
-        else:
+        elif target in self.chains:
             entry.action, entry.target = ("goto" if goto else "jump"), target
+        else:  # NFQUEUE, a target of an extension, ...: the verdict is not ours to know
+            raise Unknown(f"target {target} is not evaluated")
 
 
 IFACE_FLAGS = {"-i": "-i", "--in-interface": "-i", "-o": "-o", "--out-interface": "-o"}
@@ -400,18 +404,7 @@ class Program:
         self.path, self.family, self.direction = path, family, direction
         self.hook = HOOKS[direction]
         self.policies = table.policies
-        self.entries: list[Entry] = []
-        problems = []
-        for chain, number, text, tokens in table.rules:
-            entry = parser.parse(chain, number, text, tokens)
-            if entry.target and entry.target not in table.policies:
-                problems.append(
-                    f"{path}:{number}: jump to chain {entry.target}, which is never declared"
-                )
-            self.entries.append(entry)
-        if problems:
-            raise ReadError(problems)
-        self.chain_of = [e.chain for e in self.entries]
+        self.entries = [parser.parse(*rule) for rule in table.rules]
         self.reachable = self._reachable(path)
 
     def _reachable(self, path: str) -> set[str]:
@@ -447,7 +440,7 @@ def programs(
     if table is None:
         return None
     _check_chains(table, path)
-    parser = RuleParser(direction, family, sets, local, interface)
+    parser = RuleParser(direction, family, sets, local, interface, table.policies)
     return Program(table, path, family, direction, parser)
 
 
@@ -507,6 +500,11 @@ def evaluate_family(
         entry = program.entries[label]
         return entry.text, f"{path}:{entry.line}"
 
+    if any(e.chain == "FORWARD" for e in program.entries):
+        notes.append(
+            f"{path}: FORWARD (traffic routed through the host, to pods or containers)"
+            " is not audited"
+        )
     return FamilyResult(boxes, describe, unknown, bool(replies), notes)
 
 
