@@ -393,10 +393,8 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 )
 @click.option(
     "--role",
-    type=click.Choice(
-        ["load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"]
-    ),
-    help="The role of the host (iptables, nft).",
+    type=click.Choice(ROLES),
+    help="The role of the host (iptables, nft); for a cloud export, audit only it.",
 )
 @click.option(
     "--group",
