@@ -845,3 +845,59 @@ def test_ipset_and_group_options_belong_to_their_sources(tmp_path):
     assert result.exit_code == 1 and "--group goes with --aws" in result.output
     result = run("audit", profile, "--aws", empty, "--group", "nomads=sg-1")
     assert "--group 'nomads=sg-1': expected ROLE=ID|NAME" in result.output
+
+
+# --- property: what an emitter writes reads back as the same flows -------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+octet = st.integers(0, 255)
+cidr = st.builds(
+    lambda a, b, plen: str(
+        __import__("ipaddress").ip_network(f"{a}.{b}.7.0/{plen}", strict=False)
+    ),
+    st.sampled_from([11, 52, 100, 198]),
+    octet,
+    st.sampled_from([8, 16, 22, 24, 28, 32]),
+)
+v6 = st.sampled_from(["2001:db8::/32", "2001:db8:1::/48", "::/0"])
+peers = st.lists(st.one_of(cidr, cidr, cidr, v6), min_size=1, max_size=12, unique=True)
+
+
+def _profile(cloud: str, external, vcs, admin, rerun):
+    base = (
+        GENERIC
+        if cloud == "generic"
+        else GENERIC.replace("cloud: generic", f"cloud: {cloud}")
+    )
+    text = base.replace("external: [10.8.0.0/16]", f"external: {json.dumps(external)}")
+    text = text.replace("vcs: [192.168.1.100/32]", f"vcs: {json.dumps(vcs)}")
+    text = text.replace("ssh_admin: []", f"ssh_admin: {json.dumps(admin)}")
+    text = text.replace("ssh_rerun: [10.8.0.0/16]", f"ssh_rerun: {json.dumps(rerun)}")
+    if cloud == "gcp":
+        text = text.replace(
+            "access: vpn", "access: vpn\nload_balancer:\n  transparent: true"
+        )
+        text = text.replace("    load_balancer: [192.168.1.0/28]\n", "")
+        text += "gcp:\n  network: net\n"
+    return profile_from(text)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(cloud=st.sampled_from(["aws", "gcp"]), a=peers, b=peers, c=peers, d=peers)
+def test_reading_back_what_a_cloud_emitter_writes_gives_the_same_flows(
+    cloud, a, b, c, d
+):
+    prof = _profile(cloud, a, b, c, d)
+    if cloud == "aws":
+        text = json.dumps(aws_export(prof))
+    else:
+        files = files_for(prof, shipped_matrix(prof), [TARGETS["gcp-firewall"]])
+        text = files["gcp-firewall/firewalls.json"]
+    result = audit(cloud, {cloud: ("export", text)}, Context(prof))
+    assert not result.different, (result.traffic.changes, result.live.unknown)
