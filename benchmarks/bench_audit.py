@@ -45,7 +45,9 @@ def wall(args: list[str]) -> float:
 
 
 def address(rnd: random.Random) -> str:
-    return f"10.{rnd.randrange(64, 256)}.{rnd.randrange(256)}.0/{rnd.choice((24, 26, 28))}"
+    return (
+        f"10.{rnd.randrange(64, 256)}.{rnd.randrange(256)}.0/{rnd.choice((24, 26, 28))}"
+    )
 
 
 def iptables_export(prof, rnd) -> str:
