@@ -205,6 +205,21 @@ def _shown(piece, direction: str) -> str:
     return text
 
 
+SHOWN = 8  # pieces of one change in text and markdown; json lists them all
+
+
+def _lines(change, direction: str) -> list[str]:
+    lines = [_shown(p, direction) for p in change.traffic]
+    if len(lines) > SHOWN:
+        more = len(lines) - SHOWN + 1
+        lines = lines[: SHOWN - 1] + [f"... and {more} more (--format json lists all)"]
+    return lines
+
+
+def _who(finding) -> str:
+    return f"{ROLE_TITLES[finding.role]}: " if finding.role else ""
+
+
 def _label(change) -> str:
     return "missing" if change.kind in MISSING else "excess"
 
@@ -215,7 +230,7 @@ def render_text(a: Audit) -> str:
     for role, direction, changes in _groups(a):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
-            lines = [_shown(p, direction) for p in change.traffic]
+            lines = _lines(change, direction)
             partly = " (partly)" if change.kind in ("narrowed", "widened") else ""
             out.append(f"  {_label(change) + partly:<17}{lines[0]}")
             out += [f"  {'':<17}{line}" for line in lines[1:]]
@@ -226,10 +241,10 @@ def render_text(a: Audit) -> str:
                 out += [f"  {'':<19}allowed by: {p}" for p in change.purposes]
     if a.live.unknown:
         out += ["", "Not evaluated (the reader cannot say what these do):"]
-        out += [f"  {f.where}: {f.text}\n    {f.why}" for f in a.live.unknown]
+        out += [f"  {_who(f)}{f.where}: {f.text}\n    {f.why}" for f in a.live.unknown]
     if a.live.not_compared:
         out += ["", "Also allowed, not compared (the page lists no such flows):"]
-        out += [f"  {f.where}: {f.why}: {f.text}" for f in a.live.not_compared]
+        out += [f"  {_who(f)}{f.why}: {f.text}" for f in a.live.not_compared]
     if a.live.notes:
         out += ["", "Notes:"] + [f"  {n}" for n in a.live.notes]
     return "\n".join(out) + "\n"
@@ -252,7 +267,7 @@ def render_markdown(a: Audit) -> str:
             refs = change.references if change.kind in MISSING else []
             cells = [
                 f"**{label}**",
-                "<br>".join(_cell(_shown(p, direction)) for p in change.traffic),
+                "<br>".join(_cell(line) for line in _lines(change, direction)),
                 "<br>".join(_cell(p) for p in change.purposes),
                 "<br>".join(_cell(r) for r in refs),
             ]
