@@ -901,3 +901,34 @@ def test_reading_back_what_a_cloud_emitter_writes_gives_the_same_flows(
         text = files["gcp-firewall/firewalls.json"]
     result = audit(cloud, {cloud: ("export", text)}, Context(prof))
     assert not result.different, (result.traffic.changes, result.live.unknown)
+
+
+def _as_saved(restore: str) -> str:
+    """An iptables-restore file of ours as iptables-save prints it once applied."""
+    lines = [l for l in restore.splitlines() if l and not l.startswith("#")]
+    head = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]"]
+    head += [":OUTPUT ACCEPT [0:0]", "-A INPUT -j RULEGEN-IN"]
+    head += ["-A OUTPUT -j RULEGEN-OUT"]
+    return "\n".join(head + lines[1:]) + "\n"
+
+
+@pytest.mark.parametrize("verdict", ["ACCEPT", "RETURN"])
+def test_allowing_by_return_to_an_accepting_policy_reads_the_same(verdict):
+    # Whether rulegen's chains accept, or return to a built-in chain whose policy
+    # accepts, the traffic allowed is the same, and so are the replies.
+    prof = example("generic-baremetal")
+    files = iptables_files(prof)
+    for role in ("kubernetes_nodes", "nomad_clients"):
+        saved = _as_saved(files[f"{role}.iptables"])
+        saved = "\n".join(
+            l.replace("-j ACCEPT", f"-j {verdict}") if l.startswith("-A RULEGEN") else l
+            for l in saved.splitlines()
+        )
+        result = iptables_audit(prof, role, saved + "\n")
+        assert not result.different, (role, result.traffic.changes)
+        assert result.live.stateful
+        # With a DROP policy, what returns is dropped: every flow goes missing.
+        closed = saved.replace(":INPUT ACCEPT", ":INPUT DROP")
+        blocked = iptables_audit(prof, role, closed + "\n")
+        ingress = [c for c in blocked.missing if c.direction == "ingress"]
+        assert bool(ingress) == (verdict == "RETURN")

@@ -55,7 +55,9 @@ class Entry:
     match: Match
     action: str  # accept, drop, return, jump, goto, continue
     target: str | None = None
-    replies: bool = False  # matches replies (ESTABLISHED) only
+    replies: bool = False  # an ESTABLISHED packet of any flow matches it
+    state_new: bool = True  # conntrack state NEW passes its state match
+    state_reply: bool = True  # ESTABLISHED passes its state match
     unknown: str | None = None
 
 
@@ -255,7 +257,11 @@ class RuleParser:
         m = full_match((self.family,))
         entry = Entry(chain, number, text, m, "continue")
         try:
-            if not self._matches(tokens[2:], m, entry):
+            holds = self._matches(tokens[2:], m, entry)
+            entry.replies = (
+                holds and entry.state_reply and m == full_match((self.family,))
+            )
+            if not (holds and entry.state_new):
                 entry.match = Match([], [], [], [])
         except Unknown as exc:
             entry.unknown = str(exc)
@@ -309,10 +315,8 @@ class RuleParser:
                 m.restrict("sport", _ports(arg()), negate)
             elif opt in ("--ctstate", "--state"):
                 states = set(arg().upper().split(","))
-                if ("NEW" in states) == negate:
-                    holds = False  # only replies or invalid packets
-                if "ESTABLISHED" in states and not negate:
-                    entry.replies = True
+                entry.state_new = ("NEW" in states) != negate
+                entry.state_reply = ("ESTABLISHED" in states) != negate
             elif opt == "--comment":
                 arg()
             elif opt == "--match-set":
@@ -479,11 +483,14 @@ def evaluate_family(
         for e in program.entries
         if e.unknown and e.chain in program.reachable
     ]
-    replies = [
-        e
-        for e in program.entries
-        if e.replies and e.action == "accept" and e.chain in program.reachable
+    # Replies: an ESTABLISHED packet, of any flow, through the rules that match
+    # every such packet (a state match, or none, and nothing else).
+    ordered = [
+        i
+        for i, e in enumerate(program.entries)
+        if e.replies and e.chain in program.reachable
     ]
+    replies = program.decide(frozenset(ordered)) is not None
     never = Match([], [], [], [])
     matches = [
         e.match if e.chain in program.reachable else never for e in program.entries
@@ -505,7 +512,7 @@ def evaluate_family(
             f"{path}: FORWARD (traffic routed through the host, to pods or containers)"
             " is not audited"
         )
-    return FamilyResult(boxes, describe, unknown, bool(replies), notes)
+    return FamilyResult(boxes, describe, unknown, replies, notes)
 
 
 def read(sources: dict, context) -> "Live":

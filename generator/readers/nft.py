@@ -53,7 +53,9 @@ class Entry:
     match: Match
     action: str = "continue"
     target: str | None = None
-    replies: bool = False
+    replies: bool = False  # an ESTABLISHED packet of any flow matches it
+    state_new: bool = True
+    state_reply: bool = True
     unknown: str | None = None
 
 
@@ -158,7 +160,10 @@ class RuleReader:
             holds = True
             for e in body["expr"]:
                 holds &= self._expr(e, m, entry, body)
-            if not holds:
+            entry.replies = (
+                holds and entry.state_reply and m == full_match((self.family,))
+            )
+            if not (holds and entry.state_new):
                 entry.match = Match([], [], [], [])
         except Unknown as exc:
             entry.unknown = str(exc)
@@ -262,9 +267,9 @@ class RuleReader:
             if isinstance(right, dict) and "set" in right:
                 states = right["set"]
             states = {str(s).lower() for s in states}
-            if "established" in states and not negate:
-                entry.replies = True
-            return ("new" in states) != negate
+            entry.state_new = ("new" in states) != negate
+            entry.state_reply = ("established" in states) != negate
+            return True
         raise Unknown(f"match on {_left_text(left)}")
 
     @staticmethod
@@ -463,12 +468,12 @@ def read(sources: dict, context) -> Live:
                     )
                     if f not in unknown:
                         unknown.append(f)
-            stateful.append(
-                any(
-                    e.replies and e.action == "accept" and e.chain in reachable
-                    for e in entries
-                )
+            # Replies: an ESTABLISHED packet, of any flow, through the rules that
+            # match every such packet (a state match, or none, and nothing else).
+            ordered = frozenset(
+                i for i, e in enumerate(entries) if e.replies and e.chain in reachable
             )
+            stateful.append(decide(ordered) is not None)
     matrix = Matrix(
         profile=context.profile.name,
         server_version=context.profile.server_version,
