@@ -208,6 +208,17 @@ def test_an_unknown_target_is_reported_not_taken_for_a_chain():
     ]
 
 
+def test_a_drop_outside_the_filter_table_is_reported():
+    prof, _ = nomad_required()
+    raw = (
+        "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -s 10.8.0.0/16 -j DROP\nCOMMIT\n"
+    )
+    result = iptables_audit(prof, "nomad_clients", raw + NOMAD, ipset=SETS)
+    assert [(f.where, f.why) for f in result.live.unknown] == [
+        ("iptables.save:3", "a drop in the raw table is not evaluated")
+    ]
+
+
 def test_a_set_missing_from_the_ipset_export_is_reported():
     prof, _ = nomad_required()
     result = iptables_audit(prof, "nomad_clients", NOMAD)

@@ -132,6 +132,13 @@ def _tokens(line: str) -> list[str]:
     return line.split()
 
 
+def _target_of(tokens: list[str]) -> str | None:
+    for flag in ("-j", "--jump"):
+        if flag in tokens[:-1]:
+            return tokens[tokens.index(flag) + 1]
+    return None
+
+
 def parse_ipsets(text: str, path: str) -> dict[str, list | None]:
     """Set name -> address intervals (None: a set type this reader cannot evaluate)."""
     problems: list[str] = []
@@ -534,6 +541,20 @@ def read(sources: dict, context) -> "Live":
         families.append(family)
         local = intersect(local_all, family_space((family,)))
         tables = parse_save(text, path)
+        # Only the filter table is evaluated; a drop elsewhere (raw, mangle) is said.
+        for name, table in sorted(tables.items()):
+            if name in ("filter", "nat"):
+                continue
+            for _, number, line, tokens in table.rules:
+                if _target_of(tokens) in BLOCK:
+                    unknown.append(
+                        Finding(
+                            role,
+                            f"{path}:{number}",
+                            line,
+                            f"a drop in the {name} table is not evaluated",
+                        )
+                    )
         for direction in ("ingress", "egress"):
             result = evaluate_family(
                 tables, path, family, direction, role, sets, local, context.interface
