@@ -15,10 +15,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from . import Finding, ReadError
+from ..matrix import Matrix
+from . import Finding, Live, ReadError
 from .engine import (
     ICMP,
-    OTHER,
     TCP,
     UDP,
     Match,
@@ -28,8 +28,10 @@ from .engine import (
     full_match,
     intersect,
     range_intervals,
+    icmp_finding,
     run_chain,
     subtract,
+    to_rules,
 )
 
 HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
@@ -522,11 +524,8 @@ def evaluate_family(
     return FamilyResult(boxes, describe, unknown, replies, notes)
 
 
-def read(sources: dict, context) -> "Live":
+def read(sources: dict, context) -> Live:
     """A host's iptables-save (and ip6tables-save) as the live rules of context.role."""
-    from ..matrix import Matrix
-    from . import Live
-    from .engine import icmp_finding, to_rules
 
     role = context.role
     sets = parse_ipsets(*reversed(sources["ipset"])) if "ipset" in sources else None
