@@ -104,7 +104,17 @@ def required_matrix(profile, reader: Reader, live: Live) -> Matrix:
     if live.stateful:  # the live engine lets replies through by itself
         rules = [r for r in rules if not r.is_return]
     space = subtract(family_space(live.families), LOOPBACK_SPACE)
-    return replace(matrix, rules=tuple(lower(rules, profile.subnets, space)))
+    lowered = lower(rules, profile.subnets, space)
+    unplaced = sorted({r.peer.role for r in lowered if r.peer.role})
+    if unplaced:
+        raise ReadError(
+            [
+                f"network.subnets.{role} is empty: the audit finds a role's instances"
+                " by their subnets; list them in the profile"
+                for role in unplaced
+            ]
+        )
+    return replace(matrix, rules=tuple(lowered))
 
 
 def audit(reader_name: str, sources: dict, context: Context) -> Audit:
