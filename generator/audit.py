@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .diff import TrafficDiff, compare, piece_text
+from .diff import Piece, TrafficDiff, compare, piece_text
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .readers import READERS, Context, Live, ReadError, Reader
 from .readers.engine import (
@@ -218,8 +218,20 @@ def _shown(piece, direction: str) -> str:
 SHOWN = 8  # pieces of one change in text and markdown; json lists them all
 
 
-def _lines(change, direction: str) -> list[str]:
+def _lines(change, direction: str, live: Matrix | None = None) -> list[str]:
     lines = [_shown(p, direction) for p in change.traffic]
+    if len(lines) > SHOWN and live is not None and change.kind in EXCESS:
+        # A broad rule less the required flows reads as many small pieces: say what
+        # the rule allows, and that the required flows are taken out.
+        own = [
+            _shown(Piece(r.protocol, r.ports, r.source_ports, r.peer), direction)
+            for r in live.rules
+            if (r.role, r.direction) == (change.role, change.direction)
+            and r.purpose in change.purposes
+            and r.protocol in {p.protocol for p in change.traffic}
+        ]
+        if own and len(own) < len(lines):
+            lines = [f"{line}, less the required flows" for line in own]
     if len(lines) > SHOWN:
         more = len(lines) - SHOWN + 1
         lines = lines[: SHOWN - 1] + [f"... and {more} more (--format json lists all)"]
@@ -240,7 +252,7 @@ def render_text(a: Audit) -> str:
     for role, direction, changes in _groups(a):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
-            lines = _lines(change, direction)
+            lines = _lines(change, direction, a.live.matrix)
             partly = " (partly)" if change.kind in ("narrowed", "widened") else ""
             out.append(f"  {_label(change) + partly:<17}{lines[0]}")
             out += [f"  {'':<17}{line}" for line in lines[1:]]
@@ -277,7 +289,9 @@ def render_markdown(a: Audit) -> str:
             refs = change.references if change.kind in MISSING else []
             cells = [
                 f"**{label}**",
-                "<br>".join(_cell(line) for line in _lines(change, direction)),
+                "<br>".join(
+                    _cell(line) for line in _lines(change, direction, a.live.matrix)
+                ),
                 "<br>".join(_cell(p) for p in change.purposes),
                 "<br>".join(_cell(r) for r in refs),
             ]

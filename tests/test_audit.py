@@ -838,6 +838,8 @@ def test_markdown_and_text_name_the_page_and_the_live_rule():
     text = aws_messy().stdout
     assert "Result: 1 missing, 3 excess, 3 not evaluated" in text
     assert "allowed by: sg-0a1b2c3d4e5f60001 (ci-nomad) IpPermissionsEgress[0]" in text
+    # An allow-all less the required flows reads as the rule, not as its pieces.
+    assert "tcp/all to 0.0.0.0/0, less the required flows" in text
     # Loopback is never compared; it is not printed as an exception either.
     assert "127.0.0.0/8" not in text
 
