@@ -444,8 +444,7 @@ def audit(
     """
     from .audit import audit as make_audit
     from .audit import render
-    from .problems import read_text
-    from .readers import Context, ReadError
+    from .readers import Context, ReadError, read_export
 
     prof = load(profile, server_version)
     host = {"iptables": iptables_save, "ip6tables": ip6tables_save, "ipset": ipset}
@@ -488,9 +487,7 @@ def audit(
     )
     try:
         sources = {
-            key: (path, read_text(path, ReadError))
-            for key, path in paths.items()
-            if path
+            key: (path, read_export(path)) for key, path in paths.items() if path
         }
         context = Context(prof, role=role, interface=interface, groups=tuple(mapping))
         result = make_audit(reader, sources, context)

@@ -512,6 +512,7 @@ def test_gcp_rule_that_names_no_source_is_anywhere(tmp_path):
             "sourceRanges: '10.0.0.0/33'",
         ),
         ('[{"name": "a"}]', "needs exactly one of allowed/denied"),
+        ("[" * 100000, "JSON nested too deeply"),
     ],
 )
 def test_bad_gcp_exports_are_clear_errors(tmp_path, text, message):

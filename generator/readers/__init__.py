@@ -22,6 +22,40 @@ class ReadError(ProblemError):
     """An export that cannot be read: every problem with file, line or key path."""
 
 
+MAX_EXPORT = 256 * 1024 * 1024  # far above any real export; refuses a runaway file
+
+
+def read_export(path: str) -> str:
+    """An export's text, or ReadError saying why not (missing, too big, not UTF-8)."""
+    import os
+
+    from ..problems import read_text
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0  # read_text says why
+    if size > MAX_EXPORT:
+        raise ReadError([f"{path}: {size} bytes, more than any export ({MAX_EXPORT})"])
+    return read_text(path, ReadError)
+
+
+def load_json(text: str, path: str):
+    """Parsed JSON, or ReadError with the line where it stops (a truncated export)."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReadError(
+            [
+                f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); is the export truncated?"
+            ]
+        ) from None
+    except RecursionError:
+        raise ReadError([f"{path}: JSON nested too deeply to be an export"]) from None
+
+
 @dataclass(frozen=True)
 class Finding:
     """Something in the export the reader could not evaluate, or left out on purpose."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ..matrix import ROLES
-from . import Finding, Live, ReadError
+from . import Finding, Live, ReadError, load_json
 from .engine import (
     ICMP,
     TCP,
@@ -26,7 +26,6 @@ from .engine import (
     icmp_finding,
     to_rules,
 )
-from .gcp import load_json
 
 PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
 ICMP_NAMES = ("icmp", "1", "icmpv6", "58")

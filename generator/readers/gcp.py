@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from ..matrix import ROLES
-from . import Finding, Live, ReadError
+from . import Finding, Live, ReadError, load_json
 from .engine import (
     ICMP,
     TCP,
@@ -49,17 +49,6 @@ READ = frozenset(
     "disabled priority direction allowed denied sourceRanges destinationRanges"
     " sourceTags targetTags sourceServiceAccounts targetServiceAccounts".split()
 )
-
-
-def load_json(text: str, path: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReadError(
-            [
-                f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); is the export truncated?"
-            ]
-        ) from None
 
 
 def _strings(rule: dict, key: str, where: str, problems: list) -> list[str]:

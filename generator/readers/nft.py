@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from . import Finding, Live, ReadError
+from . import Finding, Live, ReadError, load_json
 from .engine import (
     ICMP,
     TCP,
@@ -60,14 +60,7 @@ class Entry:
 
 
 def _load(text: str, path: str) -> list[dict]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReadError(
-            [
-                f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); is the export truncated?"
-            ]
-        ) from None
+    data = load_json(text, path)
     if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
         raise ReadError(
             [f'{path}: expected {{"nftables": [...]}} (nft -j list ruleset)']
