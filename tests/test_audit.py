@@ -639,6 +639,20 @@ def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists(
     assert any("protocol 50" in w for w in whys)
 
 
+def test_aws_groups_tagged_with_their_role_are_mapped():
+    data = json.loads((DATA / "aws-messy.json").read_text())
+    for group in data["SecurityGroups"]:
+        if group["GroupName"] == "ci-vms":
+            group["Tags"] = [{"Key": "rulegen:role", "Value": "external_vms"}]
+    report = audit(
+        "aws",
+        {"aws": ("groups.json", json.dumps(data))},
+        Context(example("aws-private-vpn")),
+    )
+    assert report.live.roles == ("external_vms",)
+    assert any("ci-nomad" in n for n in report.live.notes)  # unmapped, not audited
+
+
 def test_aws_default_mapping_needs_rulegen_names_or_group_options():
     result = run(
         "audit",

@@ -6,8 +6,9 @@ a rule repeated in two groups allows nothing more. A group reference
 (UserIdGroupPairs) stands for the instances that carry that group: the role it is
 mapped to, addressed by the role's subnets. A group AWS created keeps its default
 allow-all egress rule until someone removes it; it reads as any other rule, and is
-named as such. Groups are mapped to roles by --group ROLE=ID|NAME, else by the
-names rulegen gives them (`<install>-<role>`, `-2`, ... as GroupName or Name tag).
+named as such. Groups are mapped to roles by --group ROLE=ID|NAME, else by a tag
+`rulegen:role` whose value is the role, else by the names rulegen gives them
+(`<install>-<role>`, `-2`, ... as GroupName or Name tag).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .engine import (
 PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
 ICMP_NAMES = ("icmp", "1", "icmpv6", "58")
 DEFAULT_EGRESS = ("0.0.0.0/0", "::/0")
+ROLE_TAG = "rulegen:role"
 
 
 def _name_tag(group: dict) -> str | None:
@@ -105,6 +107,13 @@ def _mapping(groups, context) -> dict[str, list[str]]:
     if problems:
         raise ReadError(problems)
     if context.groups:
+        return out
+    for g in groups:  # a tag that says it: rulegen:role = nomad_clients
+        for tag in g.get("Tags") or []:
+            if isinstance(tag, dict) and tag.get("Key") == ROLE_TAG:
+                if tag.get("Value") in ROLES:
+                    out.setdefault(g["GroupId"], []).append(tag["Value"])
+    if out:
         return out
     for role in ROLES:
         base = re.escape(f"{profile.name}-{role.replace('_', '-')}")
