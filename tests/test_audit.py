@@ -960,3 +960,29 @@ def test_allowing_by_return_to_an_accepting_policy_reads_the_same(verdict):
         blocked = iptables_audit(prof, role, closed + "\n")
         ingress = [c for c in blocked.missing if c.direction == "ingress"]
         assert bool(ingress) == (verdict == "RETURN")
+
+
+KUBE_PROXY = """\
+:KUBE-FIREWALL - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS
+-A INPUT -j KUBE-FIREWALL
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+-A KUBE-NODEPORTS -m comment --comment "default/web:http health check node port" -m tcp -p tcp --dport 32000 -j ACCEPT
+"""
+
+
+def test_kube_proxy_chains_in_front_are_evaluated_like_any_other():
+    prof = example("generic-baremetal")
+    saved = _as_saved(iptables_files(prof)["kubernetes_nodes.iptables"])
+    head, rest = saved.split("-A INPUT -j RULEGEN-IN\n", 1)
+    saved = head + KUBE_PROXY + "-A INPUT -j RULEGEN-IN\n" + rest
+    result = iptables_audit(prof, "kubernetes_nodes", saved)
+    assert not result.live.unknown, result.live.unknown
+    assert lines(result.excess) == [
+        "tcp/32000 from 0.0.0.0/0 except 127.0.0.0/8, 192.168.1.0/28, 192.168.10.0/24"
+    ]
+    assert "health check node port" in result.excess[0].purposes[0]
+    assert not result.missing

@@ -267,3 +267,24 @@ def icmp_finding(role, direction, where, what, intervals: Intervals):
         direction=direction,
         icmp=tuple(merged_intervals(intervals)),
     )
+
+
+class Unknown(Exception):
+    """A construct a reader cannot evaluate; its rule is reported and not matched."""
+
+
+def local_match(local: Intervals, values: Intervals, negate: bool) -> bool:
+    """Does a match on the host's own address (the role's subnets: `local`) hold?
+
+    Loopback addresses never are the address of a flow from or to the network.
+    """
+    if values and not subtract(values, LOOPBACK_SPACE):
+        return negate
+    inside = intersect(local, values)
+    if local and inside == merged_intervals(local):
+        return not negate
+    if local and not inside:
+        return negate
+    raise Unknown(
+        "depends on this host's address, which the role's subnets do not settle"
+    )

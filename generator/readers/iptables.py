@@ -22,11 +22,13 @@ from .engine import (
     TCP,
     UDP,
     Match,
+    Unknown,
     address_intervals,
     evaluate,
     family_space,
     full_match,
     intersect,
+    local_match,
     range_intervals,
     icmp_finding,
     run_chain,
@@ -43,10 +45,6 @@ CONTINUE = frozenset(
 )
 BLOCK = frozenset({"DROP", "REJECT"})
 PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "0": "all"}
-
-
-class Unknown(Exception):
-    """A construct this reader cannot evaluate; the rule is reported and not matched."""
 
 
 @dataclass
@@ -228,23 +226,12 @@ class RuleParser:
         self.interface = interface
         self.chains = set(chains)
 
-    def _local(self, values, negate) -> bool:
-        """Does a match on this host's own address hold? Unknown if it depends."""
-        inside = intersect(self.local, values)
-        if self.local and inside == intersect(self.local, self.local):
-            return not negate
-        if self.local and not inside:
-            return negate
-        raise Unknown(
-            "depends on this host's address, which the role's subnets do not settle"
-        )
-
     def _address(self, m: Match, side: str, values, negate) -> bool:
         peer_side = "src" if self.direction == "ingress" else "dst"
         if side == peer_side:
             m.restrict("peer", values, negate)
             return True
-        return self._local(values, negate)
+        return local_match(self.local, values, negate)
 
     def _iface(self, flag: str, name: str, negate: bool) -> bool:
         if flag != ("-i" if self.direction == "ingress" else "-o"):

@@ -22,12 +22,14 @@ from .engine import (
     TCP,
     UDP,
     Match,
+    Unknown,
     address_intervals,
     evaluate,
     family_space,
     full_match,
     icmp_finding,
     intersect,
+    local_match,
     range_intervals,
     run_chain,
     to_rules,
@@ -39,10 +41,6 @@ PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
 ICMP_NAMES = {4: ("icmp", "1"), 6: ("ipv6-icmp", "icmpv6", "58")}
 CONTINUE = frozenset({"counter", "log", "meta", "mangle", "notrack", "ct"})
 VERDICTS = {"accept": "accept", "drop": "drop", "reject": "drop", "return": "return"}
-
-
-class Unknown(Exception):
-    pass
 
 
 @dataclass
@@ -303,14 +301,7 @@ class RuleReader:
         if side == peer_side:
             m.restrict("peer", values, negate)
             return True
-        inside = intersect(self.local, values)
-        if self.local and inside == intersect(self.local, self.local):
-            return not negate
-        if self.local and not inside:
-            return negate
-        raise Unknown(
-            "depends on this host's address, which the role's subnets do not settle"
-        )
+        return local_match(self.local, values, negate)
 
     def _iface(self, key, right, negate) -> bool:
         wanted = "i" if self.direction == "ingress" else "o"
