@@ -986,3 +986,20 @@ def test_kube_proxy_chains_in_front_are_evaluated_like_any_other():
     ]
     assert "health check node port" in result.excess[0].purposes[0]
     assert not result.missing
+
+
+def test_a_stateless_profile_audits_its_return_rules_as_flows():
+    text = (ROOT / "profiles" / "generic-baremetal.yaml").read_text()
+    prof = profile_from(text.replace("stateful: true", "stateful: false"))
+    files = iptables_files(prof)
+    for role in ("kubernetes_nodes", "nomad_clients"):
+        saved = _as_saved(files[f"{role}.iptables"])
+        result = iptables_audit(prof, role, saved)
+        assert not result.live.stateful and not result.different
+        assert any(r.is_return for r in result.required.rules)
+        # Drop the return rules: replies are blocked, and named as missing.
+        cut = "\n".join(l for l in saved.splitlines() if "--sport" not in l) + "\n"
+        broken = iptables_audit(prof, role, cut)
+        assert broken.missing and all(
+            p.source_ports for c in broken.missing for p in c.traffic
+        )
