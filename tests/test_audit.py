@@ -1003,3 +1003,20 @@ def test_a_stateless_profile_audits_its_return_rules_as_flows():
         assert broken.missing and all(
             p.source_ports for c in broken.missing for p in c.traffic
         )
+
+
+def test_readme_audit_example_is_the_real_output():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Auditing a live install", 1)[1]
+    shown = section.split("```\nrulegen audit:", 1)[1].split("```", 1)[0]
+    result = run(
+        "audit",
+        ROOT / "profiles" / "generic-baremetal.yaml",
+        "--iptables-save",
+        DATA / "k8s-drifted.save",
+        "--role",
+        "kubernetes_nodes",
+    )
+    assert result.exit_code == 2
+    out = result.stdout.replace(str(DATA / "k8s-drifted.save"), "v4.save")
+    assert out.strip() == ("rulegen audit:" + shown).strip()
