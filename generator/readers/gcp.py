@@ -126,8 +126,11 @@ def _port_range(text):
     return (a, b) if 0 <= a <= b <= 65535 else None
 
 
-def _network(rule: dict) -> str:
-    return str(rule.get("network", "")).rstrip("/").rsplit("/", 1)[-1]
+def _network(rule: dict, default: str) -> str:
+    """The network's name (a rule that names none is taken as the profile's)."""
+    if not rule.get("network"):
+        return default
+    return str(rule["network"]).rstrip("/").rsplit("/", 1)[-1]
 
 
 def read(sources: dict, context) -> Live:
@@ -149,12 +152,12 @@ def read(sources: dict, context) -> Live:
     by_account = {a.value: r for r, a in addr.items() if a.kind == "account"}
     notes: list[str] = []
     unknown: list[Finding] = []
-    others = sorted({_network(r) for r in rules} - {network})
+    others = sorted({_network(r, network) for r in rules} - {network})
     if others:
         notes.append(
             f"rules of other networks left out: {', '.join(others)} (the profile's is {network})"
         )
-    mine = [(i, r) for i, r in enumerate(rules) if _network(r) == network]
+    mine = [(i, r) for i, r in enumerate(rules) if _network(r, network) == network]
     disabled = [r["name"] for _, r in mine if r.get("disabled")]
     if disabled:
         notes.append(f"disabled rules, which GCP does not apply: {', '.join(disabled)}")
@@ -185,7 +188,7 @@ def read(sources: dict, context) -> Live:
         return [iv for c in nets for iv in address_intervals(c)]
 
     def peers(i, rule, direction, role):
-        """The peer addresses a rule matches, or None if it names none that we know."""
+        """The peer addresses (intervals) a rule matches, as far as they are known."""
         # A rule that names peers some other way (FQDNs, address groups, ...) does
         # not fall back to 0.0.0.0/0: those peers are reported, not guessed.
         other = any(k.startswith(("source", "destination")) for k in set(rule) - READ)
