@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .optimizer import cidrs_of, merged_intervals
@@ -23,7 +24,9 @@ _V4 = 2 * len(ROLES) + 2
 _V6 = _V4 + (1 << 32) + 2
 PORTS = (0, 65535)
 _PROTOCOLS = ("tcp", "udp", "other")  # "other": anything "all" allows beyond tcp/udp
-_PROTOCOL_AXIS = {"tcp": (0, 0), "udp": (1, 1), "all": (0, 2)}
+# "other" is what a live firewall allows beyond TCP and UDP without allowing them too.
+_PROTOCOL_AXIS = {"tcp": (0, 0), "udp": (1, 1), "all": (0, 2), "other": (2, 2)}
+ADDRESS_BASE = {4: _V4, 6: _V6}  # where each family starts on the peer axis
 
 KINDS = ("removed", "narrowed", "added", "widened")
 BREAKING = frozenset({"removed", "narrowed"})
@@ -77,6 +80,11 @@ def region(old: list[Box], new: list[Box], keep) -> tuple | None:
     return _canon([(b, 0) for b in old] + [(b, 1) for b in new], 0, leaf)
 
 
+def labelled(items: list[tuple[Box, object]], leaf) -> list[tuple[Box, object]]:
+    """Disjoint boxes of a union of tagged boxes, each labelled leaf(tags) (None: out)."""
+    return boxes_of(_canon(items, 0, leaf))
+
+
 def boxes_of(form: tuple | None) -> list[tuple[Box, object]]:
     """The disjoint boxes of a canonical form with their labels, in axis order."""
     if form is None:
@@ -96,12 +104,14 @@ def boxes_of(form: tuple | None) -> list[tuple[Box, object]]:
 def peer_intervals(peer: Peer) -> list[tuple[int, int]]:
     if peer.role:
         return [(2 * ROLES.index(peer.role), 2 * ROLES.index(peer.role))]
-    out = []
-    for text in peer.cidrs:
-        net = ipaddress.ip_network(text, strict=False)
-        base = _V4 if net.version == 4 else _V6
-        out.append((base + int(net.network_address), base + int(net.broadcast_address)))
-    return out
+    return [_cidr_interval(text) for text in peer.cidrs]
+
+
+@lru_cache(maxsize=65536)
+def _cidr_interval(text: str) -> tuple[int, int]:
+    net = ipaddress.ip_network(text, strict=False)
+    base = _V4 if net.version == 4 else _V6
+    return (base + int(net.network_address), base + int(net.broadcast_address))
 
 
 def rule_boxes(rule: Rule) -> list[Box]:
@@ -279,6 +289,13 @@ def _unique(values) -> list[str]:
     return out
 
 
+def _overlap(a: list[Box], b: list[Box]) -> bool:
+    """Do two unions of boxes share a point? (Two boxes do when every axis overlaps.)"""
+    return any(
+        all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(p, q)) for p in a for q in b
+    )
+
+
 def _explain(
     role: str,
     direction: str,
@@ -304,8 +321,11 @@ def _explain(
         cover = [rules[i] for i in sorted(covering)]
         # A rule still partly allowed on the other side was cut down (or grown),
         # not dropped (or created).
-        both = region(
-            [b for i in covering for b in boxed[i]], other, lambda a, b: a and b
+        partial = any(_overlap(boxed[i], other) for i in covering)
+        both = (
+            region([b for i in covering for b in boxed[i]], other, lambda a, b: a and b)
+            if partial
+            else []
         )
         here = {"removed": "narrowed", "added": "widened"}[kind] if both else kind
         names = _unique(r.peer.name for r in cover if r.peer.name)

@@ -1,0 +1,352 @@
+"""audit: what a live firewall blocks of the page's flows, and what it allows beyond them.
+
+A reader (generator.readers) turns the live export into matrix rules; the profile's
+matrix is narrowed to what the reader's target can express and to the roles and
+address families the export speaks for. Both sides address a role by its subnets
+when the profile lists them (a security group or a network tag stands for the
+instances that carry it, which live in those subnets), and loopback is left out.
+Then the one semantic diff (generator.diff.compare) says, flow by flow, what is
+missing (required, blocked live: with the page reference) and what is in excess
+(allowed live, not required: with the live rule that allows it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .diff import Piece, TrafficDiff, compare, piece_text
+from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
+from .readers import READERS, Context, Live, ReadError, Reader
+from .readers.engine import (
+    LOOPBACK_SPACE,
+    address_intervals,
+    family_space,
+    icmp_finding,
+    cidrs,
+    intersect,
+    peer_text,
+    subtract,
+)
+
+MISSING = ("removed", "narrowed")
+EXCESS = ("added", "widened")
+FAIL_ON = ("missing", "excess", "any")
+
+
+@dataclass
+class Audit:
+    reader: Reader
+    sources: list[str]
+    required: Matrix
+    live: Live
+    traffic: TrafficDiff
+
+    @property
+    def missing(self):
+        return [c for c in self.traffic.changes if c.kind in MISSING]
+
+    @property
+    def excess(self):
+        return [c for c in self.traffic.changes if c.kind in EXCESS]
+
+    @property
+    def different(self) -> bool:
+        return bool(self.traffic.changes or self.live.unknown)
+
+    def exit_code(self, fail_on: str | None = None) -> int:
+        """0 same, 2 differences, 3 when --fail-on matches (1 is bad input, elsewhere)."""
+        hit = {
+            "missing": bool(self.missing),
+            "excess": bool(self.excess),
+            "any": self.different,
+        }
+        if fail_on and hit[fail_on]:
+            return 3
+        return 2 if self.different else 0
+
+
+def _clip(rule: Rule, space) -> Rule | None:
+    """The rule narrowed to the audited address space (None if nothing is left)."""
+    if rule.peer.role:
+        return rule
+    ivs = [iv for c in rule.peer.cidrs for iv in address_intervals(c)]
+    kept = intersect(ivs, space)
+    if not kept:
+        return None
+    return replace(rule, peer=Peer(cidrs=cidrs(kept), name=rule.peer.name))
+
+
+def lower(rules, subnets: dict, space) -> list[Rule]:
+    """Role peers as the role's subnets (when listed), clipped to the audited space."""
+    out = []
+    for rule in rules:
+        if rule.peer.role and subnets.get(rule.peer.role):
+            peer = Peer(cidrs=tuple(subnets[rule.peer.role]), name=rule.peer.role)
+            rule = replace(rule, peer=peer)
+        clipped = _clip(rule, space)
+        if clipped is not None:
+            out.append(clipped)
+    return out
+
+
+def required_matrix(profile, reader: Reader, live: Live) -> Matrix:
+    """The profile's shipped matrix as the reader's platform would hold it."""
+    from .emitters import EmitError, TARGETS, expressible
+    from .pipeline import shipped_matrix
+
+    matrix = shipped_matrix(profile)
+    target = TARGETS[reader.target]
+    try:
+        rules = expressible(target, matrix)
+    except EmitError as exc:
+        raise ReadError([f"the profile cannot be audited against {reader.name}: {exc}"])
+    rules = [r for r in rules if r.role in live.roles]
+    if live.stateful:  # the live engine lets replies through by itself
+        rules = [r for r in rules if not r.is_return]
+    space = subtract(family_space(live.families), LOOPBACK_SPACE)
+    lowered = lower(rules, profile.subnets, space)
+    unplaced = sorted({r.peer.role for r in lowered if r.peer.role})
+    if unplaced:
+        raise ReadError(
+            [
+                f"network.subnets.{role} is empty: the audit finds a role's instances"
+                " by their subnets; list them in the profile"
+                for role in unplaced
+            ]
+        )
+    return replace(matrix, rules=tuple(lowered))
+
+
+def audit(reader_name: str, sources: dict, context: Context) -> Audit:
+    """Read the export, build the required matrix, compare them flow by flow."""
+    reader = READERS[reader_name]
+    live = reader.reader().read(sources, context)
+    if context.role and not reader.per_role:  # a cloud export, one role audited
+        if context.role not in live.roles:
+            raise ReadError(
+                [f"--role {context.role}: no rules of that role in the export"]
+            )
+        live.roles = (context.role,)
+        kept = tuple(r for r in live.matrix.rules if r.role == context.role)
+        live.matrix = replace(live.matrix, rules=kept)
+        live.unknown = [f for f in live.unknown if f.role in (None, context.role)]
+        live.not_compared = [f for f in live.not_compared if f.role == context.role]
+    required = required_matrix(context.profile, reader, live)
+    if reader.per_role:
+        for family, name in ((4, "IPv4"), (6, "IPv6")):
+            if family not in live.families:
+                live.notes.append(f"{name} not audited: the export does not cover it")
+    if not live.stateful:
+        live.notes.append(
+            "the live rules do not let replies through by themselves (no conntrack"
+            " ESTABLISHED accept): return traffic is audited as flows of its own"
+        )
+    live.not_compared = _icmp_beyond(live.not_compared, required)
+    return Audit(
+        reader,
+        [path for path, _ in sources.values()],
+        required,
+        live,
+        compare(required, live.matrix),
+    )
+
+
+def _icmp_beyond(findings, required: Matrix):
+    """ICMP findings less what a required all-protocol rule allows anyway."""
+    out = []
+    for f in findings:
+        if not f.icmp:
+            out.append(f)
+            continue
+        covered = [
+            iv
+            for r in required.rules
+            if (r.role, r.direction, r.protocol) == (f.role, f.direction, "all")
+            for c in r.peer.cidrs
+            for iv in address_intervals(c)
+        ]
+        left = subtract(list(f.icmp), covered)
+        if left:
+            out.append(icmp_finding(f.role, f.direction, f.where, f.text, left))
+    return out
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+def _summary(a: Audit) -> str:
+    if not a.different:
+        return "no difference: the live rules allow exactly the profile's flows"
+    return (
+        f"{len(a.missing)} missing, {len(a.excess)} excess,"
+        f" {len(a.live.unknown)} not evaluated"
+    )
+
+
+def _title(a: Audit) -> str:
+    m = a.required
+    roles = ", ".join(a.live.roles)
+    return (
+        f"rulegen audit: {m.profile} {m.server_version} ({m.release_line} page)"
+        f" against {a.reader.name} ({roles})"
+    )
+
+
+def _groups(a: Audit):
+    for role in ROLES:
+        for direction in DIRECTIONS:
+            changes = [
+                c
+                for c in a.traffic.changes
+                if (c.role, c.direction) == (role, direction)
+            ]
+            if changes:
+                yield role, direction, changes
+
+
+def _shown(piece, direction: str) -> str:
+    """A piece in words, its addresses as readers.engine.peer_text prints them."""
+    text = piece_text(piece, direction)
+    if piece.peer.cidrs:
+        ivs = [iv for c in piece.peer.cidrs for iv in address_intervals(c)]
+        side = "from" if direction == "ingress" else "to"
+        head = text.rsplit(f" {side} ", 1)[0]
+        text = f"{head} {side} {peer_text(ivs, piece.peer.name)}"
+    return text
+
+
+SHOWN = 8  # pieces of one change in text and markdown; json lists them all
+
+
+def _lines(change, direction: str, live: Matrix | None = None) -> list[str]:
+    lines = [_shown(p, direction) for p in change.traffic]
+    if len(lines) > SHOWN and live is not None and change.kind in EXCESS:
+        # A broad rule less the required flows reads as many small pieces: say what
+        # the rule allows, and that the required flows are taken out.
+        own = [
+            _shown(Piece(r.protocol, r.ports, r.source_ports, r.peer), direction)
+            for r in live.rules
+            if (r.role, r.direction) == (change.role, change.direction)
+            and r.purpose in change.purposes
+            and r.protocol in {p.protocol for p in change.traffic}
+        ]
+        if own and len(own) < len(lines):
+            lines = [f"{line}, less the required flows" for line in own]
+    if len(lines) > SHOWN:
+        more = len(lines) - SHOWN + 1
+        lines = lines[: SHOWN - 1] + [f"... and {more} more (--format json lists all)"]
+    return lines
+
+
+def _who(finding) -> str:
+    return f"{ROLE_TITLES[finding.role]}: " if finding.role else ""
+
+
+def _label(change) -> str:
+    return "missing" if change.kind in MISSING else "excess"
+
+
+def render_text(a: Audit) -> str:
+    out = [_title(a)] + [f"  source: {s}" for s in a.sources]
+    out += ["", f"Result: {_summary(a)}"]
+    for role, direction, changes in _groups(a):
+        out += ["", f"{ROLE_TITLES[role]} - {direction}"]
+        for change in changes:
+            lines = _lines(change, direction, a.live.matrix)
+            partly = " (partly)" if change.kind in ("narrowed", "widened") else ""
+            out.append(f"  {_label(change) + partly:<17}{lines[0]}")
+            out += [f"  {'':<17}{line}" for line in lines[1:]]
+            if change.kind in MISSING:
+                out += [f"  {'':<19}why: {p}" for p in change.purposes]
+                out += [f"  {'':<19}ref: {r}" for r in change.references]
+            else:
+                out += [f"  {'':<19}allowed by: {p}" for p in change.purposes]
+    if a.live.unknown:
+        out += ["", "Not evaluated (the reader cannot say what these do):"]
+        out += [f"  {_who(f)}{f.where}: {f.text}\n    {f.why}" for f in a.live.unknown]
+    if a.live.not_compared:
+        out += ["", "Also allowed, not compared (the page lists no such flows):"]
+        out += [f"  {_who(f)}{f.why}: {f.text}" for f in a.live.not_compared]
+    if a.live.notes:
+        out += ["", "Notes:"] + [f"  {n}" for n in a.live.notes]
+    return "\n".join(out) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(a: Audit) -> str:
+    out = [f"### {_title(a)}", "", f"**{_summary(a)}**"]
+    for role, direction, changes in _groups(a):
+        out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
+        out += ["| finding | traffic | why / allowed by | page reference |"]
+        out += ["|---|---|---|---|"]
+        for change in changes:
+            label = _label(change)
+            if change.kind in ("narrowed", "widened"):
+                label += " (partly)"
+            refs = change.references if change.kind in MISSING else []
+            cells = [
+                f"**{label}**",
+                "<br>".join(
+                    _cell(line) for line in _lines(change, direction, a.live.matrix)
+                ),
+                "<br>".join(_cell(p) for p in change.purposes),
+                "<br>".join(_cell(r) for r in refs),
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+    if a.live.unknown:
+        out += ["", "Not evaluated:", ""]
+        out += [f"- `{f.where}`: `{_cell(f.text)}`: {f.why}" for f in a.live.unknown]
+    if a.live.not_compared:
+        out += ["", "Also allowed, not compared:", ""]
+        out += [
+            f"- `{f.where}`: {f.why}: `{_cell(f.text)}`" for f in a.live.not_compared
+        ]
+    if a.live.notes:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in a.live.notes]
+    return "\n".join(out) + "\n"
+
+
+def report_dict(a: Audit) -> dict:
+    def change(c) -> dict:
+        data = c.to_dict()
+        data["finding"] = _label(c)
+        data["partly"] = c.kind in ("narrowed", "widened")
+        data.pop("breaking")
+        if c.kind in EXCESS:
+            data["allowed_by"] = data.pop("purposes")
+            data.pop("references")
+            data.pop("flows")
+        return data
+
+    return {
+        "format": 1,
+        "profile": a.required.profile,
+        "server_version": a.required.server_version,
+        "release_line": a.required.release_line,
+        "reader": a.reader.name,
+        "sources": a.sources,
+        "roles": list(a.live.roles),
+        "families": list(a.live.families),
+        "different": a.different,
+        "counts": {
+            "missing": len(a.missing),
+            "excess": len(a.excess),
+            "not_evaluated": len(a.live.unknown),
+        },
+        "missing": [change(c) for c in a.missing],
+        "excess": [change(c) for c in a.excess],
+        "not_evaluated": [f.to_dict() for f in a.live.unknown],
+        "not_compared": [f.to_dict() for f in a.live.not_compared],
+        "notes": a.live.notes,
+    }
+
+
+def render(a: Audit, fmt: str) -> str:
+    if fmt == "json":
+        import json
+
+        return json.dumps(report_dict(a), indent=2) + "\n"
+    return {"text": render_text, "markdown": render_markdown}[fmt](a)

@@ -1,0 +1,314 @@
+"""AWS security groups (`aws ec2 describe-security-groups --output json`).
+
+AWS's semantics: security groups only allow, and an instance gets the union of the
+rules of every group it carries, so the order of groups and rules never matters and
+a rule repeated in two groups allows nothing more. A group reference
+(UserIdGroupPairs) stands for the instances that carry that group: the role it is
+mapped to, addressed by the role's subnets. A group AWS created keeps its default
+allow-all egress rule until someone removes it; it reads as any other rule, and is
+named as such. Groups are mapped to roles by --group ROLE=ID|NAME, else by a tag
+`rulegen:role` whose value is the role, else by the names rulegen gives them
+(`<install>-<role>`, `-2`, ... as GroupName or Name tag).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..matrix import ROLES
+from . import Finding, Live, ReadError, load_json
+from .engine import (
+    ICMP,
+    TCP,
+    UDP,
+    address_intervals,
+    evaluate,
+    full_match,
+    icmp_finding,
+    to_rules,
+)
+
+PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
+ICMP_NAMES = ("icmp", "1", "icmpv6", "58")
+DEFAULT_EGRESS = ("0.0.0.0/0", "::/0")
+ROLE_TAG = "rulegen:role"
+
+
+def _name_tag(group: dict) -> str | None:
+    for tag in group.get("Tags") or []:
+        if isinstance(tag, dict) and tag.get("Key") == "Name":
+            return tag.get("Value")
+    return None
+
+
+def _check(data, path: str) -> list[dict]:
+    if not isinstance(data, dict) or not isinstance(data.get("SecurityGroups"), list):
+        raise ReadError(
+            [
+                f'{path}: expected {{"SecurityGroups": [...]}}'
+                " (aws ec2 describe-security-groups --output json)"
+            ]
+        )
+    problems = []
+    groups = data["SecurityGroups"]
+    for i, group in enumerate(groups):
+        where = f"{path}: SecurityGroups[{i}]"
+        if not isinstance(group, dict) or not isinstance(group.get("GroupId"), str):
+            problems.append(f"{where}: a group needs a GroupId")
+            continue
+        for key in ("IpPermissions", "IpPermissionsEgress"):
+            perms = group.get(key, [])
+            if not isinstance(perms, list):
+                problems.append(f"{where}.{key}: expected a list")
+                continue
+            for j, perm in enumerate(perms):
+                at = f"{where}.{key}[{j}]"
+                if not isinstance(perm, dict) or not isinstance(
+                    perm.get("IpProtocol"), str
+                ):
+                    problems.append(f"{at}: needs an IpProtocol")
+                    continue
+                proto = perm["IpProtocol"].lower()
+                if proto in PROTOCOLS:
+                    lo, hi = perm.get("FromPort"), perm.get("ToPort")
+                    if not (
+                        isinstance(lo, int)
+                        and isinstance(hi, int)
+                        and 0 <= lo <= hi <= 65535
+                    ):
+                        problems.append(f"{at}: FromPort/ToPort {lo!r}-{hi!r}")
+                for field, key2 in (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6")):
+                    for k, item in enumerate(perm.get(field) or []):
+                        value = item.get(key2) if isinstance(item, dict) else None
+                        try:
+                            address_intervals(str(value))
+                        except ValueError:
+                            problems.append(f"{at}.{field}[{k}].{key2}: {value!r}")
+    if problems:
+        raise ReadError(problems)
+    return groups
+
+
+def _mapping(groups, context) -> dict[str, list[str]]:
+    """GroupId -> roles, from --group, else from rulegen's names."""
+    profile = context.profile
+    out: dict[str, list[str]] = {}
+    problems = []
+    for role, wanted in context.groups:
+        hits = [
+            g["GroupId"]
+            for g in groups
+            if wanted in (g["GroupId"], g.get("GroupName"), _name_tag(g))
+        ]
+        if not hits:
+            problems.append(f"--group {role}={wanted}: no such group in the export")
+        for gid in hits:
+            out.setdefault(gid, []).append(role)
+    if problems:
+        raise ReadError(problems)
+    if context.groups:
+        return out
+    for g in groups:  # a tag that says it: rulegen:role = nomad_clients
+        for tag in g.get("Tags") or []:
+            if isinstance(tag, dict) and tag.get("Key") == ROLE_TAG:
+                if tag.get("Value") in ROLES:
+                    out.setdefault(g["GroupId"], []).append(tag["Value"])
+    if out:
+        return out
+    for role in ROLES:
+        base = re.escape(f"{profile.name}-{role.replace('_', '-')}")
+        pattern = re.compile(f"^{base}(-[0-9]+)?$")
+        for g in groups:
+            if any(pattern.match(n or "") for n in (g.get("GroupName"), _name_tag(g))):
+                out.setdefault(g["GroupId"], []).append(role)
+    return out
+
+
+def read(sources: dict, context) -> Live:
+    from ..matrix import Matrix
+
+    path, text = sources["aws"]
+    groups = _check(load_json(text, path), path)
+    profile = context.profile
+    roles_of = _mapping(groups, context)
+    titles = {
+        g["GroupId"]: f"{g['GroupId']} ({g.get('GroupName', '?')})" for g in groups
+    }
+    notes, unknown = [], []
+    unmapped = [titles[g["GroupId"]] for g in groups if g["GroupId"] not in roles_of]
+    if unmapped:
+        notes.append(
+            "groups mapped to no role, not audited (--group ROLE=ID maps one): "
+            + ", ".join(unmapped)
+        )
+    roles = [r for r in ROLES if any(r in rs for rs in roles_of.values())]
+    if not roles:
+        names = ", ".join(titles[g["GroupId"]] for g in groups) or "none"
+        raise ReadError(
+            [
+                f"{path}: no security group is mapped to a role (groups: {names});"
+                f" name them with --group ROLE=ID|NAME, or as rulegen does"
+                f" ({profile.name}-<role>)"
+            ]
+        )
+    missing = [r for r in ROLES if r not in roles and profile.subnets.get(r)]
+    if missing:
+        notes.append(
+            "no security group found for "
+            + ", ".join(missing)
+            + ": not audited (--group ROLE=ID|NAME names one)"
+        )
+    ipv6 = any(":" in c for nets in profile.subnets.values() for c in nets) or any(
+        "Ipv6Ranges" in p and p["Ipv6Ranges"]
+        for g in groups
+        for key in ("IpPermissions", "IpPermissionsEgress")
+        for p in g.get(key, [])
+    )
+    families = (4, 6) if ipv6 else (4,)
+
+    def role_space(role, at):
+        nets = profile.subnets.get(role, ())
+        if not nets:
+            raise ReadError(
+                [
+                    f"{at}: the group of {role} stands for its instances, and"
+                    f" network.subnets.{role} is empty: list the role's subnets"
+                ]
+            )
+        return [iv for c in nets for iv in address_intervals(c)]
+
+    found, not_compared = [], []
+    for role in roles:
+        mine = [
+            (i, g)
+            for i, g in enumerate(groups)
+            if role in roles_of.get(g["GroupId"], [])
+        ]
+        for direction, key in (
+            ("ingress", "IpPermissions"),
+            ("egress", "IpPermissionsEgress"),
+        ):
+            matches, labels, texts = [], [], {}
+            seen: dict[tuple, tuple] = {}
+            for i, g in mine:
+                for j, perm in enumerate(g.get(key, [])):
+                    at = f"{path}: SecurityGroups[{i}].{key}[{j}]"
+                    label = len(texts)
+                    space = []
+                    peers = []
+                    for item in perm.get("IpRanges") or []:
+                        space += address_intervals(item["CidrIp"])
+                        peers.append(item["CidrIp"])
+                    for item in perm.get("Ipv6Ranges") or []:
+                        space += address_intervals(item["CidrIpv6"])
+                        peers.append(item["CidrIpv6"])
+                    for pair in perm.get("UserIdGroupPairs") or []:
+                        ref = pair.get("GroupId") if isinstance(pair, dict) else None
+                        if ref in roles_of and not pair.get("VpcPeeringConnectionId"):
+                            for peer_role in roles_of[ref]:
+                                space += role_space(peer_role, at)
+                            peers.append(titles.get(ref, ref))
+                        else:
+                            unknown.append(
+                                Finding(
+                                    role,
+                                    at,
+                                    f"{titles[g['GroupId']]}: group pair {pair}",
+                                    f"group {ref} is mapped to no role of the profile"
+                                    " (or is across a peering): its instances'"
+                                    " addresses are unknown; not evaluated",
+                                )
+                            )
+                    for item in perm.get("PrefixListIds") or []:
+                        unknown.append(
+                            Finding(
+                                role,
+                                at,
+                                f"{titles[g['GroupId']]}: prefix list {item.get('PrefixListId')}",
+                                "a prefix list's CIDRs are not in this export"
+                                " (aws ec2 get-managed-prefix-list-entries); not evaluated",
+                            )
+                        )
+                    proto = perm["IpProtocol"].lower()
+                    what = _perm_text(perm, peers, direction)
+                    if (
+                        direction == "egress"
+                        and proto == "-1"
+                        and any(c in DEFAULT_EGRESS for c in peers)
+                    ):
+                        what += " (AWS's default allow-all egress rule, left in place)"
+                    texts[label] = (f"{titles[g['GroupId']]} {key}[{j}]: {what}", at)
+                    match = full_match((4, 6))
+                    match.restrict("peer", space)
+                    if proto in PROTOCOLS:
+                        p = PROTOCOLS[proto]
+                        match.restrict("proto", [(p, p)])
+                        match.restrict("dport", [(perm["FromPort"], perm["ToPort"])])
+                    elif proto in ICMP_NAMES:
+                        match.restrict("proto", [(ICMP, ICMP)])
+                    elif proto != "-1":
+                        unknown.append(
+                            Finding(
+                                role,
+                                at,
+                                texts[label][0],
+                                f"protocol {proto}: the matrix speaks of tcp, udp and"
+                                " all only; not evaluated",
+                            )
+                        )
+                        continue
+                    for peer in peers:  # the same traffic in two groups of the role
+                        twin = (proto, perm.get("FromPort"), perm.get("ToPort"), peer)
+                        first = seen.setdefault(twin, (g["GroupId"], texts[label][0]))
+                        if first[0] != g["GroupId"]:
+                            notes.append(
+                                f"{role} {direction}: {texts[label][0]} repeats"
+                                f" {first[1]} ({peer}): the union allows it once"
+                            )
+                    matches.append(match)
+                    labels.append(label)
+
+            def decide(tags, labels=labels):
+                return min(labels[t] for t in tags) if tags else None
+
+            boxes = evaluate(matches, decide, families)
+
+            def describe(label, texts=texts):
+                return texts[label]
+
+            rules, icmp = to_rules(role, direction, boxes, describe, families)
+            found += rules
+            for label, ivs in icmp.items():
+                what, at = describe(label)
+                not_compared.append(icmp_finding(role, direction, at, what, ivs))
+    matrix = Matrix(
+        profile=profile.name,
+        server_version=profile.server_version,
+        release_line="live",
+        cloud="aws",
+        stateful=True,
+        rules=tuple(found),
+    )
+    if not ipv6:
+        notes.append("no IPv6 in the profile's subnets nor in the groups: IPv4 only")
+    return Live(
+        matrix=matrix,
+        roles=tuple(roles),
+        families=families,
+        unknown=unknown,
+        not_compared=not_compared,
+        notes=notes,
+    )
+
+
+def _perm_text(perm: dict, peers: list[str], direction: str) -> str:
+    proto = perm["IpProtocol"].lower()
+    if proto == "-1":
+        what = "all traffic"
+    elif proto in PROTOCOLS:
+        lo, hi = perm["FromPort"], perm["ToPort"]
+        what = f"{proto}/{lo}" if lo == hi else f"{proto}/{lo}-{hi}"
+    else:
+        what = f"protocol {proto}"
+    side = "from" if direction == "ingress" else "to"
+    return f"{what} {side} {', '.join(peers) or 'nothing known'}"

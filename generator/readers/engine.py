@@ -1,0 +1,290 @@
+"""Ordered rule lists evaluated over the diff's flow space, and read back as rules.
+
+A match is a product of interval lists along the diff's four axes (peer address,
+protocol, source port, destination port). The protocol axis is the diff's (0 tcp,
+1 udp, 2 anything else) plus 3 for ICMP, which the page has no flows for: ICMP is
+evaluated like the rest and then reported apart, never compared. Evaluation is one
+sweep (`diff.labelled`): every point of the space gets the set of rules that match
+it, and a platform's `decide(tags)` says which rule's verdict wins there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..diff import ADDRESS_BASE, labelled
+from ..matrix import Peer, Rule
+from ..optimizer import cidrs_of, merged_intervals
+
+TCP, UDP, OTHER, ICMP = 0, 1, 2, 3
+PROTOCOLS = [(TCP, ICMP)]
+PORTS = [(0, 65535)]
+FAMILY_SPACE = {
+    4: (ADDRESS_BASE[4], ADDRESS_BASE[4] + (1 << 32) - 1),
+    6: (ADDRESS_BASE[6], ADDRESS_BASE[6] + (1 << 128) - 1),
+}
+# Loopback never reaches the network: left out of every comparison.
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+Intervals = list[tuple[int, int]]
+
+
+def family_space(families) -> Intervals:
+    return [FAMILY_SPACE[f] for f in sorted(families)]
+
+
+def address_intervals(text: str) -> Intervals:
+    """One address, CIDR or netmask form as an interval of the peer axis."""
+    return list(_interval(text.strip()))
+
+
+@lru_cache(maxsize=65536)
+def _interval(text: str) -> tuple:
+    net = ipaddress.ip_network(text, strict=False)
+    base = ADDRESS_BASE[net.version]
+    return ((base + int(net.network_address), base + int(net.broadcast_address)),)
+
+
+def range_intervals(first: str, last: str) -> Intervals:
+    a, b = ipaddress.ip_address(first.strip()), ipaddress.ip_address(last.strip())
+    if a.version != b.version or int(a) > int(b):
+        raise ValueError(f"{first}-{last} is not an address range")
+    base = ADDRESS_BASE[a.version]
+    return [(base + int(a), base + int(b))]
+
+
+def intersect(a: Intervals, b: Intervals) -> Intervals:
+    a, b = merged_intervals(a), merged_intervals(b)
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def subtract(a: Intervals, b: Intervals) -> Intervals:
+    out = []
+    b = merged_intervals(b)
+    for lo, hi in merged_intervals(a):
+        at = lo
+        for blo, bhi in b:
+            if bhi < at or blo > hi:
+                continue
+            if blo > at:
+                out.append((at, blo - 1))
+            at = max(at, bhi + 1)
+        if at <= hi:
+            out.append((at, hi))
+    return out
+
+
+@dataclass
+class Match:
+    """Per axis, the intervals a rule matches; never=True when it matches nothing."""
+
+    peer: Intervals
+    proto: Intervals
+    sport: Intervals
+    dport: Intervals
+
+    def restrict(self, axis: str, values: Intervals, negate: bool = False) -> None:
+        current = getattr(self, axis)
+        setattr(
+            self,
+            axis,
+            subtract(current, values) if negate else intersect(current, values),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.peer and self.proto and self.sport and self.dport)
+
+    def boxes(self) -> list[tuple]:
+        if self.empty:
+            return []
+        return [
+            (p, q, s, d)
+            for p in merged_intervals(self.peer)
+            for q in merged_intervals(self.proto)
+            for s in merged_intervals(self.sport)
+            for d in merged_intervals(self.dport)
+        ]
+
+
+def full_match(families) -> Match:
+    return Match(family_space(families), list(PROTOCOLS), list(PORTS), list(PORTS))
+
+
+def evaluate(
+    matches: list[Match], decide, families=(4, 6)
+) -> list[tuple[tuple, object]]:
+    """Disjoint boxes where decide(frozenset of matching rule indices) gives a label.
+
+    Labels are ints or strings, never tuples (the canonical form nests tuples).
+
+    Points no rule matches are decided too (with an empty set), so a policy or an
+    implied rule can allow them.
+    """
+    items = [(box, i) for i, m in enumerate(matches) for box in m.boxes()]
+    items += [(box, -1) for box in full_match(families).boxes()]  # the whole space
+    cache: dict = {}
+
+    def leaf(tags):
+        key = frozenset(t for t in tags if t >= 0)
+        if key not in cache:
+            cache[key] = decide(key)
+        return cache[key]
+
+    return labelled(items, leaf)
+
+
+def _peer(intervals: Intervals) -> Peer:
+    cidrs = []
+    for lo, hi in merged_intervals(intervals):
+        version = 4 if lo < ADDRESS_BASE[6] else 6
+        base = ADDRESS_BASE[version]
+        cidrs += cidrs_of(lo - base, hi - base, version)
+    return Peer(cidrs=tuple(cidrs))
+
+
+LOOPBACK_SPACE = [iv for text in LOOPBACK for iv in address_intervals(text)]
+
+
+def to_rules(
+    role: str,
+    direction: str,
+    boxes: list[tuple[tuple, object]],
+    describe,
+    families=(4, 6),
+) -> tuple[list[Rule], dict[object, Intervals]]:
+    """Allowed boxes as matrix rules, one per live rule and ports, and ICMP by label.
+
+    describe(label) -> (purpose, reference): the live rule that allows the box.
+    Loopback and families the export does not cover are left out.
+    """
+    space = subtract(family_space(families), LOOPBACK_SPACE)
+    grouped: dict[tuple, Intervals] = {}
+    icmp: dict[object, Intervals] = {}
+    for (peer, proto, sport, dport), label in boxes:
+        peers = intersect([peer], space)
+        if not peers:
+            continue
+        for protocol in range(proto[0], proto[1] + 1):
+            if protocol == ICMP:
+                icmp.setdefault(label, []).extend(peers)
+                continue
+            whole = protocol == OTHER
+            key = (
+                label,
+                ("tcp", "udp", "other")[protocol],
+                None if whole or dport == PORTS[0] else dport,
+                None if whole or sport == PORTS[0] else sport,
+            )
+            grouped.setdefault(key, []).extend(peers)
+    rules = []
+    for (label, protocol, ports, sports), peers in grouped.items():
+        purpose, reference = describe(label)
+        rules.append(
+            Rule(
+                role=role,
+                direction=direction,
+                protocol=protocol,
+                ports=ports,
+                source_ports=sports,
+                peer=_peer(peers),
+                purpose=purpose,
+                reference=reference,
+                flow="",
+            )
+        )
+    return rules, icmp
+
+
+def cidrs(intervals: Intervals) -> tuple[str, ...]:
+    return _peer(intervals).cidrs
+
+
+def peer_text(intervals: Intervals, name: str | None = None) -> str:
+    """Addresses for people: a long list reads as 'everything except'. Loopback,
+    left out of every comparison, is no exception worth printing when the
+    addresses on both sides of it are in the list."""
+    from ..diff import peer_text as text
+
+    intervals = list(intervals)
+    for lo, hi in LOOPBACK_SPACE:
+        if intersect(intervals, [(lo - 1, lo - 1)]) and intersect(
+            intervals, [(hi + 1, hi + 1)]
+        ):
+            intervals.append((lo, hi))
+    return text(Peer(cidrs=_peer(intervals).cidrs, name=name))
+
+
+MAX_DEPTH = 64  # deeper than the kernel lets jumps nest
+
+
+def run_chain(entries, chain, ordered, depth: int = 0):
+    """(verdict, label) of one chain for a point matched by the `ordered` entries.
+
+    entries[i] has .chain, .action (accept, drop, return, jump, goto, continue) and
+    .target; the verdict is accept or drop with the deciding entry's index, or
+    return (the chain ran out, or RETURN) for the caller or the policy to decide.
+    """
+    if depth > MAX_DEPTH:
+        return "return", None
+    for index in ordered:
+        entry = entries[index]
+        if entry.chain != chain:
+            continue
+        if entry.action in ("accept", "drop"):
+            return entry.action, index
+        if entry.action == "return":
+            return "return", None
+        if entry.action in ("jump", "goto"):
+            verdict, label = run_chain(entries, entry.target, ordered, depth + 1)
+            if verdict in ("accept", "drop"):
+                return verdict, label
+            if entry.action == "goto":  # a goto's chain returns for its caller too
+                return "return", None
+    return "return", None
+
+
+def icmp_finding(role, direction, where, what, intervals: Intervals):
+    from . import Finding
+
+    side = "from" if direction == "ingress" else "to"
+    return Finding(
+        role,
+        where,
+        what,
+        f"ICMP {side} {peer_text(intervals)}",
+        direction=direction,
+        icmp=tuple(merged_intervals(intervals)),
+    )
+
+
+class Unknown(Exception):
+    """A construct a reader cannot evaluate; its rule is reported and not matched."""
+
+
+def local_match(local: Intervals, values: Intervals, negate: bool) -> bool:
+    """Does a match on the host's own address (the role's subnets: `local`) hold?
+
+    Loopback addresses never are the address of a flow from or to the network.
+    """
+    if values and not subtract(values, LOOPBACK_SPACE):
+        return negate
+    inside = intersect(local, values)
+    if local and inside == merged_intervals(local):
+        return not negate
+    if local and not inside:
+        return negate
+    raise Unknown(
+        "depends on this host's address, which the role's subnets do not settle"
+    )

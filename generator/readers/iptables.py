@@ -1,0 +1,578 @@
+"""iptables-save (and ip6tables-save, ipset save) read with iptables' own evaluation.
+
+A packet of a new connection enters INPUT (ingress) or OUTPUT (egress) of the filter
+table and walks it in order: jumps and gotos into user chains, RETURN back to the
+caller, the first ACCEPT or DROP/REJECT decides, and a built-in chain's policy decides
+what falls off its end (only the filter table decides; FORWARD is not audited).
+Nothing here knows rulegen's own layout: kube-proxy's,
+Docker's or a hand-written chain are evaluated the same way. The host's own address
+is unknown, so a match on it (-d on INPUT, -s on OUTPUT) is decided from the role's
+subnets when they settle it, and reported otherwise.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from ..matrix import Matrix
+from . import Finding, Live, ReadError
+from .engine import (
+    ICMP,
+    TCP,
+    UDP,
+    Match,
+    Unknown,
+    address_intervals,
+    evaluate,
+    family_space,
+    full_match,
+    intersect,
+    local_match,
+    range_intervals,
+    icmp_finding,
+    run_chain,
+    subtract,
+    to_rules,
+)
+
+HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
+BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
+# Targets that do something to the packet but let it go on down the chain.
+CONTINUE = frozenset(
+    "LOG NFLOG ULOG TRACE MARK CONNMARK AUDIT CLASSIFY DSCP TOS TCPMSS SET"
+    " CONNSECMARK SECMARK CHECKSUM".split()
+)
+BLOCK = frozenset({"DROP", "REJECT"})
+PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "0": "all"}
+
+
+@dataclass
+class Entry:
+    chain: str
+    line: int
+    text: str
+    match: Match
+    action: str  # accept, drop, return, jump, goto, continue
+    target: str | None = None
+    replies: bool = False  # an ESTABLISHED packet of any flow matches it
+    state_new: bool = True  # conntrack state NEW passes its state match
+    state_reply: bool = True  # ESTABLISHED passes its state match
+    unknown: str | None = None
+
+
+@dataclass
+class Table:
+    policies: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    rules: list[tuple[str, int, str, list]] = field(default_factory=list)
+
+
+def parse_save(text: str, path: str) -> dict[str, Table]:
+    """The tables of an iptables-save file; ReadError lists every malformed line."""
+    problems: list[str] = []
+    tables: dict[str, Table] = {}
+    current: str | None = None
+    opened = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        if line.startswith("*"):
+            if current:
+                problems.append(
+                    f"{where}: table {line[1:]} starts before COMMIT of {current}"
+                )
+            current, opened = line[1:], number
+            tables[current] = Table()
+        elif current is None:
+            problems.append(
+                f"{where}: {line[:60]!r} outside a table: not iptables-save output"
+            )
+        elif line == "COMMIT":
+            current = None
+        elif line.startswith(":"):
+            parts = line[1:].split()
+            if len(parts) < 2:
+                problems.append(f"{where}: chain declaration {line!r} is incomplete")
+                continue
+            policy = None if parts[1] == "-" else parts[1]
+            if policy not in (None, "ACCEPT", "DROP"):
+                problems.append(
+                    f"{where}: chain {parts[0]}: unknown policy {parts[1]!r}"
+                )
+            tables[current].policies[parts[0]] = (policy, number)
+        else:
+            if line.startswith("["):  # iptables-save -c: [packets:bytes] -A ...
+                line = line.split("]", 1)[-1].strip()
+            if not line.startswith("-A "):
+                problems.append(
+                    f"{where}: {line[:60]!r} is not a rule (-A CHAIN ...) of iptables-save"
+                )
+                continue
+            try:
+                tokens = _tokens(line)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            tables[current].rules.append((tokens[1], number, line, tokens))
+    if current:
+        problems.append(
+            f"{path}:{opened}: table {current} has no COMMIT: the export is truncated"
+        )
+    if problems:
+        raise ReadError(problems)
+    return tables
+
+
+def _tokens(line: str) -> list[str]:
+    """The words of a rule; shlex only when iptables-save quoted something."""
+    if '"' in line or "'" in line or "\\" in line:
+        return shlex.split(line)
+    return line.split()
+
+
+def _target_of(tokens: list[str]) -> str | None:
+    for flag in ("-j", "--jump"):
+        if flag in tokens[:-1]:
+            return tokens[tokens.index(flag) + 1]
+    return None
+
+
+def parse_ipsets(text: str, path: str) -> dict[str, list | None]:
+    """Set name -> address intervals (None: a set type this reader cannot evaluate)."""
+    problems: list[str] = []
+    sets: dict[str, list | None] = {}
+    excluded: dict[str, list] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        parts = raw.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        if parts[0] == "create" and len(parts) >= 3:
+            kind = parts[2]
+            sets[parts[1]] = [] if kind in ("hash:net", "hash:ip") else None
+            excluded[parts[1]] = []
+        elif parts[0] == "add" and len(parts) >= 3:
+            if parts[1] not in sets:
+                problems.append(
+                    f"{where}: set {parts[1]} is filled before it is created"
+                )
+                continue
+            if sets[parts[1]] is None:
+                continue
+            try:
+                entry = (
+                    range_intervals(*parts[2].split("-", 1))
+                    if "-" in parts[2]
+                    else address_intervals(parts[2])
+                )
+            except ValueError:
+                problems.append(
+                    f"{where}: {parts[2]!r} is not an address of set {parts[1]}"
+                )
+                continue
+            (excluded if "nomatch" in parts[3:] else sets)[parts[1]].extend(entry)
+        elif parts[0] in ("swap", "destroy", "flush", "rename"):
+            problems.append(f"{where}: {parts[0]!r}: not `ipset save` output")
+        else:
+            problems.append(
+                f"{where}: {raw.strip()[:60]!r} is not a line of `ipset save`"
+            )
+    if problems:
+        raise ReadError(problems)
+    return {
+        name: None if ivs is None else subtract(ivs, excluded[name])
+        for name, ivs in sets.items()
+    }
+
+
+def _ports(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition(":")
+        try:
+            a = int(lo) if lo else 0
+            b = int(hi) if hi else (65535 if _ else a)
+        except ValueError:
+            raise Unknown(f"port {part!r} is not a number (service names are not read)")
+        if not 0 <= a <= b <= 65535:
+            raise Unknown(f"port range {part!r} is out of order")
+        out.append((a, b))
+    return out
+
+
+def _protocol(name: str, family: int) -> list[tuple[int, int]]:
+    name = PROTOCOL_NUMBERS.get(name, name.lower())
+    if name == "all":
+        return [(TCP, ICMP)]
+    if name in ("tcp", "udp"):
+        return [(TCP, TCP)] if name == "tcp" else [(UDP, UDP)]
+    if name == ("icmp" if family == 4 else "ipv6-icmp") or (
+        family == 6 and name == "icmpv6"
+    ):
+        return [(ICMP, ICMP)]
+    raise Unknown(f"protocol {name}: the matrix speaks of tcp, udp and all only")
+
+
+class RuleParser:
+    """One -A line into an Entry with the match it makes in the flow space."""
+
+    def __init__(self, direction, family, sets, local, interface, chains=()):
+        self.direction = direction
+        self.family = family
+        self.sets = sets
+        self.local = local  # the role's own addresses, intervals of this family
+        self.interface = interface
+        self.chains = set(chains)
+
+    def _address(self, m: Match, side: str, values, negate) -> bool:
+        peer_side = "src" if self.direction == "ingress" else "dst"
+        if side == peer_side:
+            m.restrict("peer", values, negate)
+            return True
+        return local_match(self.local, values, negate)
+
+    def _iface(self, flag: str, name: str, negate: bool) -> bool:
+        if flag != ("-i" if self.direction == "ingress" else "-o"):
+            raise Unknown(f"{flag} is not valid in {HOOKS[self.direction]}")
+        if name == "lo":
+            return negate  # traffic from the network never comes over loopback
+        if self.interface is None:
+            raise Unknown(
+                f"interface {name}: pass --interface to say which one the host uses"
+            )
+        hit = (
+            self.interface.startswith(name[:-1])
+            if name.endswith("+")
+            else self.interface == name
+        )
+        return hit != negate
+
+    def parse(self, chain: str, number: int, text: str, tokens: list[str]) -> Entry:
+        m = full_match((self.family,))
+        entry = Entry(chain, number, text, m, "continue")
+        try:
+            holds = self._matches(tokens[2:], m, entry)
+            entry.replies = (
+                holds and entry.state_reply and m == full_match((self.family,))
+            )
+            if not (holds and entry.state_new):
+                entry.match = Match([], [], [], [])
+        except Unknown as exc:
+            entry.unknown = str(exc)
+            entry.match = Match([], [], [], [])
+        return entry
+
+    def _matches(self, tokens: list[str], m: Match, entry: Entry) -> bool:
+        holds = True
+        module = None
+        i = 0
+
+        def arg() -> str:
+            nonlocal i
+            if i >= len(tokens):
+                raise Unknown(f"{tokens[i - 1]} without a value")
+            i += 1
+            return tokens[i - 1]
+
+        while i < len(tokens):
+            negate = tokens[i] == "!"
+            if negate:
+                i += 1
+            if i >= len(tokens):
+                raise Unknown("'!' at the end of the rule")
+            opt = tokens[i]
+            i += 1
+            if opt in ("-s", "--source", "-d", "--destination"):
+                values = [iv for a in arg().split(",") for iv in self._addr(a)]
+                side = "src" if opt in ("-s", "--source") else "dst"
+                holds &= self._address(m, side, values, negate)
+            elif opt in ("-p", "--protocol"):
+                m.restrict("proto", _protocol(arg(), self.family), negate)
+            elif opt in ("-i", "--in-interface", "-o", "--out-interface"):
+                holds &= self._iface(IFACE_FLAGS[opt], arg(), negate)
+            elif opt in ("-m", "--match"):
+                module = arg()
+                if module not in KNOWN_MODULES:
+                    raise Unknown(f"match module {module!r} is not evaluated")
+            elif opt in ("-j", "--jump", "-g", "--goto"):
+                target = arg()
+                self._target(entry, target, opt in ("-g", "--goto"))
+                i = len(tokens)  # what follows are the target's own options
+            elif opt in (
+                "--dport",
+                "--destination-port",
+                "--dports",
+                "--destination-ports",
+            ):
+                m.restrict("dport", _ports(arg()), negate)
+            elif opt in ("--sport", "--source-port", "--sports", "--source-ports"):
+                m.restrict("sport", _ports(arg()), negate)
+            elif opt in ("--ctstate", "--state"):
+                states = set(arg().upper().split(","))
+                entry.state_new = ("NEW" in states) != negate
+                entry.state_reply = ("ESTABLISHED" in states) != negate
+            elif opt == "--comment":
+                arg()
+            elif opt == "--match-set":
+                name, flags = arg(), arg()
+                values = self.sets.get(name) if self.sets is not None else None
+                if self.sets is None:
+                    raise Unknown(f"set {name}: pass the `ipset save` output (--ipset)")
+                if name not in self.sets:
+                    raise Unknown(f"set {name} is not in the ipset save output")
+                if values is None:
+                    raise Unknown(
+                        f"set {name}: only hash:net and hash:ip sets are read"
+                    )
+                if "," in flags:
+                    raise Unknown(f"set {name}: multi-dimension match {flags}")
+                holds &= self._address(m, flags, values, negate)
+            elif opt in ("--src-range", "--dst-range"):
+                values = range_intervals(*arg().split("-", 1))
+                holds &= self._address(m, opt[2:5], values, negate)
+            elif opt in ("--src-type", "--dst-type"):
+                holds &= self._addrtype(opt[2:5], arg(), negate)
+            elif opt in ("--icmp-type", "--icmpv6-type"):
+                arg()  # within ICMP, which is reported apart anyway
+            elif opt == "--syn":
+                pass  # the first packet of a new connection is a SYN
+            elif opt in (
+                "--return-nomatch",
+                "--update-counters",
+                "--update-subcounters",
+            ):
+                pass
+            else:
+                raise Unknown(
+                    f"option {opt} (module {module or 'none'}) is not evaluated"
+                )
+        return holds
+
+    def _addr(self, text: str):
+        try:
+            return address_intervals(text)
+        except ValueError:
+            raise Unknown(f"{text!r} is not an address")
+
+    def _addrtype(self, side: str, kinds: str, negate: bool) -> bool:
+        local_side = "dst" if self.direction == "ingress" else "src"
+        types = set(kinds.upper().split(","))
+        if side == local_side:
+            hit = bool(types & {"LOCAL", "UNICAST"})
+        else:
+            hit = "UNICAST" in types  # the peer is never this host
+        return hit != negate
+
+    def _target(self, entry: Entry, target: str, goto: bool) -> None:
+        if target == "ACCEPT":
+            entry.action = "accept"
+        elif target in BLOCK:
+            entry.action = "drop"
+        elif target == "RETURN":
+            entry.action = "return"
+        elif target in CONTINUE:
+            entry.action = "continue"
+        elif target in self.chains:
+            entry.action, entry.target = ("goto" if goto else "jump"), target
+        else:  # NFQUEUE, a target of an extension, ...: the verdict is not ours to know
+            raise Unknown(f"target {target} is not evaluated")
+
+
+IFACE_FLAGS = {"-i": "-i", "--in-interface": "-i", "-o": "-o", "--out-interface": "-o"}
+KNOWN_MODULES = frozenset(
+    "tcp udp multiport conntrack state comment set iprange addrtype icmp icmp6 icmpv6".split()
+)
+
+
+def _check_chains(table: Table, path: str) -> None:
+    problems = []
+    for chain, number, _, _ in table.rules:
+        if chain not in table.policies:
+            problems.append(
+                f"{path}:{number}: rule in chain {chain}, which is never declared"
+            )
+    if problems:
+        raise ReadError(problems)
+
+
+class Program:
+    """One family's filter table, ready to evaluate for one direction."""
+
+    def __init__(self, table: Table, path: str, family: int, direction: str, parser):
+        self.path, self.family, self.direction = path, family, direction
+        self.hook = HOOKS[direction]
+        self.policies = table.policies
+        self.entries = [parser.parse(*rule) for rule in table.rules]
+        self.reachable = self._reachable(path)
+
+    def _reachable(self, path: str) -> set[str]:
+        seen, stack = set(), [(self.hook, ())]
+        while stack:
+            chain, trail = stack.pop()
+            if chain in trail:
+                raise ReadError(
+                    [f"{path}: chains jump in a loop: {' -> '.join(trail + (chain,))}"]
+                )
+            seen.add(chain)
+            for e in self.entries:
+                if e.chain == chain and e.target:
+                    stack.append((e.target, trail + (chain,)))
+        return seen
+
+    def decide(self, tags: frozenset):
+        ordered = sorted(tags)
+        verdict, label = self._run(self.hook, ordered, 0)
+        if verdict in ("accept", "drop"):
+            return label if verdict == "accept" else None
+        policy, _ = self.policies.get(self.hook, ("ACCEPT", 0))
+        return "policy" if policy in (None, "ACCEPT") else None
+
+    def _run(self, chain: str, ordered, depth: int):
+        return run_chain(self.entries, chain, ordered)
+
+
+def programs(
+    tables: dict, path: str, family: int, direction: str, sets, local, interface
+) -> Program | None:
+    table = tables.get("filter")
+    if table is None:
+        return None
+    _check_chains(table, path)
+    parser = RuleParser(direction, family, sets, local, interface, table.policies)
+    return Program(table, path, family, direction, parser)
+
+
+@dataclass
+class FamilyResult:
+    boxes: list
+    describe: object
+    unknown: list[Finding]
+    stateful: bool
+    notes: list[str]
+
+
+def evaluate_family(
+    tables: dict,
+    path: str,
+    family: int,
+    direction: str,
+    role: str,
+    sets,
+    local,
+    interface,
+) -> FamilyResult:
+    program = programs(tables, path, family, direction, sets, local, interface)
+    notes: list[str] = []
+    if program is None:
+        notes.append(f"{path}: no filter table: {HOOKS[direction]} accepts everything")
+        return FamilyResult(
+            [(box, "none") for box in full_match((family,)).boxes()],
+            lambda label: (f"no filter table in {path}", path),
+            [],
+            False,
+            notes,
+        )
+    unknown = [
+        Finding(role, f"{path}:{e.line}", e.text, e.unknown + "; assumed not to match")
+        for e in program.entries
+        if e.unknown and e.chain in program.reachable
+    ]
+    # Replies: an ESTABLISHED packet, of any flow, through the rules that match
+    # every such packet (a state match, or none, and nothing else).
+    ordered = [
+        i
+        for i, e in enumerate(program.entries)
+        if e.replies and e.chain in program.reachable
+    ]
+    replies = program.decide(frozenset(ordered)) is not None
+    never = Match([], [], [], [])
+    matches = [
+        e.match if e.chain in program.reachable else never for e in program.entries
+    ]
+    boxes = evaluate(matches, program.decide, (family,))
+
+    def describe(label):
+        if label == "policy":
+            policy, line = program.policies.get(program.hook, ("ACCEPT", 0))
+            return (
+                f":{program.hook} {policy or 'ACCEPT'} (chain policy)",
+                f"{path}:{line}",
+            )
+        entry = program.entries[label]
+        return entry.text, f"{path}:{entry.line}"
+
+    if any(e.chain == "FORWARD" for e in program.entries):
+        notes.append(
+            f"{path}: FORWARD (traffic routed through the host, to pods or containers)"
+            " is not audited"
+        )
+    return FamilyResult(boxes, describe, unknown, replies, notes)
+
+
+def read(sources: dict, context) -> Live:
+    """A host's iptables-save (and ip6tables-save) as the live rules of context.role."""
+
+    role = context.role
+    sets = parse_ipsets(*reversed(sources["ipset"])) if "ipset" in sources else None
+    subnets = context.profile.subnets.get(role, ())
+    local_all = [iv for c in subnets for iv in address_intervals(c)]
+    rules, unknown, notes, not_compared = [], [], [], []
+    families, stateful = [], []
+    for family, key in ((4, "iptables"), (6, "ip6tables")):
+        if key not in sources:
+            continue
+        path, text = sources[key]
+        families.append(family)
+        local = intersect(local_all, family_space((family,)))
+        tables = parse_save(text, path)
+        # Only the filter table is evaluated; a drop elsewhere (raw, mangle) is said.
+        for name, table in sorted(tables.items()):
+            if name in ("filter", "nat"):
+                continue
+            for _, number, line, tokens in table.rules:
+                if _target_of(tokens) in BLOCK:
+                    unknown.append(
+                        Finding(
+                            role,
+                            f"{path}:{number}",
+                            line,
+                            f"a drop in the {name} table is not evaluated",
+                        )
+                    )
+        for direction in ("ingress", "egress"):
+            result = evaluate_family(
+                tables, path, family, direction, role, sets, local, context.interface
+            )
+            found, icmp = to_rules(
+                role, direction, result.boxes, result.describe, (family,)
+            )
+            rules += found
+            for label, ivs in icmp.items():
+                what, where = result.describe(label)
+                not_compared.append(icmp_finding(role, direction, where, what, ivs))
+            for finding in result.unknown:
+                if finding not in unknown:
+                    unknown.append(finding)
+            notes += [n for n in result.notes if n not in notes]
+            stateful.append(result.stateful)
+    matrix = Matrix(
+        profile=context.profile.name,
+        server_version=context.profile.server_version,
+        release_line="live",
+        cloud=context.profile.cloud,
+        stateful=all(stateful),
+        rules=tuple(rules),
+    )
+    if any(stateful) and not all(stateful):
+        notes.append("replies are allowed by conntrack in one family or direction only")
+    return Live(
+        matrix=matrix,
+        roles=(role,),
+        families=tuple(families),
+        stateful=all(stateful),
+        unknown=unknown,
+        not_compared=not_compared,
+        notes=notes,
+    )

@@ -1,0 +1,477 @@
+"""nftables (`nft -j list ruleset`) read with nftables' own evaluation.
+
+Every filter base chain on the input hook (ingress) or the output hook (egress) of
+a table whose family covers the packet (inet and ip for IPv4, inet and ip6 for
+IPv6) sees the packet, in priority order: a drop anywhere is final, an accept only
+ends that base chain, and a chain's policy decides what falls off its end; no base
+chain at a hook means the kernel accepts. Inside a chain, jump, goto and return
+work as in iptables (the same runner). Matches on the packet's protocol, addresses
+(prefixes, ranges, anonymous and named sets), ports, interfaces, conntrack state
+and ICMP are evaluated; anything else is reported and assumed not to match.
+`th dport` (any transport header) is read as TCP and UDP.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from . import Finding, Live, ReadError, load_json
+from .engine import (
+    ICMP,
+    TCP,
+    UDP,
+    Match,
+    Unknown,
+    address_intervals,
+    evaluate,
+    family_space,
+    full_match,
+    icmp_finding,
+    intersect,
+    local_match,
+    range_intervals,
+    run_chain,
+    to_rules,
+)
+
+HOOKS = {"ingress": "input", "egress": "output"}
+TABLE_FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
+PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
+ICMP_NAMES = {4: ("icmp", "1"), 6: ("ipv6-icmp", "icmpv6", "58")}
+CONTINUE = frozenset({"counter", "log", "meta", "mangle", "notrack", "ct"})
+VERDICTS = {"accept": "accept", "drop": "drop", "reject": "drop", "return": "return"}
+
+
+@dataclass
+class Entry:
+    chain: str  # "family table chain"
+    where: str
+    text: str
+    match: Match
+    action: str = "continue"
+    target: str | None = None
+    replies: bool = False  # an ESTABLISHED packet of any flow matches it
+    state_new: bool = True
+    state_reply: bool = True
+    unknown: str | None = None
+
+
+def _load(text: str, path: str) -> list[dict]:
+    data = load_json(text, path)
+    if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
+        raise ReadError(
+            [f'{path}: expected {{"nftables": [...]}} (nft -j list ruleset)']
+        )
+    items = data["nftables"]
+    problems = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or len(item) != 1:
+            problems.append(f"{path}: nftables[{i}]: expected one object per item")
+            continue
+        ((kind, body),) = item.items()
+        if kind in ("table", "chain", "rule", "set") and not isinstance(body, dict):
+            problems.append(f"{path}: nftables[{i}].{kind}: expected an object")
+        elif kind == "rule" and not isinstance(body.get("expr"), list):
+            problems.append(f"{path}: nftables[{i}].rule: no expr list")
+        elif kind in ("chain", "rule", "set") and not all(
+            isinstance(body.get(k), str) for k in ("family", "table")
+        ):
+            problems.append(f"{path}: nftables[{i}].{kind}: needs family and table")
+    if problems:
+        raise ReadError(problems)
+    return items
+
+
+def _key(body: dict, name: str) -> str:
+    return f"{body['family']} {body['table']} {name}"
+
+
+def _value_text(value) -> str:
+    if isinstance(value, dict):
+        if "prefix" in value:
+            return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+        if "range" in value:
+            return "-".join(str(v) for v in value["range"])
+        if "set" in value:
+            return "{ " + ", ".join(_value_text(v) for v in value["set"]) + " }"
+        return json.dumps(value)
+    if isinstance(value, list):
+        return ",".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def _left_text(left) -> str:
+    if isinstance(left, dict):
+        if "payload" in left:
+            return f"{left['payload'].get('protocol')} {left['payload'].get('field')}"
+        if "meta" in left:
+            return f"meta {left['meta'].get('key')}"
+        if "ct" in left:
+            return f"ct {left['ct'].get('key')}"
+    return json.dumps(left)
+
+
+def rule_text(expr: list) -> str:
+    """The rule in nft's words, near enough to recognise it."""
+    out = []
+    for e in expr:
+        if not isinstance(e, dict) or len(e) != 1:
+            out.append(json.dumps(e))
+            continue
+        ((kind, body),) = e.items()
+        if kind == "match" and isinstance(body, dict):
+            op = body.get("op", "==")
+            op = "" if op in ("==", "in") else f"{op} "
+            out.append(
+                f"{_left_text(body.get('left'))} {op}{_value_text(body.get('right'))}"
+            )
+        elif kind in ("jump", "goto") and isinstance(body, dict):
+            out.append(f"{kind} {body.get('target')}")
+        elif kind == "counter":
+            out.append("counter")
+        else:
+            out.append(kind)
+    return " ".join(out)
+
+
+class RuleReader:
+    def __init__(self, direction, family, sets, local, interface):
+        self.direction, self.family = direction, family
+        self.sets, self.local, self.interface = sets, local, interface
+
+    def entry(self, body: dict, where: str) -> Entry:
+        chain = _key(body, body["chain"])
+        text = rule_text(body["expr"])
+        if body.get("comment"):
+            text += f' comment "{body["comment"]}"'
+        m = full_match((self.family,))
+        entry = Entry(chain, where, text, m)
+        try:
+            holds = True
+            for e in body["expr"]:
+                holds &= self._expr(e, m, entry, body)
+            entry.replies = (
+                holds and entry.state_reply and m == full_match((self.family,))
+            )
+            if not (holds and entry.state_new):
+                entry.match = Match([], [], [], [])
+        except Unknown as exc:
+            entry.unknown = str(exc)
+            entry.match = Match([], [], [], [])
+        return entry
+
+    def _expr(self, e, m: Match, entry: Entry, body: dict) -> bool:
+        if not isinstance(e, dict) or len(e) != 1:
+            raise Unknown(f"expression {json.dumps(e)[:60]}")
+        ((kind, arg),) = e.items()
+        if kind == "match":
+            return self._match(arg, m, entry, body)
+        if kind in VERDICTS:
+            entry.action = VERDICTS[kind]
+            return True
+        if kind in ("jump", "goto"):
+            entry.action, entry.target = kind, _key(body, arg["target"])
+            return True
+        if kind in CONTINUE:
+            return True
+        raise Unknown(f"statement {kind!r} is not evaluated")
+
+    def _values(self, right, body, kind: str) -> list[tuple[int, int]]:
+        """A match's right-hand side as intervals: addresses or numbers."""
+        if isinstance(right, str) and right.startswith("@"):
+            key = _key(body, right[1:])
+            if key not in self.sets:
+                raise Unknown(f"set {right[1:]} is not in the ruleset")
+            elems = self.sets[key]
+            if elems is None:
+                raise Unknown(f"set {right[1:]}: only address and port sets are read")
+            return [iv for el in elems for iv in self._values(el, body, kind)]
+        if isinstance(right, dict) and "set" in right:
+            return [iv for el in right["set"] for iv in self._values(el, body, kind)]
+        if isinstance(right, dict) and "elem" in right:
+            return self._values(right["elem"].get("val"), body, kind)
+        try:
+            if kind == "address":
+                if isinstance(right, dict) and "prefix" in right:
+                    p = right["prefix"]
+                    return address_intervals(f"{p['addr']}/{p['len']}")
+                if isinstance(right, dict) and "range" in right:
+                    return range_intervals(*map(str, right["range"]))
+                return address_intervals(str(right))
+            if isinstance(right, dict) and "range" in right:
+                lo, hi = (int(v) for v in right["range"])
+                return [(lo, hi)]
+            return [(int(right), int(right))]
+        except (ValueError, TypeError, KeyError):
+            raise Unknown(f"value {json.dumps(right)[:60]} is not evaluated")
+
+    def _match(self, arg, m: Match, entry: Entry, body: dict) -> bool:
+        if not isinstance(arg, dict):
+            raise Unknown("match without operands")
+        op, left, right = arg.get("op", "=="), arg.get("left"), arg.get("right")
+        negate = op == "!="
+        if op not in ("==", "!=", "in", "<", ">", "<=", ">="):
+            raise Unknown(f"operator {op}")
+        if isinstance(left, dict) and "payload" in left:
+            proto, field = left["payload"].get("protocol"), left["payload"].get("field")
+            if proto in ("ip", "ip6") and field in ("saddr", "daddr"):
+                if (proto == "ip") != (self.family == 4):
+                    return False  # the other family's header
+                values = self._values(right, body, "address")
+                return self._address(m, field[0], values, negate, op)
+            if proto in ("tcp", "udp", "th") and field in ("sport", "dport"):
+                protos = {"tcp": [(TCP, TCP)], "udp": [(UDP, UDP)], "th": [(TCP, UDP)]}
+                m.restrict("proto", protos[proto])
+                values = self._compare(op, self._values(right, body, "port"), 65535)
+                m.restrict(field, values, negate)
+                return True
+            if proto in ("icmp", "icmpv6"):
+                if (proto == "icmp") != (self.family == 4):
+                    return False
+                m.restrict("proto", [(ICMP, ICMP)])
+                return True  # types and codes: within ICMP, reported apart
+            if (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
+                if (proto == "ip") != (self.family == 4):
+                    return False
+                return self._protocol(m, right, negate)
+            raise Unknown(f"payload {proto} {field}")
+        if isinstance(left, dict) and "meta" in left:
+            key = left["meta"].get("key")
+            if key == "l4proto":
+                return self._protocol(m, right, negate)
+            if key == "nfproto":
+                names = {4: "ipv4", 6: "ipv6"}
+                wanted = (
+                    right["set"]
+                    if isinstance(right, dict) and "set" in right
+                    else [right]
+                )
+                return (names[self.family] in wanted) != negate
+            if key in ("iifname", "oifname", "iif", "oif"):
+                return self._iface(key, right, negate)
+            raise Unknown(f"meta {key}")
+        if isinstance(left, dict) and "ct" in left:
+            if left["ct"].get("key") != "state":
+                raise Unknown(f"ct {left['ct'].get('key')}")
+            states = right if isinstance(right, list) else [right]
+            if isinstance(right, dict) and "set" in right:
+                states = right["set"]
+            states = {str(s).lower() for s in states}
+            entry.state_new = ("new" in states) != negate
+            entry.state_reply = ("established" in states) != negate
+            return True
+        raise Unknown(f"match on {_left_text(left)}")
+
+    @staticmethod
+    def _compare(op, values, top):
+        if op in ("==", "!=", "in"):
+            return values
+        v = values[0][0]
+        return {
+            "<": [(0, v - 1)],
+            "<=": [(0, v)],
+            ">": [(v + 1, top)],
+            ">=": [(v, top)],
+        }[op]
+
+    def _protocol(self, m: Match, right, negate) -> bool:
+        names = right["set"] if isinstance(right, dict) and "set" in right else [right]
+        values = []
+        for name in names:
+            name = str(name).lower()
+            if name in PROTOCOLS:
+                values.append((PROTOCOLS[name], PROTOCOLS[name]))
+            elif name in ICMP_NAMES[self.family]:
+                values.append((ICMP, ICMP))
+            elif name in ICMP_NAMES[10 - self.family]:
+                continue  # the other family's ICMP
+            else:
+                raise Unknown(
+                    f"protocol {name}: the matrix speaks of tcp, udp and all only"
+                )
+        m.restrict("proto", values, negate)
+        return True
+
+    def _address(self, m: Match, side: str, values, negate, op) -> bool:
+        if op not in ("==", "!=", "in"):
+            raise Unknown(f"address compared with {op}")
+        values = intersect(values, family_space((self.family,)))
+        peer_side = "s" if self.direction == "ingress" else "d"
+        if side == peer_side:
+            m.restrict("peer", values, negate)
+            return True
+        return local_match(self.local, values, negate)
+
+    def _iface(self, key, right, negate) -> bool:
+        wanted = "i" if self.direction == "ingress" else "o"
+        if key[0] != wanted:
+            raise Unknown(f"meta {key} on the {HOOKS[self.direction]} hook")
+        names = right["set"] if isinstance(right, dict) and "set" in right else [right]
+        names = [str(n) for n in names]
+        if names == ["lo"]:
+            return negate
+        if self.interface is None:
+            raise Unknown(
+                f"interface {','.join(names)}: pass --interface to say which one the host uses"
+            )
+        hit = any(
+            (
+                self.interface.startswith(n[:-1])
+                if n.endswith("*")
+                else self.interface == n
+            )
+            for n in names
+        )
+        return hit != negate
+
+
+def _sets(items) -> dict[str, list | None]:
+    out = {}
+    for item in items:
+        body = item.get("set")
+        if not isinstance(body, dict):
+            continue
+        kind = body.get("type")
+        readable = kind in ("ipv4_addr", "ipv6_addr", "inet_service")
+        out[_key(body, body.get("name", ""))] = (
+            list(body.get("elem", [])) if readable else None
+        )
+    return out
+
+
+def read(sources: dict, context) -> Live:
+    from ..matrix import Matrix
+
+    path, text = sources["nft"]
+    items = _load(text, path)
+    role = context.role
+    sets = _sets(items)
+    chains = {}
+    for i, item in enumerate(items):
+        body = item.get("chain")
+        if isinstance(body, dict):
+            chains[_key(body, body.get("name", ""))] = (i, body)
+    rules = []
+    problems = []
+    for i, item in enumerate(items):
+        body = item.get("rule")
+        if isinstance(body, dict):
+            if _key(body, body.get("chain", "")) not in chains:
+                problems.append(
+                    f"{path}: nftables[{i}].rule: chain {body.get('chain')} is not in the ruleset"
+                )
+            rules.append((i, body))
+    if problems:
+        raise ReadError(problems)
+    subnets = context.profile.subnets.get(role, ())
+    local_all = [iv for c in subnets for iv in address_intervals(c)]
+    found, unknown, not_compared, notes, stateful = [], [], [], [], []
+    others = sorted(
+        {b["family"] for _, b in chains.values() if b.get("hook")}
+        - {"ip", "ip6", "inet"}
+    )
+    if others:
+        notes.append(f"base chains of families {', '.join(others)} are not evaluated")
+    for family in (4, 6):
+        local = intersect(local_all, family_space((family,)))
+        for direction in ("ingress", "egress"):
+            reader = RuleReader(direction, family, sets, local, context.interface)
+            entries = [
+                reader.entry(
+                    body,
+                    f"{path}: table {body['family']} {body['table']} chain {body['chain']} handle {body.get('handle', '?')}",
+                )
+                for i, body in rules
+                if body["family"] in TABLE_FAMILIES[family]
+            ]
+            for e in entries:
+                if e.target and e.target not in chains:
+                    raise ReadError(
+                        [
+                            f"{e.where}: jump to chain {e.target.split()[-1]}, which is not in the ruleset"
+                        ]
+                    )
+            bases = sorted(
+                (
+                    (b.get("prio", 0), key)
+                    for key, (_, b) in chains.items()
+                    if b.get("hook") == HOOKS[direction]
+                    and b.get("type", "filter") == "filter"
+                    and b["family"] in TABLE_FAMILIES[family]
+                ),
+            )
+            policies = {key: chains[key][1].get("policy", "accept") for _, key in bases}
+            if not bases:
+                notes.append(
+                    f"no IPv{family} base chain on the {HOOKS[direction]} hook: the kernel accepts everything"
+                )
+
+            def decide(tags, entries=entries, bases=bases, policies=policies):
+                ordered = sorted(tags)
+                label = "nochain"
+                for _, key in bases:
+                    verdict, index = run_chain(entries, key, ordered)
+                    if verdict == "drop":
+                        return None
+                    if verdict == "accept":
+                        label = index
+                    elif policies[key] == "drop":
+                        return None
+                    elif label == "nochain":
+                        label = f"policy {key}"
+                return label
+
+            boxes = evaluate([e.match for e in entries], decide, (family,))
+
+            def describe(label, entries=entries):
+                if label == "nochain":
+                    return "no base chain at this hook (the kernel accepts)", path
+                if isinstance(label, str):
+                    key = label.split(" ", 1)[1]
+                    return f"policy accept of chain {key}", f"{path}: {key}"
+                e = entries[label]
+                return f"{e.where.split(': ', 1)[1]}: {e.text}", e.where
+
+            rules_here, icmp = to_rules(role, direction, boxes, describe, (family,))
+            found += rules_here
+            for label, ivs in icmp.items():
+                what, at = describe(label)
+                not_compared.append(icmp_finding(role, direction, at, what, ivs))
+            reachable, stack = set(), [key for _, key in bases]
+            while stack:
+                chain = stack.pop()
+                if chain in reachable:
+                    continue
+                reachable.add(chain)
+                stack += [e.target for e in entries if e.chain == chain and e.target]
+            for e in entries:
+                if e.unknown and e.chain in reachable:
+                    f = Finding(
+                        role, e.where, e.text, e.unknown + "; assumed not to match"
+                    )
+                    if f not in unknown:
+                        unknown.append(f)
+            # Replies: an ESTABLISHED packet, of any flow, through the rules that
+            # match every such packet (a state match, or none, and nothing else).
+            ordered = frozenset(
+                i for i, e in enumerate(entries) if e.replies and e.chain in reachable
+            )
+            stateful.append(decide(ordered) is not None)
+    matrix = Matrix(
+        profile=context.profile.name,
+        server_version=context.profile.server_version,
+        release_line="live",
+        cloud=context.profile.cloud,
+        stateful=all(stateful),
+        rules=tuple(found),
+    )
+    return Live(
+        matrix=matrix,
+        roles=(role,),
+        families=(4, 6),
+        stateful=all(stateful),
+        unknown=unknown,
+        not_compared=not_compared,
+        notes=notes,
+    )
