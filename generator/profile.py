@@ -71,6 +71,25 @@ def _validation_schema() -> dict:
     return schema
 
 
+def _schema_digest(schema: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def _validator():
+    """The validation schema's check as compiled ahead of time (profile_validator.py,
+    made by scripts/compile_schema.py), or compiled now if the schema has changed."""
+    import fastjsonschema
+
+    from . import profile_validator
+
+    schema = _validation_schema()
+    if profile_validator.SCHEMA_SHA256 == _schema_digest(schema):
+        return profile_validator.validate
+    return fastjsonschema.compile(schema)
+
+
 def check_version(version: str) -> None:
     allowed = load_schema()["properties"]["server_version"]["enum"]
     if version not in allowed:
@@ -189,7 +208,7 @@ def _schema_problems(data, lines, source) -> list[str]:
     # time; jsonschema, which lists every problem with its path, runs only when the
     # answer is no.
     try:
-        fastjsonschema.compile(_validation_schema())(data)
+        _validator()(data)
         return []
     except fastjsonschema.JsonSchemaValueException as exc:
         first = f"{source}: {exc.message}"
