@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .addresses import network_text
 from .matrix import ROLES
 from .problems import ProblemError, read_text
 
@@ -509,7 +510,7 @@ def _parse_cidr(value, path, error):
         )
         return None
     try:
-        return ipaddress.ip_network(value)
+        return network_text(value)
     except ValueError:
         pass
     try:

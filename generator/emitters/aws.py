@@ -8,10 +8,10 @@ both emitters and the fit check (quotas.check_fit) count through `split`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
+from ..addresses import version as address_version
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
 from ..quotas import QuotaError, Quotas, split_aws_group
 from . import EmitError, Target, describe, expressible
@@ -166,7 +166,7 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
         peers = [(None, None)] if rule.peer.role else []
         for cidr in dict.fromkeys(rule.peer.cidrs):  # a CIDR listed twice is one rule
             try:
-                version = ipaddress.ip_network(cidr, strict=False).version
+                version = address_version(cidr)
             except ValueError:
                 raise EmitError(
                     f"{target.name}: {cidr!r} is not a CIDR: rule {describe(rule)}"
