@@ -8,7 +8,6 @@ combinations of settings).
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 from dataclasses import dataclass, field, replace
@@ -243,6 +242,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
         known = sorted(schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in known)
         out = []
+        import difflib  # only for a bad profile: costs 2 ms at start-up
+
         for key in extra:
             message = f"unknown key {key!r}"
             guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..addresses import version as address_version
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
@@ -88,6 +89,7 @@ def _references(reference: str) -> str:
     return "; ".join(dict.fromkeys(short))
 
 
+@lru_cache(maxsize=None)  # a few names, asked for every rule and address
 def camel(text: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-\s]+", text))
 
