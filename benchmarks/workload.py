@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 from pathlib import Path
 
@@ -82,6 +83,17 @@ def profile(cloud: str, clients: int, admin_ranges: int = 1000) -> dict:
     else:
         data["peers"]["ssh_rerun"] = many
     return data
+
+
+def command_env(folder: Path) -> dict[str, str]:
+    """The environment of a measured command: byte code and compiled templates are
+    cached under `folder`, as an installed rulegen finds them from its second run
+    on (PYTHONDONTWRITEBYTECODE would compile every module of rulegen on every run,
+    but none of the baseline's, whose byte code pip wrote at install time)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
+    env["RULEGEN_CACHE_DIR"] = str(folder / "templates")
+    return env
 
 
 def write_profile(folder: Path, data: dict) -> Path:

@@ -265,12 +265,12 @@ def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
     here is exactly what they write. May raise EmitError for a rule a target cannot
     express, as emitting would.
     """
-    from .emitters.aws import group_rules, split
-
     problems: dict[str, list[str]] = {}  # the same problem for every AWS target
     for target in targets:
         if PROVIDERS.get(target.name) != "aws":
             continue
+        from .emitters.aws import group_rules, split  # AWS targets only
+
         fixed = group_rules(target)
         for role, groups in split(target, matrix, quotas).items():
             if len(groups) <= quotas.aws_groups_per_interface:
