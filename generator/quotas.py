@@ -210,13 +210,17 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
     # Groups before first[key] are full for that kind of rule (they never empty),
     # so the first fit is found without rescanning them: linear in the rules.
     first: dict = {}
+    kinds: dict = {}  # (direction, units): (limit, wanted), worked out once each
     for rule in rules:
-        limit = quotas.aws_rules_per_group(rule.direction)
-        wanted = [
-            ((rule.direction, family), units)
-            for family, units in zip((4, 6), aws_units(rule))
-            if units
-        ]
+        kind = (rule.direction, aws_units(rule))
+        if kind not in kinds:
+            wanted = tuple(
+                ((rule.direction, family), units)
+                for family, units in zip((4, 6), kind[1])
+                if units
+            )
+            kinds[kind] = (quotas.aws_rules_per_group(rule.direction), wanted)
+        limit, wanted = kinds[kind]
         start = max(first.get(key, 0) for key, _ in wanted)
         for i in range(start, len(used)):
             count = used[i]
