@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from .matrix import Matrix, Peer, Rule
 
@@ -88,6 +89,8 @@ def _address_count(rules) -> int:
 # compare the two).
 
 
+# Each pass of the optimizer reads the same blocks again: each is parsed once.
+@lru_cache(maxsize=1 << 16)
 def parse_cidr(text: str) -> tuple[int, int, int]:
     """(version, first, last) of a CIDR block."""
     if ":" not in text:
