@@ -54,6 +54,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         cwd = Path(work)
+        subprocess.run(BASE, cwd=cwd)  # byte code written, as for the commands
         base = instructions(BASE, cwd)
         print(f"{'bare import':<56} {base / 1e6:8.0f} M  1.00x")
         for command in args.commands:

@@ -212,6 +212,8 @@ def group_rules(target: Target) -> tuple[GroupRule, ...]:
     return tuple(getattr(target.emitter(), "GROUP_RULES", ()))
 
 
+# The fit check and the emitter ask for the same split: made once. Callers only read it.
+@lru_cache(maxsize=4)
 def split(
     target: Target, matrix: Matrix, quotas: Quotas = Quotas()
 ) -> dict[str, list[list[AwsRule]]]:
