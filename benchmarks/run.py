@@ -244,19 +244,16 @@ def targets(results) -> None:
     print(
         f"targets at 10,000 addresses: at most {MAX_SECONDS} s, {MAX_GROWTH}x the 1,000"
         f"-address time, {MAX_MIB} MiB (peak RSS); exit 1 = stopped by a quota."
-        " Wall time, or CPU time when that meets the target and wall time does not"
-        " (a busy machine):"
+        " Judged on CPU time (the same as wall time on a quiet machine, far steadier"
+        " on a busy one):"
     )
     missed = 0
     for (cloud, step, size), run in sorted(by.items()):
         small = by.get((cloud, step, 1000))
         if size != 10000 or not step.startswith("generate") or small is None:
             continue
-        growth = min(
-            run["seconds"] / small["seconds"],
-            run["cpu_seconds"] / small["cpu_seconds"],
-        )
-        seconds = min(run["seconds"], run["cpu_seconds"])
+        growth = run["cpu_seconds"] / small["cpu_seconds"]
+        seconds = run["cpu_seconds"]
         over = [
             what
             for what, bad in (
@@ -306,18 +303,23 @@ def aerleon(work: Path, args, base, results) -> None:
         ours += [by.get(("gcp", "generate gcp-firewall", size))]  # GCE: API JSON too
         ours = [r for r in ours if r and r["exit"] == 0]
         total = sum(r["seconds"] for r in ours)
+        cpu = sum(r["cpu_seconds"] for r in ours)
         speed = (
             f"rulegen {run['seconds'] / total:.1f}x faster"
+            f" ({run['cpu_seconds'] / cpu:.1f}x in CPU time)"
             if total
             else "no rulegen run"
         )
         note = "" if run["exit"] == 0 else f" (exit {run['exit']})"
         print(
-            f"  {size:>6} addresses: aerleon {run['seconds']:.3f} s"
-            f" ({ratio(run['seconds'], base['seconds'])} base, {run['peak_mib']:.0f} MiB){note};"
-            f" rulegen {total:.3f} s over {len(ours)} targets; {speed}"
+            f"  {size:>6} addresses: aerleon {run['seconds']:.3f} s, {run['cpu_seconds']:.3f}"
+            f" s CPU ({ratio(run['seconds'], base['seconds'])} base, {run['peak_mib']:.0f}"
+            f" MiB){note}; rulegen {total:.3f} s, {cpu:.3f} s CPU over {len(ours)}"
+            f" targets; {speed}"
         )
-        results["aerleon"].append({"size": size, **run, "rulegen_seconds": total})
+        results["aerleon"].append(
+            {"size": size, **run, "rulegen_seconds": total, "rulegen_cpu": cpu}
+        )
 
 
 if __name__ == "__main__":
