@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +31,13 @@ from generator.profile import load_profile  # noqa: E402
 from generator.emitters import EmitError  # noqa: E402
 from generator.emitters.aws import split  # noqa: E402
 from generator.quotas import chunk_addresses, quotas_for, use_ipset  # noqa: E402
-from workload import aerleon_policy, command_env, profile, write_profile  # noqa: E402
+from workload import (  # noqa: E402
+    aerleon_policy,
+    command_env,
+    launched,
+    profile,
+    write_profile,
+)
 
 PYTHON = Path(sys.executable)
 RULEGEN = PYTHON.parent / "rulegen"
@@ -47,25 +51,16 @@ def measure(cmd: list[str], repeat: int, env: dict, cwd=None) -> dict:
     the peak RSS and exit code of that run, and the best CPU time of all."""
     runs = []
     for _ in range(repeat + 1):
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
-            env=env,
-        )
-        err = proc.stderr.read().decode()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
+        proc = subprocess.run(launched(cmd), cwd=cwd, capture_output=True, env=env)
+        wall, cpu, peak, status = proc.stdout.split()
+        err = proc.stderr.decode()
         run = {
-            "seconds": wall,
+            "seconds": float(wall),
             # Without the time spent waiting for a core: on a busy machine, the
             # figure closest to what a quiet one would show.
-            "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "peak_mib": usage.ru_maxrss / 1024,
-            "exit": os.waitstatus_to_exitcode(status),
+            "cpu_seconds": float(cpu),
+            "peak_mib": int(peak) / 1024,
+            "exit": int(status),
             "error": next((l for l in err.splitlines() if l.startswith("error:")), ""),
         }
         runs.append(run)
