@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,8 +26,27 @@ def cache_dir() -> Path | None:
     chosen = os.environ.get(CACHE_ENV)
     if chosen:
         return None if chosen == "off" else Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home folder: no cache
+        return None
     return Path(base) / "rulegen" / "templates"
+
+
+def trusted(folder: Path) -> bool:
+    """Cache entries are code: only from a folder of this user's that no one else
+    can write to (or none yet: it is then made so)."""
+    try:
+        info = folder.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 OPTIONS = dict(
@@ -39,6 +59,8 @@ def environment():
     import jinja2
 
     folder = cache_dir()
+    if folder and not trusted(folder):
+        folder = None
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,

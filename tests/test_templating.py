@@ -87,6 +87,14 @@ def test_a_broken_or_unwritable_cache_only_costs_compiling(
     assert compiles == ["t.j2"] * 3
 
 
+def test_a_folder_others_can_write_to_is_not_used(templates, compiles, tmp_path):
+    (templates / "t.j2").write_text("ok\n")
+    assert fresh_render("t.j2") == "ok\n"
+    (tmp_path / "cache").chmod(0o777)
+    assert fresh_render("t.j2") == "ok\n"
+    assert compiles == ["t.j2", "t.j2"]  # compiled again, the entry left unread
+
+
 def test_cache_off(templates, compiles, monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV, "off")
     (templates / "t.j2").write_text("ok\n")
