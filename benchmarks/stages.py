@@ -48,7 +48,12 @@ def pipeline(path: Path, target_name: str, out: Path) -> dict[str, float]:
     from generator.quotas import check_fit, quotas_for
     from generator.writer import compare, write_tree
 
-    optimizer._COLLAPSED.clear()  # what a new process starts with
+    from generator.emitters import aws
+
+    # What a new process starts with: no address list parsed, no AWS split made.
+    optimizer._COLLAPSED.clear()
+    optimizer.parse_cidr.cache_clear()
+    aws.split.cache_clear()
     times = {}
     start = time.process_time()
 
