@@ -6,7 +6,6 @@ The page's flows and a profile's site flows share one shape and one parser
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -133,6 +132,8 @@ def _ports(value, problem: Problem) -> tuple[tuple[int, int], ...] | None:
 
 
 def _guess(value, known) -> str:
+    import difflib  # only for a bad flow: costs 2 ms at start-up
+
     guess = difflib.get_close_matches(str(value), list(known), n=1, cutoff=0.6)
     return f"; did you mean {guess[0]!r}?" if guess else ""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from .matrix import Matrix, Peer, Rule
 
@@ -90,6 +91,8 @@ def _address_count(rules) -> int:
 # compare the two).
 
 
+# Each pass of the optimizer reads the same blocks again: each is parsed once.
+@lru_cache(maxsize=1 << 16)
 def parse_cidr(text: str) -> tuple[int, int, int]:
     """(version, first, last) of a CIDR block."""
     if ":" not in text:
@@ -114,14 +117,21 @@ def merged_intervals(spans) -> list[tuple[int, int]]:
 
 
 def cidrs_of(first: int, last: int, version: int) -> list[str]:
+    return [
+        cidr_text(start, plen, version) for start, plen in blocks(first, last, version)
+    ]
+
+
+def blocks(first: int, last: int, version: int) -> list[tuple[int, int]]:
+    """(first address, prefix length) of the fewest CIDR blocks that make up first-last."""
     bits = 32 if version == 4 else 128
     out = []
     while first <= last:
         # The largest aligned block starting at first that stays within last.
-        size = (first & -first) if first else 1 << bits
-        while size > last - first + 1:
-            size >>= 1
-        out.append(cidr_text(first, bits - size.bit_length() + 1, version))
+        size = min(
+            first & -first or 1 << bits, 1 << (last - first + 1).bit_length() - 1
+        )
+        out.append((first, bits - size.bit_length() + 1))
         first += size
     return out
 
@@ -132,13 +142,31 @@ def cidr_text(first: int, plen: int, version: int) -> str:
     return f"{ipaddress.IPv6Address(first)}/{plen}"
 
 
+# The optimizer, the quota chunking and the emitters collapse the same long lists:
+# each is parsed once per process. Bounded, as a long-lived process sees many lists.
+_COLLAPSED: dict[tuple[str, ...], tuple] = {}
+_COLLAPSED_MAX = 256
+
+
 def collapse(cidrs) -> tuple[tuple[str, ...], tuple]:
     """Collapsed CIDRs (IPv4 first, each sorted) and their intervals per version."""
+    key = tuple(cidrs)
+    found = _COLLAPSED.get(key)
+    if found is None:
+        found = _collapse(key)
+        if len(_COLLAPSED) >= _COLLAPSED_MAX:
+            _COLLAPSED.clear()
+        # Collapsing a collapsed list changes nothing: remember both.
+        _COLLAPSED[key] = _COLLAPSED[found[0]] = found
+    return found
+
+
+def _collapse(cidrs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple]:
     spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
     for text in cidrs:
         version, first, last = parse_cidr(text)
         spans[version].append((first, last))
-    merged = (merged_intervals(spans[4]), merged_intervals(spans[6]))
+    merged = (tuple(merged_intervals(spans[4])), tuple(merged_intervals(spans[6])))
     out: list[str] = []
     for version, intervals in zip((4, 6), merged):
         for first, last in intervals:

@@ -8,12 +8,12 @@ combinations of settings).
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .addresses import network_text
 from .matrix import ROLES
 from .problems import ProblemError, read_text
 
@@ -76,6 +76,25 @@ def _validation_schema() -> dict:
     schema = load_schema()
     del schema["$defs"]["cidr_list"]["items"]
     return schema
+
+
+def _schema_digest(schema: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def _validator():
+    """The validation schema's check as compiled ahead of time (profile_validator.py,
+    made by scripts/compile_schema.py), or compiled now if the schema has changed."""
+    import fastjsonschema
+
+    from . import profile_validator
+
+    schema = _validation_schema()
+    if profile_validator.SCHEMA_SHA256 == _schema_digest(schema):
+        return profile_validator.validate
+    return fastjsonschema.compile(schema)
 
 
 def check_version(version: str) -> None:
@@ -208,7 +227,7 @@ def _schema_problems(data, lines, source) -> list[str]:
     # time; jsonschema, which lists every problem with its path, runs only when the
     # answer is no.
     try:
-        fastjsonschema.compile(_validation_schema())(data)
+        _validator()(data)
         return []
     except fastjsonschema.JsonSchemaValueException as exc:
         first = f"{source}: {exc.message}"
@@ -242,6 +261,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
         known = sorted(schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in known)
         out = []
+        import difflib  # only for a bad profile: costs 2 ms at start-up
+
         for key in extra:
             message = f"unknown key {key!r}"
             guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -569,6 +590,8 @@ def _check_named_peers(peers_in, site_flows, error, warn) -> None:
     for key in [k for k in peers_in if k not in PEER_DEFAULTS]:
         if key in used:
             continue
+        import difflib  # only for an unused peer list
+
         guess = difflib.get_close_matches(key, list(PEER_DEFAULTS), n=1, cutoff=0.8)
         if guess:
             # Most likely a misspelt page peer, whose default would apply silently.
@@ -623,7 +646,7 @@ def _parse_cidr(value, path, error):
         )
         return None
     try:
-        return ipaddress.ip_network(value)
+        return network_text(value)
     except ValueError:
         pass
     try:

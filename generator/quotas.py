@@ -19,11 +19,12 @@ written, so a matrix that cannot fit stops with the numbers and the choices left
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from .matrix import DIRECTIONS, Matrix, Rule
 from .emitters import EmitError
-from .optimizer import cidr_text, collapse, parse_cidr
+from .optimizer import blocks, cidr_text, collapse
 from .problems import ProblemError
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
@@ -113,10 +114,9 @@ def profile_problems(section: dict) -> list[tuple[tuple, str]]:
 def _entries(cidrs) -> list[tuple[int, int, int]]:
     """(version, first address, prefix length) of the collapsed blocks."""
     out = []
-    for text in collapse(cidrs)[0]:
-        version, first, last = parse_cidr(text)
-        bits = 32 if version == 4 else 128
-        out.append((version, first, bits - (last - first + 1).bit_length() + 1))
+    for version, intervals in zip((4, 6), collapse(cidrs)[1]):
+        for first, last in intervals:
+            out.extend((version, *block) for block in blocks(first, last, version))
     return out
 
 
@@ -152,8 +152,9 @@ def chunk_addresses(
             bits = 32 if items[0][0] == 4 else 128
             # Collapsed blocks do not nest, so a crowded block is longer than depth.
             shift = bits - depth - 1
-            low = [e for e in items if not (e[1] >> shift) & 1]
-            high = [e for e in items if (e[1] >> shift) & 1]
+            # Sorted blocks that share the bits above shift: the lower half first.
+            cut = bisect_left(items, 1, key=lambda e: (e[1] >> shift) & 1)
+            low, high = items[:cut], items[cut:]
             stack.append((2 * number + 1, high, depth + 1))
             stack.append((2 * number, low, depth + 1))
     out.sort(key=lambda chunk: (chunk[1][0][0], chunk[1][0][1]))
@@ -209,13 +210,17 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
     # Groups before first[key] are full for that kind of rule (they never empty),
     # so the first fit is found without rescanning them: linear in the rules.
     first: dict = {}
+    kinds: dict = {}  # (direction, units): (limit, wanted), worked out once each
     for rule in rules:
-        limit = quotas.aws_rules_per_group(rule.direction)
-        wanted = [
-            ((rule.direction, family), units)
-            for family, units in zip((4, 6), aws_units(rule))
-            if units
-        ]
+        kind = (rule.direction, aws_units(rule))
+        if kind not in kinds:
+            wanted = tuple(
+                ((rule.direction, family), units)
+                for family, units in zip((4, 6), kind[1])
+                if units
+            )
+            kinds[kind] = (quotas.aws_rules_per_group(rule.direction), wanted)
+        limit, wanted = kinds[kind]
         start = max(first.get(key, 0) for key, _ in wanted)
         for i in range(start, len(used)):
             count = used[i]
@@ -264,12 +269,12 @@ def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
     here is exactly what they write. May raise EmitError for a rule a target cannot
     express, as emitting would.
     """
-    from .emitters.aws import group_rules, split
-
     problems: dict[str, list[str]] = {}  # the same problem for every AWS target
     for target in targets:
         if PROVIDERS.get(target.name) != "aws":
             continue
+        from .emitters.aws import group_rules, split  # AWS targets only
+
         fixed = group_rules(target)
         for role, groups in split(target, matrix, quotas).items():
             if len(groups) <= quotas.aws_groups_per_interface:

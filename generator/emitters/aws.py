@@ -8,10 +8,11 @@ both emitters and the fit check (quotas.check_fit) count through `split`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
+from ..addresses import version as address_version
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
 from ..quotas import QuotaError, Quotas, split_aws_group
 from . import EmitError, Target, describe, expressible
@@ -88,6 +89,7 @@ def _references(reference: str) -> str:
     return "; ".join(dict.fromkeys(short))
 
 
+@lru_cache(maxsize=None)  # a few names, asked for every rule and address
 def camel(text: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-\s]+", text))
 
@@ -170,7 +172,7 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
         peers = [(None, None)] if rule.peer.role else []
         for cidr in dict.fromkeys(rule.peer.cidrs):  # a CIDR listed twice is one rule
             try:
-                version = ipaddress.ip_network(cidr, strict=False).version
+                version = address_version(cidr)
             except ValueError:
                 raise EmitError(
                     f"{target.name}: {cidr!r} is not a CIDR: rule {describe(rule)}"
@@ -214,6 +216,8 @@ def group_rules(target: Target) -> tuple[GroupRule, ...]:
     return tuple(getattr(target.emitter(), "GROUP_RULES", ()))
 
 
+# The fit check and the emitter ask for the same split: made once. Callers only read it.
+@lru_cache(maxsize=4)
 def split(
     target: Target, matrix: Matrix, quotas: Quotas = Quotas()
 ) -> dict[str, list[list[AwsRule]]]:

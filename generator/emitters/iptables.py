@@ -11,9 +11,9 @@ Role peers become the role's subnets; long address lists become ipsets.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from dataclasses import dataclass, field
 
+from ..addresses import version
 from ..matrix import ROLES, Matrix, Rule
 from ..quotas import Quotas, quotas_for, use_ipset
 from ..templating import render
@@ -74,7 +74,7 @@ def set_name(label: str, family: int) -> str:
 
 
 def family_of(cidr: str) -> int:
-    return ipaddress.ip_network(cidr, strict=False).version
+    return version(cidr)
 
 
 def peer_cidrs(rule: Rule, subnets: dict) -> tuple[str, ...]:

@@ -1,0 +1,191 @@
+"""Where `rulegen generate` spends its time: `python benchmarks/stages.py`.
+
+In one process, per bench profile (benchmarks/workload.py) and target: the best CPU
+time of --repeat runs of each stage (read the profile, plan, optimize, fit the quotas,
+emit, write), then the peak memory of the whole pipeline under tracemalloc. The
+import cost of the command is measured apart, in a fresh process per run
+(`python -X importtime`), as the sum of the modules rulegen itself adds to a bare
+`import click, jinja2, yaml`. With --cprofile CLOUD-SIZE-TARGET, prints the
+functions that take the most time in that run instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import profile, write_profile  # noqa: E402
+
+PYTHON = sys.executable
+CLOUD_TARGETS = {
+    "aws": ("terraform-aws", "cloudformation", "iptables"),
+    "gcp": ("terraform-gcp", "gcp-firewall", "iptables"),
+    "generic": ("iptables",),
+}
+
+
+def pipeline(path: Path, target_name: str, out: Path) -> dict[str, float]:
+    """One `generate --target` as the command runs it, stage by stage (CPU seconds:
+    on a busy machine, wall time mostly measures the wait for a core)."""
+    from generator import optimizer
+    from generator.emitters import EmitError, emit, targets_for
+    from generator.optimizer import optimize
+    from generator.planner import plan
+    from generator.profile import load_profile
+    from generator.quotas import check_fit, quotas_for
+    from generator.writer import compare, write_tree
+
+    from generator.emitters import aws
+
+    # What a new process starts with: no address list parsed, no AWS split made.
+    optimizer._COLLAPSED.clear()
+    optimizer.parse_cidr.cache_clear()
+    aws.split.cache_clear()
+    times = {}
+    start = time.process_time()
+
+    def lap(name: str) -> None:
+        nonlocal start
+        now = time.process_time()
+        times[name] = now - start
+        start = now
+
+    prof = load_profile(path)
+    lap("read profile")
+    raw = plan(prof)
+    lap("plan")
+    matrix = optimize(raw)[0]
+    lap("optimize")
+    targets = targets_for(prof.cloud, (target_name,))
+    try:
+        check_fit(matrix, targets, quotas_for(prof))
+    except EmitError:
+        lap("fit (fails)")
+        return times
+    lap("fit")
+    files = emit(matrix, prof, targets)
+    lap("emit")
+    write_tree(out, files, compare(out, files), False)
+    lap("write")
+    return times
+
+
+def stages(args) -> None:
+    work = Path(tempfile.mkdtemp(prefix="rulegen-stages-"))
+    print(f"best of {args.repeat} runs each, in one process (CPU seconds)\n")
+    for cloud, targets in CLOUD_TARGETS.items():
+        for size in args.sizes:
+            path = write_profile(work, profile(cloud, size))
+            for target in targets:
+                best: dict[str, float] = {}
+                for i in range(args.repeat):
+                    run = pipeline(path, target, work / f"out-{i}")
+                    for name, seconds in run.items():
+                        best[name] = min(best.get(name, seconds), seconds)
+                gc.collect()
+                tracemalloc.start()
+                pipeline(path, target, work / "out-mem")
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                parts = "  ".join(f"{k} {v:.3f}" for k, v in best.items())
+                print(
+                    f"{cloud:<8} {size:>6} {target:<15} total {sum(best.values()):.3f}"
+                    f"  peak {peak / 2**20:5.1f} MiB  |  {parts}"
+                )
+
+
+def imports(args) -> None:
+    """Import time rulegen adds to the bare baseline, per module (best of runs)."""
+    code = "import click, jinja2, yaml"
+    commands = {
+        "baseline": ["-c", code],
+        "plan": ["-c", f"{code}; import generator.cli; {PLAN_IMPORTS}"],
+        "generate": ["-c", f"{code}; import generator.cli; {GENERATE_IMPORTS}"],
+    }
+    best: dict[str, dict[str, int]] = {}
+    for name, cmd in commands.items():
+        for _ in range(args.repeat):
+            err = subprocess.run(
+                [PYTHON, "-X", "importtime", *cmd],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            ).stderr
+            own = {}
+            for line in err.splitlines():
+                m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+                if m:
+                    own[m.group(4)] = int(m.group(1))
+            prev = best.setdefault(name, own)
+            for module, micros in own.items():
+                prev[module] = min(prev.get(module, micros), micros)
+    base = best["baseline"]
+    for name in ("plan", "generate"):
+        extra = {m: t for m, t in best[name].items() if m not in base}
+        total = sum(extra.values())
+        top = sorted(extra.items(), key=lambda kv: -kv[1])[:12]
+        print(
+            f"{name}: {len(extra)} modules beyond the baseline, {total / 1000:.1f} ms"
+            " (self time, best of runs)"
+        )
+        for module, micros in top:
+            print(f"  {micros / 1000:6.1f} ms  {module}")
+
+
+# What the commands import before their first line of work.
+PLAN_IMPORTS = (
+    "import generator.profile, generator.planner, generator.optimizer,"
+    " generator.report, generator.catalog"
+)
+GENERATE_IMPORTS = (
+    "import generator.profile, generator.pipeline, generator.planner,"
+    " generator.optimizer, generator.quotas, generator.emitters, generator.writer,"
+    " generator.templating, generator.emitters.aws, generator.emitters.terraform_aws,"
+    " generator.emitters.cloudformation"
+)
+
+
+def hotspots(args) -> None:
+    cloud, size, target = args.cprofile.split("-", 2)
+    work = Path(tempfile.mkdtemp(prefix="rulegen-stages-"))
+    path = write_profile(work, profile(cloud, int(size)))
+    pipeline(path, target, work / "warm")  # imports and caches out of the way
+    prof = cProfile.Profile(time.process_time)
+    prof.runcall(pipeline, path, target, work / "out")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--cprofile", metavar="CLOUD-SIZE-TARGET")
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--imports", action="store_true", help="Only the imports.")
+    args = parser.parse_args()
+    if args.cprofile:
+        hotspots(args)
+    elif args.imports:
+        imports(args)
+    else:
+        imports(args)
+        print()
+        stages(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
