@@ -338,9 +338,12 @@ def test_terraform_groups_variables_and_outputs(name):
         # No inline rules: Terraform then strips AWS's default allow-all egress.
         assert "egress" not in group and "ingress" not in group
         assert group["vpc_id"] == "${var.vpc_id}"
+        # Known at plan time: the map's keys, never the (maybe unknown) IDs.
         assert group["count"] == (
-            f"${{var.existing_security_group_ids.{role} == null ? 1 : 0}}"
+            f'${{contains(keys(var.existing_security_group_ids), "{role}") ? 0 : 1}}'
         )
+        assert group["lifecycle"][0]["create_before_destroy"] is True
+        assert unquote(group["name_prefix"]).startswith(example(name).name + "-")
         assert DESCRIPTION.match(unquote(group["description"]))
     ids = main_tf["locals"][0]["security_group_ids"]
     assert sorted(ids) == sorted(roles)
@@ -350,11 +353,10 @@ def test_terraform_groups_variables_and_outputs(name):
         for k, v in block.items()
     }
     assert {"vpc_id", "existing_security_group_ids", "tags"} <= set(variables)
+    existing = variables["existing_security_group_ids"]
+    assert existing["type"] == "${map(string)}"
     for role in roles:
-        assert (
-            f"{role} = optional(string)"
-            in variables["existing_security_group_ids"]["type"]
-        )
+        assert f'"{role}"' in existing["validation"][0]["condition"]
     outputs = {
         unquote(k): v
         for block in hcl2.loads(files["terraform-aws/outputs.tf"])["output"]
@@ -368,6 +370,7 @@ def test_terraform_groups_variables_and_outputs(name):
     versions = hcl2.loads(files["terraform-aws/versions.tf"])
     providers = versions["terraform"][0]["required_providers"][0]
     assert unquote(providers["aws"]["source"]) == "hashicorp/aws"
+    assert unquote(providers["aws"]["version"]) == ">= 5.0, < 6.0"
 
 
 def test_keys_do_not_move_when_a_cidr_is_added():

@@ -42,21 +42,12 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         "variables.tf": render(
             "terraform-aws/variables.tf.j2",
             header=head,
-            role_attrs=aligned([(role, "optional(string)") for role in roles]),
+            roles=roles,
         ),
         "main.tf": render(
             "terraform-aws/main.tf.j2",
             header=head,
-            group_ids=aligned(
-                [
-                    (
-                        role,
-                        f"try(aws_security_group.{role}[0].id,"
-                        f" var.existing_security_group_ids.{role})",
-                    )
-                    for role in roles
-                ]
-            ),
+            group_ids=aligned([(role, _group_id(role)) for role in roles]),
             group_id_lists=aligned(
                 [
                     (role, "[" + ", ".join(group_ids(role, len(gs))) + "]")
@@ -111,6 +102,19 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     }
 
 
+def _passed_in(role: str) -> str:
+    # Keyed by role: the keys are known at plan time even when the IDs are not (a
+    # group created in the same apply), so `count` can depend on them.
+    return f"contains(keys(var.existing_security_group_ids), {json.dumps(role)})"
+
+
+def _group_id(role: str) -> str:
+    return (
+        f"{_passed_in(role)} ? var.existing_security_group_ids[{json.dumps(role)}]"
+        f" : aws_security_group.{role}[0].id"
+    )
+
+
 def group_ids(role: str, count: int) -> list[str]:
     """The expressions of a role's group IDs, group 1 first."""
     return [f"local.security_group_ids.{role}"] + [
@@ -130,14 +134,12 @@ def _group(install: str, role: str, number: int, count: int) -> dict:
         "title": title,
         "skips": [f"{UNATTACHED_CHECK}:{UNATTACHED_REASON}"],
         # Only group 1 can be an existing group; the overflow is always created.
-        "count": (
-            f"var.existing_security_group_ids.{role} == null ? 1 : 0"
-            if number == 1
-            else None
-        ),
+        "count": f"{_passed_in(role)} ? 0 : 1" if number == 1 else None,
         "attrs": aligned(
             [
-                ("name", json.dumps(name)),
+                # A prefix: a replacement group is created before the old one goes
+                # (create_before_destroy), and two groups cannot share a name.
+                ("name_prefix", json.dumps(f"{name}-")),
                 ("description", json.dumps(group_description(install, role, number))),
                 ("vpc_id", "var.vpc_id"),
                 ("tags", f"merge(var.tags, {{ Name = {json.dumps(name)} }})"),
