@@ -3,7 +3,7 @@
 AWS security-group rules hold exactly one peer (a CIDR, an IPv6 CIDR or a group), so
 one matrix rule can become several AWS rules. `expand` is the one place that does it,
 and `split` cuts each role's rules into security groups at the rules-per-group quota;
-both emitters and the fit check (quotas.check_fit) count through `split`.
+both emitters and the fit check (check_fit, below) count through `split`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import re
 from dataclasses import dataclass
 
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
-from ..quotas import QuotaError, Quotas, split_aws_group
+from ..quotas import (
+    AWS_RULES_PER_INTERFACE,
+    QuotaError,
+    Quotas,
+    aws_units,
+    split_aws_group,
+)
 from . import EmitError, Target, describe, expressible
 
 # AWS allows these in rule and group descriptions ("a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*").
@@ -230,3 +236,106 @@ def split(
         except QuotaError as exc:
             raise QuotaError([f"{target.name}: {role}: {p}" for p in exc.problems])
     return out
+
+
+# --- the fit check: run before anything is emitted or written ------------------
+
+OPEN_PEER = "nomad_client_public_ips"  # the page allows 0.0.0.0/0 for these
+
+
+def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
+    """Address lists by size; merged peers stay together (their rules are one)."""
+    sizes: dict[str, int] = {}
+    for rule in rules:
+        if rule.direction == direction and not rule.peer.role:
+            name = " + ".join((rule.peer.name or "cidrs").split("_and_"))
+            sizes[name] = sizes.get(name, 0) + len(rule.peer.cidrs)
+    return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
+    """Raise QuotaError if a target cannot hold the matrix within its quotas.
+
+    targets: the emitter registry's Target entries. GCP rules and iptables chains
+    always fit (address lists are cut into chunks or ipsets); AWS groups can not.
+    The AWS count is the emitters' own split, so what passes
+    here is exactly what they write. May raise EmitError for a rule a target cannot
+    express, as emitting would.
+    """
+    problems: dict[str, list[str]] = {}  # the same problem for every AWS target
+    for target in targets:
+        if "aws" not in target.clouds:
+            continue
+        fixed = group_rules(target)
+        for role, groups in split(target, matrix, quotas).items():
+            if len(groups) <= quotas.aws_groups_per_interface:
+                continue
+            for text in _aws_problems(role, groups, fixed, quotas):
+                problems.setdefault(text, []).append(target.name)
+    if problems:
+        raise QuotaError([f"{', '.join(t)}: {text}" for text, t in problems.items()])
+
+
+def _aws_problems(role, groups, fixed, quotas) -> list[str]:
+    """One message per direction that alone needs too many groups (or one overall)."""
+    texts = []
+    rules = [r for group in groups for r in group]
+    for direction in DIRECTIONS:
+        mine = [r for r in rules if r.direction == direction]
+        extra = [r for r in fixed if r.direction == direction]
+        needed = len(split_aws_group(mine, quotas, extra))
+        if needed <= quotas.aws_groups_per_interface:
+            continue
+        units = [aws_units(r) for r in mine]
+        count = max(sum(u[0] for u in units), sum(u[1] for u in units))
+        # By identity: hashing a rule hashes all of its addresses.
+        matrix_rules = list({id(r.rule): r.rule for r in mine}.values())
+        texts.append(
+            _aws_problem(role, direction, count, needed, extra, matrix_rules, quotas)
+        )
+    if not texts:  # only the directions together overflow
+        texts.append(
+            f"{role} needs {len(groups)} security groups for its"
+            f" {sum(r.direction == 'ingress' for r in rules):,} inbound and"
+            f" {sum(r.direction == 'egress' for r in rules):,} outbound rules, but AWS"
+            f" attaches at most {quotas.aws_groups_per_interface} groups per network"
+            " interface. Choices: list fewer addresses; raise the quota with AWS and"
+            " set quotas.aws."
+        )
+    return texts
+
+
+def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -> str:
+    per_group = quotas.aws_rules_per_group(direction)
+    groups = quotas.aws_groups_per_interface
+    capacity = per_group * groups
+    key = "inbound" if direction == "ingress" else "outbound"
+    also = "".join(f", plus {r.label} in every group" for r in fixed)
+    text = (
+        f"{role} needs {needed:,} {key} rules (one per address and port{also}):"
+        f" {groups_needed} security groups, but AWS holds {per_group} per security"
+        f" group x {groups} groups per network interface = {capacity:,}."
+    )
+    choices = []
+    peers = dict(_largest_peers(rules, direction))
+    if any(OPEN_PEER in name.split(" + ") for name in peers):
+        choices.append(
+            f"leave peers.{OPEN_PEER} empty: the page allows 0.0.0.0/0 for Nomad"
+            " client IPs not known in advance (one rule per port)"
+        )
+    biggest = ", ".join(f"{n} ({c:,})" for n, c in list(peers.items())[:3])
+    choices.append(
+        f"list fewer addresses, or larger blocks that cover them"
+        + (f" (largest lists: {biggest})" if biggest else "")
+    )
+    if needed <= AWS_RULES_PER_INTERFACE:
+        choices.append(
+            f"raise the quota with AWS and set quotas.aws.{key}_rules_per_group and"
+            f" groups_per_interface (their product at most {AWS_RULES_PER_INTERFACE:,})"
+        )
+    else:
+        choices.append(
+            f"a raised quota cannot help: AWS allows at most {AWS_RULES_PER_INTERFACE:,}"
+            " rules per network interface; use another target (iptables) for these hosts"
+        )
+    return text + " Choices: " + "; ".join(choices) + "."

@@ -5,10 +5,10 @@
 locals {
   # Each role's group: the one created here, or the existing one passed in.
   security_group_ids = {
-    load_balancer    = try(aws_security_group.load_balancer[0].id, var.existing_security_group_ids.load_balancer)
-    kubernetes_nodes = try(aws_security_group.kubernetes_nodes[0].id, var.existing_security_group_ids.kubernetes_nodes)
-    nomad_clients    = try(aws_security_group.nomad_clients[0].id, var.existing_security_group_ids.nomad_clients)
-    external_vms     = try(aws_security_group.external_vms[0].id, var.existing_security_group_ids.external_vms)
+    load_balancer    = contains(keys(var.existing_security_group_ids), "load_balancer") ? var.existing_security_group_ids["load_balancer"] : aws_security_group.load_balancer[0].id
+    kubernetes_nodes = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? var.existing_security_group_ids["kubernetes_nodes"] : aws_security_group.kubernetes_nodes[0].id
+    nomad_clients    = contains(keys(var.existing_security_group_ids), "nomad_clients") ? var.existing_security_group_ids["nomad_clients"] : aws_security_group.nomad_clients[0].id
+    external_vms     = contains(keys(var.existing_security_group_ids), "external_vms") ? var.existing_security_group_ids["external_vms"] : aws_security_group.external_vms[0].id
   }
 
   # Every group of each role, group 1 first: attach all of them to its instances.
@@ -25,12 +25,17 @@ locals {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "load_balancer" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.load_balancer == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "load_balancer") ? 0 : 1
 
-  name        = "acme-public-load-balancer"
+  name_prefix = "acme-public-load-balancer-"
   description = "CircleCI Server acme-public: Load balancer (circleci-proxy)"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-load-balancer" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Load balancer (circleci-proxy), group 2 of 2 (attach it to the same instances as group 1).
@@ -38,10 +43,15 @@ resource "aws_security_group" "load_balancer" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "load_balancer_2" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  name        = "acme-public-load-balancer-2"
+  name_prefix = "acme-public-load-balancer-2-"
   description = "CircleCI Server acme-public: Load balancer (circleci-proxy), extra group 2"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-load-balancer-2" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Kubernetes nodes, group 1 of 2.
@@ -49,12 +59,17 @@ resource "aws_security_group" "load_balancer_2" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "kubernetes_nodes" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.kubernetes_nodes == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? 0 : 1
 
-  name        = "acme-public-kubernetes-nodes"
+  name_prefix = "acme-public-kubernetes-nodes-"
   description = "CircleCI Server acme-public: Kubernetes nodes"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-kubernetes-nodes" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Kubernetes nodes, group 2 of 2 (attach it to the same instances as group 1).
@@ -62,10 +77,15 @@ resource "aws_security_group" "kubernetes_nodes" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "kubernetes_nodes_2" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  name        = "acme-public-kubernetes-nodes-2"
+  name_prefix = "acme-public-kubernetes-nodes-2-"
   description = "CircleCI Server acme-public: Kubernetes nodes, extra group 2"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-kubernetes-nodes-2" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Nomad clients, group 1 of 3.
@@ -73,12 +93,17 @@ resource "aws_security_group" "kubernetes_nodes_2" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "nomad_clients" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.nomad_clients == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "nomad_clients") ? 0 : 1
 
-  name        = "acme-public-nomad-clients"
+  name_prefix = "acme-public-nomad-clients-"
   description = "CircleCI Server acme-public: Nomad clients"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-nomad-clients" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Nomad clients, group 2 of 3 (attach it to the same instances as group 1).
@@ -86,10 +111,15 @@ resource "aws_security_group" "nomad_clients" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "nomad_clients_2" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  name        = "acme-public-nomad-clients-2"
+  name_prefix = "acme-public-nomad-clients-2-"
   description = "CircleCI Server acme-public: Nomad clients, extra group 2"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-nomad-clients-2" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Nomad clients, group 3 of 3 (attach it to the same instances as group 1).
@@ -97,10 +127,15 @@ resource "aws_security_group" "nomad_clients_2" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "nomad_clients_3" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  name        = "acme-public-nomad-clients-3"
+  name_prefix = "acme-public-nomad-clients-3-"
   description = "CircleCI Server acme-public: Nomad clients, extra group 3"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-nomad-clients-3" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # External VMs, group 1 of 2.
@@ -108,12 +143,17 @@ resource "aws_security_group" "nomad_clients_3" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "external_vms" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.external_vms == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "external_vms") ? 0 : 1
 
-  name        = "acme-public-external-vms"
+  name_prefix = "acme-public-external-vms-"
   description = "CircleCI Server acme-public: External VMs"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-external-vms" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # External VMs, group 2 of 2 (attach it to the same instances as group 1).
@@ -121,10 +161,15 @@ resource "aws_security_group" "external_vms" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "external_vms_2" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  name        = "acme-public-external-vms-2"
+  name_prefix = "acme-public-external-vms-2-"
   description = "CircleCI Server acme-public: External VMs, extra group 2"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-external-vms-2" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Load balancer (circleci-proxy), group 1 of 2: ingress rules.
