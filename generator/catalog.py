@@ -27,6 +27,10 @@ class Flow:
     public_ip: str | None
     refs: dict
     caution: dict
+    notes: dict  # release line (or "all") -> how an unclear row was read
+
+    def note(self, line: str) -> str | None:
+        return self.notes.get(line, self.notes.get("all"))
 
     def status(self, line: str) -> str | None:
         if line in self.lines:
@@ -87,11 +91,12 @@ def parse_catalog(data: dict) -> Catalog:
             public_ip=raw.get("public_ip"),
             refs=raw.get("refs", {}),
             caution=raw.get("caution", {}),
+            notes=raw.get("notes", {}),
         )
         for end in flow.sources + flow.destinations:
             if end not in known:
                 raise ValueError(f"catalog flow {flow.id}: unknown end {end!r}")
-        for line in flow.lines + flow.obsolete:
+        for line in flow.lines + flow.obsolete + tuple(set(flow.notes) - {"all"}):
             if line not in lines:
                 raise ValueError(
                     f"catalog flow {flow.id}: unknown release line {line!r}"

@@ -22,6 +22,8 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         status = flow.status(line)
         if status is None or not _applies(flow, profile):
             continue
+        if flow.note(line):
+            notes.append(flow.note(line))
         if status == "obsolete" and not profile.include_obsolete:
             notes.append(
                 f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"

@@ -319,6 +319,15 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_clients" {
 # Nomad clients: egress rules.
 resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
   for_each = {
+    "nomad_clients_egress_tcp_22_external_vms" = {
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet)"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = null
+      cidr_ipv6                    = null
+      referenced_security_group_id = local.security_group_ids.external_vms
+    }
     "nomad_clients_egress_tcp_22_vcs_192.0.2.0/24" = {
       description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
       ip_protocol                  = "tcp"
@@ -389,6 +398,15 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
 # External VMs: ingress rules.
 resource "aws_vpc_security_group_ingress_rule" "external_vms" {
   for_each = {
+    "external_vms_ingress_tcp_22_nomad_clients" = {
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = null
+      cidr_ipv6                    = null
+      referenced_security_group_id = local.security_group_ids.nomad_clients
+    }
     "external_vms_ingress_tcp_22_ssh_admin_172.16.10.0/24" = {
       description                  = "Administrative SSH to the instances. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Ingress"
       ip_protocol                  = "tcp"

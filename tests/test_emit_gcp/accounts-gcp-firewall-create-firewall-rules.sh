@@ -164,6 +164,18 @@ gcloud compute firewall-rules create \
   --source-service-accounts=gke@sa-proj.iam.gserviceaccount.com \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
 
+# sa-install-nomad-out-tcp-22-vm
+gcloud compute firewall-rules create \
+  sa-install-nomad-out-tcp-22-vm \
+  --network=default \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=10.10.32.0/20 \
+  --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
+
 # sa-install-nomad-out-tcp-22-vcs
 gcloud compute firewall-rules create \
   sa-install-nomad-out-tcp-22-vcs \
@@ -235,6 +247,18 @@ gcloud compute firewall-rules create \
   --rules=tcp:4647 \
   --destination-ranges=10.10.0.0/20 \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
+
+# sa-install-vm-in-tcp-22-nomad
+gcloud compute firewall-rules create \
+  sa-install-vm-in-tcp-22-nomad \
+  --network=default \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service' \
+  --direction=INGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --source-service-accounts=nomad@sa-proj.iam.gserviceaccount.com \
+  --target-service-accounts=vm@sa-proj.iam.gserviceaccount.com
 
 # sa-install-vm-in-tcp-22-ssh-admin
 gcloud compute firewall-rules create \

@@ -209,6 +209,22 @@ resource "google_compute_firewall" "sa_install_nomad_in_tcp_4647_k8s" {
   }
 }
 
+resource "google_compute_firewall" "sa_install_nomad_out_tcp_22_vm" {
+  name                    = "sa-install-nomad-out-tcp-22-vm"
+  project                 = var.project
+  network                 = var.network
+  description             = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)"
+  direction               = "EGRESS"
+  priority                = 1000
+  destination_ranges      = ["10.10.32.0/20"]
+  target_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+}
+
 resource "google_compute_firewall" "sa_install_nomad_out_tcp_22_vcs" {
   name                    = "sa-install-nomad-out-tcp-22-vcs"
   project                 = var.project
@@ -302,6 +318,22 @@ resource "google_compute_firewall" "sa_install_nomad_out_tcp_4647_k8s" {
   allow {
     protocol = "tcp"
     ports    = ["4647"]
+  }
+}
+
+resource "google_compute_firewall" "sa_install_vm_in_tcp_22_nomad" {
+  name                    = "sa-install-vm-in-tcp-22-nomad"
+  project                 = var.project
+  network                 = var.network
+  description             = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service"
+  direction               = "INGRESS"
+  priority                = 1000
+  source_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+  target_service_accounts = ["vm@sa-proj.iam.gserviceaccount.com"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
   }
 }
 

@@ -18,12 +18,14 @@ output "firewall_rules" {
     "sa-install-k8s-out-tcp-4647-nomad"     = google_compute_firewall.sa_install_k8s_out_tcp_4647_nomad.self_link
     "sa-install-nomad-in-tcp-22-ssh-admin"  = google_compute_firewall.sa_install_nomad_in_tcp_22_ssh_admin.self_link
     "sa-install-nomad-in-tcp-4647-k8s"      = google_compute_firewall.sa_install_nomad_in_tcp_4647_k8s.self_link
+    "sa-install-nomad-out-tcp-22-vm"        = google_compute_firewall.sa_install_nomad_out_tcp_22_vm.self_link
     "sa-install-nomad-out-tcp-22-vcs"       = google_compute_firewall.sa_install_nomad_out_tcp_22_vcs.self_link
     "sa-install-nomad-out-tcp-53-dns"       = google_compute_firewall.sa_install_nomad_out_tcp_53_dns.self_link
     "sa-install-nomad-out-udp-53-dns"       = google_compute_firewall.sa_install_nomad_out_udp_53_dns.self_link
     "sa-install-nomad-out-tcp-80-internet"  = google_compute_firewall.sa_install_nomad_out_tcp_80_internet.self_link
     "sa-install-nomad-out-tcp-443-internet" = google_compute_firewall.sa_install_nomad_out_tcp_443_internet.self_link
     "sa-install-nomad-out-tcp-4647-k8s"     = google_compute_firewall.sa_install_nomad_out_tcp_4647_k8s.self_link
+    "sa-install-vm-in-tcp-22-nomad"         = google_compute_firewall.sa_install_vm_in_tcp_22_nomad.self_link
     "sa-install-vm-in-tcp-22-ssh-admin"     = google_compute_firewall.sa_install_vm_in_tcp_22_ssh_admin.self_link
     "sa-install-vm-out-tcp-22-vcs"          = google_compute_firewall.sa_install_vm_out_tcp_22_vcs.self_link
     "sa-install-vm-out-tcp-53-dns"          = google_compute_firewall.sa_install_vm_out_tcp_53_dns.self_link

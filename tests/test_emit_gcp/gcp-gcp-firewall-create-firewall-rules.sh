@@ -218,6 +218,21 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
+# acme-gcp-nomad-out-tcp-22-vm
+gcloud compute firewall-rules create \
+  acme-gcp-nomad-out-tcp-22-vm \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=10.128.32.0/20 \
+  --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
 # acme-gcp-nomad-out-tcp-22-vcs
 gcloud compute firewall-rules create \
   acme-gcp-nomad-out-tcp-22-vcs \
@@ -305,6 +320,21 @@ gcloud compute firewall-rules create \
   --rules=tcp:4647 \
   --destination-ranges=10.128.0.0/20,10.4.0.0/14,10.8.0.0/20,172.16.0.0/28 \
   --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-vm-in-tcp-22-nomad
+gcloud compute firewall-rules create \
+  acme-gcp-vm-in-tcp-22-nomad \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service' \
+  --direction=INGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --source-tags=acme-nomad \
+  --target-tags=acme-vm \
   --enable-logging \
   --logging-metadata=include-all
 

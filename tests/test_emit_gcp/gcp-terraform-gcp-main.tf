@@ -281,6 +281,26 @@ resource "google_compute_firewall" "acme_gcp_nomad_in_tcp_64535_65535_ssh_rerun"
   }
 }
 
+resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_22_vm" {
+  name               = "acme-gcp-nomad-out-tcp-22-vm"
+  project            = var.project
+  network            = var.network
+  description        = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)"
+  direction          = "EGRESS"
+  priority           = 1000
+  destination_ranges = ["10.128.32.0/20"]
+  target_tags        = ["acme-nomad"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_22_vcs" {
   name               = "acme-gcp-nomad-out-tcp-22-vcs"
   project            = var.project
@@ -394,6 +414,26 @@ resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_k8s" {
   allow {
     protocol = "tcp"
     ports    = ["4647"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_vm_in_tcp_22_nomad" {
+  name        = "acme-gcp-vm-in-tcp-22-nomad"
+  project     = var.project
+  network     = var.network
+  description = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service"
+  direction   = "INGRESS"
+  priority    = 1000
+  source_tags = ["acme-nomad"]
+  target_tags = ["acme-vm"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
   }
 
   log_config {

@@ -19,12 +19,14 @@ output "firewall_rules" {
     "acme-gcp-nomad-in-tcp-22-ssh-admin"          = google_compute_firewall.acme_gcp_nomad_in_tcp_22_ssh_admin.self_link
     "acme-gcp-nomad-in-tcp-4647-k8s"              = google_compute_firewall.acme_gcp_nomad_in_tcp_4647_k8s.self_link
     "acme-gcp-nomad-in-tcp-64535-65535-ssh-rerun" = google_compute_firewall.acme_gcp_nomad_in_tcp_64535_65535_ssh_rerun.self_link
+    "acme-gcp-nomad-out-tcp-22-vm"                = google_compute_firewall.acme_gcp_nomad_out_tcp_22_vm.self_link
     "acme-gcp-nomad-out-tcp-22-vcs"               = google_compute_firewall.acme_gcp_nomad_out_tcp_22_vcs.self_link
     "acme-gcp-nomad-out-tcp-53-dns"               = google_compute_firewall.acme_gcp_nomad_out_tcp_53_dns.self_link
     "acme-gcp-nomad-out-udp-53-dns"               = google_compute_firewall.acme_gcp_nomad_out_udp_53_dns.self_link
     "acme-gcp-nomad-out-tcp-80-internet"          = google_compute_firewall.acme_gcp_nomad_out_tcp_80_internet.self_link
     "acme-gcp-nomad-out-tcp-443-internet"         = google_compute_firewall.acme_gcp_nomad_out_tcp_443_internet.self_link
     "acme-gcp-nomad-out-tcp-4647-k8s"             = google_compute_firewall.acme_gcp_nomad_out_tcp_4647_k8s.self_link
+    "acme-gcp-vm-in-tcp-22-nomad"                 = google_compute_firewall.acme_gcp_vm_in_tcp_22_nomad.self_link
     "acme-gcp-vm-in-tcp-22-ssh-admin"             = google_compute_firewall.acme_gcp_vm_in_tcp_22_ssh_admin.self_link
     "acme-gcp-vm-in-tcp-54782-ssh-rerun"          = google_compute_firewall.acme_gcp_vm_in_tcp_54782_ssh_rerun.self_link
     "acme-gcp-vm-out-tcp-22-vcs"                  = google_compute_firewall.acme_gcp_vm_out_tcp_22_vcs.self_link
