@@ -147,23 +147,53 @@ def _logical_id(rule: Rule, cidr: str | None) -> str:
     return "".join(parts)
 
 
-def _skips(rule: Rule, cidr: str | None, lo, hi) -> tuple[tuple[str, str], ...]:
+def page_open_peers(profile) -> frozenset[str]:
+    """Peers the page itself opens to anywhere, so a finding on them is deliberate.
+
+    The Nomad clients' public IPs ("or 0.0.0.0/0 for IPs not known in advance"), and
+    the UI's users when the install is public. Never peers.ssh_admin ("scoped as
+    tightly as possible"), nor the UI's users of a VPN install: opening those to
+    anywhere is the user's choice, and checkov must report it.
+    """
+    peers = {"nomad_client_public_ips"}
+    if getattr(profile, "access", None) == "public":
+        peers.add("external")
+    return frozenset(peers)
+
+
+PAGE_OPEN_REASONS = {
+    "external": "a public install (access: public) serves the UI to anyone",
+    "nomad_client_public_ips": "the page allows 0.0.0.0/0 for Nomad client public IPs"
+    " not known in advance (peers.nomad_client_public_ips left empty)",
+}
+
+
+def _skips(
+    rule: Rule, cidr: str | None, lo, hi, page_open: frozenset[str]
+) -> tuple[tuple[str, str], ...]:
     """The checkov findings the page makes deliberate, each with its reason."""
     if rule.direction != "ingress" or cidr not in OPEN_CIDRS or lo is None:
+        return ()
+    if rule.peer.label not in page_open or rule.peer.label not in PAGE_OPEN_REASONS:
         return ()
     skips = []
     for check, port in INGRESS_PORT_CHECKS:
         if lo <= port <= hi:
             reason = sanitize(
-                f"{rule.purpose}: the page requires {rule.protocol}/{port} from"
-                f" peers.{rule.peer.label}, which this profile opens to anywhere"
+                f"{rule.purpose}: {rule.protocol}/{port} from anywhere because"
+                f" {PAGE_OPEN_REASONS[rule.peer.label]}"
             )
             skips.append((check, reason))
     return tuple(skips)
 
 
-def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]]:
-    """Every AWS rule, by role and direction; raises EmitError naming a bad rule."""
+def expand(
+    target: Target, matrix: Matrix, page_open: frozenset[str] = frozenset()
+) -> dict[str, dict[str, list[AwsRule]]]:
+    """Every AWS rule, by role and direction; raises EmitError naming a bad rule.
+
+    page_open: peers whose openness to anywhere the page asks for (page_open_peers);
+    only their rules carry checkov skips."""
     out = {role: {d: [] for d in DIRECTIONS} for role in ROLES}
     keys: dict[str, Rule] = {}
     ids: dict[str, Rule] = {}
@@ -204,7 +234,7 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
                     cidr_ipv6=cidr if version == 6 else None,
                     peer_role=rule.peer.role,
                     description=description,
-                    skips=_skips(rule, cidr, lo, hi),
+                    skips=_skips(rule, cidr, lo, hi, page_open),
                     rule=rule,
                 )
             )
@@ -217,7 +247,10 @@ def group_rules(target: Target) -> tuple[GroupRule, ...]:
 
 
 def split(
-    target: Target, matrix: Matrix, quotas: Quotas = Quotas()
+    target: Target,
+    matrix: Matrix,
+    quotas: Quotas = Quotas(),
+    page_open: frozenset[str] = frozenset(),
 ) -> dict[str, list[list[AwsRule]]]:
     """Every AWS rule, by role and group: [group 1's rules, group 2's, ...].
 
@@ -225,7 +258,7 @@ def split(
     own group (or the existing one passed in); rules that reference a role name
     its group 1, which every instance of the role carries.
     """
-    by_role = expand(target, matrix)
+    by_role = expand(target, matrix, page_open)
     fixed = group_rules(target)
     rules = [r for d in by_role.values() for rs in d.values() for r in rs]
     out = {}

@@ -16,7 +16,7 @@ from ..quotas import quotas_for
 from ..templating import render
 from . import Target, header
 from .aws import AwsRule, GroupRule, camel, group_description, group_logical_id
-from .aws import group_name, sanitize, split
+from .aws import group_name, page_open_peers, sanitize, split
 
 RESOURCE = {
     "ingress": "AWS::EC2::SecurityGroupIngress",
@@ -34,7 +34,7 @@ GROUP_RULES = (
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
-    by_role = split(target, matrix, quotas_for(profile))
+    by_role = split(target, matrix, quotas_for(profile), page_open_peers(profile))
     text = render(
         "cloudformation/template.yaml.j2",
         header=header(matrix, target.name),

@@ -22,6 +22,7 @@ from .aws import (
     AwsRule,
     group_description,
     group_name,
+    page_open_peers,
     split,
 )
 from .hcl import aligned
@@ -34,7 +35,7 @@ CHECK_PORTS = dict(INGRESS_PORT_CHECKS)
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
-    by_role = split(target, matrix, quotas_for(profile))
+    by_role = split(target, matrix, quotas_for(profile), page_open_peers(profile))
     roles = list(by_role)
     head = header(matrix, target.name)
     return {

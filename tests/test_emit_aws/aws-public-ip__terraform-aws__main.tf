@@ -146,7 +146,7 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer" {
 
 # Load balancer (circleci-proxy): ingress rules this profile opens to anywhere (the checkov skips say why).
 resource "aws_vpc_security_group_ingress_rule" "load_balancer_open_80" {
-  #checkov:skip=CKV_AWS_260:UI and frontend API (status pages /nginx_status, /kong_status): the page requires tcp/80 from peers.external, which this profile opens to anywhere
+  #checkov:skip=CKV_AWS_260:UI and frontend API (status pages /nginx_status, /kong_status): tcp/80 from anywhere because a public install (access: public) serves the UI to anyone
   for_each = {
     "load_balancer_ingress_tcp_80_external_0.0.0.0/0" = {
       description                  = "UI and frontend API (status pages /nginx_status, /kong_status). Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
