@@ -132,7 +132,8 @@ def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
                     return Peer(cidrs=profile.nat_gateway_ips, name="nat_gateway")
                 ips = profile.peers["nomad_client_public_ips"] or ANYWHERE
                 return Peer(cidrs=tuple(ips), name="nomad_client_public_ips")
-            return Peer(cidrs=ANYWHERE, name="vm_public_ips")
+            ips = profile.peers.get("vm_public_ips") or ANYWHERE
+            return Peer(cidrs=tuple(ips), name="vm_public_ips")
         return Peer(role=end)
     if end == "dns":
         return Peer(cidrs=profile.dns_servers, name="dns")

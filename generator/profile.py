@@ -24,6 +24,7 @@ PEER_DEFAULTS = {
     "ssh_admin": [],
     "ssh_rerun": ["0.0.0.0/0"],
     "nomad_client_public_ips": [],
+    "vm_public_ips": [],
 }
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
@@ -344,6 +345,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         "ssh_admin",
         "ssh_rerun",
         "nomad_client_public_ips",
+        "vm_public_ips",
     ):
         peers[key] = cidrs(
             ("peers", key), peers_in.get(key, PEER_DEFAULTS.get(key, []))
@@ -397,13 +399,22 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                 "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
                 near=path,
             )
-        if not peers["nomad_client_public_ips"] and vm_rows:
+        # Nomad clients -> VMs on 22 is current on every 4.x line.
+        ports = "22 and 2376" if vm_rows else "22"
+        if not peers["nomad_client_public_ips"] and version != "3":
             warn(
                 ("peers", "nomad_client_public_ips"),
-                "empty with assign_public_ip: VMs accept 22 and 2376 from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
+                f"empty with assign_public_ip: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
             )
-    elif peers["nomad_client_public_ips"]:
-        warn(("peers", "nomad_client_public_ips"), "ignored: assign_public_ip is false")
+        if not peers["vm_public_ips"] and version != "3":
+            warn(
+                ("peers", "vm_public_ips"),
+                f"empty with assign_public_ip: the egress to the VMs on {ports} goes to 0.0.0.0/0; list the VMs' public range (an Elastic IP pool, the region's EC2 ranges) to narrow it",
+            )
+    else:
+        for key in ("nomad_client_public_ips", "vm_public_ips"):
+            if peers[key]:
+                warn(("peers", key), "ignored: assign_public_ip is false")
 
     needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
     if cloud == "gcp":
@@ -432,7 +443,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
     else:
         if "gcp" in data:
             error(("gcp",), f"the gcp section only applies to cloud: gcp, not {cloud}")
-        for role in needed:
+        # AWS targets address roles by security group: a subnet is needed only by a
+        # target that addresses roles by address (iptables), checked when it is chosen.
+        for role in needed if cloud != "aws" else ():
             if not subnets[role]:
                 error(
                     ("network", "subnets", role),
@@ -458,6 +471,13 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         warn(
             ("peers", "external"),
             "access is vpn but the UI is open to 0.0.0.0/0; narrow it to the VPN's range",
+        )
+
+    if cloud == "aws" and data["name"].startswith("sg-"):
+        error(
+            ("name",),
+            f"{data['name']!r} starts with 'sg-': AWS refuses security group names that"
+            " start with sg- (they would read as group IDs); choose another name",
         )
 
     return Profile(

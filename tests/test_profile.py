@@ -133,11 +133,13 @@ CASES = [
         ],
     ),
     (
-        "role with no address on aws",
-        GOOD.replace("    nomad_clients: [10.0.16.0/20]\n", ""),
+        "role with no address on generic",
+        GOOD.replace("    nomad_clients: [10.0.16.0/20]\n", "").replace(
+            "cloud: aws", "cloud: generic"
+        ),
         [
-            "p.yaml:7: network.subnets.nomad_clients: missing: on aws, a role is addressed through"
-            " its subnets"
+            "p.yaml:7: network.subnets.nomad_clients: missing: on generic, a role is"
+            " addressed through its subnets"
         ],
     ),
     (

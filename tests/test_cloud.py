@@ -1,0 +1,116 @@
+"""Cloud decisions in the profile: AWS names, the VMs' public range, which targets need
+subnets, the EKS cluster group, internet-facing load balancers, GCP's pre-populated rules.
+"""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT
+from generator.cli import main
+from generator.emitters import TARGETS, EmitError
+from generator.pipeline import files_for, shipped_matrix
+from generator.planner import plan
+from generator.profile import ProfileError, parse_profile
+
+AWS_PROFILE = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+PUBLIC_IP = (ROOT / "profiles" / "aws-public-ip.yaml").read_text()
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(text, "p.yaml")
+    return caught.value.problems
+
+
+def test_a_name_aws_refuses_is_refused_with_its_line():
+    text = AWS_PROFILE.replace("name: acme-prod", "name: sg-prod")
+    assert problems(text) == [
+        "p.yaml:2: name: 'sg-prod' starts with 'sg-': AWS refuses security group names"
+        " that start with sg- (they would read as group IDs); choose another name"
+    ]
+    # GCP has no such rule.
+    gcp = (ROOT / "profiles" / "gcp.yaml").read_text()
+    name = gcp.split("name: ", 1)[1].split("\n", 1)[0]
+    assert parse_profile(gcp.replace(f"name: {name}", "name: sg-prod"), "g.yaml")
+
+
+def vm_egress(matrix) -> dict[str, set]:
+    return {
+        role: {
+            (r.ports, r.peer.cidrs)
+            for r in matrix.for_role(role, "egress")
+            if r.peer.name == "vm_public_ips"
+        }
+        for role in ("kubernetes_nodes", "nomad_clients")
+    }
+
+
+def test_the_vms_public_range_narrows_the_egress_to_them():
+    # assign_public_ip: nodes and Nomad clients reach the VMs on their public addresses.
+    wide = parse_profile(PUBLIC_IP, "p.yaml")
+    assert any(w.startswith("peers.vm_public_ips: empty") for w in wide.warnings)
+    assert vm_egress(plan(wide))["nomad_clients"] == {
+        ((22, 22), ("0.0.0.0/0",)),
+        ((2376, 2376), ("0.0.0.0/0",)),
+    }
+    narrow = parse_profile(
+        PUBLIC_IP.replace("peers:\n", "peers:\n  vm_public_ips: [203.0.113.128/25]\n"),
+        "p.yaml",
+    )
+    assert not any("vm_public_ips" in w for w in narrow.warnings)
+    for role, rules in vm_egress(plan(narrow)).items():
+        assert rules == {
+            ((22, 22), ("203.0.113.128/25",)),
+            ((2376, 2376), ("203.0.113.128/25",)),
+        }, role
+
+
+def test_public_ip_warnings_hold_on_4_3_where_nomad_keeps_ssh_to_the_vms():
+    text = PUBLIC_IP.replace('server_version: "4.1"', 'server_version: "4.5"')
+    text = text.replace(
+        "nomad_client_public_ips: [198.51.100.64/27]", "nomad_client_public_ips: []"
+    )
+    profile = parse_profile(text, "p.yaml")
+    warnings = " ".join(profile.warnings)
+    assert "VMs accept 22 from 0.0.0.0/0" in warnings
+    assert "the egress to the VMs on 22 goes to 0.0.0.0/0" in warnings
+    assert vm_egress(plan(profile))["nomad_clients"] == {((22, 22), ("0.0.0.0/0",))}
+
+
+def test_vm_public_ips_without_assign_public_ip_is_ignored_with_a_warning():
+    text = AWS_PROFILE.replace(
+        "peers:\n", "peers:\n  vm_public_ips: [203.0.113.0/24]\n"
+    )
+    profile = parse_profile(text, "p.yaml")
+    assert "peers.vm_public_ips: ignored: assign_public_ip is false" in profile.warnings
+
+
+NO_LB_SUBNET = AWS_PROFILE.replace("    load_balancer: [10.0.48.0/24]\n", "")
+
+
+@pytest.mark.parametrize("version", ["3", "4.2", "4.10"])
+def test_aws_roles_need_no_subnet_for_the_aws_targets(version):
+    text = NO_LB_SUBNET.replace('server_version: "4.2"', f'server_version: "{version}"')
+    profile = parse_profile(text, "p.yaml")
+    matrix = shipped_matrix(profile)
+    targets = [TARGETS["terraform-aws"], TARGETS["cloudformation"]]
+    files = files_for(profile, matrix, targets)
+    assert "aws_security_group" in files["terraform-aws/main.tf"]
+
+
+def test_a_target_that_addresses_roles_by_subnet_names_the_missing_one(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(NO_LB_SUBNET)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["generate", str(path), "-o", str(out), "--target", "iptables"]
+    )
+    assert result.exit_code == 1
+    assert "network.subnets.load_balancer" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() or not any(out.rglob("*.iptables"))
+    with pytest.raises(EmitError, match=r"network\.subnets\.load_balancer"):
+        profile = parse_profile(NO_LB_SUBNET, "p.yaml")
+        files_for(profile, shipped_matrix(profile), [TARGETS["iptables"]])
