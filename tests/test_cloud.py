@@ -114,3 +114,37 @@ def test_a_target_that_addresses_roles_by_subnet_names_the_missing_one(tmp_path)
     with pytest.raises(EmitError, match=r"network\.subnets\.load_balancer"):
         profile = parse_profile(NO_LB_SUBNET, "p.yaml")
         files_for(profile, shipped_matrix(profile), [TARGETS["iptables"]])
+
+
+def aws_files(text: str, targets=("terraform-aws", "cloudformation")) -> dict:
+    profile = parse_profile(text, "p.yaml")
+    return files_for(profile, shipped_matrix(profile), [TARGETS[t] for t in targets])
+
+
+def test_cloudformation_exports_every_output_and_tags_every_group():
+    from cfnlint.api import lint
+    from test_emit_aws import cfn_template
+
+    text = aws_files(AWS_PROFILE)["cloudformation/template.yaml"]
+    assert [str(m) for m in lint(text)] == []
+    template = cfn_template(text)
+    outputs = template["Outputs"]
+    assert outputs
+    for name, output in outputs.items():
+        assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+    assert {"TagKey", "TagValue"} <= set(template["Parameters"])
+    groups = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::EC2::SecurityGroup"
+    ]
+    assert len(groups) == 4
+    for group in groups:
+        tags = group["Properties"]["Tags"]
+        assert {
+            "Fn::If": [
+                "HasTag",
+                {"Key": {"Ref": "TagKey"}, "Value": {"Ref": "TagValue"}},
+                {"Ref": "AWS::NoValue"},
+            ]
+        } in tags
