@@ -50,6 +50,7 @@ class Profile:
     nat_gateway_ips: tuple[str, ...]
     peers: dict[str, tuple[str, ...]]
     gcp: dict = field(default_factory=dict)
+    aws: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)  # see generator/quotas.py
     warnings: tuple[str, ...] = ()
     source: str = ""
@@ -417,6 +418,8 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                 warn(("peers", key), "ignored: assign_public_ip is false")
 
     needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
+    if "aws" in data and cloud != "aws":
+        error(("aws",), f"the aws section only applies to cloud: aws, not {cloud}")
     if cloud == "gcp":
         if not transparent:
             error(
@@ -496,6 +499,7 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         nat_gateway_ips=nat,
         peers=peers,
         gcp=data.get("gcp", {}),
+        aws=data.get("aws", {}),
         quotas=data.get("quotas", {}),
         warnings=tuple(warnings),
         source=source,

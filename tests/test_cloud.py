@@ -148,3 +148,68 @@ def test_cloudformation_exports_every_output_and_tags_every_group():
                 {"Ref": "AWS::NoValue"},
             ]
         } in tags
+
+
+EKS_PROFILE = (
+    AWS_PROFILE + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
+)
+SELF_INGRESS = "kubernetes_nodes_ingress_all_all_kubernetes_nodes"
+
+
+def test_the_eks_cluster_group_gets_no_duplicate_of_its_own_rule():
+    import hcl2
+    from cfnlint.api import lint
+    from test_emit_aws import cfn_template, terraform_rules
+
+    plain, eks = aws_files(AWS_PROFILE), aws_files(EKS_PROFILE)
+    assert SELF_INGRESS in {
+        r["key"] for r in terraform_rules(plain["terraform-aws/main.tf"])
+    }
+    keys = {r["key"] for r in terraform_rules(eks["terraform-aws/main.tf"])}
+    assert SELF_INGRESS not in keys
+    # Everything else is still there, the nodes' self egress included.
+    assert {
+        r["key"] for r in terraform_rules(plain["terraform-aws/main.tf"])
+    } - keys == {SELF_INGRESS}
+    main_tf = hcl2.loads(eks["terraform-aws/main.tf"])
+    created = {
+        k.strip('"')
+        for resource in main_tf["resource"]
+        for rtype, blocks in resource.items()
+        if rtype.strip('"') == "aws_security_group"
+        for k in blocks
+    }
+    assert created == {"load_balancer", "nomad_clients", "external_vms"}
+    ids = main_tf["locals"][0]["security_group_ids"]
+    assert (
+        ids["kubernetes_nodes"]
+        == '${var.existing_security_group_ids["kubernetes_nodes"]}'
+    )
+    assert "EKS cluster security group" in eks["terraform-aws/main.tf"]
+    variables = hcl2.loads(eks["terraform-aws/variables.tf"])["variable"]
+    existing = next(v for v in variables if '"existing_security_group_ids"' in v)
+    conditions = [
+        v["condition"] for v in existing['"existing_security_group_ids"']["validation"]
+    ]
+    assert any('"kubernetes_nodes")' in c and "alltrue" not in c for c in conditions)
+
+    text = eks["cloudformation/template.yaml"]
+    assert [str(m) for m in lint(text)] == []
+    template = cfn_template(text)
+    assert "KubernetesNodesSecurityGroup" not in template["Resources"]
+    parameter = template["Parameters"]["ExistingKubernetesNodesSecurityGroupId"]
+    assert "Default" not in parameter
+    assert "CreateKubernetesNodesSecurityGroup" not in template["Conditions"]
+    assert not any(
+        "KubernetesNodesIngressAllKubernetesNodes" in logical_id
+        for logical_id in template["Resources"]
+    )
+
+
+def test_the_aws_section_is_refused_on_another_cloud():
+    gcp = (ROOT / "profiles" / "gcp.yaml").read_text()
+    (problem,) = problems(
+        gcp + "aws:\n  existing_groups: {kubernetes_nodes: eks_cluster}\n"
+    )
+    assert "aws: the aws section only applies to cloud: aws, not gcp" in problem
+    assert problem.startswith("p.yaml:")

@@ -68,7 +68,7 @@ CASES = [
         "unknown key, nothing close",
         GOOD + "owner: blue\n",
         [
-            "p.yaml:17: owner: unknown key 'owner'; expected one of access, cloud, ephemeral_ports,"
+            "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, ephemeral_ports,"
             " gcp, include_obsolete, load_balancer, name, network, peers, quotas, server_version,"
             " stateful,"
             " vm_service"

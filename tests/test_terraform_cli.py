@@ -229,3 +229,55 @@ def test_a_group_created_in_the_same_apply_can_be_passed_in(terraform, same_appl
     rules = [a for a in created if ".aws_vpc_security_group_" in a]
     assert len(rules) == declared_rules(example("aws-private-vpn"))
     assert any("kubernetes_nodes" in a for a in rules)
+
+
+EKS = """
+# Stands in for the EKS module's cluster security group, unknown until apply.
+resource "aws_security_group" "cluster" {
+  name_prefix = "eks-cluster-"
+  vpc_id      = "vpc-0123456789abcdef0"
+}
+
+module "firewall" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  existing_security_group_ids = {
+    kubernetes_nodes = aws_security_group.cluster.id
+  }
+}
+
+module "forgotten" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+}
+"""
+
+
+def test_the_eks_cluster_group_wiring_plans_and_is_required(terraform):
+    from generator.profile import parse_profile
+
+    root = terraform.root / "eks"
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    prof = parse_profile(
+        text + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n", "p.yaml"
+    )
+    write_module(root / "module", prof)
+    root_module(root, EKS)
+    terraform.init(root)
+    # The module that is not given the cluster group stops at plan, saying so.
+    result = terraform.run(root, "plan", "-input=false", "-lock=false")
+    assert result.returncode == 1
+    assert "existing_security_group_ids.kubernetes_nodes: required" in result.stderr
+    assert result.stderr.count("Error:") == 1  # the forgotten module only
+    (root / "main.tf").write_text(PROVIDER_BLOCK + EKS.split('module "forgotten"')[0])
+    created = planned(terraform.plan(root))
+    groups = sorted(a for a, c in created.items() if c["type"] == "aws_security_group")
+    assert groups == [
+        "aws_security_group.cluster",
+        "module.firewall.aws_security_group.external_vms[0]",
+        "module.firewall.aws_security_group.load_balancer[0]",
+        "module.firewall.aws_security_group.nomad_clients[0]",
+    ]
+    rules = [a for a in created if ".aws_vpc_security_group_" in a]
+    assert len(rules) == declared_rules(prof)
+    assert not any("ingress_all_all_kubernetes_nodes" in a for a in rules)

@@ -147,6 +147,36 @@ def _logical_id(rule: Rule, cidr: str | None) -> str:
     return "".join(parts)
 
 
+@dataclass(frozen=True)
+class AwsOptions:
+    """What the profile decides for the AWS targets beyond the matrix."""
+
+    page_open: frozenset = frozenset()  # see page_open_peers
+    # role -> what its passed-in group already holds ("eks_cluster")
+    existing: tuple[tuple[str, str], ...] = ()
+
+    def existing_kind(self, role: str) -> str | None:
+        return dict(self.existing).get(role)
+
+
+def aws_options(profile) -> AwsOptions:
+    existing = (getattr(profile, "aws", None) or {}).get("existing_groups", {})
+    return AwsOptions(page_open_peers(profile), tuple(sorted(existing.items())))
+
+
+def held_by_existing_group(rule: Rule, options: AwsOptions) -> bool:
+    """A rule the role's passed-in group already holds: emitting it again would make
+    AWS refuse the duplicate (InvalidPermission.Duplicate).
+
+    The EKS cluster security group allows all traffic from itself (ingress)."""
+    return (
+        options.existing_kind(rule.role) == "eks_cluster"
+        and rule.direction == "ingress"
+        and rule.protocol == "all"
+        and rule.peer.role == rule.role
+    )
+
+
 def page_open_peers(profile) -> frozenset[str]:
     """Peers the page itself opens to anywhere, so a finding on them is deliberate.
 
@@ -188,16 +218,20 @@ def _skips(
 
 
 def expand(
-    target: Target, matrix: Matrix, page_open: frozenset[str] = frozenset()
+    target: Target, matrix: Matrix, options: AwsOptions = AwsOptions()
 ) -> dict[str, dict[str, list[AwsRule]]]:
     """Every AWS rule, by role and direction; raises EmitError naming a bad rule.
 
-    page_open: peers whose openness to anywhere the page asks for (page_open_peers);
-    only their rules carry checkov skips."""
+    options: the profile's AWS decisions (aws_options): which peers' openness the
+    page asks for (only their rules carry checkov skips), and which passed-in groups
+    already hold rules (those are not emitted again)."""
+    page_open = options.page_open
     out = {role: {d: [] for d in DIRECTIONS} for role in ROLES}
     keys: dict[str, Rule] = {}
     ids: dict[str, Rule] = {}
     for rule in expressible(target, matrix):
+        if held_by_existing_group(rule, options):
+            continue
         ip_protocol, lo, hi = _ports(rule)
         peers = [(None, None)] if rule.peer.role else []
         for cidr in dict.fromkeys(rule.peer.cidrs):  # a CIDR listed twice is one rule
@@ -250,7 +284,7 @@ def split(
     target: Target,
     matrix: Matrix,
     quotas: Quotas = Quotas(),
-    page_open: frozenset[str] = frozenset(),
+    options: AwsOptions = AwsOptions(),
 ) -> dict[str, list[list[AwsRule]]]:
     """Every AWS rule, by role and group: [group 1's rules, group 2's, ...].
 
@@ -258,7 +292,7 @@ def split(
     own group (or the existing one passed in); rules that reference a role name
     its group 1, which every instance of the role carries.
     """
-    by_role = expand(target, matrix, page_open)
+    by_role = expand(target, matrix, options)
     fixed = group_rules(target)
     rules = [r for d in by_role.values() for rs in d.values() for r in rs]
     out = {}
@@ -286,7 +320,12 @@ def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
     return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
+def check_fit(
+    matrix: Matrix,
+    targets,
+    quotas: Quotas = Quotas(),
+    options: AwsOptions = AwsOptions(),
+) -> None:
     """Raise QuotaError if a target cannot hold the matrix within its quotas.
 
     targets: the emitter registry's Target entries. GCP rules and iptables chains
@@ -300,7 +339,7 @@ def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
         if "aws" not in target.clouds:
             continue
         fixed = group_rules(target)
-        for role, groups in split(target, matrix, quotas).items():
+        for role, groups in split(target, matrix, quotas, options).items():
             if len(groups) <= quotas.aws_groups_per_interface:
                 continue
             for text in _aws_problems(role, groups, fixed, quotas):

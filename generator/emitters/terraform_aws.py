@@ -22,7 +22,7 @@ from .aws import (
     AwsRule,
     group_description,
     group_name,
-    page_open_peers,
+    aws_options,
     split,
 )
 from .hcl import aligned
@@ -32,10 +32,15 @@ RESOURCE = {
     "egress": "aws_vpc_security_group_egress_rule",
 }
 CHECK_PORTS = dict(INGRESS_PORT_CHECKS)
+EXISTING_KINDS = {
+    "eks_cluster": "the EKS cluster security group (aws.existing_groups), which"
+    " already allows all traffic from itself: that rule is not repeated here",
+}
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
-    by_role = split(target, matrix, quotas_for(profile), page_open_peers(profile))
+    options = aws_options(profile)
+    by_role = split(target, matrix, quotas_for(profile), options)
     roles = list(by_role)
     head = header(matrix, target.name)
     return {
@@ -44,11 +49,18 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
             "terraform-aws/variables.tf.j2",
             header=head,
             roles=roles,
+            required=[
+                {"role": role, "kind": EXISTING_KINDS[options.existing_kind(role)]}
+                for role in roles
+                if options.existing_kind(role)
+            ],
         ),
         "main.tf": render(
             "terraform-aws/main.tf.j2",
             header=head,
-            group_ids=aligned([(role, _group_id(role)) for role in roles]),
+            group_ids=aligned(
+                [(role, _group_id(role, options.existing_kind(role))) for role in roles]
+            ),
             group_id_lists=aligned(
                 [
                     (role, "[" + ", ".join(group_ids(role, len(gs))) + "]")
@@ -59,6 +71,13 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 _group(profile.name, role, number, len(gs))
                 for role, gs in by_role.items()
                 for number in range(1, len(gs) + 1)
+                # A group that already holds rules of its own is always passed in.
+                if not (number == 1 and options.existing_kind(role))
+            ],
+            held=[
+                f"{ROLE_TITLES[role]}: {EXISTING_KINDS[kind]}"
+                for role, kind in options.existing
+                if role in roles
             ],
             rule_blocks=[
                 block
@@ -109,7 +128,9 @@ def _passed_in(role: str) -> str:
     return f"contains(keys(var.existing_security_group_ids), {json.dumps(role)})"
 
 
-def _group_id(role: str) -> str:
+def _group_id(role: str, existing_kind: str | None = None) -> str:
+    if existing_kind:
+        return f"var.existing_security_group_ids[{json.dumps(role)}]"
     return (
         f"{_passed_in(role)} ? var.existing_security_group_ids[{json.dumps(role)}]"
         f" : aws_security_group.{role}[0].id"
