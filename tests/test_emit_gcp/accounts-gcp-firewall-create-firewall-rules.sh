@@ -331,3 +331,39 @@ gcloud compute firewall-rules create \
   --rules=tcp:443 \
   --destination-ranges=0.0.0.0/0 \
   --target-service-accounts=vm@sa-proj.iam.gserviceaccount.com
+
+# sa-install-k8s-in-deny-all
+gcloud compute firewall-rules create \
+  sa-install-k8s-in-deny-all \
+  --network=default \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
+
+# sa-install-nomad-in-deny-all
+gcloud compute firewall-rules create \
+  sa-install-nomad-in-deny-all \
+  --network=default \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
+
+# sa-install-vm-in-deny-all
+gcloud compute firewall-rules create \
+  sa-install-vm-in-deny-all \
+  --network=default \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-service-accounts=vm@sa-proj.iam.gserviceaccount.com

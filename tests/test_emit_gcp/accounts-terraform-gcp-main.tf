@@ -432,3 +432,48 @@ resource "google_compute_firewall" "sa_install_vm_out_tcp_443_internet" {
     ports    = ["443"]
   }
 }
+
+resource "google_compute_firewall" "sa_install_k8s_in_deny_all" {
+  name                    = "sa-install-k8s-in-deny-all"
+  project                 = var.project
+  network                 = var.network
+  description             = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction               = "INGRESS"
+  priority                = 65000
+  source_ranges           = ["0.0.0.0/0"]
+  target_service_accounts = ["gke@sa-proj.iam.gserviceaccount.com"]
+
+  deny {
+    protocol = "all"
+  }
+}
+
+resource "google_compute_firewall" "sa_install_nomad_in_deny_all" {
+  name                    = "sa-install-nomad-in-deny-all"
+  project                 = var.project
+  network                 = var.network
+  description             = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction               = "INGRESS"
+  priority                = 65000
+  source_ranges           = ["0.0.0.0/0"]
+  target_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+
+  deny {
+    protocol = "all"
+  }
+}
+
+resource "google_compute_firewall" "sa_install_vm_in_deny_all" {
+  name                    = "sa-install-vm-in-deny-all"
+  project                 = var.project
+  network                 = var.network
+  description             = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction               = "INGRESS"
+  priority                = 65000
+  source_ranges           = ["0.0.0.0/0"]
+  target_service_accounts = ["vm@sa-proj.iam.gserviceaccount.com"]
+
+  deny {
+    protocol = "all"
+  }
+}

@@ -32,6 +32,9 @@ output "firewall_rules" {
     "sa-install-vm-out-udp-53-dns"          = google_compute_firewall.sa_install_vm_out_udp_53_dns.self_link
     "sa-install-vm-out-tcp-80-internet"     = google_compute_firewall.sa_install_vm_out_tcp_80_internet.self_link
     "sa-install-vm-out-tcp-443-internet"    = google_compute_firewall.sa_install_vm_out_tcp_443_internet.self_link
+    "sa-install-k8s-in-deny-all"            = google_compute_firewall.sa_install_k8s_in_deny_all.self_link
+    "sa-install-nomad-in-deny-all"          = google_compute_firewall.sa_install_nomad_in_deny_all.self_link
+    "sa-install-vm-in-deny-all"             = google_compute_firewall.sa_install_vm_in_deny_all.self_link
   }
 }
 

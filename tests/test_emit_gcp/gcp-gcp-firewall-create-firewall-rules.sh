@@ -487,3 +487,48 @@ gcloud compute firewall-rules create \
   --target-tags=acme-vm \
   --enable-logging \
   --logging-metadata=include-all
+
+# acme-gcp-k8s-in-deny-all
+gcloud compute firewall-rules create \
+  acme-gcp-k8s-in-deny-all \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-tags=acme-gke-node \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-nomad-in-deny-all
+gcloud compute firewall-rules create \
+  acme-gcp-nomad-in-deny-all \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-vm-in-deny-all
+gcloud compute firewall-rules create \
+  acme-gcp-vm-in-deny-all \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-tags=acme-vm \
+  --enable-logging \
+  --logging-metadata=include-all

@@ -637,3 +637,60 @@ resource "google_compute_firewall" "acme_gcp_vm_out_deny_all" {
     metadata = "INCLUDE_ALL_METADATA"
   }
 }
+
+resource "google_compute_firewall" "acme_gcp_k8s_in_deny_all" {
+  name          = "acme-gcp-k8s-in-deny-all"
+  project       = var.project
+  network       = var.network
+  description   = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction     = "INGRESS"
+  priority      = 65000
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = ["acme-gke-node"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_nomad_in_deny_all" {
+  name          = "acme-gcp-nomad-in-deny-all"
+  project       = var.project
+  network       = var.network
+  description   = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction     = "INGRESS"
+  priority      = 65000
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = ["acme-nomad"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_vm_in_deny_all" {
+  name          = "acme-gcp-vm-in-deny-all"
+  project       = var.project
+  network       = var.network
+  description   = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction     = "INGRESS"
+  priority      = 65000
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = ["acme-vm"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}

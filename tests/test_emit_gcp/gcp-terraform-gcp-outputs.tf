@@ -37,6 +37,9 @@ output "firewall_rules" {
     "acme-gcp-k8s-out-deny-all"                   = google_compute_firewall.acme_gcp_k8s_out_deny_all.self_link
     "acme-gcp-nomad-out-deny-all"                 = google_compute_firewall.acme_gcp_nomad_out_deny_all.self_link
     "acme-gcp-vm-out-deny-all"                    = google_compute_firewall.acme_gcp_vm_out_deny_all.self_link
+    "acme-gcp-k8s-in-deny-all"                    = google_compute_firewall.acme_gcp_k8s_in_deny_all.self_link
+    "acme-gcp-nomad-in-deny-all"                  = google_compute_firewall.acme_gcp_nomad_in_deny_all.self_link
+    "acme-gcp-vm-in-deny-all"                     = google_compute_firewall.acme_gcp_vm_in_deny_all.self_link
   }
 }
 
