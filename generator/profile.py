@@ -51,6 +51,9 @@ class Profile:
     peers: dict[str, tuple[str, ...]]
     gcp: dict = field(default_factory=dict)
     aws: dict = field(default_factory=dict)
+    # Internet-facing balancer: Nomad clients reach it on its public address.
+    lb_internet_facing: bool = False
+    lb_public_ips: tuple[str, ...] = ()
     quotas: dict = field(default_factory=dict)  # see generator/quotas.py
     warnings: tuple[str, ...] = ()
     source: str = ""
@@ -352,6 +355,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
             ("peers", key), peers_in.get(key, PEER_DEFAULTS.get(key, []))
         )
 
+    lb_section = data.get("load_balancer", {})
+    lb_ips = cidrs(("load_balancer", "public_ips"), lb_section.get("public_ips", []))
+
     if problems:
         return None
 
@@ -461,6 +467,36 @@ def _build(data, lines, source, problems, warnings) -> Profile:
             "ignored: the load balancer is transparent",
         )
 
+    # 3.x's nomad, vm-service and output-processor balancers are internal by default.
+    facing = lb_section.get(
+        "internet_facing",
+        data["access"] == "public" and cloud in ("aws", "gcp") and version != "3",
+    )
+    facing_path = ("load_balancer", "internet_facing")
+    if facing:
+        why = (
+            ""
+            if "internet_facing" in lb_section
+            else " (the default with access: public; set load_balancer.internet_facing:"
+            " false for an internal one)"
+        )
+        if not nat and not peers["nomad_client_public_ips"]:
+            error(
+                ("network", "nat_gateway_ips"),
+                f"the load balancer is internet-facing{why}: Nomad clients reach it on"
+                " its public address, through the NAT gateways or their own public IPs;"
+                " list network.nat_gateway_ips or peers.nomad_client_public_ips",
+                near=facing_path if "internet_facing" in lb_section else ("access",),
+            )
+        if not lb_ips:
+            warn(
+                ("load_balancer", "public_ips"),
+                "empty with an internet-facing load balancer: the Nomad clients' egress"
+                " to it goes to 0.0.0.0/0; list its public addresses to narrow it",
+            )
+    elif lb_ips:
+        warn(("load_balancer", "public_ips"), "ignored: the load balancer is internal")
+
     for key in ("ssh_admin", "ssh_rerun"):
         if any(c in ANYWHERE for c in peers[key]):
             what = (
@@ -500,6 +536,8 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         peers=peers,
         gcp=data.get("gcp", {}),
         aws=data.get("aws", {}),
+        lb_internet_facing=facing,
+        lb_public_ips=lb_ips,
         quotas=data.get("quotas", {}),
         warnings=tuple(warnings),
         source=source,

@@ -117,7 +117,7 @@ FULL = """
 name: full
 server_version: "{version}"
 cloud: aws
-access: public
+access: vpn
 include_obsolete: {obsolete}
 network:
   subnets:

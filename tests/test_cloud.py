@@ -213,3 +213,113 @@ def test_the_aws_section_is_refused_on_another_cloud():
     )
     assert "aws: the aws section only applies to cloud: aws, not gcp" in problem
     assert problem.startswith("p.yaml:")
+
+
+def lb_ends(matrix) -> dict:
+    """Peers of the Nomad clients -> load balancer flows, on both ends."""
+    out = {}
+    for rule in matrix.rules:
+        if rule.flow and "nomad-rpc-lb" in rule.flow:
+            out[(rule.role, rule.direction)] = (rule.peer.role, rule.peer.cidrs)
+    return out
+
+
+def test_an_internal_balancer_is_reached_by_group():
+    matrix = plan(parse_profile(AWS_PROFILE, "p.yaml"))  # access: vpn
+    assert lb_ends(matrix) == {
+        ("load_balancer", "ingress"): ("nomad_clients", ()),
+        ("nomad_clients", "egress"): ("load_balancer", ()),
+    }
+
+
+def test_an_internet_facing_balancer_on_aws_is_reached_through_public_addresses():
+    text = AWS_PROFILE.replace("access: vpn", "access: public").replace(
+        "nat_gateway_ips: []", "nat_gateway_ips: [198.51.100.10/32]"
+    )
+    profile = parse_profile(text, "p.yaml")
+    assert profile.lb_internet_facing
+    assert any(
+        w.startswith("load_balancer.public_ips: empty") for w in profile.warnings
+    )
+    matrix = plan(profile)
+    assert lb_ends(matrix) == {
+        ("load_balancer", "ingress"): (None, ("198.51.100.10/32",)),
+        ("nomad_clients", "egress"): (None, ("0.0.0.0/0",)),
+    }
+    # Every Nomad client -> balancer flow of the release (4.2: 3000, 4647, 8585).
+    ports = {
+        r.ports
+        for r in matrix.for_role("load_balancer", "ingress")
+        if r.peer.name == "nat_gateway"
+    }
+    assert ports == {(3000, 3000), (4647, 4647), (8585, 8585)}
+    assert any(n.startswith("internet-facing load balancer") for n in matrix.notes)
+    # The balancer's address, once given, narrows the clients' egress.
+    narrow = plan(
+        parse_profile(
+            text.replace(
+                "  transparent: false\n",
+                "  transparent: false\n  public_ips: [203.0.113.80/32]\n",
+            ),
+            "p.yaml",
+        )
+    )
+    assert lb_ends(narrow)[("nomad_clients", "egress")] == (None, ("203.0.113.80/32",))
+    # Nomad clients with public IPs of their own reach it from those.
+    own = plan(
+        parse_profile(
+            text.replace(
+                "nomad_client_public_ips: []",
+                "nomad_client_public_ips: [192.0.2.64/26]",
+            ),
+            "p.yaml",
+        )
+    )
+    assert lb_ends(own)[("load_balancer", "ingress")] == (None, ("192.0.2.64/26",))
+
+
+def test_an_internet_facing_balancer_needs_the_nat_addresses():
+    text = AWS_PROFILE.replace("access: vpn", "access: public")
+    (problem,) = problems(text)
+    assert problem.startswith(
+        "p.yaml:19: network.nat_gateway_ips: the load balancer is"
+    )
+    assert "internet-facing (the default with access: public" in problem
+    # An internal balancer on a public install is a decision the profile can make.
+    internal = text.replace(
+        "  transparent: false\n", "  transparent: false\n  internet_facing: false\n"
+    )
+    assert not parse_profile(internal, "p.yaml").lb_internet_facing
+
+
+def test_an_internet_facing_balancer_on_gcp_uses_source_ranges_on_the_nodes():
+    from generator.emitters.gcp_firewall import build
+
+    profile = parse_profile((ROOT / "profiles" / "gcp.yaml").read_text(), "p.yaml")
+    matrix = shipped_matrix(profile)
+    # Transparent: the balancer's ingress is on the nodes.
+    assert lb_ends(matrix) == {
+        ("kubernetes_nodes", "ingress"): (None, ("198.51.100.20/32",)),
+        ("nomad_clients", "egress"): (None, ("198.51.100.30/32",)),
+    }
+    rules = build(matrix, profile, TARGETS["gcp-firewall"]).rules
+    (rule,) = [r for r in rules if r.name.startswith("acme-gcp-k8s-in-tcp-4647")]
+    assert rule.ranges == ("198.51.100.20/32",) and not rule.source_tags
+
+
+def test_3x_balancers_for_nomad_are_internal_by_default():
+    text = AWS_PROFILE.replace("access: vpn", "access: public").replace(
+        'server_version: "4.2"', 'server_version: "3"'
+    )
+    matrix = plan(parse_profile(text, "p.yaml"))
+    assert lb_ends(matrix)[("load_balancer", "ingress")] == ("nomad_clients", ())
+    public = text.replace(
+        "  transparent: false\n", "  transparent: false\n  internet_facing: true\n"
+    ).replace("nat_gateway_ips: []", "nat_gateway_ips: [198.51.100.10/32]")
+    public_matrix = plan(parse_profile(public, "p.yaml"))
+    ports = {
+        r.ports
+        for r in public_matrix.for_role("load_balancer", "ingress")
+        if r.peer.name == "nat_gateway"
+    }
+    assert ports == {(3000, 3000), (4647, 4647), (8585, 8585)}

@@ -40,6 +40,7 @@ network:
     nomad_clients: [10.10.16.0/20, 10.10.48.0/24]
     external_vms: [10.10.32.0/20{vm_v6}]
   dns_servers: [10.10.0.2]
+  nat_gateway_ips: [198.51.100.20/32]   # Cloud NAT: the public balancer's Nomad traffic
 peers:
   vcs: [192.30.252.0/22]
 {peers}
@@ -472,7 +473,7 @@ def test_names_are_valid_unique_and_stable():
         for b in json.loads(generate("long")[2]["gcp-firewall/firewalls.json"])
     ]
     shortened = [n for n in long_names if re.search(r"-[0-9a-f]{8}$", n)]
-    assert "a-very-long-install-name-for-gcp-nomad-out-tcp-4647-k8s" in long_names
+    assert "a-very-long-install-name-for-gcp-k8s-out-tcp-4647-nomad" in long_names
     assert shortened and all(
         n.startswith("a-very-long-install-name-for-gcp-") for n in shortened
     )

@@ -184,14 +184,14 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_3000_nomad_clients" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_3000_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
   }
 
@@ -260,23 +260,23 @@ resource "aws_vpc_security_group_egress_rule" "load_balancer" {
 # Load balancer (circleci-proxy), group 2 of 2: ingress rules.
 resource "aws_vpc_security_group_ingress_rule" "load_balancer_2" {
   for_each = {
-    "load_balancer_ingress_tcp_4647_nomad_clients" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_4647_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_8585_nomad_clients" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_8585_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
   }
 
@@ -554,23 +554,23 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_2" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_3000_load_balancer" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_3000_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_4647_load_balancer" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_4647_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
   }
 
@@ -588,14 +588,14 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_2" {
 # Nomad clients, group 3 of 3: egress rules.
 resource "aws_vpc_security_group_egress_rule" "nomad_clients_3" {
   for_each = {
-    "nomad_clients_egress_tcp_8585_load_balancer" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_8585_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
   }
 

@@ -104,32 +104,32 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_3000_nomad_clients" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_3000_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_4647_nomad_clients" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_4647_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_8585_nomad_clients" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_8585_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
   }
 
@@ -426,32 +426,32 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_3000_load_balancer" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_3000_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_4647_load_balancer" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_4647_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_8585_load_balancer" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_8585_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
   }
 

@@ -56,16 +56,16 @@ gcloud compute firewall-rules create \
   --source-ranges=0.0.0.0/0 \
   --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
 
-# sa-install-k8s-in-tcp-4647-nomad
+# sa-install-k8s-in-tcp-4647-nat-gateway
 gcloud compute firewall-rules create \
-  sa-install-k8s-in-tcp-4647-nomad \
+  sa-install-k8s-in-tcp-4647-nat-gateway \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --source-service-accounts=nomad@sa-proj.iam.gserviceaccount.com \
+  --source-ranges=198.51.100.20/32 \
   --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
 
 # sa-install-k8s-out-all-k8s
@@ -236,16 +236,16 @@ gcloud compute firewall-rules create \
   --destination-ranges=0.0.0.0/0 \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
 
-# sa-install-nomad-out-tcp-4647-k8s
+# sa-install-nomad-out-tcp-4647-load-balancer-public-ips
 gcloud compute firewall-rules create \
-  sa-install-nomad-out-tcp-4647-k8s \
+  sa-install-nomad-out-tcp-4647-load-balancer-public-ips \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --destination-ranges=10.10.0.0/20 \
+  --destination-ranges=0.0.0.0/0 \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
 
 # sa-install-vm-in-tcp-22-nomad

@@ -66,14 +66,14 @@ resource "google_compute_firewall" "sa_install_k8s_in_tcp_443_external" {
   }
 }
 
-resource "google_compute_firewall" "sa_install_k8s_in_tcp_4647_nomad" {
-  name                    = "sa-install-k8s-in-tcp-4647-nomad"
+resource "google_compute_firewall" "sa_install_k8s_in_tcp_4647_nat_gateway" {
+  name                    = "sa-install-k8s-in-tcp-4647-nat-gateway"
   project                 = var.project
   network                 = var.network
-  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)"
+  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)"
   direction               = "INGRESS"
   priority                = 1000
-  source_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+  source_ranges           = ["198.51.100.20/32"]
   target_service_accounts = ["gke@sa-proj.iam.gserviceaccount.com"]
 
   allow {
@@ -305,14 +305,14 @@ resource "google_compute_firewall" "sa_install_nomad_out_tcp_443_internet" {
   }
 }
 
-resource "google_compute_firewall" "sa_install_nomad_out_tcp_4647_k8s" {
-  name                    = "sa-install-nomad-out-tcp-4647-k8s"
+resource "google_compute_firewall" "sa_install_nomad_out_tcp_4647_load_balancer_public_ips" {
+  name                    = "sa-install-nomad-out-tcp-4647-load-balancer-public-ips"
   project                 = var.project
   network                 = var.network
-  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress"
+  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)"
   direction               = "EGRESS"
   priority                = 1000
-  destination_ranges      = ["10.10.0.0/20"]
+  destination_ranges      = ["0.0.0.0/0"]
   target_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
 
   allow {

@@ -68,17 +68,17 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
-# acme-gcp-k8s-in-tcp-4647-nomad
+# acme-gcp-k8s-in-tcp-4647-nat-gateway
 gcloud compute firewall-rules create \
-  acme-gcp-k8s-in-tcp-4647-nomad \
+  acme-gcp-k8s-in-tcp-4647-nat-gateway \
   --project=acme-ci \
   --network=circleci \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --source-tags=acme-nomad \
+  --source-ranges=198.51.100.20/32 \
   --target-tags=acme-gke-node \
   --enable-logging \
   --logging-metadata=include-all
@@ -308,17 +308,17 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
-# acme-gcp-nomad-out-tcp-4647-k8s
+# acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips
 gcloud compute firewall-rules create \
-  acme-gcp-nomad-out-tcp-4647-k8s \
+  acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips \
   --project=acme-ci \
   --network=circleci \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --destination-ranges=10.128.0.0/20,10.4.0.0/14,10.8.0.0/20,172.16.0.0/28 \
+  --destination-ranges=198.51.100.30/32 \
   --target-tags=acme-nomad \
   --enable-logging \
   --logging-metadata=include-all

@@ -82,15 +82,15 @@ resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_443_external" {
   }
 }
 
-resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_4647_nomad" {
-  name        = "acme-gcp-k8s-in-tcp-4647-nomad"
-  project     = var.project
-  network     = var.network
-  description = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)"
-  direction   = "INGRESS"
-  priority    = 1000
-  source_tags = ["acme-nomad"]
-  target_tags = ["acme-gke-node"]
+resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_4647_nat_gateway" {
+  name          = "acme-gcp-k8s-in-tcp-4647-nat-gateway"
+  project       = var.project
+  network       = var.network
+  description   = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)"
+  direction     = "INGRESS"
+  priority      = 1000
+  source_ranges = ["198.51.100.20/32"]
+  target_tags   = ["acme-gke-node"]
 
   allow {
     protocol = "tcp"
@@ -401,14 +401,14 @@ resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_443_internet" {
   }
 }
 
-resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_k8s" {
-  name               = "acme-gcp-nomad-out-tcp-4647-k8s"
+resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_load_balancer_public_ips" {
+  name               = "acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips"
   project            = var.project
   network            = var.network
-  description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress"
+  description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["10.128.0.0/20", "10.4.0.0/14", "10.8.0.0/20", "172.16.0.0/28"]
+  destination_ranges = ["198.51.100.30/32"]
   target_tags        = ["acme-nomad"]
 
   allow {
