@@ -250,6 +250,15 @@ module "forgotten" {
   source = "./module"
   vpc_id = "vpc-0123456789abcdef0"
 }
+
+module "misspelt" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  existing_security_group_ids = {
+    kubernetes_nodes = aws_security_group.cluster.id
+    kubernetes_node  = aws_security_group.cluster.id
+  }
+}
 """
 
 
@@ -264,11 +273,13 @@ def test_the_eks_cluster_group_wiring_plans_and_is_required(terraform):
     write_module(root / "module", prof)
     root_module(root, EKS)
     terraform.init(root)
-    # The module that is not given the cluster group stops at plan, saying so.
+    # A module not given the cluster group, or given an unknown role, stops at plan.
     result = terraform.run(root, "plan", "-input=false", "-lock=false")
     assert result.returncode == 1
     assert "existing_security_group_ids.kubernetes_nodes: required" in result.stderr
-    assert result.stderr.count("Error:") == 1  # the forgotten module only
+    # The forgotten module, and the misspelt key.
+    assert result.stderr.count("Error:") == 2, result.stderr
+    assert "keys must be roles of this module" in result.stderr
     (root / "main.tf").write_text(PROVIDER_BLOCK + EKS.split('module "forgotten"')[0])
     created = planned(terraform.plan(root))
     groups = sorted(a for a, c in created.items() if c["type"] == "aws_security_group")
