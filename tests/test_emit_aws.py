@@ -161,7 +161,13 @@ def cfn_template(text: str) -> dict:
 def cfn_group(value: dict, template: dict) -> tuple[str, int]:
     """(role, group number) of a group ID: group 1's
     `!If [Create..., !GetAtt X.GroupId, !Ref Existing...]`, or an extra group's
-    `!GetAtt X<n>.GroupId` (always created)."""
+    `!GetAtt X<n>.GroupId` (always created), or a group always passed in
+    (`!Ref Existing<Role>SecurityGroupId`, required)."""
+    if "Ref" in value:
+        parameter = template["Parameters"][value["Ref"]]
+        assert "Default" not in parameter
+        name = re.fullmatch(r"Existing(\w+)SecurityGroupId", value["Ref"]).group(1)
+        return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower(), 1
     if "Fn::If" in value:
         condition, created, existing = value["Fn::If"]
         assert template["Resources"][created["Fn::GetAtt"][0]]["Condition"] == condition
@@ -632,6 +638,7 @@ def checkov_outputs(tmp_path_factory):
         ("acme-open", OPEN_PROFILE),
         ("acme-vpn-open", VPN_OPEN_PROFILE),
         ("acme-unknown-ips", UNKNOWN_IPS_PROFILE),
+        ("acme-eks", EKS_PROFILE),
     ):
         prof = profile_from(text)
         cases[name] = (optimize(plan(prof))[0], prof)
@@ -659,6 +666,10 @@ VPN_OPEN_PROFILE = (
     .replace("ssh_admin: [172.16.10.0/24]", "ssh_admin: [0.0.0.0/0]")
     .replace("external: [172.16.0.0/12]", "external: [0.0.0.0/0]")
 )
+# The nodes' group is the EKS cluster group, passed in: no group created for them.
+EKS_PROFILE = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text().replace(
+    "name: acme-prod", "name: acme-eks"
+) + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
 # Nomad client IPs not known in advance: the page allows 0.0.0.0/0 (a deliberate skip).
 UNKNOWN_IPS_PROFILE = OPEN_PROFILE.replace("name: acme-open", "name: acme-unknown-ips")
 UNKNOWN_IPS_PROFILE = UNKNOWN_IPS_PROFILE.replace(
