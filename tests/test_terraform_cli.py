@@ -46,8 +46,12 @@ def find_terraform() -> tuple[str | None, str | None, str]:
     binary = os.environ.get("TERRAFORM") or shutil.which("terraform")
     if binary is None and os.access("/usr/local/bin/terraform", os.X_OK):
         binary = "/usr/local/bin/terraform"
-    if binary is None:
-        return None, None, "no terraform CLI on PATH (env TERRAFORM)"
+    if binary is None or not os.access(binary, os.X_OK):
+        return (
+            None,
+            None,
+            f"no terraform CLI ({binary or 'not on PATH'}; env TERRAFORM)",
+        )
     candidates = [os.environ.get("TF_PLUGIN_MIRROR", "")] + list(MIRRORS)
     for folder in candidates:
         folder = os.path.expanduser(folder)
