@@ -6,7 +6,7 @@ The page's flows and a profile's site flows share one shape and one parser
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -40,11 +40,15 @@ class Flow:
     public_ip: str | None
     refs: dict
     caution: dict
+    notes: dict  # release line (or "all") -> how an unclear row was read
     # Site flows (a profile's own): always current, cited by their reference.
     site: bool = False
     reference: str | None = None
     key: str = ""  # where the flow was written, e.g. site_flows[2]
     acknowledge_isolation: bool = False
+
+    def note(self, line: str) -> str | None:
+        return self.notes.get(line, self.notes.get("all"))
 
     def status(self, line: str) -> str | None:
         if self.site:
@@ -226,6 +230,7 @@ def read_flow(
         public_ip=raw.get("public_ip"),
         refs=raw.get("refs", {}),
         caution=raw.get("caution", {}),
+        notes=raw.get("notes", {}),
         site=site,
         reference=raw.get("reference"),
         key=key,
@@ -243,7 +248,7 @@ def parse_catalog(data: dict) -> Catalog:
             raise ValueError(f"catalog flow {flow_id}: {message}")
 
         flow = read_flow(raw, known, problem)
-        for line in flow.lines + flow.obsolete:
+        for line in flow.lines + flow.obsolete + tuple(set(flow.notes) - {"all"}):
             if line not in lines:
                 raise ValueError(
                     f"catalog flow {flow.id}: unknown release line {line!r}"

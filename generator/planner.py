@@ -22,6 +22,8 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         status = flow.status(line)
         if status is None or not _applies(flow, profile):
             continue
+        if flow.note(line):
+            notes.append(flow.note(line))
         if status == "obsolete" and not profile.include_obsolete:
             notes.append(
                 f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"
@@ -49,6 +51,18 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
             )
     if not profile.stateful:
         rules.extend(_return_rule(r, profile.ephemeral_ports) for r in list(rules))
+    if profile.lb_internet_facing:
+        notes.append(
+            "internet-facing load balancer: the Nomad clients reach it on its public"
+            " address, so its ingress from them comes from "
+            + (
+                "peers.nomad_client_public_ips"
+                if profile.peers["nomad_client_public_ips"]
+                else "network.nat_gateway_ips"
+            )
+            + " and their egress goes to "
+            + ("load_balancer.public_ips" if profile.lb_public_ips else "0.0.0.0/0")
+        )
     if profile.transparent_lb:
         notes.append(
             "transparent load balancer: its ingress rules apply to the Kubernetes nodes,"
@@ -138,23 +152,37 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                         obsolete=obsolete,
                         **site,
                     )
+                    public_lb = (
+                        profile.lb_internet_facing
+                        and source == "nomad_clients"
+                        and destination == "load_balancer"
+                    )
                     if dst in ROLES:
                         ref = _reference(title, flow, "ingress", moved)
                         yield Rule(
                             role=dst,
                             direction="ingress",
-                            peer=_peer(src, flow, profile, ingress=True),
+                            peer=(
+                                _public_lb_peer(profile, ingress=True)
+                                if public_lb
+                                else _peer(src, flow, profile, ingress=True)
+                            ),
                             purpose=purpose,
-                            reference=ref,
+                            reference=ref + (PUBLIC_LB if public_lb else ""),
                             **common,
                         )
                     if src in ROLES:
                         yield Rule(
                             role=src,
                             direction="egress",
-                            peer=_peer(dst, flow, profile, ingress=False),
+                            peer=(
+                                _public_lb_peer(profile, ingress=False)
+                                if public_lb
+                                else _peer(dst, flow, profile, ingress=False)
+                            ),
                             purpose=purpose,
-                            reference=_reference(title, flow, "egress", moved),
+                            reference=_reference(title, flow, "egress", moved)
+                            + (PUBLIC_LB if public_lb else ""),
                             **common,
                         )
 
@@ -177,6 +205,23 @@ def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
     return f"{title} > {section}"
 
 
+PUBLIC_LB = " (internet-facing load balancer: reached on its public address)"
+
+
+def _public_lb_peer(profile: Profile, *, ingress: bool) -> Peer:
+    """Nomad clients to an internet-facing balancer: the traffic leaves through the
+    NAT gateways (or the clients' own public IPs) for the balancer's public address,
+    so neither a security-group reference nor a GCP source tag matches it."""
+    if ingress:
+        if profile.peers["nomad_client_public_ips"]:
+            ips = profile.peers["nomad_client_public_ips"]
+            return Peer(cidrs=tuple(ips), name="nomad_client_public_ips")
+        return Peer(cidrs=profile.nat_gateway_ips, name="nat_gateway")
+    return Peer(
+        cidrs=tuple(profile.lb_public_ips) or ANYWHERE, name="load_balancer_public_ips"
+    )
+
+
 def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
     if end in ROLES:
         if profile.assign_public_ip and flow.public_ip:
@@ -187,7 +232,8 @@ def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
                     return Peer(cidrs=profile.nat_gateway_ips, name="nat_gateway")
                 ips = profile.peers["nomad_client_public_ips"] or ANYWHERE
                 return Peer(cidrs=tuple(ips), name="nomad_client_public_ips")
-            return Peer(cidrs=ANYWHERE, name="vm_public_ips")
+            ips = profile.peers.get("vm_public_ips") or ANYWHERE
+            return Peer(cidrs=tuple(ips), name="vm_public_ips")
         return Peer(role=end)
     if end == "dns":
         return Peer(cidrs=profile.dns_servers, name="dns")

@@ -27,6 +27,7 @@ PEER_DEFAULTS = {
     "ssh_admin": [],
     "ssh_rerun": ["0.0.0.0/0"],
     "nomad_client_public_ips": [],
+    "vm_public_ips": [],
 }
 PEER_NAME_PATTERN = "^[a-z][a-z0-9_]{0,30}$"
 ANYWHERE = ("0.0.0.0/0", "::/0")
@@ -53,6 +54,10 @@ class Profile:
     nat_gateway_ips: tuple[str, ...]
     peers: dict[str, tuple[str, ...]]
     gcp: dict = field(default_factory=dict)
+    aws: dict = field(default_factory=dict)
+    # Internet-facing balancer: Nomad clients reach it on its public address.
+    lb_internet_facing: bool = False
+    lb_public_ips: tuple[str, ...] = ()
     quotas: dict = field(default_factory=dict)  # see generator/quotas.py
     warnings: tuple[str, ...] = ()
     source: str = ""
@@ -404,6 +409,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         peers[key] = cidrs(("peers", key), peers_in[key])
     site_flows = _site_flows(data, peers, transparent, error)
 
+    lb_section = data.get("load_balancer", {})
+    lb_ips = cidrs(("load_balancer", "public_ips"), lb_section.get("public_ips", []))
+
     if problems:
         return None
     _check_named_peers(peers_in, site_flows, error, warn)
@@ -454,15 +462,26 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                 "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
                 near=path,
             )
-        if not peers["nomad_client_public_ips"] and vm_rows:
+        # Nomad clients -> VMs on 22 is current on every 4.x line.
+        ports = "22 and 2376" if vm_rows else "22"
+        if not peers["nomad_client_public_ips"] and version != "3":
             warn(
                 ("peers", "nomad_client_public_ips"),
-                "empty with assign_public_ip: VMs accept 22 and 2376 from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
+                f"empty with assign_public_ip: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
             )
-    elif peers["nomad_client_public_ips"]:
-        warn(("peers", "nomad_client_public_ips"), "ignored: assign_public_ip is false")
+        if not peers["vm_public_ips"] and version != "3":
+            warn(
+                ("peers", "vm_public_ips"),
+                f"empty with assign_public_ip: the egress to the VMs on {ports} goes to 0.0.0.0/0; list the VMs' public range (an Elastic IP pool, the region's EC2 ranges) to narrow it",
+            )
+    else:
+        for key in ("nomad_client_public_ips", "vm_public_ips"):
+            if peers[key]:
+                warn(("peers", key), "ignored: assign_public_ip is false")
 
     needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
+    if "aws" in data and cloud != "aws":
+        error(("aws",), f"the aws section only applies to cloud: aws, not {cloud}")
     if cloud == "gcp":
         if not transparent:
             error(
@@ -489,7 +508,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
     else:
         if "gcp" in data:
             error(("gcp",), f"the gcp section only applies to cloud: gcp, not {cloud}")
-        for role in needed:
+        # AWS targets address roles by security group: a subnet is needed only by a
+        # target that addresses roles by address (iptables), checked when it is chosen.
+        for role in needed if cloud != "aws" else ():
             if not subnets[role]:
                 error(
                     ("network", "subnets", role),
@@ -501,6 +522,36 @@ def _build(data, lines, source, problems, warnings) -> Profile:
             ("network", "subnets", "load_balancer"),
             "ignored: the load balancer is transparent",
         )
+
+    # 3.x's nomad, vm-service and output-processor balancers are internal by default.
+    facing = lb_section.get(
+        "internet_facing",
+        data["access"] == "public" and cloud in ("aws", "gcp") and version != "3",
+    )
+    facing_path = ("load_balancer", "internet_facing")
+    if facing:
+        why = (
+            ""
+            if "internet_facing" in lb_section
+            else " (the default with access: public; set load_balancer.internet_facing:"
+            " false for an internal one)"
+        )
+        if not nat and not peers["nomad_client_public_ips"]:
+            error(
+                ("network", "nat_gateway_ips"),
+                f"the load balancer is internet-facing{why}: Nomad clients reach it on"
+                " its public address, through the NAT gateways or their own public IPs;"
+                " list network.nat_gateway_ips or peers.nomad_client_public_ips",
+                near=facing_path if "internet_facing" in lb_section else ("access",),
+            )
+        if not lb_ips:
+            warn(
+                ("load_balancer", "public_ips"),
+                "empty with an internet-facing load balancer: the Nomad clients' egress"
+                " to it goes to 0.0.0.0/0; list its public addresses to narrow it",
+            )
+    elif lb_ips:
+        warn(("load_balancer", "public_ips"), "ignored: the load balancer is internal")
 
     for key in ("ssh_admin", "ssh_rerun"):
         if any(c in ANYWHERE for c in peers[key]):
@@ -515,6 +566,13 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         warn(
             ("peers", "external"),
             "access is vpn but the UI is open to 0.0.0.0/0; narrow it to the VPN's range",
+        )
+
+    if cloud == "aws" and data["name"].startswith("sg-"):
+        error(
+            ("name",),
+            f"{data['name']!r} starts with 'sg-': AWS refuses security group names that"
+            " start with sg- (they would read as group IDs); choose another name",
         )
 
     return Profile(
@@ -533,6 +591,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         nat_gateway_ips=nat,
         peers=peers,
         gcp=data.get("gcp", {}),
+        aws=data.get("aws", {}),
+        lb_internet_facing=facing,
+        lb_public_ips=lb_ips,
         quotas=data.get("quotas", {}),
         warnings=tuple(warnings),
         source=source,

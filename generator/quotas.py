@@ -13,8 +13,8 @@ Providers' defaults, overridable in the profile's `quotas:` section:
 - iptables: above a small number of addresses a rule matches an ipset (hash:net)
   instead of one rule per address, so a packet does not walk the list.
 
-Emitters call these pure functions; `check_fit` runs before anything is emitted or
-written, so a matrix that cannot fit stops with the numbers and the choices left.
+Pure data and arithmetic: emitters call these functions. The AWS fit check, which
+counts the AWS emitters' own rules, lives with them (emitters.aws.check_fit).
 """
 
 from __future__ import annotations
@@ -22,20 +22,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from .matrix import DIRECTIONS, Matrix, Rule
 from .emitters import EmitError
 from .optimizer import blocks, cidr_text, collapse
 from .problems import ProblemError
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
-PROVIDERS = {
-    "terraform-aws": "aws",
-    "cloudformation": "aws",
-    "terraform-gcp": "gcp",
-    "gcp-firewall": "gcp",
-    "iptables": "iptables",
-}
-OPEN_PEER = "nomad_client_public_ips"  # the page allows 0.0.0.0/0 for these
 
 
 class QuotaError(EmitError, ProblemError):
@@ -248,103 +239,3 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
                 n += 1
             first[key] = n
     return groups
-
-
-def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
-    """Address lists by size; merged peers stay together (their rules are one)."""
-    sizes: dict[str, int] = {}
-    for rule in rules:
-        if rule.direction == direction and not rule.peer.role:
-            name = " + ".join((rule.peer.name or "cidrs").split("_and_"))
-            sizes[name] = sizes.get(name, 0) + len(rule.peer.cidrs)
-    return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def check_fit(matrix: Matrix, targets, quotas: Quotas = Quotas()) -> None:
-    """Raise QuotaError if a target cannot hold the matrix within its quotas.
-
-    targets: the emitter registry's Target entries. GCP rules and iptables chains
-    always fit (address lists are cut into chunks or ipsets); AWS groups can not.
-    The AWS count is the emitters' own split (emitters.aws.split), so what passes
-    here is exactly what they write. May raise EmitError for a rule a target cannot
-    express, as emitting would.
-    """
-    problems: dict[str, list[str]] = {}  # the same problem for every AWS target
-    for target in targets:
-        if PROVIDERS.get(target.name) != "aws":
-            continue
-        from .emitters.aws import group_rules, split  # AWS targets only
-
-        fixed = group_rules(target)
-        for role, groups in split(target, matrix, quotas).items():
-            if len(groups) <= quotas.aws_groups_per_interface:
-                continue
-            for text in _aws_problems(role, groups, fixed, quotas):
-                problems.setdefault(text, []).append(target.name)
-    if problems:
-        raise QuotaError([f"{', '.join(t)}: {text}" for text, t in problems.items()])
-
-
-def _aws_problems(role, groups, fixed, quotas) -> list[str]:
-    """One message per direction that alone needs too many groups (or one overall)."""
-    texts = []
-    rules = [r for group in groups for r in group]
-    for direction in DIRECTIONS:
-        mine = [r for r in rules if r.direction == direction]
-        extra = [r for r in fixed if r.direction == direction]
-        needed = len(split_aws_group(mine, quotas, extra))
-        if needed <= quotas.aws_groups_per_interface:
-            continue
-        units = [aws_units(r) for r in mine]
-        count = max(sum(u[0] for u in units), sum(u[1] for u in units))
-        # By identity: hashing a rule hashes all of its addresses.
-        matrix_rules = list({id(r.rule): r.rule for r in mine}.values())
-        texts.append(
-            _aws_problem(role, direction, count, needed, extra, matrix_rules, quotas)
-        )
-    if not texts:  # only the directions together overflow
-        texts.append(
-            f"{role} needs {len(groups)} security groups for its"
-            f" {sum(r.direction == 'ingress' for r in rules):,} inbound and"
-            f" {sum(r.direction == 'egress' for r in rules):,} outbound rules, but AWS"
-            f" attaches at most {quotas.aws_groups_per_interface} groups per network"
-            " interface. Choices: list fewer addresses; raise the quota with AWS and"
-            " set quotas.aws."
-        )
-    return texts
-
-
-def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -> str:
-    per_group = quotas.aws_rules_per_group(direction)
-    groups = quotas.aws_groups_per_interface
-    capacity = per_group * groups
-    key = "inbound" if direction == "ingress" else "outbound"
-    also = "".join(f", plus {r.label} in every group" for r in fixed)
-    text = (
-        f"{role} needs {needed:,} {key} rules (one per address and port{also}):"
-        f" {groups_needed} security groups, but AWS holds {per_group} per security"
-        f" group x {groups} groups per network interface = {capacity:,}."
-    )
-    choices = []
-    peers = dict(_largest_peers(rules, direction))
-    if any(OPEN_PEER in name.split(" + ") for name in peers):
-        choices.append(
-            f"leave peers.{OPEN_PEER} empty: the page allows 0.0.0.0/0 for Nomad"
-            " client IPs not known in advance (one rule per port)"
-        )
-    biggest = ", ".join(f"{n} ({c:,})" for n, c in list(peers.items())[:3])
-    choices.append(
-        f"list fewer addresses, or larger blocks that cover them"
-        + (f" (largest lists: {biggest})" if biggest else "")
-    )
-    if needed <= AWS_RULES_PER_INTERFACE:
-        choices.append(
-            f"raise the quota with AWS and set quotas.aws.{key}_rules_per_group and"
-            f" groups_per_interface (their product at most {AWS_RULES_PER_INTERFACE:,})"
-        )
-    else:
-        choices.append(
-            f"a raised quota cannot help: AWS allows at most {AWS_RULES_PER_INTERFACE:,}"
-            " rules per network interface; use another target (iptables) for these hosts"
-        )
-    return text + " Choices: " + "; ".join(choices) + "."

@@ -109,6 +109,7 @@ COMMIT
 -A OUTPUT -p tcp -m multiport --dports 80,443 -g OUT-WEB
 -A OUTPUT -m set --match-set servers dst -j SERVERS
 -A OUTPUT -d 192.168.1.100/32 -p tcp -m tcp --dport 22 -j ACCEPT
+-A OUTPUT -d 192.168.30.0/24 -p tcp -m tcp --dport 22 -j ACCEPT
 -A OUTPUT -d 192.168.1.53/32 -p udp -m udp --dport 53 -j ACCEPT
 -A OUTPUT -d 192.168.1.53/32 -p tcp -m tcp --dport 53 -j ACCEPT
 -A OUTPUT -d 192.168.1.80/32 -p tcp -m tcp --dport 80 -j ACCEPT

@@ -43,7 +43,15 @@ from test_emit_aws import (
     unquote,
 )
 
-BASE = (ROOT / "profiles" / "aws-public-ip.yaml").read_text()
+# An internal balancer: an internet-facing one would take every Nomad client public IP
+# too (one rule per port), and the role to split would not be alone.
+BASE = (
+    (ROOT / "profiles" / "aws-public-ip.yaml")
+    .read_text()
+    .replace(
+        "  transparent: false\n", "  transparent: false\n  internet_facing: false\n"
+    )
+)
 # The external VMs take SSH and Docker (2 rules) from every Nomad client public IP,
 # and SSH re-runs (1 rule) from every ssh_rerun range; no other role takes either.
 ROLE = "external_vms"

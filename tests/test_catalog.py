@@ -66,7 +66,10 @@ VM in tcp 54782 ssh_rerun
 """
 
 # 4.3 removed K8S->VM 2376, NOMAD->VM 2376, NOMAD->LB 3000/8585 and the AWS VM group's
-# 22 and 2376 rows; the page still prints LB 3000/8585 and VM 22/2376 but calls them stale.
+# 22 and 2376 rows; the page still prints LB 3000/8585, VM 2376 from K8S and NOMAD and
+# VM 22 from K8S, which belonged to the vm-service pod and Docker over TLS: stale.
+# NOMAD -> VM 22 stays required (both ends printed, the upgrade notes name only 2376;
+# remote Docker jobs still reach their VM over SSH from the Nomad client).
 STALE_4_3 = """
 LB in tcp 3000 NOMAD
 LB in tcp 8585 NOMAD
@@ -74,12 +77,14 @@ NOMAD out tcp 3000 LB
 NOMAD out tcp 8585 LB
 K8S out tcp 2376 VM
 K8S out tcp 22 VM
-NOMAD out tcp 22 VM
 NOMAD out tcp 2376 VM
 VM in tcp 22 K8S
-VM in tcp 22 NOMAD
 VM in tcp 2376 K8S
 VM in tcp 2376 NOMAD
+"""
+STILL_REQUIRED_4_3 = """
+NOMAD out tcp 22 VM
+VM in tcp 22 NOMAD
 """
 
 
@@ -112,7 +117,7 @@ FULL = """
 name: full
 server_version: "{version}"
 cloud: aws
-access: public
+access: vpn
 include_obsolete: {obsolete}
 network:
   subnets:
@@ -160,6 +165,33 @@ def test_stale_rows_dropped_are_named_in_notes():
     notes = " ".join(full_matrix("4.3").notes)
     for flow in ("vm-service", "output-processor", "k8s-vm-docker", "nomad-vm-docker"):
         assert flow in notes
+
+
+@pytest.mark.parametrize("version", ["4.3", "4.10"])
+def test_nomad_clients_keep_ssh_to_the_vms_on_4_3_and_say_why(version):
+    matrix = full_matrix(version)
+    assert rows(STILL_REQUIRED_4_3) <= facts(matrix)
+    assert not any(r.obsolete for r in matrix.rules)
+    (note,) = [n for n in matrix.notes if n.startswith("nomad-vm-ssh:")]
+    assert "2376" in note and "remote Docker" in note
+    assert not any("nomad-vm-ssh: left out" in n for n in matrix.notes)
+
+
+@pytest.mark.parametrize("version", ["3", "4.2", "4.3"])
+def test_the_nodes_ssh_reading_is_recorded(version):
+    # "SSH for all instances, at least to the VM subnet and the VCS": the nodes get
+    # SSH to the VMs where the vm-service pod exists, never to the VCS.
+    matrix = full_matrix(version)
+    nodes_ssh = {
+        r.peer.role or r.peer.name
+        for r in matrix.for_role("kubernetes_nodes", "egress")
+        if r.ports == (22, 22)
+    }
+    assert nodes_ssh == ({"external_vms"} if version != "4.3" else set())
+    notes = " ".join(matrix.notes)
+    assert "vcs-ssh: the Kubernetes nodes get no SSH to the VCS" in notes
+    assert "at least to the VM subnet and the VCS" in notes
+    assert "k8s-vm-ssh:" in notes
 
 
 def test_mtls_caution_from_4_4_only():
@@ -216,6 +248,9 @@ def test_catalog_rejects_unknown_roles_and_lines():
         parse_catalog(data)
     data["flows"][0].update({"from": "nomad_clients", "lines": ["9"]})
     with pytest.raises(ValueError, match="unknown release line '9'"):
+        parse_catalog(data)
+    data["flows"][0].update({"lines": ["3"], "notes": {"4.0": "why"}})
+    with pytest.raises(ValueError, match="unknown release line '4.0'"):
         parse_catalog(data)
 
 

@@ -76,7 +76,7 @@ def test_a_snapshot_side_cannot_tell_and_does_not_claim(tmp_path):
 
 def test_removals_the_upgrade_notes_expect_are_labelled(tmp_path):
     result = diff(VPN, VPN, "--new-version", "4.3")
-    assert "12 removal(s) expected by the upgrade notes" in result.stdout
+    assert "10 removal(s) expected by the upgrade notes" in result.stdout
     assert (
         "  removed  tcp/3000 from Nomad clients  [breaking; expected: the 4.3-4.10"
         " page's upgrade notes call it stale]" in result.stdout

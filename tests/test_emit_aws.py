@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from conftest import EXAMPLES, ROOT, example, example_matrix, profile_from
 from generator.cli import main
 from generator.emitters import TARGETS, EmitError, describe, emit
-from generator.emitters.aws import sanitize
+from generator.emitters.aws import INGRESS_PORT_CHECKS, camel, sanitize
 from generator.optimizer import optimize
 from generator.planner import plan
 
@@ -161,7 +161,13 @@ def cfn_template(text: str) -> dict:
 def cfn_group(value: dict, template: dict) -> tuple[str, int]:
     """(role, group number) of a group ID: group 1's
     `!If [Create..., !GetAtt X.GroupId, !Ref Existing...]`, or an extra group's
-    `!GetAtt X<n>.GroupId` (always created)."""
+    `!GetAtt X<n>.GroupId` (always created), or a group always passed in
+    (`!Ref Existing<Role>SecurityGroupId`, required)."""
+    if "Ref" in value:
+        parameter = template["Parameters"][value["Ref"]]
+        assert "Default" not in parameter
+        name = re.fullmatch(r"Existing(\w+)SecurityGroupId", value["Ref"]).group(1)
+        return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower(), 1
     if "Fn::If" in value:
         condition, created, existing = value["Fn::If"]
         assert template["Resources"][created["Fn::GetAtt"][0]]["Condition"] == condition
@@ -340,9 +346,12 @@ def test_terraform_groups_variables_and_outputs(name):
         # No inline rules: Terraform then strips AWS's default allow-all egress.
         assert "egress" not in group and "ingress" not in group
         assert group["vpc_id"] == "${var.vpc_id}"
+        # Known at plan time: the map's keys, never the (maybe unknown) IDs.
         assert group["count"] == (
-            f"${{var.existing_security_group_ids.{role} == null ? 1 : 0}}"
+            f'${{contains(keys(var.existing_security_group_ids), "{role}") ? 0 : 1}}'
         )
+        assert group["lifecycle"][0]["create_before_destroy"] is True
+        assert unquote(group["name_prefix"]).startswith(example(name).name + "-")
         assert DESCRIPTION.match(unquote(group["description"]))
     ids = main_tf["locals"][0]["security_group_ids"]
     assert sorted(ids) == sorted(roles)
@@ -352,11 +361,10 @@ def test_terraform_groups_variables_and_outputs(name):
         for k, v in block.items()
     }
     assert {"vpc_id", "existing_security_group_ids", "tags"} <= set(variables)
+    existing = variables["existing_security_group_ids"]
+    assert existing["type"] == "${map(string)}"
     for role in roles:
-        assert (
-            f"{role} = optional(string)"
-            in variables["existing_security_group_ids"]["type"]
-        )
+        assert f'"{role}"' in existing["validation"][0]["condition"]
     outputs = {
         unquote(k): v
         for block in hcl2.loads(files["terraform-aws/outputs.tf"])["output"]
@@ -370,6 +378,7 @@ def test_terraform_groups_variables_and_outputs(name):
     versions = hcl2.loads(files["terraform-aws/versions.tf"])
     providers = versions["terraform"][0]["required_providers"][0]
     assert unquote(providers["aws"]["source"]) == "hashicorp/aws"
+    assert unquote(providers["aws"]["version"]) == ">= 5.0, < 6.0"
 
 
 def test_keys_do_not_move_when_a_cidr_is_added():
@@ -627,11 +636,18 @@ def checkov_outputs(tmp_path_factory):
     """Every AWS example, and the open profile, written as generated and with skips removed."""
     root = tmp_path_factory.mktemp("checkov")
     cases = {name: (generated_matrix(name), example(name)) for name in AWS}
-    open_profile = profile_from(OPEN_PROFILE)
-    cases["acme-open"] = (optimize(plan(open_profile))[0], open_profile)
-    skips = set()
+    for name, text in (
+        ("acme-open", OPEN_PROFILE),
+        ("acme-vpn-open", VPN_OPEN_PROFILE),
+        ("acme-unknown-ips", UNKNOWN_IPS_PROFILE),
+        ("acme-eks", EKS_PROFILE),
+    ):
+        prof = profile_from(text)
+        cases[name] = (optimize(plan(prof))[0], prof)
+    skips, chosen = set(), set()
     for name, (matrix, prof) in cases.items():
         for path, text in emit(matrix, prof, AWS_TARGETS).items():
+            chosen |= user_choices(name, path, text)
             for variant, body in (
                 ("as-generated", text),
                 ("no-skips", CFN_METADATA.sub("", SKIP_COMMENT.sub("", text))),
@@ -640,7 +656,62 @@ def checkov_outputs(tmp_path_factory):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(body)
             skips |= declared_skips(name, path, text)
-    return root, skips
+    return root, skips, chosen
+
+
+# The user's own choices to open to anywhere: checkov must report them, never a skip.
+USER_CHOICES = {"acme-open": {"ssh_admin"}, "acme-vpn-open": {"ssh_admin", "external"}}
+VPN_OPEN_PROFILE = (
+    (ROOT / "profiles" / "aws-private-vpn.yaml")
+    .read_text()
+    .replace("name: acme-prod", "name: acme-vpn-open")
+    .replace("ssh_admin: [172.16.10.0/24]", "ssh_admin: [0.0.0.0/0]")
+    .replace("external: [172.16.0.0/12]", "external: [0.0.0.0/0]")
+)
+# The nodes' group is the EKS cluster group, passed in: no group created for them.
+EKS_PROFILE = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text().replace(
+    "name: acme-prod", "name: acme-eks"
+) + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
+# Nomad client IPs not known in advance: the page allows 0.0.0.0/0 (a deliberate skip).
+UNKNOWN_IPS_PROFILE = OPEN_PROFILE.replace("name: acme-open", "name: acme-unknown-ips")
+UNKNOWN_IPS_PROFILE = UNKNOWN_IPS_PROFILE.replace(
+    "nomad_client_public_ips: [198.51.100.64/27]", "nomad_client_public_ips: []"
+).replace('ssh_admin: [0.0.0.0/0, "::/0"]', "ssh_admin: [203.0.113.0/28]")
+
+
+def user_choices(name: str, path: str, text: str) -> set[tuple[str, str, str]]:
+    """(profile, check, resource) checkov must report: open rules the user chose."""
+    peers = USER_CHOICES.get(name, set())
+    if path.endswith("main.tf"):
+        rules = [
+            dict(r, address=f"{rtype}.{r['block']}", token=r["key"])
+            for r in terraform_rules(text)
+            for rtype, direction in RULE_TYPES.items()
+            if direction == r["direction"]
+        ]
+        token = "_{}_".format
+    elif path.endswith(".yaml"):
+        rules = [
+            dict(r, address=f"AWS::EC2::SecurityGroupIngress.{r['logical_id']}")
+            for r in cfn_rules(cfn_template(text))
+        ]
+        rules = [dict(r, token=r["address"]) for r in rules]
+        token = camel
+    else:
+        return set()
+    out = set()
+    for rule in rules:
+        if rule["direction"] != "ingress" or rule["ports"][0] is None:
+            continue
+        if "0.0.0.0/0" != rule["cidr_ipv4"] and "::/0" != rule["cidr_ipv6"]:
+            continue
+        if not any(token(peer) in rule["token"] for peer in peers):
+            continue
+        lo, hi = rule["ports"]
+        for check, port in INGRESS_PORT_CHECKS:
+            if int(lo) <= port <= int(hi):
+                out.add((name, check, rule["address"]))
+    return out
 
 
 def declared_skips(name: str, path: str, text: str) -> set[tuple[str, str, str]]:
@@ -676,17 +747,33 @@ def failures(reports: dict) -> set[tuple[str, str, str]]:
 
 @needs_checkov
 def test_checkov_finds_nothing_that_is_not_deliberate(checkov_outputs):
-    root, skips = checkov_outputs
+    root, skips, chosen = checkov_outputs
     # Both runs at once: checkov is most of this file's time.
     runs = [start_checkov(root / "as-generated"), start_checkov(root / "no-skips")]
     reports, unskipped = [checkov_failures(run) for run in runs]
     assert set(reports) == {"terraform", "cloudformation"}
-    assert failures(reports) == set()
+    # Only the user's own choices surface: SSH open to the world, a VPN install's UI
+    # open to the world. Everything else is clean or skipped with the page's reason.
+    assert failures(reports) == chosen
+    for name, checks in (
+        ("acme-open", {"CKV_AWS_24"}),
+        ("acme-vpn-open", {"CKV_AWS_24", "CKV_AWS_260"}),
+    ):
+        for framework in ("AWS::EC2", "aws_vpc"):
+            assert checks == {
+                c for n, c, a in chosen if n == name and a.startswith(framework)
+            }, (name, framework)
     # The skips are real: without them checkov reports exactly those findings.
-    assert failures(unskipped) == skips
-    assert any(check == "CKV_AWS_24" for name, check, _ in skips if name == "acme-open")
+    assert failures(unskipped) == skips | chosen
+    assert any(
+        check == "CKV_AWS_24" for name, check, _ in skips if name == "acme-unknown-ips"
+    )
     assert any(
         check == "CKV_AWS_260" for name, check, _ in skips if name == "aws-public-ip"
+    )
+    ingress_checks = dict(INGRESS_PORT_CHECKS)
+    assert not any(
+        name == "acme-vpn-open" and check in ingress_checks for name, check, _ in skips
     )
 
 

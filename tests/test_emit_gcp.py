@@ -40,6 +40,7 @@ network:
     nomad_clients: [10.10.16.0/20, 10.10.48.0/24]
     external_vms: [10.10.32.0/20{vm_v6}]
   dns_servers: [10.10.0.2]
+  nat_gateway_ips: [198.51.100.20/32]   # Cloud NAT: the public balancer's Nomad traffic
 peers:
   vcs: [192.30.252.0/22]
 {peers}
@@ -82,14 +83,14 @@ EXTRA = {
     nomad_clients: nomad-tag
   logging: true""",
     ),
-    # A name long enough to need hash-shortened rule names.
+    # A name long enough to need hash-shortened rule names; no deny-all ingress.
     "long": BASE.format(
         name="a-very-long-install-name-for-gcp",
         version="4.8",
         stateful="true",
         vm_v6="",
         peers="  ssh_rerun: [198.51.100.0/24]",
-        gcp="  project: long-project",
+        gcp="  project: long-project\n  deny_ingress: false",
     ),
 }
 CASES = GCP_EXAMPLES + sorted(EXTRA)
@@ -388,30 +389,35 @@ def check_coverage(profile, matrix, bodies, script):
             assert ("logConfig" in b) == logging
     allows = [b for b in bodies if "allowed" in b]
     assert all(used[b["name"]] == 1 for b in allows), used
-    denies = [b for b in bodies if "denied" in b]
     roles = sorted(r for r in matrix.roles() if r != "load_balancer")
-    if profile.gcp.get("restrict_egress", True):
-        has_v6 = any(
-            ":" in c
-            for b in allows
-            for f in ("sourceRanges", "destinationRanges")
-            for c in b.get(f, ())
-        )
-        per_role = 2 if has_v6 else 1
+    has_v6 = any(
+        ":" in c
+        for b in allows
+        for f in ("sourceRanges", "destinationRanges")
+        for c in b.get(f, ())
+    )
+    per_role = 2 if has_v6 else 1
+    for direction, key, field, above in (
+        ("EGRESS", "restrict_egress", "destinationRanges", 65535),
+        # Above GCP's pre-populated default-allow-internal / default-allow-ssh (65534).
+        ("INGRESS", "deny_ingress", "sourceRanges", 65534),
+    ):
+        denies = [b for b in bodies if "denied" in b and b["direction"] == direction]
+        if not profile.gcp.get(key, True):
+            assert not denies, key
+            continue
         assert len(denies) == per_role * len(roles)
         for role in roles:
             mine = [d for d in denies if target_of(d) == address(profile, role)]
             assert len(mine) == per_role
-            assert sorted(c for d in mine for c in d["destinationRanges"]) == sorted(
+            assert sorted(c for d in mine for c in d[field]) == sorted(
                 ["0.0.0.0/0", "::/0"][:per_role]
             )
         for d in denies:
-            assert d["direction"] == "EGRESS"
             assert d["denied"] == [{"IPProtocol": "all"}]
             assert d["priority"] > max(b["priority"] for b in allows)
-            assert d["priority"] < 65535  # above the implied allow-all egress
-    else:
-        assert not denies
+            assert d["priority"] < above
+    assert len([b for b in bodies if "denied" in b]) + len(allows) == len(bodies)
 
 
 def test_terraform_and_gcloud_say_what_the_api_bodies_say(case):
@@ -467,7 +473,7 @@ def test_names_are_valid_unique_and_stable():
         for b in json.loads(generate("long")[2]["gcp-firewall/firewalls.json"])
     ]
     shortened = [n for n in long_names if re.search(r"-[0-9a-f]{8}$", n)]
-    assert "a-very-long-install-name-for-gcp-nomad-out-tcp-4647-k8s" in long_names
+    assert "a-very-long-install-name-for-gcp-k8s-out-tcp-4647-nomad" in long_names
     assert shortened and all(
         n.startswith("a-very-long-install-name-for-gcp-") for n in shortened
     )

@@ -68,7 +68,7 @@ CASES = [
         "unknown key, nothing close",
         GOOD + "owner: blue\n",
         [
-            "p.yaml:17: owner: unknown key 'owner'; expected one of access, cloud, ephemeral_ports,"
+            "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, ephemeral_ports,"
             " gcp, include_obsolete, load_balancer, name, network, peers, quotas, server_version,"
             " site_flows, stateful,"
             " vm_service"
@@ -133,11 +133,13 @@ CASES = [
         ],
     ),
     (
-        "role with no address on aws",
-        GOOD.replace("    nomad_clients: [10.0.16.0/20]\n", ""),
+        "role with no address on generic",
+        GOOD.replace("    nomad_clients: [10.0.16.0/20]\n", "").replace(
+            "cloud: aws", "cloud: generic"
+        ),
         [
-            "p.yaml:7: network.subnets.nomad_clients: missing: on aws, a role is addressed through"
-            " its subnets"
+            "p.yaml:7: network.subnets.nomad_clients: missing: on generic, a role is"
+            " addressed through its subnets"
         ],
     ),
     (

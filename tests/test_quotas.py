@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,13 +16,13 @@ from generator.emitters import TARGETS
 from generator.matrix import Matrix, Peer, Rule
 from generator.optimizer import optimize
 from generator.planner import plan
+from generator.emitters.aws import check_fit
 from generator.profile import ProfileError
 from generator.quotas import (
     AWS_RULES_PER_INTERFACE,
     QuotaError,
     Quotas,
     aws_units,
-    check_fit,
     chunk_addresses,
     quotas_for,
     split_aws_group,
@@ -295,3 +296,33 @@ def test_generate_stops_before_writing_when_aws_cannot_hold_the_addresses(tmp_pa
     path.write_text(PUBLIC.format(ips=""))
     result = CliRunner().invoke(main, ["generate", str(path), "-o", str(out)])
     assert result.exit_code == 0, result.output
+
+
+def imports_of(path: Path, package: str) -> set[str]:
+    """Modules of generator/ that a file imports, at any depth (functions too)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level]
+            module = ".".join(base + ([node.module] if node.module else []))
+            out.add(module)
+            out |= {f"{module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "generator"
+        ):
+            out.add(node.module)
+    return out
+
+
+def test_no_import_cycle_between_quotas_and_the_aws_emitters():
+    # quotas is data and arithmetic; the AWS fit check lives with the AWS emitters.
+    root = Path(__file__).resolve().parent.parent / "generator"
+    assert "generator.emitters.aws" not in imports_of(
+        root / "quotas.py", "generator.quotas"
+    )
+    assert "generator.quotas" in imports_of(
+        root / "emitters" / "aws.py", "generator.emitters.aws"
+    )

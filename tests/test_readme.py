@@ -22,6 +22,7 @@ def test_profile_reference_is_a_valid_profile():
     gcp = data.pop("gcp")  # the reference shows it; an aws profile may not have it
     profile = profile_from(yaml.safe_dump(data))
     assert profile.name == "acme-prod" and profile.cloud == "aws"
+    data.pop("aws")  # cloud: aws only
     data.update(cloud="gcp", gcp=gcp, load_balancer={"transparent": True})
     assert profile_from(yaml.safe_dump(data)).gcp == gcp
 

@@ -3,7 +3,7 @@
 AWS security-group rules hold exactly one peer (a CIDR, an IPv6 CIDR or a group), so
 one matrix rule can become several AWS rules. `expand` is the one place that does it,
 and `split` cuts each role's rules into security groups at the rules-per-group quota;
-both emitters and the fit check (quotas.check_fit) count through `split`.
+both emitters and the fit check (check_fit, below) count through `split`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from functools import lru_cache
 
 from ..addresses import version as address_version
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
-from ..quotas import QuotaError, Quotas, split_aws_group
+from ..quotas import (
+    AWS_RULES_PER_INTERFACE,
+    QuotaError,
+    Quotas,
+    aws_units,
+    split_aws_group,
+)
 from . import EmitError, Target, describe, expressible
 
 # AWS allows these in rule and group descriptions ("a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*").
@@ -145,29 +151,93 @@ def _logical_id(rule: Rule, cidr: str | None) -> str:
     return "".join(parts)
 
 
-def _skips(rule: Rule, cidr: str | None, lo, hi) -> tuple[tuple[str, str], ...]:
+@dataclass(frozen=True)
+class AwsOptions:
+    """What the profile decides for the AWS targets beyond the matrix."""
+
+    page_open: frozenset = frozenset()  # see page_open_peers
+    # role -> what its passed-in group already holds ("eks_cluster")
+    existing: tuple[tuple[str, str], ...] = ()
+
+    def existing_kind(self, role: str) -> str | None:
+        return dict(self.existing).get(role)
+
+
+def aws_options(profile) -> AwsOptions:
+    existing = (getattr(profile, "aws", None) or {}).get("existing_groups", {})
+    return AwsOptions(page_open_peers(profile), tuple(sorted(existing.items())))
+
+
+def held_by_existing_group(rule: Rule, options: AwsOptions) -> bool:
+    """A rule the role's passed-in group already holds: emitting it again would make
+    AWS refuse the duplicate (InvalidPermission.Duplicate).
+
+    The EKS cluster security group allows all traffic from itself (ingress)."""
+    return (
+        options.existing_kind(rule.role) == "eks_cluster"
+        and rule.direction == "ingress"
+        and rule.protocol == "all"
+        and rule.peer.role == rule.role
+    )
+
+
+def page_open_peers(profile) -> frozenset[str]:
+    """Peers the page itself opens to anywhere, so a finding on them is deliberate.
+
+    The Nomad clients' public IPs ("or 0.0.0.0/0 for IPs not known in advance"), and
+    the UI's users when the install is public. Never peers.ssh_admin ("scoped as
+    tightly as possible"), nor the UI's users of a VPN install: opening those to
+    anywhere is the user's choice, and checkov must report it.
+    """
+    peers = {"nomad_client_public_ips"}
+    if getattr(profile, "access", None) == "public":
+        peers.add("external")
+    return frozenset(peers)
+
+
+PAGE_OPEN_REASONS = {
+    "external": "a public install (access: public) serves the UI to anyone",
+    "nomad_client_public_ips": "the page allows 0.0.0.0/0 for Nomad client public IPs"
+    " not known in advance (peers.nomad_client_public_ips left empty)",
+}
+
+
+def _skips(
+    rule: Rule, cidr: str | None, lo, hi, page_open: frozenset[str]
+) -> tuple[tuple[str, str], ...]:
     """The checkov findings the page makes deliberate, each with its reason."""
     if rule.direction != "ingress" or cidr not in OPEN_CIDRS or lo is None:
         return ()
     if rule.site:
         return ()  # the page does not require it: let checkov say so
+    if rule.peer.label not in page_open or rule.peer.label not in PAGE_OPEN_REASONS:
+        return ()
     skips = []
     for check, port in INGRESS_PORT_CHECKS:
         if lo <= port <= hi:
             reason = sanitize(
-                f"{rule.purpose}: the page requires {rule.protocol}/{port} from"
-                f" peers.{rule.peer.label}, which this profile opens to anywhere"
+                f"{rule.purpose}: {rule.protocol}/{port} from anywhere because"
+                f" {PAGE_OPEN_REASONS[rule.peer.label]}"
             )
             skips.append((check, reason))
     return tuple(skips)
 
 
-def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]]:
-    """Every AWS rule, by role and direction; raises EmitError naming a bad rule."""
+def expand(
+    target: Target, matrix: Matrix, options: AwsOptions = AwsOptions()
+) -> dict[str, dict[str, list[AwsRule]]]:
+    """Every AWS rule, by role and direction; raises EmitError naming a bad rule.
+
+    options: the profile's AWS decisions (aws_options): which peers' openness the
+    page asks for (only their rules carry checkov skips), and which passed-in groups
+    already hold rules (those are not emitted again)."""
+    page_open = options.page_open
     out = {role: {d: [] for d in DIRECTIONS} for role in ROLES}
     keys: dict[str, Rule] = {}
     ids: dict[str, Rule] = {}
     for rule in expressible(target, matrix):
+        if held_by_existing_group(rule, options):
+            continue
         ip_protocol, lo, hi = _ports(rule)
         peers = [(None, None)] if rule.peer.role else []
         for cidr in dict.fromkeys(rule.peer.cidrs):  # a CIDR listed twice is one rule
@@ -204,7 +274,7 @@ def expand(target: Target, matrix: Matrix) -> dict[str, dict[str, list[AwsRule]]
                     cidr_ipv6=cidr if version == 6 else None,
                     peer_role=rule.peer.role,
                     description=description,
-                    skips=_skips(rule, cidr, lo, hi),
+                    skips=_skips(rule, cidr, lo, hi, page_open),
                     rule=rule,
                 )
             )
@@ -219,7 +289,10 @@ def group_rules(target: Target) -> tuple[GroupRule, ...]:
 # The fit check and the emitter ask for the same split: made once. Callers only read it.
 @lru_cache(maxsize=4)
 def split(
-    target: Target, matrix: Matrix, quotas: Quotas = Quotas()
+    target: Target,
+    matrix: Matrix,
+    quotas: Quotas = Quotas(),
+    options: AwsOptions = AwsOptions(),
 ) -> dict[str, list[list[AwsRule]]]:
     """Every AWS rule, by role and group: [group 1's rules, group 2's, ...].
 
@@ -227,7 +300,7 @@ def split(
     own group (or the existing one passed in); rules that reference a role name
     its group 1, which every instance of the role carries.
     """
-    by_role = expand(target, matrix)
+    by_role = expand(target, matrix, options)
     fixed = group_rules(target)
     rules = [r for d in by_role.values() for rs in d.values() for r in rs]
     out = {}
@@ -238,3 +311,111 @@ def split(
         except QuotaError as exc:
             raise QuotaError([f"{target.name}: {role}: {p}" for p in exc.problems])
     return out
+
+
+# --- the fit check: run before anything is emitted or written ------------------
+
+OPEN_PEER = "nomad_client_public_ips"  # the page allows 0.0.0.0/0 for these
+
+
+def _largest_peers(rules: list[Rule], direction: str) -> list[tuple[str, int]]:
+    """Address lists by size; merged peers stay together (their rules are one)."""
+    sizes: dict[str, int] = {}
+    for rule in rules:
+        if rule.direction == direction and not rule.peer.role:
+            name = " + ".join((rule.peer.name or "cidrs").split("_and_"))
+            sizes[name] = sizes.get(name, 0) + len(rule.peer.cidrs)
+    return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def check_fit(
+    matrix: Matrix,
+    targets,
+    quotas: Quotas = Quotas(),
+    options: AwsOptions = AwsOptions(),
+) -> None:
+    """Raise QuotaError if a target cannot hold the matrix within its quotas.
+
+    targets: the emitter registry's Target entries. GCP rules and iptables chains
+    always fit (address lists are cut into chunks or ipsets); AWS groups can not.
+    The AWS count is the emitters' own split, so what passes
+    here is exactly what they write. May raise EmitError for a rule a target cannot
+    express, as emitting would.
+    """
+    problems: dict[str, list[str]] = {}  # the same problem for every AWS target
+    for target in targets:
+        if "aws" not in target.clouds:
+            continue
+        fixed = group_rules(target)
+        for role, groups in split(target, matrix, quotas, options).items():
+            if len(groups) <= quotas.aws_groups_per_interface:
+                continue
+            for text in _aws_problems(role, groups, fixed, quotas):
+                problems.setdefault(text, []).append(target.name)
+    if problems:
+        raise QuotaError([f"{', '.join(t)}: {text}" for text, t in problems.items()])
+
+
+def _aws_problems(role, groups, fixed, quotas) -> list[str]:
+    """One message per direction that alone needs too many groups (or one overall)."""
+    texts = []
+    rules = [r for group in groups for r in group]
+    for direction in DIRECTIONS:
+        mine = [r for r in rules if r.direction == direction]
+        extra = [r for r in fixed if r.direction == direction]
+        needed = len(split_aws_group(mine, quotas, extra))
+        if needed <= quotas.aws_groups_per_interface:
+            continue
+        units = [aws_units(r) for r in mine]
+        count = max(sum(u[0] for u in units), sum(u[1] for u in units))
+        # By identity: hashing a rule hashes all of its addresses.
+        matrix_rules = list({id(r.rule): r.rule for r in mine}.values())
+        texts.append(
+            _aws_problem(role, direction, count, needed, extra, matrix_rules, quotas)
+        )
+    if not texts:  # only the directions together overflow
+        texts.append(
+            f"{role} needs {len(groups)} security groups for its"
+            f" {sum(r.direction == 'ingress' for r in rules):,} inbound and"
+            f" {sum(r.direction == 'egress' for r in rules):,} outbound rules, but AWS"
+            f" attaches at most {quotas.aws_groups_per_interface} groups per network"
+            " interface. Choices: list fewer addresses; raise the quota with AWS and"
+            " set quotas.aws."
+        )
+    return texts
+
+
+def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -> str:
+    per_group = quotas.aws_rules_per_group(direction)
+    groups = quotas.aws_groups_per_interface
+    capacity = per_group * groups
+    key = "inbound" if direction == "ingress" else "outbound"
+    also = "".join(f", plus {r.label} in every group" for r in fixed)
+    text = (
+        f"{role} needs {needed:,} {key} rules (one per address and port{also}):"
+        f" {groups_needed} security groups, but AWS holds {per_group} per security"
+        f" group x {groups} groups per network interface = {capacity:,}."
+    )
+    choices = []
+    peers = dict(_largest_peers(rules, direction))
+    if any(OPEN_PEER in name.split(" + ") for name in peers):
+        choices.append(
+            f"leave peers.{OPEN_PEER} empty: the page allows 0.0.0.0/0 for Nomad"
+            " client IPs not known in advance (one rule per port)"
+        )
+    biggest = ", ".join(f"{n} ({c:,})" for n, c in list(peers.items())[:3])
+    choices.append(
+        f"list fewer addresses, or larger blocks that cover them"
+        + (f" (largest lists: {biggest})" if biggest else "")
+    )
+    if needed <= AWS_RULES_PER_INTERFACE:
+        choices.append(
+            f"raise the quota with AWS and set quotas.aws.{key}_rules_per_group and"
+            f" groups_per_interface (their product at most {AWS_RULES_PER_INTERFACE:,})"
+        )
+    else:
+        choices.append(
+            f"a raised quota cannot help: AWS allows at most {AWS_RULES_PER_INTERFACE:,}"
+            " rules per network interface; use another target (iptables) for these hosts"
+        )
+    return text + " Choices: " + "; ".join(choices) + "."

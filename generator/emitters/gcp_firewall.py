@@ -19,6 +19,10 @@ from . import EmitError, Target, describe, expressible, header
 ALLOW_PRIORITY = 1000
 # Below every allow rule, above the implied allow-all egress (65535).
 DENY_PRIORITY = 65534
+# Below every allow rule, above the rules GCP pre-populates in a network (the default
+# network's default-allow-internal and default-allow-ssh, at 65534), which would
+# otherwise let every instance reach every other one and SSH in from anywhere.
+INGRESS_DENY_PRIORITY = 65000
 NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 ACCOUNT_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SHORT = {
@@ -242,23 +246,35 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
                     **common,
                 )
             )
-    if gcp.get("restrict_egress", True):
-        families = [""]
-        if any(":" in c for r in out for c in r.ranges) or any(
-            ":" in c for role in roles for c in profile.subnets[role]
-        ):
-            families.append("v6")
+    families = [""]
+    if any(":" in c for r in out for c in r.ranges) or any(
+        ":" in c for role in roles for c in profile.subnets[role]
+    ):
+        families.append("v6")
+    denies = (
+        ("restrict_egress", "out-deny-all", "EGRESS", DENY_PRIORITY, "egress", ""),
+        (
+            "deny_ingress",
+            "in-deny-all",
+            "INGRESS",
+            INGRESS_DENY_PRIORITY,
+            "ingress",
+            ", and the network's pre-populated rules (default-allow-internal,"
+            " default-allow-ssh, at 65534) yield to it",
+        ),
+    )
+    for key, label, direction, priority, what, extra in denies:
+        if not gcp.get(key, True):
+            continue
         for role in roles:
             for suffix in families:
                 out.append(
                     GcpRule(
-                        name=rule_name(
-                            profile.name, SHORT[role], "out-deny-all", suffix
-                        ),
-                        description="Deny all other egress (gcp.restrict_egress); the allow"
-                        f" rules at priority {ALLOW_PRIORITY} take precedence",
-                        direction="EGRESS",
-                        priority=DENY_PRIORITY,
+                        name=rule_name(profile.name, SHORT[role], label, suffix),
+                        description=f"Deny all other {what} (gcp.{key}); the allow"
+                        f" rules at priority {ALLOW_PRIORITY} take precedence{extra}",
+                        direction=direction,
+                        priority=priority,
                         action="deny",
                         protocol="all",
                         ports=(),

@@ -22,6 +22,7 @@ from .aws import (
     AwsRule,
     group_description,
     group_name,
+    aws_options,
     split,
 )
 from .hcl import aligned
@@ -31,10 +32,15 @@ RESOURCE = {
     "egress": "aws_vpc_security_group_egress_rule",
 }
 CHECK_PORTS = dict(INGRESS_PORT_CHECKS)
+EXISTING_KINDS = {
+    "eks_cluster": "the EKS cluster security group (aws.existing_groups), which"
+    " already allows all traffic from itself: that rule is not repeated here",
+}
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
-    by_role = split(target, matrix, quotas_for(profile))
+    options = aws_options(profile)
+    by_role = split(target, matrix, quotas_for(profile), options)
     roles = list(by_role)
     head = header(matrix, target.name)
     return {
@@ -42,20 +48,18 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         "variables.tf": render(
             "terraform-aws/variables.tf.j2",
             header=head,
-            role_attrs=aligned([(role, "optional(string)") for role in roles]),
+            roles=roles,
+            required=[
+                {"role": role, "kind": EXISTING_KINDS[options.existing_kind(role)]}
+                for role in roles
+                if options.existing_kind(role)
+            ],
         ),
         "main.tf": render(
             "terraform-aws/main.tf.j2",
             header=head,
             group_ids=aligned(
-                [
-                    (
-                        role,
-                        f"try(aws_security_group.{role}[0].id,"
-                        f" var.existing_security_group_ids.{role})",
-                    )
-                    for role in roles
-                ]
+                [(role, _group_id(role, options.existing_kind(role))) for role in roles]
             ),
             group_id_lists=aligned(
                 [
@@ -67,6 +71,13 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 _group(profile.name, role, number, len(gs))
                 for role, gs in by_role.items()
                 for number in range(1, len(gs) + 1)
+                # A group that already holds rules of its own is always passed in.
+                if not (number == 1 and options.existing_kind(role))
+            ],
+            held=[
+                f"{ROLE_TITLES[role]}: {EXISTING_KINDS[kind]}"
+                for role, kind in options.existing
+                if role in roles
             ],
             rule_blocks=[
                 block
@@ -111,6 +122,21 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     }
 
 
+def _passed_in(role: str) -> str:
+    # Keyed by role: the keys are known at plan time even when the IDs are not (a
+    # group created in the same apply), so `count` can depend on them.
+    return f"contains(keys(var.existing_security_group_ids), {json.dumps(role)})"
+
+
+def _group_id(role: str, existing_kind: str | None = None) -> str:
+    if existing_kind:
+        return f"var.existing_security_group_ids[{json.dumps(role)}]"
+    return (
+        f"{_passed_in(role)} ? var.existing_security_group_ids[{json.dumps(role)}]"
+        f" : aws_security_group.{role}[0].id"
+    )
+
+
 def group_ids(role: str, count: int) -> list[str]:
     """The expressions of a role's group IDs, group 1 first."""
     return [f"local.security_group_ids.{role}"] + [
@@ -130,14 +156,12 @@ def _group(install: str, role: str, number: int, count: int) -> dict:
         "title": title,
         "skips": [f"{UNATTACHED_CHECK}:{UNATTACHED_REASON}"],
         # Only group 1 can be an existing group; the overflow is always created.
-        "count": (
-            f"var.existing_security_group_ids.{role} == null ? 1 : 0"
-            if number == 1
-            else None
-        ),
+        "count": f"{_passed_in(role)} ? 0 : 1" if number == 1 else None,
         "attrs": aligned(
             [
-                ("name", json.dumps(name)),
+                # A prefix: a replacement group is created before the old one goes
+                # (create_before_destroy), and two groups cannot share a name.
+                ("name_prefix", json.dumps(f"{name}-")),
                 ("description", json.dumps(group_description(install, role, number))),
                 ("vpc_id", "var.vpc_id"),
                 ("tags", f"merge(var.tags, {{ Name = {json.dumps(name)} }})"),

@@ -8,14 +8,14 @@ variable "vpc_id" {
 }
 
 variable "existing_security_group_ids" {
-  description = "Groups that already exist, by role: the role's rules attach to that group and no group is created for it (a role with extra groups still gets those, for the rules beyond group 1)."
-  type = object({
-    load_balancer    = optional(string)
-    kubernetes_nodes = optional(string)
-    nomad_clients    = optional(string)
-    external_vms     = optional(string)
-  })
-  default = {}
+  description = "Groups that already exist (or are created next to this module), by role: the role's rules attach to that group and no group is created for it (a role with extra groups still gets those, for the rules beyond group 1). Roles: load_balancer, kubernetes_nodes, nomad_clients, external_vms."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for role in keys(var.existing_security_group_ids) : contains(["load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"], role)])
+    error_message = "existing_security_group_ids: keys must be roles of this module: load_balancer, kubernetes_nodes, nomad_clients, external_vms."
+  }
 }
 
 variable "tags" {

@@ -3,13 +3,14 @@
 # Regenerate with: rulegen generate PROFILE
 
 terraform {
-  # optional() object attributes (existing_security_group_ids) need 1.3.
   required_version = ">= 1.3"
 
+  # Bounded: a new major version of the provider may change the rule resources.
+  # Checked with terraform validate and plan on 5.x (tests/test_terraform_cli.py).
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = ">= 5.0"
+      version = ">= 5.0, < 6.0"
     }
   }
 }

@@ -5,10 +5,10 @@
 locals {
   # Each role's group: the one created here, or the existing one passed in.
   security_group_ids = {
-    load_balancer    = try(aws_security_group.load_balancer[0].id, var.existing_security_group_ids.load_balancer)
-    kubernetes_nodes = try(aws_security_group.kubernetes_nodes[0].id, var.existing_security_group_ids.kubernetes_nodes)
-    nomad_clients    = try(aws_security_group.nomad_clients[0].id, var.existing_security_group_ids.nomad_clients)
-    external_vms     = try(aws_security_group.external_vms[0].id, var.existing_security_group_ids.external_vms)
+    load_balancer    = contains(keys(var.existing_security_group_ids), "load_balancer") ? var.existing_security_group_ids["load_balancer"] : aws_security_group.load_balancer[0].id
+    kubernetes_nodes = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? var.existing_security_group_ids["kubernetes_nodes"] : aws_security_group.kubernetes_nodes[0].id
+    nomad_clients    = contains(keys(var.existing_security_group_ids), "nomad_clients") ? var.existing_security_group_ids["nomad_clients"] : aws_security_group.nomad_clients[0].id
+    external_vms     = contains(keys(var.existing_security_group_ids), "external_vms") ? var.existing_security_group_ids["external_vms"] : aws_security_group.external_vms[0].id
   }
 
   # Every group of each role, group 1 first: attach all of them to its instances.
@@ -25,12 +25,17 @@ locals {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "load_balancer" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.load_balancer == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "load_balancer") ? 0 : 1
 
-  name        = "acme-prod-load-balancer"
+  name_prefix = "acme-prod-load-balancer-"
   description = "CircleCI Server acme-prod: Load balancer (circleci-proxy)"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-prod-load-balancer" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Kubernetes nodes.
@@ -38,12 +43,17 @@ resource "aws_security_group" "load_balancer" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "kubernetes_nodes" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.kubernetes_nodes == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? 0 : 1
 
-  name        = "acme-prod-kubernetes-nodes"
+  name_prefix = "acme-prod-kubernetes-nodes-"
   description = "CircleCI Server acme-prod: Kubernetes nodes"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-prod-kubernetes-nodes" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Nomad clients.
@@ -51,12 +61,17 @@ resource "aws_security_group" "kubernetes_nodes" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "nomad_clients" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.nomad_clients == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "nomad_clients") ? 0 : 1
 
-  name        = "acme-prod-nomad-clients"
+  name_prefix = "acme-prod-nomad-clients-"
   description = "CircleCI Server acme-prod: Nomad clients"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-prod-nomad-clients" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # External VMs.
@@ -64,12 +79,17 @@ resource "aws_security_group" "nomad_clients" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "external_vms" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.external_vms == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "external_vms") ? 0 : 1
 
-  name        = "acme-prod-external-vms"
+  name_prefix = "acme-prod-external-vms-"
   description = "CircleCI Server acme-prod: External VMs"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-prod-external-vms" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Load balancer (circleci-proxy): ingress rules.

@@ -5,10 +5,10 @@
 locals {
   # Each role's group: the one created here, or the existing one passed in.
   security_group_ids = {
-    load_balancer    = try(aws_security_group.load_balancer[0].id, var.existing_security_group_ids.load_balancer)
-    kubernetes_nodes = try(aws_security_group.kubernetes_nodes[0].id, var.existing_security_group_ids.kubernetes_nodes)
-    nomad_clients    = try(aws_security_group.nomad_clients[0].id, var.existing_security_group_ids.nomad_clients)
-    external_vms     = try(aws_security_group.external_vms[0].id, var.existing_security_group_ids.external_vms)
+    load_balancer    = contains(keys(var.existing_security_group_ids), "load_balancer") ? var.existing_security_group_ids["load_balancer"] : aws_security_group.load_balancer[0].id
+    kubernetes_nodes = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? var.existing_security_group_ids["kubernetes_nodes"] : aws_security_group.kubernetes_nodes[0].id
+    nomad_clients    = contains(keys(var.existing_security_group_ids), "nomad_clients") ? var.existing_security_group_ids["nomad_clients"] : aws_security_group.nomad_clients[0].id
+    external_vms     = contains(keys(var.existing_security_group_ids), "external_vms") ? var.existing_security_group_ids["external_vms"] : aws_security_group.external_vms[0].id
   }
 
   # Every group of each role, group 1 first: attach all of them to its instances.
@@ -25,12 +25,17 @@ locals {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "load_balancer" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.load_balancer == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "load_balancer") ? 0 : 1
 
-  name        = "acme-public-load-balancer"
+  name_prefix = "acme-public-load-balancer-"
   description = "CircleCI Server acme-public: Load balancer (circleci-proxy)"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-load-balancer" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Kubernetes nodes.
@@ -38,12 +43,17 @@ resource "aws_security_group" "load_balancer" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "kubernetes_nodes" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.kubernetes_nodes == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? 0 : 1
 
-  name        = "acme-public-kubernetes-nodes"
+  name_prefix = "acme-public-kubernetes-nodes-"
   description = "CircleCI Server acme-public: Kubernetes nodes"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-kubernetes-nodes" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Nomad clients.
@@ -51,12 +61,17 @@ resource "aws_security_group" "kubernetes_nodes" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "nomad_clients" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.nomad_clients == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "nomad_clients") ? 0 : 1
 
-  name        = "acme-public-nomad-clients"
+  name_prefix = "acme-public-nomad-clients-"
   description = "CircleCI Server acme-public: Nomad clients"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-nomad-clients" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # External VMs.
@@ -64,12 +79,17 @@ resource "aws_security_group" "nomad_clients" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "external_vms" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.external_vms == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "external_vms") ? 0 : 1
 
-  name        = "acme-public-external-vms"
+  name_prefix = "acme-public-external-vms-"
   description = "CircleCI Server acme-public: External VMs"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-public-external-vms" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Load balancer (circleci-proxy): ingress rules.
@@ -84,32 +104,32 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_3000_nomad_clients" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_3000_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_4647_nomad_clients" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_4647_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
-    "load_balancer_ingress_tcp_8585_nomad_clients" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
+    "load_balancer_ingress_tcp_8585_nomad_client_public_ips_198.51.100.64/27" = {
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "198.51.100.64/27"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.nomad_clients
+      referenced_security_group_id = null
     }
   }
 
@@ -126,7 +146,7 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer" {
 
 # Load balancer (circleci-proxy): ingress rules this profile opens to anywhere (the checkov skips say why).
 resource "aws_vpc_security_group_ingress_rule" "load_balancer_open_80" {
-  #checkov:skip=CKV_AWS_260:UI and frontend API (status pages /nginx_status, /kong_status): the page requires tcp/80 from peers.external, which this profile opens to anywhere
+  #checkov:skip=CKV_AWS_260:UI and frontend API (status pages /nginx_status, /kong_status): tcp/80 from anywhere because a public install (access: public) serves the UI to anyone
   for_each = {
     "load_balancer_ingress_tcp_80_external_0.0.0.0/0" = {
       description                  = "UI and frontend API (status pages /nginx_status, /kong_status). Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress"
@@ -406,32 +426,32 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_3000_load_balancer" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_3000_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_4647_load_balancer" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_4647_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
-    "nomad_clients_egress_tcp_8585_load_balancer" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+    "nomad_clients_egress_tcp_8585_load_balancer_public_ips_0.0.0.0/0" = {
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
-      cidr_ipv4                    = null
+      cidr_ipv4                    = "0.0.0.0/0"
       cidr_ipv6                    = null
-      referenced_security_group_id = local.security_group_ids.load_balancer
+      referenced_security_group_id = null
     }
   }
 

@@ -5,10 +5,10 @@
 locals {
   # Each role's group: the one created here, or the existing one passed in.
   security_group_ids = {
-    load_balancer    = try(aws_security_group.load_balancer[0].id, var.existing_security_group_ids.load_balancer)
-    kubernetes_nodes = try(aws_security_group.kubernetes_nodes[0].id, var.existing_security_group_ids.kubernetes_nodes)
-    nomad_clients    = try(aws_security_group.nomad_clients[0].id, var.existing_security_group_ids.nomad_clients)
-    external_vms     = try(aws_security_group.external_vms[0].id, var.existing_security_group_ids.external_vms)
+    load_balancer    = contains(keys(var.existing_security_group_ids), "load_balancer") ? var.existing_security_group_ids["load_balancer"] : aws_security_group.load_balancer[0].id
+    kubernetes_nodes = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? var.existing_security_group_ids["kubernetes_nodes"] : aws_security_group.kubernetes_nodes[0].id
+    nomad_clients    = contains(keys(var.existing_security_group_ids), "nomad_clients") ? var.existing_security_group_ids["nomad_clients"] : aws_security_group.nomad_clients[0].id
+    external_vms     = contains(keys(var.existing_security_group_ids), "external_vms") ? var.existing_security_group_ids["external_vms"] : aws_security_group.external_vms[0].id
   }
 
   # Every group of each role, group 1 first: attach all of them to its instances.
@@ -25,12 +25,17 @@ locals {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "load_balancer" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.load_balancer == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "load_balancer") ? 0 : 1
 
-  name        = "acme-sites-load-balancer"
+  name_prefix = "acme-sites-load-balancer-"
   description = "CircleCI Server acme-sites: Load balancer (circleci-proxy)"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-sites-load-balancer" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Kubernetes nodes.
@@ -38,12 +43,17 @@ resource "aws_security_group" "load_balancer" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "kubernetes_nodes" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.kubernetes_nodes == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "kubernetes_nodes") ? 0 : 1
 
-  name        = "acme-sites-kubernetes-nodes"
+  name_prefix = "acme-sites-kubernetes-nodes-"
   description = "CircleCI Server acme-sites: Kubernetes nodes"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-sites-kubernetes-nodes" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Nomad clients.
@@ -51,12 +61,17 @@ resource "aws_security_group" "kubernetes_nodes" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "nomad_clients" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.nomad_clients == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "nomad_clients") ? 0 : 1
 
-  name        = "acme-sites-nomad-clients"
+  name_prefix = "acme-sites-nomad-clients-"
   description = "CircleCI Server acme-sites: Nomad clients"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-sites-nomad-clients" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # External VMs.
@@ -64,12 +79,17 @@ resource "aws_security_group" "nomad_clients" {
 # new group, so only the egress rules below remain.
 resource "aws_security_group" "external_vms" {
   #checkov:skip=CKV2_AWS_5:attached to the install's instances, node groups and load balancer by the code that creates them, outside this module
-  count = var.existing_security_group_ids.external_vms == null ? 1 : 0
+  count = contains(keys(var.existing_security_group_ids), "external_vms") ? 0 : 1
 
-  name        = "acme-sites-external-vms"
+  name_prefix = "acme-sites-external-vms-"
   description = "CircleCI Server acme-sites: External VMs"
   vpc_id      = var.vpc_id
   tags        = merge(var.tags, { Name = "acme-sites-external-vms" })
+
+  lifecycle {
+    # A group attached to instances cannot be deleted: create its replacement first.
+    create_before_destroy = true
+  }
 }
 
 # Load balancer (circleci-proxy): ingress rules.
@@ -326,6 +346,15 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_clients" {
 # Nomad clients: egress rules.
 resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
   for_each = {
+    "nomad_clients_egress_tcp_22_external_vms" = {
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet)"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = null
+      cidr_ipv6                    = null
+      referenced_security_group_id = local.security_group_ids.external_vms
+    }
     "nomad_clients_egress_tcp_22_vcs_192.0.2.0/24" = {
       description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
       ip_protocol                  = "tcp"
@@ -423,6 +452,15 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
 # External VMs: ingress rules.
 resource "aws_vpc_security_group_ingress_rule" "external_vms" {
   for_each = {
+    "external_vms_ingress_tcp_22_nomad_clients" = {
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = null
+      cidr_ipv6                    = null
+      referenced_security_group_id = local.security_group_ids.nomad_clients
+    }
     "external_vms_ingress_tcp_9100_site_prometheus_10.20.0.10/32" = {
       description                  = "Prometheus scrapes the node exporter. Source: Site flow node-exporter: OPS-1234"
       ip_protocol                  = "tcp"

@@ -56,16 +56,16 @@ gcloud compute firewall-rules create \
   --source-ranges=0.0.0.0/0 \
   --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
 
-# sa-install-k8s-in-tcp-4647-nomad
+# sa-install-k8s-in-tcp-4647-nat-gateway
 gcloud compute firewall-rules create \
-  sa-install-k8s-in-tcp-4647-nomad \
+  sa-install-k8s-in-tcp-4647-nat-gateway \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --source-service-accounts=nomad@sa-proj.iam.gserviceaccount.com \
+  --source-ranges=198.51.100.20/32 \
   --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
 
 # sa-install-k8s-out-all-k8s
@@ -164,6 +164,18 @@ gcloud compute firewall-rules create \
   --source-service-accounts=gke@sa-proj.iam.gserviceaccount.com \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
 
+# sa-install-nomad-out-tcp-22-vm
+gcloud compute firewall-rules create \
+  sa-install-nomad-out-tcp-22-vm \
+  --network=default \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=10.10.32.0/20 \
+  --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
+
 # sa-install-nomad-out-tcp-22-vcs
 gcloud compute firewall-rules create \
   sa-install-nomad-out-tcp-22-vcs \
@@ -224,17 +236,29 @@ gcloud compute firewall-rules create \
   --destination-ranges=0.0.0.0/0 \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
 
-# sa-install-nomad-out-tcp-4647-k8s
+# sa-install-nomad-out-tcp-4647-load-balancer-public-ips
 gcloud compute firewall-rules create \
-  sa-install-nomad-out-tcp-4647-k8s \
+  sa-install-nomad-out-tcp-4647-load-balancer-public-ips \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --destination-ranges=10.10.0.0/20 \
+  --destination-ranges=0.0.0.0/0 \
   --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
+
+# sa-install-vm-in-tcp-22-nomad
+gcloud compute firewall-rules create \
+  sa-install-vm-in-tcp-22-nomad \
+  --network=default \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service' \
+  --direction=INGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --source-service-accounts=nomad@sa-proj.iam.gserviceaccount.com \
+  --target-service-accounts=vm@sa-proj.iam.gserviceaccount.com
 
 # sa-install-vm-in-tcp-22-ssh-admin
 gcloud compute firewall-rules create \
@@ -306,4 +330,40 @@ gcloud compute firewall-rules create \
   --action=ALLOW \
   --rules=tcp:443 \
   --destination-ranges=0.0.0.0/0 \
+  --target-service-accounts=vm@sa-proj.iam.gserviceaccount.com
+
+# sa-install-k8s-in-deny-all
+gcloud compute firewall-rules create \
+  sa-install-k8s-in-deny-all \
+  --network=default \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
+
+# sa-install-nomad-in-deny-all
+gcloud compute firewall-rules create \
+  sa-install-nomad-in-deny-all \
+  --network=default \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-service-accounts=nomad@sa-proj.iam.gserviceaccount.com
+
+# sa-install-vm-in-deny-all
+gcloud compute firewall-rules create \
+  sa-install-vm-in-deny-all \
+  --network=default \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
   --target-service-accounts=vm@sa-proj.iam.gserviceaccount.com

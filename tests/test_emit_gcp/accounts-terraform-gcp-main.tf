@@ -66,14 +66,14 @@ resource "google_compute_firewall" "sa_install_k8s_in_tcp_443_external" {
   }
 }
 
-resource "google_compute_firewall" "sa_install_k8s_in_tcp_4647_nomad" {
-  name                    = "sa-install-k8s-in-tcp-4647-nomad"
+resource "google_compute_firewall" "sa_install_k8s_in_tcp_4647_nat_gateway" {
+  name                    = "sa-install-k8s-in-tcp-4647-nat-gateway"
   project                 = var.project
   network                 = var.network
-  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)"
+  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)"
   direction               = "INGRESS"
   priority                = 1000
-  source_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+  source_ranges           = ["198.51.100.20/32"]
   target_service_accounts = ["gke@sa-proj.iam.gserviceaccount.com"]
 
   allow {
@@ -209,6 +209,22 @@ resource "google_compute_firewall" "sa_install_nomad_in_tcp_4647_k8s" {
   }
 }
 
+resource "google_compute_firewall" "sa_install_nomad_out_tcp_22_vm" {
+  name                    = "sa-install-nomad-out-tcp-22-vm"
+  project                 = var.project
+  network                 = var.network
+  description             = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)"
+  direction               = "EGRESS"
+  priority                = 1000
+  destination_ranges      = ["10.10.32.0/20"]
+  target_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+}
+
 resource "google_compute_firewall" "sa_install_nomad_out_tcp_22_vcs" {
   name                    = "sa-install-nomad-out-tcp-22-vcs"
   project                 = var.project
@@ -289,19 +305,35 @@ resource "google_compute_firewall" "sa_install_nomad_out_tcp_443_internet" {
   }
 }
 
-resource "google_compute_firewall" "sa_install_nomad_out_tcp_4647_k8s" {
-  name                    = "sa-install-nomad-out-tcp-4647-k8s"
+resource "google_compute_firewall" "sa_install_nomad_out_tcp_4647_load_balancer_public_ips" {
+  name                    = "sa-install-nomad-out-tcp-4647-load-balancer-public-ips"
   project                 = var.project
   network                 = var.network
-  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress"
+  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)"
   direction               = "EGRESS"
   priority                = 1000
-  destination_ranges      = ["10.10.0.0/20"]
+  destination_ranges      = ["0.0.0.0/0"]
   target_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
 
   allow {
     protocol = "tcp"
     ports    = ["4647"]
+  }
+}
+
+resource "google_compute_firewall" "sa_install_vm_in_tcp_22_nomad" {
+  name                    = "sa-install-vm-in-tcp-22-nomad"
+  project                 = var.project
+  network                 = var.network
+  description             = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service"
+  direction               = "INGRESS"
+  priority                = 1000
+  source_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+  target_service_accounts = ["vm@sa-proj.iam.gserviceaccount.com"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
   }
 }
 
@@ -398,5 +430,50 @@ resource "google_compute_firewall" "sa_install_vm_out_tcp_443_internet" {
   allow {
     protocol = "tcp"
     ports    = ["443"]
+  }
+}
+
+resource "google_compute_firewall" "sa_install_k8s_in_deny_all" {
+  name                    = "sa-install-k8s-in-deny-all"
+  project                 = var.project
+  network                 = var.network
+  description             = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction               = "INGRESS"
+  priority                = 65000
+  source_ranges           = ["0.0.0.0/0"]
+  target_service_accounts = ["gke@sa-proj.iam.gserviceaccount.com"]
+
+  deny {
+    protocol = "all"
+  }
+}
+
+resource "google_compute_firewall" "sa_install_nomad_in_deny_all" {
+  name                    = "sa-install-nomad-in-deny-all"
+  project                 = var.project
+  network                 = var.network
+  description             = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction               = "INGRESS"
+  priority                = 65000
+  source_ranges           = ["0.0.0.0/0"]
+  target_service_accounts = ["nomad@sa-proj.iam.gserviceaccount.com"]
+
+  deny {
+    protocol = "all"
+  }
+}
+
+resource "google_compute_firewall" "sa_install_vm_in_deny_all" {
+  name                    = "sa-install-vm-in-deny-all"
+  project                 = var.project
+  network                 = var.network
+  description             = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction               = "INGRESS"
+  priority                = 65000
+  source_ranges           = ["0.0.0.0/0"]
+  target_service_accounts = ["vm@sa-proj.iam.gserviceaccount.com"]
+
+  deny {
+    protocol = "all"
   }
 }

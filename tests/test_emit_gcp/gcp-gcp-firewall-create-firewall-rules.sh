@@ -68,17 +68,17 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
-# acme-gcp-k8s-in-tcp-4647-nomad
+# acme-gcp-k8s-in-tcp-4647-nat-gateway
 gcloud compute firewall-rules create \
-  acme-gcp-k8s-in-tcp-4647-nomad \
+  acme-gcp-k8s-in-tcp-4647-nat-gateway \
   --project=acme-ci \
   --network=circleci \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --source-tags=acme-nomad \
+  --source-ranges=198.51.100.20/32 \
   --target-tags=acme-gke-node \
   --enable-logging \
   --logging-metadata=include-all
@@ -218,6 +218,21 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
+# acme-gcp-nomad-out-tcp-22-vm
+gcloud compute firewall-rules create \
+  acme-gcp-nomad-out-tcp-22-vm \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=10.128.32.0/20 \
+  --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
 # acme-gcp-nomad-out-tcp-22-vcs
 gcloud compute firewall-rules create \
   acme-gcp-nomad-out-tcp-22-vcs \
@@ -293,18 +308,33 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
-# acme-gcp-nomad-out-tcp-4647-k8s
+# acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips
 gcloud compute firewall-rules create \
-  acme-gcp-nomad-out-tcp-4647-k8s \
+  acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips \
   --project=acme-ci \
   --network=circleci \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \
   --rules=tcp:4647 \
-  --destination-ranges=10.128.0.0/20,10.4.0.0/14,10.8.0.0/20,172.16.0.0/28 \
+  --destination-ranges=198.51.100.30/32 \
   --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-vm-in-tcp-22-nomad
+gcloud compute firewall-rules create \
+  acme-gcp-vm-in-tcp-22-nomad \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service' \
+  --direction=INGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --source-tags=acme-nomad \
+  --target-tags=acme-vm \
   --enable-logging \
   --logging-metadata=include-all
 
@@ -454,6 +484,51 @@ gcloud compute firewall-rules create \
   --action=DENY \
   --rules=all \
   --destination-ranges=0.0.0.0/0 \
+  --target-tags=acme-vm \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-k8s-in-deny-all
+gcloud compute firewall-rules create \
+  acme-gcp-k8s-in-deny-all \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-tags=acme-gke-node \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-nomad-in-deny-all
+gcloud compute firewall-rules create \
+  acme-gcp-nomad-in-deny-all \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
+  --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-vm-in-deny-all
+gcloud compute firewall-rules create \
+  acme-gcp-vm-in-deny-all \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network'"'"'s pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it' \
+  --direction=INGRESS \
+  --priority=65000 \
+  --action=DENY \
+  --rules=all \
+  --source-ranges=0.0.0.0/0 \
   --target-tags=acme-vm \
   --enable-logging \
   --logging-metadata=include-all

@@ -82,15 +82,15 @@ resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_443_external" {
   }
 }
 
-resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_4647_nomad" {
-  name        = "acme-gcp-k8s-in-tcp-4647-nomad"
-  project     = var.project
-  network     = var.network
-  description = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes)"
-  direction   = "INGRESS"
-  priority    = 1000
-  source_tags = ["acme-nomad"]
-  target_tags = ["acme-gke-node"]
+resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_4647_nat_gateway" {
+  name          = "acme-gcp-k8s-in-tcp-4647-nat-gateway"
+  project       = var.project
+  network       = var.network
+  description   = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)"
+  direction     = "INGRESS"
+  priority      = 1000
+  source_ranges = ["198.51.100.20/32"]
+  target_tags   = ["acme-gke-node"]
 
   allow {
     protocol = "tcp"
@@ -281,6 +281,26 @@ resource "google_compute_firewall" "acme_gcp_nomad_in_tcp_64535_65535_ssh_rerun"
   }
 }
 
+resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_22_vm" {
+  name               = "acme-gcp-nomad-out-tcp-22-vm"
+  project            = var.project
+  network            = var.network
+  description        = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress; Common rules for compute instances > Egress (SSH to the VM subnet)"
+  direction          = "EGRESS"
+  priority           = 1000
+  destination_ranges = ["10.128.32.0/20"]
+  target_tags        = ["acme-nomad"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_22_vcs" {
   name               = "acme-gcp-nomad-out-tcp-22-vcs"
   project            = var.project
@@ -381,19 +401,39 @@ resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_443_internet" {
   }
 }
 
-resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_k8s" {
-  name               = "acme-gcp-nomad-out-tcp-4647-k8s"
+resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_load_balancer_public_ips" {
+  name               = "acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips"
   project            = var.project
   network            = var.network
-  description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress"
+  description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["10.128.0.0/20", "10.4.0.0/14", "10.8.0.0/20", "172.16.0.0/28"]
+  destination_ranges = ["198.51.100.30/32"]
   target_tags        = ["acme-nomad"]
 
   allow {
     protocol = "tcp"
     ports    = ["4647"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_vm_in_tcp_22_nomad" {
+  name        = "acme-gcp-vm-in-tcp-22-nomad"
+  project     = var.project
+  network     = var.network
+  description = "Nomad client SSH to the VMs. Source: CircleCI Server 4.3-4.10, Hardening your cluster > External VMs > Ingress; AWS networking with the VM service"
+  direction   = "INGRESS"
+  priority    = 1000
+  source_tags = ["acme-nomad"]
+  target_tags = ["acme-vm"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
   }
 
   log_config {
@@ -588,6 +628,63 @@ resource "google_compute_firewall" "acme_gcp_vm_out_deny_all" {
   priority           = 65534
   destination_ranges = ["0.0.0.0/0"]
   target_tags        = ["acme-vm"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_k8s_in_deny_all" {
+  name          = "acme-gcp-k8s-in-deny-all"
+  project       = var.project
+  network       = var.network
+  description   = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction     = "INGRESS"
+  priority      = 65000
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = ["acme-gke-node"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_nomad_in_deny_all" {
+  name          = "acme-gcp-nomad-in-deny-all"
+  project       = var.project
+  network       = var.network
+  description   = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction     = "INGRESS"
+  priority      = 65000
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = ["acme-nomad"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_vm_in_deny_all" {
+  name          = "acme-gcp-vm-in-deny-all"
+  project       = var.project
+  network       = var.network
+  description   = "Deny all other ingress (gcp.deny_ingress); the allow rules at priority 1000 take precedence, and the network's pre-populated rules (default-allow-internal, default-allow-ssh, at 65534) yield to it"
+  direction     = "INGRESS"
+  priority      = 65000
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = ["acme-vm"]
 
   deny {
     protocol = "all"

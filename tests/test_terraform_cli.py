@@ -1,0 +1,298 @@
+"""The terraform-aws output through the real Terraform CLI and hashicorp/aws provider.
+
+`terraform init` (from a local filesystem mirror only: nothing is downloaded),
+`validate` and `plan` with dummy credentials and the provider's skip flags, so no API
+call is made. One root module wires every AWS example; a second one creates a group
+in the same apply and passes it in, the normal way to sit next to an EKS module.
+Skipped, with the reason, where the CLI or the provider mirror is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from conftest import EXAMPLES, example, profile_from, ROOT
+from generator.emitters import TARGETS, emit
+from generator.optimizer import optimize
+from generator.planner import plan
+
+AWS = [name for name in EXAMPLES if example(name).cloud == "aws"]
+PROVIDER = "registry.terraform.io/hashicorp/aws"
+MIRRORS = ("/opt/tf-plugins", "/usr/share/terraform/plugins", "~/.terraform.d/plugins")
+
+PROVIDER_BLOCK = """
+provider "aws" {
+  region                      = "us-east-1"
+  access_key                  = "dummy"
+  secret_key                  = "dummy"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+}
+"""
+
+
+def find_terraform() -> tuple[str | None, str | None, str]:
+    """(terraform binary, mirror folder, why not) found on this machine."""
+    binary = os.environ.get("TERRAFORM") or shutil.which("terraform")
+    if binary is None and os.access("/usr/local/bin/terraform", os.X_OK):
+        binary = "/usr/local/bin/terraform"
+    if binary is None or not os.access(binary, os.X_OK):
+        return (
+            None,
+            None,
+            f"no terraform CLI ({binary or 'not on PATH'}; env TERRAFORM)",
+        )
+    candidates = [os.environ.get("TF_PLUGIN_MIRROR", "")] + list(MIRRORS)
+    for folder in candidates:
+        folder = os.path.expanduser(folder)
+        if folder and (Path(folder) / PROVIDER).is_dir():
+            return binary, folder, ""
+    return (
+        binary,
+        None,
+        f"no filesystem mirror holding {PROVIDER} (env TF_PLUGIN_MIRROR)",
+    )
+
+
+TERRAFORM, MIRROR, WHY_NOT = find_terraform()
+pytestmark = pytest.mark.skipif(MIRROR is None, reason=WHY_NOT)
+
+
+def module_files(prof) -> dict[str, str]:
+    matrix = optimize(plan(prof))[0]
+    files = emit(matrix, prof, [TARGETS["terraform-aws"]])
+    return {path.split("/", 1)[1]: text for path, text in files.items()}
+
+
+def write_module(folder: Path, prof) -> None:
+    folder.mkdir(parents=True)
+    for name, text in module_files(prof).items():
+        (folder / name).write_text(text)
+
+
+def module_name(example_name: str) -> str:
+    return re.sub(r"\W", "_", example_name)
+
+
+class Terraform:
+    def __init__(self, root: Path):
+        self.root = root
+        config = root / "cli.tfrc"
+        # The mirror only: no `direct {}`, so nothing can be downloaded.
+        config.write_text(
+            "provider_installation {\n"
+            f"  filesystem_mirror {{\n    path = {json.dumps(MIRROR)}\n  }}\n"
+            "}\n"
+            f"plugin_cache_dir = {json.dumps(str(root / 'plugin-cache'))}\n"
+        )
+        (root / "plugin-cache").mkdir()
+        self.env = {
+            **os.environ,
+            "TF_CLI_CONFIG_FILE": str(config),
+            "CHECKPOINT_DISABLE": "1",
+            "TF_IN_AUTOMATION": "1",
+            "TF_INPUT": "0",
+        }
+        for key in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            self.env.pop(key, None)
+
+    def run(self, folder: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [TERRAFORM, f"-chdir={folder}", *args, "-no-color"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def init(self, folder: Path) -> None:
+        result = self.run(folder, "init", "-input=false", "-backend=false")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def plan(self, folder: Path) -> dict:
+        """The saved plan as JSON (terraform show -json)."""
+        result = self.run(folder, "plan", "-input=false", "-out=tfplan", "-lock=false")
+        assert result.returncode == 0, result.stdout + result.stderr
+        shown = self.run(folder, "show", "-json", "tfplan")
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)
+
+
+@pytest.fixture(scope="module")
+def terraform(tmp_path_factory) -> Terraform:
+    return Terraform(tmp_path_factory.mktemp("terraform"))
+
+
+def root_module(folder: Path, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.tf").write_text(PROVIDER_BLOCK + body)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def examples_root(terraform) -> Path:
+    """Every AWS example as a module of one root module: one init for all of them."""
+    root = terraform.root / "examples"
+    body = ""
+    for name in AWS:
+        write_module(root / "modules" / name, example(name))
+        body += (
+            f'\nmodule "{module_name(name)}" {{\n'
+            f'  source = "./modules/{name}"\n'
+            f'  vpc_id = "vpc-0123456789abcdef0"\n'
+            "}\n"
+        )
+    root_module(root, body)
+    terraform.init(root)
+    return root
+
+
+SAME_APPLY = """
+# The group is created in the same apply (as an EKS module does with its node group):
+# its ID is unknown until apply.
+resource "aws_security_group" "nodes" {
+  name_prefix = "eks-nodes-"
+  vpc_id      = "vpc-0123456789abcdef0"
+}
+
+module "firewall" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  existing_security_group_ids = {
+    kubernetes_nodes = aws_security_group.nodes.id
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def same_apply_root(terraform) -> Path:
+    root = terraform.root / "same-apply"
+    write_module(root / "module", example("aws-private-vpn"))
+    root_module(root, SAME_APPLY)
+    terraform.init(root)
+    return root
+
+
+def test_every_aws_example_validates(terraform, examples_root):
+    result = terraform.run(examples_root, "validate", "-json")
+    report = json.loads(result.stdout)
+    assert report["valid"], report["diagnostics"]
+    assert report["warning_count"] == 0, report["diagnostics"]
+
+
+def planned(plan_json: dict) -> dict[str, dict]:
+    """Resources to create, by address."""
+    return {
+        change["address"]: change
+        for change in plan_json["resource_changes"]
+        if change["change"]["actions"] == ["create"]
+    }
+
+
+def test_every_aws_example_plans(terraform, examples_root):
+    created = planned(terraform.plan(examples_root))
+    for name in AWS:
+        prefix = f"module.{module_name(name)}."
+        mine = [a for a in created if a.startswith(prefix)]
+        groups = [a for a in mine if ".aws_security_group." in a]
+        # Every role's group, and one plan entry per rule the module declares.
+        assert len(groups) >= 3, (name, mine)
+        assert len(mine) - len(groups) == declared_rules(example(name)), name
+
+
+def declared_rules(prof) -> int:
+    """for_each instances of the rule blocks of the generated main.tf."""
+    parsed = hcl2.loads(module_files(prof)["main.tf"])
+    return sum(
+        len(block["for_each"])
+        for resource in parsed["resource"]
+        for rtype, blocks in resource.items()
+        if "security_group_" in rtype and "_rule" in rtype
+        for block in blocks.values()
+    )
+
+
+def test_a_group_created_in_the_same_apply_can_be_passed_in(terraform, same_apply_root):
+    created = planned(terraform.plan(same_apply_root))
+    groups = sorted(a for a, c in created.items() if c["type"] == "aws_security_group")
+    # The nodes' group is the one passed in: the module creates the others only.
+    assert "aws_security_group.nodes" in groups
+    assert not any("aws_security_group.kubernetes_nodes" in a for a in groups), groups
+    assert any("aws_security_group.nomad_clients" in a for a in groups), groups
+    rules = [a for a in created if ".aws_vpc_security_group_" in a]
+    assert len(rules) == declared_rules(example("aws-private-vpn"))
+    assert any("kubernetes_nodes" in a for a in rules)
+
+
+EKS = """
+# Stands in for the EKS module's cluster security group, unknown until apply.
+resource "aws_security_group" "cluster" {
+  name_prefix = "eks-cluster-"
+  vpc_id      = "vpc-0123456789abcdef0"
+}
+
+module "firewall" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  existing_security_group_ids = {
+    kubernetes_nodes = aws_security_group.cluster.id
+  }
+}
+
+module "forgotten" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+}
+
+module "misspelt" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  existing_security_group_ids = {
+    kubernetes_nodes = aws_security_group.cluster.id
+    kubernetes_node  = aws_security_group.cluster.id
+  }
+}
+"""
+
+
+def test_the_eks_cluster_group_wiring_plans_and_is_required(terraform):
+    from generator.profile import parse_profile
+
+    root = terraform.root / "eks"
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    prof = parse_profile(
+        text + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n", "p.yaml"
+    )
+    write_module(root / "module", prof)
+    root_module(root, EKS)
+    terraform.init(root)
+    # A module not given the cluster group, or given an unknown role, stops at plan.
+    result = terraform.run(root, "plan", "-input=false", "-lock=false")
+    assert result.returncode == 1
+    assert "existing_security_group_ids.kubernetes_nodes: required" in result.stderr
+    # The forgotten module, and the misspelt key.
+    assert result.stderr.count("Error:") == 2, result.stderr
+    assert "keys must be roles of this module" in result.stderr
+    (root / "main.tf").write_text(PROVIDER_BLOCK + EKS.split('module "forgotten"')[0])
+    created = planned(terraform.plan(root))
+    groups = sorted(a for a, c in created.items() if c["type"] == "aws_security_group")
+    assert groups == [
+        "aws_security_group.cluster",
+        "module.firewall.aws_security_group.external_vms[0]",
+        "module.firewall.aws_security_group.load_balancer[0]",
+        "module.firewall.aws_security_group.nomad_clients[0]",
+    ]
+    rules = [a for a in created if ".aws_vpc_security_group_" in a]
+    assert len(rules) == declared_rules(prof)
+    assert not any("ingress_all_all_kubernetes_nodes" in a for a in rules)
