@@ -152,7 +152,7 @@ def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
 @click.option(
     "--check",
     is_flag=True,
-    help="Write nothing; list files that would change, exit 1 if any.",
+    help="Write nothing; list what a run would write, change and remove, exit 1 if any.",
 )
 @click.option(
     "--force",
@@ -171,9 +171,9 @@ def generate(
     """Write the firewall code of every target for PROFILE."""
     from pathlib import Path
 
-    from .emitters import EmitError, targets_for
+    from .emitters import TARGETS, EmitError, targets_for
     from .pipeline import files_for, shipped_matrix
-    from .writer import compare, write_tree
+    from .writer import WriteError, compare, locked, write_tree
 
     prof = load(profile, server_version)
     matrix = shipped_matrix(prof, optimized=not no_optimize)
@@ -183,35 +183,72 @@ def generate(
     except EmitError as exc:
         fail(getattr(exc, "problems", [str(exc)]))
     folder = Path(output) if output else Path("out") / prof.name
-    changes = compare(folder, files)
-    if check:
-        for label, paths in (
-            ("new", changes.new),
-            ("changed", changes.changed),
-            ("removed", changes.removed),
-            ("edited by hand", changes.edited),
+    if targets:
+        owns = set(targets).__contains__
+    else:  # a target this cloud offers on request keeps its files
+        extra = {t.name for t in TARGETS.values() if prof.cloud in t.extra_clouds}
+        owns = lambda target: target not in extra  # noqa: E731
+    try:
+        with locked(
+            folder,
+            create=not check,
+            on_wait=lambda: click.echo(
+                f"waiting for another rulegen run in {folder} to finish", err=True
+            ),
         ):
-            for rel in paths:
-                click.echo(
-                    f"would write {folder / rel} ({label})"
-                    if label != "removed"
-                    else f"would remove {folder / rel}"
+            changes = compare(folder, files, owns)
+            warn(changes.warnings)
+            if changes.problems:
+                fail(changes.problems)
+            if check:
+                _report_check(folder, changes, files)
+            if changes.edited and not force:
+                fail(
+                    [
+                        f"{folder / rel} was edited by hand since it was generated"
+                        " (or is not rulegen's); keep your copy elsewhere or pass --force"
+                        for rel in changes.edited
+                    ]
                 )
-        sys.exit(1 if changes.pending else 0)
-    if changes.edited and not force:
-        fail(
-            [
-                f"{folder / rel} was edited by hand since it was generated (or is not rulegen's);"
-                " keep your copy elsewhere or pass --force"
-                for rel in changes.edited
-            ]
-        )
-    write_tree(folder, files, changes, force)
+            write_tree(folder, files, changes, force)
+    except WriteError as exc:
+        fail(exc.problems)
+    overwritten = [r for r in changes.edited if r in files] if force else []
+    dropped = [r for r in changes.edited if r not in files] if force else []
     click.echo(
-        f"{folder}: {len(changes.new)} new, {len(changes.changed) + (len(changes.edited) if force else 0)}"
-        f" changed, {len(changes.unchanged)} unchanged, {len(changes.removed)} removed",
+        f"{folder}: {len(changes.new)} new, {len(changes.changed) + len(overwritten)}"
+        f" changed, {len(changes.unchanged)} unchanged,"
+        f" {len(changes.removed) + len(dropped)} removed",
         err=True,
     )
+
+
+def _report_check(folder, changes, files) -> None:
+    """`generate --check`: every write, change and removal a run would make; exit 1
+    if there is any, else one line and exit 0."""
+    lines = [f"would write {folder / rel} (new)" for rel in changes.new]
+    lines += [f"would change {folder / rel}" for rel in changes.changed]
+    lines += [f"would remove {folder / rel}" for rel in changes.removed]
+    lines += [
+        (
+            f"would overwrite {folder / rel} (edited by hand), only with --force"
+            if rel in files
+            else f"would remove {folder / rel} (edited by hand), only with --force"
+        )
+        for rel in changes.edited
+    ]
+    lines += [
+        f"would remove {folder / rel} (left by an interrupted run)"
+        for rel in changes.leftovers
+    ]
+    lines.sort(key=lambda line: line.split(" ", 2)[2])
+    if changes.recovering:
+        lines.append(f"would finish an interrupted run in {folder}")
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"{folder}: all {len(changes.unchanged)} files are up to date")
+    sys.exit(1 if lines else 0)
 
 
 @main.command()
