@@ -289,7 +289,8 @@ def compare(
     for rel, text in sorted(files.items()):
         state, problem = place.check(rel)
         if problem:
-            changes.problems.append(problem)
+            if problem not in changes.problems:  # a folder in the way of many files
+                changes.problems.append(problem)
             continue
         if state == "absent":
             changes.new.append(rel)

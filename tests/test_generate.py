@@ -105,3 +105,88 @@ def test_stateful_targets_leave_return_rules_to_the_engine():
     stateless_without_ports = Target("acl", "none", clouds=("aws",), stateful=False)
     with pytest.raises(EmitError, match="cannot match source ports"):
         expressible(stateless_without_ports, matrix)
+
+
+AWS = ROOT / "profiles" / "aws-private-vpn.yaml"
+
+
+def test_a_target_run_touches_only_that_targets_files(tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", AWS, "-o", out).exit_code == 0
+    before = snapshot(out)
+    result = run("generate", AWS, "--target", "iptables", "-o", out)
+    assert result.exit_code == 0 and "0 removed" in result.stderr
+    after = snapshot(out)
+    assert {p: b for p, b in after.items() if p.parts[0] != "iptables"} == {
+        p: b for p, b in before.items() if p.name != ".rulegen-manifest.json"
+    } | {p: b for p, b in after.items() if p.name == ".rulegen-manifest.json"}
+    result = run("generate", AWS, "--target", "cloudformation", "-o", out)
+    assert result.exit_code == 0 and "0 removed" in result.stderr
+    assert (out / "terraform-aws").is_dir() and (out / "iptables").is_dir()
+    # A run without --target leaves the iptables files asked for on request.
+    assert run("generate", AWS, "-o", out).exit_code == 0
+    assert (out / "iptables").is_dir()
+
+
+def test_check_says_what_would_be_written_changed_and_removed(tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    generate(out)
+    check = generate(out, "--check")
+    assert check.exit_code == 0
+    assert check.stdout == f"{out}: all 2 files are up to date\n"
+    # A file the manifest lists but that is no longer generated: a removal.
+    stale = out / "gcp-firewall" / "old.sh"
+    stale.write_text("old\n")
+    manifest = json.loads((out / ".rulegen-manifest.json").read_text())
+    from generator.writer import digest
+
+    manifest["files"]["gcp-firewall/old.sh"] = {
+        "target": "gcp-firewall",
+        "sha256": digest("old\n"),
+    }
+    (out / ".rulegen-manifest.json").write_text(json.dumps(manifest))
+    (out / "gcp-firewall" / "firewalls.json").unlink()
+    check = generate(out, "--check")
+    assert check.exit_code == 1
+    assert check.stdout.splitlines() == [
+        f"would write {out}/gcp-firewall/firewalls.json (new)",
+        f"would remove {out}/gcp-firewall/old.sh",
+    ]
+    result = generate(out)
+    assert "1 new, 0 changed, 1 unchanged, 1 removed" in result.stderr
+    assert not stale.exists()
+
+
+def test_manifest_entry_outside_the_folder_is_reported_and_kept_away(tmp_path):
+    import json
+
+    from generator.writer import digest
+
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    victim.write_text("v\n")
+    generate(out)
+    manifest = json.loads((out / ".rulegen-manifest.json").read_text())
+    manifest["files"]["../victim.txt"] = digest("v\n")
+    (out / ".rulegen-manifest.json").write_text(json.dumps(manifest))
+    result = generate(out, "--force")
+    assert result.exit_code == 0 and victim.exists()
+    assert "'../victim.txt' is outside the folder; ignored" in result.stderr
+    assert "0 new, 0 changed, 2 unchanged, 0 removed" in result.stderr
+
+
+def test_write_errors_are_one_line_without_traceback(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gcp-firewall").write_text("a file where a folder goes\n")
+    result = generate(out)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {out}/gcp-firewall is a file where a folder should be\n"
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = generate(blocker / "sub")
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {blocker}/sub")
+    assert "Traceback" not in result.output
