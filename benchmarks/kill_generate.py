@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from workload import profile, write_profile  # noqa: E402
+from generator.writer import JOURNAL  # noqa: E402
 
 RULEGEN = [sys.executable, "-m", "generator", "generate"]
 
@@ -57,10 +58,18 @@ def main(loops: int = 40, addresses: int = 10_000) -> int:
                 stderr=subprocess.DEVNULL,
                 cwd=ROOT,
             )
-            time.sleep(took * rng.uniform(0.6, 1.1))
+            if i % 2:  # at a random moment
+                time.sleep(took * rng.uniform(0.3, 1.1))
+            else:  # while files are being replaced: once the journal is there
+                deadline = time.perf_counter() + took * 3
+                while time.perf_counter() < deadline and proc.poll() is None:
+                    if (out / JOURNAL).exists():
+                        time.sleep(rng.uniform(0, 0.03))
+                        break
+                    time.sleep(0.0005)
             proc.kill()
             proc.wait()
-            if (out / ".rulegen-journal.json").exists():
+            if (out / JOURNAL).exists():
                 mid_write += 1
             if rng.random() < 0.5:
                 continue  # let the next kill land on an unfinished tree
