@@ -29,7 +29,7 @@ def read_text(
             data = sys.stdin.buffer.read(limit + 1)
         else:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as handle:
+            try:
                 mode = os.fstat(fd).st_mode
                 if stat.S_ISDIR(mode):
                     raise error([f"{path}: is a folder, not a file"])
@@ -39,7 +39,10 @@ def read_text(
                             f"{path}: not a regular file (a FIFO or a device); give a file or '-'"
                         ]
                     )
-                data = handle.read(limit + 1)
+                with os.fdopen(os.dup(fd), "rb") as handle:
+                    data = handle.read(limit + 1)
+            finally:
+                os.close(fd)
     except OSError as exc:
         raise error([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     if len(data) > limit:

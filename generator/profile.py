@@ -68,7 +68,22 @@ def _validation_schema() -> dict:
     more than everything else a plan does."""
     schema = load_schema()
     del schema["$defs"]["cidr_list"]["items"]
+    _end_patterns(schema)
     return schema
+
+
+def _end_patterns(node) -> None:
+    """'$' ends a JSON Schema pattern at the end of the text; Python's re (which
+    jsonschema uses as is) also matches before a final newline: say \\Z instead, so
+    both validators agree."""
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str) and node["pattern"].endswith("$"):
+            node["pattern"] = node["pattern"][:-1] + "\\Z"
+        for value in node.values():
+            _end_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _end_patterns(value)
 
 
 def check_version(version: str) -> None:
@@ -424,9 +439,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
         options = ", ".join(str(v) for v in schema["enum"])
         return [(path, f"{shorten(error.instance)} is not one of: {options}")]
     if error.validator == "pattern":
-        what = PATTERNS.get(
-            schema["pattern"], f"does not match the pattern {schema['pattern']}"
-        )
+        pattern = schema["pattern"].removesuffix("\\Z") + "$"
+        what = PATTERNS.get(pattern, f"does not match the pattern {pattern}")
         return [(path, f"{shorten(error.instance)} {what}")]
     if error.validator == "maxLength":
         return [(path, f"is longer than {schema['maxLength']} characters")]
