@@ -61,3 +61,8 @@ def shorten(value, limit: int = 80) -> str:
     if len(text) > limit * 2:
         text = text[:limit] + f"...({len(text)} characters)"
     return text
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """A message cut to `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

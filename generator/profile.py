@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .matrix import ROLES
-from .problems import ProblemError, read_text, shorten
+from .problems import ProblemError, clip, read_text, shorten
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 PEER_DEFAULTS = {
@@ -455,7 +455,7 @@ def _explain(error) -> list[tuple[tuple, str]]:
     if error.validator in ("minimum", "maximum"):
         low, high = schema.get("minimum", 1), schema.get("maximum", 65535)
         return [(path, f"{shorten(error.instance)} is out of range {low}-{high}")]
-    return [(path, shorten(error.message, 200)[1:-1])]
+    return [(path, clip(error.message))]
 
 
 PATTERNS = {
