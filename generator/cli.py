@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -325,7 +326,7 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=click.Path(dir_okay=False), required=False)
 @click.option("--server-version", help="Verify another release than the profile's.")
 @click.option(
     "--drop-rule",
@@ -337,16 +338,60 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 @click.option(
     "-v", "--verbose", is_flag=True, help="List every probe, not only misses."
 )
-def verify(profile, server_version, drop_rules, verbose) -> None:
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="Remove the namespaces a killed verify left behind (rgv<hex>-*), and exit.",
+)
+def verify(profile, server_version, drop_rules, verbose, cleanup=False) -> None:
     """Prove PROFILE's iptables rules with real packets (Linux, root).
 
     Builds throwaway network namespaces (one host per role and per peer), loads each
     role's rules as apply.sh would, probes every required flow and a forbidden set,
-    and removes everything again. Exit 1 on any mismatch or error.
+    and removes everything again, also on SIGINT, SIGTERM or SIGHUP. Exit 1 on any
+    mismatch or error, 130 when interrupted.
     """
+    from .verify import Interrupted, signals_raise
+
+    with signals_raise():
+        try:
+            _verify(profile, server_version, drop_rules, verbose, cleanup)
+        except Interrupted as exc:
+            if exc.left:
+                click.echo(
+                    f"verify: interrupted; {len(exc.left)} namespaces could not be"
+                    f" removed ({', '.join(exc.left)}); run rulegen verify --cleanup",
+                    err=True,
+                )
+                sys.exit(130)
+            removed = "; the test bed was removed" if exc.started else ""
+            click.echo(f"verify: interrupted{removed}", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("verify: interrupted", err=True)
+            sys.exit(130)
+
+
+def _verify(profile, server_version, drop_rules, verbose, cleanup) -> None:
     from .emitters import EmitError
     from .verify import VerifyError, report, run
 
+    if cleanup:
+        from .verify import cleanup as remove_left
+
+        if os.geteuid() != 0:
+            fail(["verify --cleanup needs root: it deletes network namespaces"])
+        removed, alive = remove_left()
+        click.echo(
+            f"removed {len(removed)} namespaces left by killed runs"
+            + (f": {', '.join(removed)}" if removed else ""),
+            err=True,
+        )
+        if alive:
+            click.echo(f"kept {len(alive)} of runs still going", err=True)
+        return
+    if not profile:
+        fail(["verify needs a PROFILE (or --cleanup)"])
     prof = load(profile, server_version)
     from .pipeline import shipped_matrix
 
@@ -355,9 +400,6 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
         outcome = run(matrix, prof, drop_rules)
     except (VerifyError, EmitError) as exc:
         fail([str(exc)])
-    except KeyboardInterrupt:
-        click.echo("verify: interrupted; the test bed was removed", err=True)
-        sys.exit(130)
     click.echo(report(outcome, verbose), nl=False)
     sys.exit(0 if outcome.ok else 1)
 
