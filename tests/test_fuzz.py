@@ -189,3 +189,25 @@ def test_generate_fails_cleanly_and_writes_nothing_on_error(data):
             assert not out.exists() or not any(out.iterdir())
         else:
             assert (out / ".rulegen-manifest.json").is_file()
+
+
+@settings(FUZZ, max_examples=max(BUDGET // 2, 20))
+@given(mutated())
+def test_fast_and_full_schema_validators_agree_on_fuzzed_profiles(data):
+    import fastjsonschema
+    from jsonschema import Draft202012Validator
+
+    from generator.profile import _read_yaml, _validation_schema
+
+    try:
+        parsed, _ = _read_yaml(data.decode("utf-8"), "p.yaml")
+    except (UnicodeDecodeError, ProfileError):
+        return
+    schema = _validation_schema()
+    full = not any(True for _ in Draft202012Validator(schema).iter_errors(parsed))
+    try:
+        fastjsonschema.compile(schema)(parsed)
+        fast = True
+    except fastjsonschema.JsonSchemaValueException:
+        fast = False
+    assert fast == full

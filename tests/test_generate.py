@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -190,3 +192,61 @@ def test_write_errors_are_one_line_without_traceback(tmp_path):
     result = generate(blocker / "sub")
     assert result.exit_code == 1 and result.stderr.startswith(f"error: {blocker}/sub")
     assert "Traceback" not in result.output
+
+
+def test_a_manifest_that_is_a_folder_is_one_line(tmp_path):
+    out = tmp_path / "out"
+    (out / ".rulegen-manifest.json").mkdir(parents=True)
+    result = generate(out)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {out}/.rulegen-manifest.json: not a regular file; rulegen keeps its"
+        " manifest there, move it away\n"
+    )
+
+
+def test_a_read_only_filesystem_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    result = generate(out)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {out}/") and result.stderr.endswith(
+        ": cannot write: Read-only file system\n"
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_two_runs_of_different_profiles_into_one_folder_take_turns(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    profiles = [AWS, ROOT / "profiles" / "aws-private-vpn-4.10.yaml"]
+    for _ in range(3):  # bounded
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "generator", "generate", str(p), "-o", str(out)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for p in profiles
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        # The tree is the complete output of the run that went second.
+        current = [run("generate", p, "-o", out, "--check").exit_code for p in profiles]
+        assert sorted(current) == [0, 1]
+        assert not [
+            p for p in out.rglob(".rulegen-*") if p.name != ".rulegen-manifest.json"
+        ]
