@@ -193,6 +193,7 @@ def generate(
         with locked(
             folder,
             create=not check,
+            shared=check,
             on_wait=lambda: click.echo(
                 f"waiting for another rulegen run in {folder} to finish", err=True
             ),

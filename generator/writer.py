@@ -6,7 +6,7 @@ target of every file rulegen wrote) is untrusted input: an entry that is not a p
 relative path inside the folder is ignored and reported, and no path is read, written
 or removed when it resolves outside the folder (a symlink included).
 
-Crash safety: a run holds a lock on the folder; before it changes the first file it
+Crash safety: a run holds a lock on the folder (flock); before it changes the first file it
 writes a journal listing, for every file it may touch, each hash the file may have
 (before or after); files are replaced atomically, the manifest last, then the journal
 goes. A run that finds a journal (a run killed at any moment) accepts any of those
@@ -29,9 +29,8 @@ from .problems import ProblemError
 
 MANIFEST = ".rulegen-manifest.json"
 JOURNAL = ".rulegen-journal.json"
-LOCK = ".rulegen.lock"
 TMP_PREFIX = ".rulegen-tmp-"
-RESERVED = frozenset({MANIFEST, JOURNAL, LOCK})
+RESERVED = frozenset({MANIFEST, JOURNAL})
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 LOCK_WAIT_SECONDS = 60.0
 
@@ -426,64 +425,49 @@ def _prune(folder: Path, where: Path) -> None:
 
 @contextmanager
 def locked(
-    folder: Path, create: bool = True, on_wait: Callable[[], None] | None = None
+    folder: Path,
+    create: bool = True,
+    on_wait: Callable[[], None] | None = None,
+    shared: bool = False,
 ):
-    """Hold the folder's lock: one run at a time. Waits up to LOCK_WAIT_SECONDS for
-    another run to finish, then raises WriteError. The folder is created when
-    `create`; one that does not exist (or cannot hold a lock file, such as a
-    read-only one) is not locked."""
-    import errno
+    """Hold the folder's lock (a flock on the folder itself, so no file is made):
+    one run at a time, or `shared` for readers such as --check. Waits up to
+    LOCK_WAIT_SECONDS for another run, then raises WriteError. The folder is
+    created when `create`; one that does not exist is not locked."""
     import fcntl
 
     folder = Path(folder)
-    path = folder / LOCK
     if create:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WriteError([f"{folder}: cannot create: {exc.strerror}"]) from None
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    waited = False
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except FileNotFoundError:
-            yield
-            return
-        except OSError as exc:
-            if exc.errno in (errno.EROFS, errno.EACCES):  # nothing can be written there
-                yield
-                return
-            raise WriteError([f"{path}: cannot lock: {exc.strerror}"]) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            if time.monotonic() > deadline:
-                raise WriteError(
-                    [
-                        f"{folder}: another rulegen run has held its lock for"
-                        f" {LOCK_WAIT_SECONDS:.0f} s; try again when it is done"
-                    ]
-                ) from None
-            if not waited and on_wait:
-                on_wait()
-            waited = True
-            time.sleep(0.05)
-            continue
-        # The run before may have removed the lock file just before we locked it.
-        try:
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
     try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as exc:
+        raise WriteError([f"{folder}: cannot open: {exc.strerror}"]) from None
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WriteError(
+                        [
+                            f"{folder}: another rulegen run has held its lock for"
+                            f" {LOCK_WAIT_SECONDS:.0f} s; try again when it is done"
+                        ]
+                    ) from None
+                if on_wait:
+                    on_wait()
+                    on_wait = None
+                time.sleep(0.05)
         yield
     finally:
-        try:
-            path.unlink()
-        except OSError:
-            pass
         os.close(fd)
