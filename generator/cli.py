@@ -135,7 +135,10 @@ def init(name, cloud, access, server_version, vpc_cidr, output, force) -> None:
 
     if Path(output).exists() and not force:
         fail([f"{output} exists; pass --force to overwrite it"])
-    write_atomic(Path(output), text)
+    try:
+        write_atomic(Path(output), text)
+    except OSError as exc:
+        fail([f"{output}: cannot write: {exc.strerror or exc}"])
     click.echo(f"wrote {output}", err=True)
 
 
@@ -281,7 +284,10 @@ def snapshot(profile: str, output: str | None, server_version: str | None) -> No
 
     from .writer import write_atomic
 
-    write_atomic(Path(output), text)
+    try:
+        write_atomic(Path(output), text)
+    except OSError as exc:
+        fail([f"{output}: cannot write: {exc.strerror or exc}"])
     click.echo(f"wrote {output}", err=True)
 
 

@@ -15,6 +15,7 @@ hashes as rulegen's, so the next run of either profile finishes the tree by itse
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -42,7 +43,12 @@ class WriteError(ProblemError):
 def write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, flushed to disk, and rename
     it into place: a reader (or a crash) sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where the folder should be
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
+        ) from None
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp"
     )

@@ -250,3 +250,15 @@ def test_two_runs_of_different_profiles_into_one_folder_take_turns(tmp_path):
         assert not [
             p for p in out.rglob(".rulegen-*") if p.name != ".rulegen-manifest.json"
         ]
+
+
+@pytest.mark.parametrize("command", ["snapshot", "init"])
+def test_other_writes_fail_in_one_line(tmp_path, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = [command, AWS] if command == "snapshot" else [command]
+    result = run(*args, "-o", blocker / "sub.txt")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        f"error: {blocker}/sub.txt: cannot write: Not a directory\n"
+    )
