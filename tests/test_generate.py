@@ -262,3 +262,44 @@ def test_other_writes_fail_in_one_line(tmp_path, command):
     assert result.stderr.endswith(
         f"error: {blocker}/sub.txt: cannot write: Not a directory\n"
     )
+
+
+def test_kill_9_never_leaves_a_tree_the_next_run_refuses(tmp_path):
+    """A bounded loop of real SIGKILLs while files are replaced (see
+    benchmarks/kill_generate.py for the long run)."""
+    import subprocess
+    import sys
+    import time
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from workload import profile, write_profile
+
+    a, b = profile("generic", 2000), profile("generic", 1500)
+    b["name"] = a["name"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    paths = [write_profile(tmp_path / "a", a), write_profile(tmp_path / "b", b)]
+    out = tmp_path / "out"
+    assert run("generate", paths[0], "-o", out).exit_code == 0
+    for i in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "generate", str(paths[(i + 1) % 2])]
+            + ["-o", str(out)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (out / ".rulegen-journal.json").exists():
+                time.sleep(0.002 * i)
+                break
+            time.sleep(0.0005)
+        proc.kill()
+        proc.wait()
+        after = run("generate", paths[i % 2], "-o", out)
+        assert after.exit_code == 0, after.stderr
+        assert "edited by hand" not in after.stderr
+        assert not [
+            p for p in out.rglob(".rulegen-*") if p.name != ".rulegen-manifest.json"
+        ]

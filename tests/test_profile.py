@@ -402,6 +402,11 @@ YAML_CASES = [
     ),
     ("two documents", GOOD + "---\nx: 1\n", "not valid YAML"),
     (
+        "merge key of an alias",
+        GOOD + "load_balancer: &b {transparent: false}\nvm_service: {<<: *b}\n",
+        "p.yaml:17: vm_service.transparent: unknown key 'transparent'",
+    ),
+    (
         "merge of a scalar",
         GOOD.replace("peers:\n", "peers:\n  <<: [1]\n"),
         "p.yaml:14: peers: '<<' merges a mapping or a list of mappings",
