@@ -264,14 +264,14 @@ def test_other_writes_fail_in_one_line(tmp_path, command):
     )
 
 
-def test_kill_9_never_leaves_a_tree_the_next_run_refuses(tmp_path):
+def test_kill_9_never_leaves_a_tree_the_next_run_refuses(tmp_path, monkeypatch):
     """A bounded loop of real SIGKILLs while files are replaced (see
     benchmarks/kill_generate.py for the long run)."""
     import subprocess
     import sys
     import time
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from workload import profile, write_profile
 
     a, b = profile("generic", 2000), profile("generic", 1500)
