@@ -402,8 +402,9 @@ def _with_prefix(prefixes: set[str]) -> set[str]:
 @needs_tools
 def test_a_signal_at_any_moment_removes_the_test_bed():
     """SIGINT, SIGTERM and SIGHUP at moments from the command's start to probing
-    (bounded): never a traceback, never a namespace left, and the message says what
-    happened. (Python's own start-up, before rulegen's code runs, is not ours.)"""
+    (bounded), some twice: never a traceback, never a namespace left, and the
+    message says what happened. (Python's own start-up, before rulegen's code runs, is not ours.)
+    """
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     delays = (0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7)
     # A signal landing in this harness itself, before main() is entered, is not
@@ -436,6 +437,10 @@ def test_a_signal_at_any_moment_removes_the_test_bed():
                 prefixes |= _claimed_by(proc.pid)
                 time.sleep(0.002)
             proc.send_signal(sig)
+            if i % 2:  # a second one while the bed is being removed
+                time.sleep(0.03)
+                if proc.poll() is None:
+                    proc.send_signal(sig)
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
                 prefixes |= _claimed_by(proc.pid)
