@@ -43,12 +43,19 @@ def emitted(matrix: Matrix, profile) -> tuple[dict[str, str], dict[str, str]]:
     return files, unavailable
 
 
-def side_from_profile(path: str, version: str | None = None) -> Side:
+def side_from_profile(
+    path: str, version: str | None = None, text: str | None = None
+) -> Side:
+    """One side of a diff from a profile; `text` when already read (standard input
+    can be read only once)."""
     from .pipeline import shipped_matrix
-    from .profile import load_profile
+    from .profile import load_profile, parse_profile
     from .writer import digest
 
-    profile = load_profile(path)
+    if text is None:
+        profile = load_profile(path)
+    else:
+        profile = parse_profile(text, "<stdin>" if path == "-" else path)
     label = path
     if version:
         profile = profile.with_version(version)
@@ -171,4 +178,4 @@ def load_side(path: str, version: str | None = None, option: str = "") -> Side:
                 ]
             )
         return parse_snapshot(text, path)
-    return side_from_profile(path, version)
+    return side_from_profile(path, version, text)

@@ -320,3 +320,8 @@ def test_switching_to_a_stateless_engine_is_said(tmp_path):
     assert data["changes"] and not data["breaking"]
     assert all(c["traffic"][0].get("source_ports") for c in data["changes"])
     assert "Rule engine: stateful -> stateless" in run("diff", V42, stateless).stdout
+
+
+def test_a_profile_from_standard_input_can_be_diffed():
+    result = CliRunner().invoke(main, ["diff", "-", str(V42)], input=V42.read_text())
+    assert result.exit_code == 0, result.output
