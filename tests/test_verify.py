@@ -300,7 +300,6 @@ def test_verify_passes_and_each_removal_fails(case, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     write_files(full, ruleset(matrix, prof))
-    before = our_namespaces()
     with NamespaceBed(test_plan.hosts) as bed:
         bed.load(full)
         observed = observe_with_retry(bed, test_plan.probes, matrix)
@@ -328,7 +327,7 @@ def test_verify_passes_and_each_removal_fails(case, tmp_path):
             for probe in touched:
                 assert verdict(thinner, probe, prof.subnets) == broken.passed(probe)
             bed.load(full, [rule.role])
-    assert our_namespaces() <= before
+    assert not _with_prefix({bed.prefix})
 
 
 @needs_root
@@ -353,7 +352,6 @@ def test_verify_command_fails_naming_the_flow():
 @needs_tools
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_removes_the_test_bed(sig):
-    before = our_namespaces()
     proc = subprocess.Popen(
         [sys.executable, "-m", "generator", "verify", "profiles/aws-private-vpn.yaml"],
         cwd=ROOT,
@@ -361,19 +359,22 @@ def test_interrupt_removes_the_test_bed(sig):
         stderr=subprocess.PIPE,
         text=True,
     )
+    prefixes: set[str] = set()
     try:
         deadline = time.monotonic() + 20
-        while len(our_namespaces() - before) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert our_namespaces() - before, "the test bed never appeared"
+        while len(_with_prefix(prefixes)) < 3 and time.monotonic() < deadline:
+            prefixes |= _claimed_by(proc.pid)
+            time.sleep(0.01)
+        assert _with_prefix(prefixes), "the test bed never appeared"
         proc.send_signal(sig)
-        proc.communicate(timeout=30)
+        err = proc.communicate(timeout=30)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode != 0
-    assert our_namespaces() <= before
+    assert proc.returncode == 130
+    assert err.strip().endswith("verify: interrupted; the test bed was removed")
+    assert not _with_prefix(prefixes)
 
 
 def _claimed_by(pid: int) -> set[str]:
