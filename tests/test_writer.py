@@ -237,21 +237,33 @@ def test_disk_full_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
 
 
 def _interrupt_after(monkeypatch, count):
-    """Make the `count`-th file replacement raise, as a kill would stop the run."""
+    """Make the `count`-th change to the tree (a rename into place or a removal)
+    raise, as a kill at that moment would stop the run."""
+    from pathlib import Path
+
     from generator import writer
 
-    real, seen = os.replace, []
+    real_replace, real_unlink, seen = os.replace, Path.unlink, []
 
-    def replace(src, dst):
-        seen.append(dst)
+    def step():
+        seen.append(1)
         if len(seen) == count:
             raise KeyboardInterrupt
-        real(src, dst)
+
+    def replace(src, dst):
+        step()
+        real_replace(src, dst)
+
+    def unlink(self, missing_ok=False):
+        if not self.name.startswith(writer.TMP_PREFIX):  # a temp file is not the tree
+            step()
+        real_unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(writer.os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
 
 
-@pytest.mark.parametrize("stop", range(1, 8))
+@pytest.mark.parametrize("stop", range(1, 9))
 def test_an_interrupted_run_is_finished_by_the_next_run_of_either_profile(
     tmp_path, monkeypatch, stop
 ):
@@ -260,12 +272,15 @@ def test_an_interrupted_run_is_finished_by_the_next_run_of_either_profile(
     a = {"t/one.tf": "a1\n", "t/two.tf": "a2\n", "u/three.tf": "a3\n"}
     b = {"t/one.tf": "b1\n", "t/four.tf": "b4\n", "u/three.tf": "b3\n"}
     apply(tmp_path, a)
+    interrupted = False
     with monkeypatch.context() as m:
         _interrupt_after(m, stop)
         try:
             apply(tmp_path, b)
         except KeyboardInterrupt:
-            pass
+            interrupted = True
+    # Journal, 3 files, 1 removal, manifest, journal removed: 7 steps; 8 runs through.
+    assert interrupted == (stop <= 7)
     for profile in (a, b, a):
         changes = apply(tmp_path, profile)
         assert changes.edited == [] and changes.problems == []
