@@ -333,3 +333,23 @@ def test_the_lock_keeps_a_second_run_out(tmp_path, monkeypatch):
     with writer.locked(tmp_path):  # a killed holder's lock is free again
         pass
     assert list(tmp_path.iterdir()) == []  # the lock is on the folder: no file
+
+
+@pytest.mark.parametrize("stop", [2, 4, 5, 6])
+def test_a_one_target_run_after_an_interruption_keeps_the_others_recognised(
+    tmp_path, monkeypatch, stop
+):
+    a = {"t/one.tf": "a1\n", "t/two.tf": "a2\n", "u/three.tf": "a3\n"}
+    b = {"t/one.tf": "b1\n", "t/four.tf": "b4\n", "u/three.tf": "b3\n"}
+    apply(tmp_path, a)
+    with monkeypatch.context() as m:
+        _interrupt_after(m, stop)
+        with pytest.raises(KeyboardInterrupt):
+            apply(tmp_path, b)
+    only_u = {"u/three.tf": "a3\n"}
+    changes = compare(tmp_path, only_u, owns={"u"}.__contains__)
+    assert changes.edited == []
+    write_tree(tmp_path, only_u, changes, force=False)
+    # The journal is gone, yet t's files, half a's and half b's, are still rulegen's.
+    for profile in (a, b):
+        assert apply(tmp_path, profile).edited == []
