@@ -407,7 +407,11 @@ def _explain(error) -> list[tuple[tuple, str]]:
         out = []
         for key in extra:
             message = f"unknown key {shorten(key)}"
-            guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            guess = (  # a hostile key may be megabytes long: no guess for it
+                difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                if len(key) <= 100
+                else []
+            )
             message += (
                 f"; did you mean {guess[0]!r}?"
                 if guess

@@ -402,6 +402,11 @@ YAML_CASES = [
     ),
     ("two documents", GOOD + "---\nx: 1\n", "not valid YAML"),
     (
+        "a 5 MB key",
+        GOOD + "? " + "k" * 5_000_000 + "\n: 1\n",
+        "...(5000000 characters); expected one of access,",
+    ),
+    (
         "merge key of an alias",
         GOOD + "load_balancer: &b {transparent: false}\nvm_service: {<<: *b}\n",
         "p.yaml:17: vm_service.transparent: unknown key 'transparent'",
