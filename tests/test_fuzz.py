@@ -211,3 +211,91 @@ def test_fast_and_full_schema_validators_agree_on_fuzzed_profiles(data):
     except fastjsonschema.JsonSchemaValueException:
         fast = False
     assert fast == full
+
+
+PATHS = st.sampled_from(
+    [
+        "t/a.tf",
+        "t/b.tf",
+        "u/c.tf",
+        "t",
+        "",
+        ".",
+        "..",
+        "../victim.txt",
+        "t/../../victim.txt",
+        "/tmp/victim.txt",
+        "t/./a.tf",
+        "t//a.tf",
+        "t\\a.tf",
+        "t/a.tf\x00",
+        ".rulegen-manifest.json",
+        "t/.rulegen-journal.json",
+        "x" * 5000,
+        "link/a.tf",
+    ]
+)
+HASHES = st.sampled_from(["0" * 64, "a" * 63, "", "x"]) | st.just("HASH")
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | HASHES,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+entries = st.dictionaries(
+    PATHS,
+    HASHES
+    | st.fixed_dictionaries(
+        {
+            "sha256": HASHES | st.lists(HASHES, max_size=2),
+            "target": st.sampled_from(["t", "u", "", "x"]),
+        }
+    )
+    | json_values,
+    max_size=6,
+)
+
+
+@settings(FUZZ, max_examples=max(BUDGET // 2, 20))
+@given(entries, st.booleans(), st.booleans())
+def test_a_hostile_manifest_never_reaches_outside_the_folder(files, force, journal):
+    """The manifest and the journal are untrusted input: whatever they say, nothing
+    outside the folder is read, written or removed, and only WriteError escapes."""
+    import json
+
+    from generator.writer import JOURNAL, MANIFEST, WriteError, compare, digest
+    from generator.writer import write_tree
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        out, victim = root / "out", root / "victim.txt"
+        outside = root / "elsewhere"
+        outside.mkdir()
+        victim.write_text("precious\n")
+        (out / "t").mkdir(parents=True)
+        (out / "t" / "a.tf").write_text("precious\n")
+        (out / "link").symlink_to(outside)
+        (outside / "a.tf").write_text("precious\n")
+        text = json.dumps(
+            {
+                "files": json.loads(
+                    json.dumps(files).replace("HASH", digest("precious\n"))
+                )
+            }
+        )
+        (out / (JOURNAL if journal else MANIFEST)).write_text(text)
+        generated = {"t/a.tf": "new\n", "u/c.tf": "c\n"}
+        try:
+            changes = compare(out, generated)
+            if not changes.problems:
+                write_tree(out, generated, changes, force)
+        except WriteError:
+            pass
+        assert victim.read_text() == "precious\n"
+        assert sorted(p.name for p in outside.iterdir()) == ["a.tf"]
+        assert (outside / "a.tf").read_text() == "precious\n"
+        assert sorted(p.name for p in root.iterdir()) == [
+            "elsewhere",
+            "out",
+            "victim.txt",
+        ]
