@@ -348,7 +348,7 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 @click.option(
     "--cleanup",
     is_flag=True,
-    help="Remove the namespaces a killed verify left behind (rgv<hex>-*), and exit.",
+    help="Remove what a killed verify left behind (namespaces rgv<hex>-*), and exit.",
 )
 def verify(profile, server_version, drop_rules, verbose, cleanup=False) -> None:
     """Prove PROFILE's iptables rules with real packets (Linux, root).
@@ -390,12 +390,12 @@ def _verify(profile, server_version, drop_rules, verbose, cleanup) -> None:
             fail(["verify --cleanup needs root: it deletes network namespaces"])
         removed, alive = remove_left()
         click.echo(
-            f"removed {len(removed)} namespaces left by killed runs"
+            f"removed {len(removed)} namespaces and folders left by killed runs"
             + (f": {', '.join(removed)}" if removed else ""),
             err=True,
         )
         if alive:
-            click.echo(f"kept {len(alive)} of runs still going", err=True)
+            click.echo(f"kept {len(alive)} namespaces of runs still going", err=True)
         return
     if not profile:
         fail(["verify needs a PROFILE (or --cleanup)"])

@@ -61,6 +61,7 @@ COMMAND_TIMEOUT = 60
 BED_NAME = __import__("re").compile(r"^(rgv[0-9a-f]{6})-(?:br|h[0-9]+)$")
 RUN_DIR = Path("/run/rulegen")
 CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+TMP_PREFIX = "rulegen-verify-"  # + the bed's prefix: the rules a run loads
 
 
 class Interrupted(KeyboardInterrupt):
@@ -406,6 +407,7 @@ class NamespaceBed:
         self.agents: dict[str, subprocess.Popen] = {}
         self.claim: int | None = None
         self.started = False
+        self.release_on_close = True  # unless the caller claimed the prefix first
 
     def __enter__(self) -> NamespaceBed:
         try:
@@ -428,6 +430,8 @@ class NamespaceBed:
         leaves a bed alone while its run holds the lock."""
         import fcntl
 
+        if self.claim is not None:
+            return
         with _deferred_signals():
             RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(RUN_DIR / f"{self.prefix}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -438,6 +442,7 @@ class NamespaceBed:
 
     def start(self) -> None:
         self.started = True
+        self.release_on_close = self.claim is None
         self._claim()
         self._netns(self.bridge)
         _run(["ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge"])
@@ -573,11 +578,16 @@ class NamespaceBed:
                 names = set()
                 time.sleep(0.1 * (attempt + 1))
             self.namespaces = []
-            if self.claim is not None and not self._left_behind():
+            if self.release_on_close:
+                self.release()
+
+    def release(self) -> None:
+        """Give up the bed's lock (after the bed and its files are gone)."""
+        if self.claim is not None:
+            if not self._left_behind():
                 (RUN_DIR / f"{self.prefix}.lock").unlink(missing_ok=True)
-            if self.claim is not None:
-                os.close(self.claim)
-                self.claim = None
+            os.close(self.claim)
+            self.claim = None
 
     def _left_behind(self) -> set[str]:
         try:
@@ -694,28 +704,34 @@ def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
     files = ruleset(matrix, profile, dropped)
     preflight(needs_ipset=any(rel.endswith(".ipset") for rel in files))
     bed = NamespaceBed(plan.hosts)
+    folder = None
     try:
-        with (
-            signals_raise(),
-            tempfile.TemporaryDirectory(prefix="rulegen-verify-") as tmp,
-        ):
-            folder = Path(tmp)
+        with signals_raise():
+            bed._claim()  # before the first file: --cleanup tells a live run by it
+            # Named by the bed's prefix, so --cleanup can find it after a SIGKILL.
+            with _deferred_signals():
+                folder = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{bed.prefix}-"))
             write_files(folder, files)
             with bed:
                 bed.load(folder)
                 observed = observe_with_retry(bed, plan.probes, matrix)
     except KeyboardInterrupt:
         raise Interrupted(bed.started, sorted(bed._left_behind())) from None
+    finally:
+        with _deferred_signals():  # a signal now waits until all is gone
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            bed.release()
     return Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
 
 
 def cleanup(only=None, unclaimed_age: float = 300.0) -> tuple[list[str], list[str]]:
-    """Remove the namespaces that runs killed with SIGKILL left behind: only names
-    of rulegen's own pattern (and of the prefixes in `only`, when given), and never
-    a bed whose run is alive. A live run holds its prefix's lock; a bed without a
-    lock file (made by an older rulegen) is removed only when no process is left in
-    it and it is older than `unclaimed_age` seconds.
-    Returns (removed, kept because their run may be alive)."""
+    """Remove what runs killed with SIGKILL left behind: namespaces and rules
+    folders named by rulegen's own pattern (and by the prefixes in `only`, when
+    given), never those of a live run. A live run holds its prefix's lock; a bed
+    without a lock file (made by an older rulegen) is removed only when no process
+    is left in it and it is older than `unclaimed_age` seconds.
+    Returns (removed, namespaces kept because their run may be alive)."""
     import fcntl
 
     try:
@@ -756,7 +772,55 @@ def cleanup(only=None, unclaimed_age: float = 300.0) -> tuple[list[str], list[st
         lock.unlink(missing_ok=True)
         if fd is not None:
             os.close(fd)
+    dead = {n.split("-")[0] for n in removed}
+    removed += _left_files(only, unclaimed_age, dead)
     return removed, alive
+
+
+def _left_files(only, age: float, dead: set[str]) -> list[str]:
+    """The rules folders (and free locks) of runs that are gone: those of `dead`
+    prefixes, or whose prefix's lock is free, or that have no lock and are older
+    than `age` seconds."""
+    import fcntl
+
+    removed = []
+    base = Path(tempfile.gettempdir())
+    pattern = __import__("re").compile(rf"^{TMP_PREFIX}(rgv[0-9a-f]{{6}})-")
+    folders: dict[str, list[Path]] = {}
+    for path in base.glob(f"{TMP_PREFIX}rgv*"):
+        match = pattern.match(path.name)
+        if match and path.is_dir() and not path.is_symlink():
+            folders.setdefault(match.group(1), []).append(path)
+    try:
+        locks = {p.stem for p in RUN_DIR.glob("rgv*.lock")}
+    except OSError:
+        locks = set()
+    for prefix in sorted(set(folders) | locks):
+        if only is not None and prefix not in only:
+            continue
+        lock = RUN_DIR / f"{prefix}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            elif prefix not in dead and any(
+                time.time() - p.stat().st_mtime < age for p in folders[prefix]
+            ):
+                continue
+        except OSError:  # busy (a live run), or gone meanwhile
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+        for path in folders.get(prefix, []):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+        if fd is not None:
+            lock.unlink(missing_ok=True)
+    return removed
 
 
 def _pids(name: str) -> list[int]:

@@ -395,6 +395,14 @@ def _claimed_by(pid: int) -> set[str]:
     return found
 
 
+def _rules_folders(prefixes: set[str]) -> list[str]:
+    import glob
+    import tempfile
+
+    base = tempfile.gettempdir()
+    return [f for p in prefixes for f in glob.glob(f"{base}/rulegen-verify-{p}-*")]
+
+
 def _with_prefix(prefixes: set[str]) -> set[str]:
     return {n for n in our_namespaces() if n.split("-")[0] in prefixes}
 
@@ -454,6 +462,7 @@ def test_a_signal_at_any_moment_removes_the_test_bed():
         label = f"{signal.Signals(sig).name} after {delay} s"
         assert "Traceback" not in err, (label, err)
         assert not _with_prefix(prefixes), label
+        assert not _rules_folders(prefixes), label
         if prefixes:
             seen_bed += 1
             assert "the test bed was removed" in err or proc.returncode in (0, 1)
@@ -484,10 +493,13 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_alive(tmp_path):
     assert left, "the killed run left nothing to clean"
     prof, matrix = load_case("generic-baremetal")
     hosts = make_plan(matrix, prof.subnets).hosts[:2]
+    folders = _rules_folders
+    left_folders = set(folders(prefixes))
+    assert left_folders, "the killed run left no rules folder"
     with NamespaceBed(hosts) as alive:
         mine = prefixes | {alive.prefix}
         removed, kept = cleanup(only=mine)
-        assert set(removed) == left
+        assert set(removed) == left | left_folders and not folders(prefixes)
         assert set(kept) == set(alive.namespaces) and _with_prefix({alive.prefix})
     assert not _with_prefix(mine)
 
