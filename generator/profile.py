@@ -9,8 +9,10 @@ combinations of settings).
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -130,6 +132,7 @@ class _Refused(Exception):
         self.mark, self.message = mark, message
 
 
+@functools.lru_cache(maxsize=None)
 def _loader_class():
     """libyaml's parser (ten times faster on long lists) under a composer that takes
     plain data only: no tags, no recursive aliases, bounded depth."""
@@ -333,7 +336,7 @@ def _walk(node, path, lines, problems, source, constructor):
     return value
 
 
-_CONTROL = __import__("re").compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _dotted(path) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -58,7 +59,7 @@ READY_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 60
 # Every namespace of a bed is named <prefix>-br or <prefix>-h<N>, the prefix being
 # rgv and 6 hex digits; a live run holds RUN_DIR/<prefix>.lock (cleanup skips it).
-BED_NAME = __import__("re").compile(r"^(rgv[0-9a-f]{6})-(?:br|h[0-9]+)$")
+BED_NAME = re.compile(r"^(rgv[0-9a-f]{6})-(?:br|h[0-9]+)$")
 RUN_DIR = Path("/run/rulegen")
 CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TMP_PREFIX = "rulegen-verify-"  # + the bed's prefix: the rules a run loads
@@ -785,7 +786,7 @@ def _left_files(only, age: float, dead: set[str]) -> list[str]:
 
     removed = []
     base = Path(tempfile.gettempdir())
-    pattern = __import__("re").compile(rf"^{TMP_PREFIX}(rgv[0-9a-f]{{6}})-")
+    pattern = re.compile(rf"^{TMP_PREFIX}(rgv[0-9a-f]{{6}})-")
     folders: dict[str, list[Path]] = {}
     for path in base.glob(f"{TMP_PREFIX}rgv*"):
         match = pattern.match(path.name)
