@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -195,7 +196,10 @@ def init(name, cloud, access, server_version, vpc_cidr, project, output, force):
 
     if Path(output).exists() and not force:
         fail([f"{output} exists; pass --force to overwrite it"])
-    write_atomic(Path(output), text)
+    try:
+        write_atomic(Path(output), text)
+    except OSError as exc:
+        fail([f"{output}: cannot write: {exc.strerror or exc}"])
     click.echo(f"wrote {output}", err=True)
 
 
@@ -213,7 +217,7 @@ def init(name, cloud, access, server_version, vpc_cidr, project, output, force):
 @click.option(
     "--check",
     is_flag=True,
-    help="Write nothing; list files that would change, exit 1 if any.",
+    help="Write nothing; list what a run would write, change and remove, exit 1 if any.",
 )
 @click.option(
     "--force",
@@ -232,9 +236,9 @@ def generate(
     """Write the firewall code of every target for PROFILE."""
     from pathlib import Path
 
-    from .emitters import EmitError, targets_for
+    from .emitters import TARGETS, EmitError, targets_for
     from .pipeline import files_for, shipped_matrix
-    from .writer import compare, write_tree
+    from .writer import WriteError, compare, locked, write_tree
 
     prof = load(profile, server_version)
     matrix = shipped_matrix(prof, optimized=not no_optimize)
@@ -244,35 +248,73 @@ def generate(
     except EmitError as exc:
         fail(getattr(exc, "problems", [str(exc)]))
     folder = Path(output) if output else Path("out") / prof.name
-    changes = compare(folder, files)
-    if check:
-        for label, paths in (
-            ("new", changes.new),
-            ("changed", changes.changed),
-            ("removed", changes.removed),
-            ("edited by hand", changes.edited),
+    if targets:
+        owns = set(targets).__contains__
+    else:  # a target this cloud offers on request keeps its files
+        extra = {t.name for t in TARGETS.values() if prof.cloud in t.extra_clouds}
+        owns = lambda target: target not in extra  # noqa: E731
+    try:
+        with locked(
+            folder,
+            create=not check,
+            shared=check,
+            on_wait=lambda: click.echo(
+                f"waiting for another rulegen run in {folder} to finish", err=True
+            ),
         ):
-            for rel in paths:
-                click.echo(
-                    f"would write {folder / rel} ({label})"
-                    if label != "removed"
-                    else f"would remove {folder / rel}"
+            changes = compare(folder, files, owns)
+            warn(changes.warnings)
+            if changes.problems:
+                fail(changes.problems)
+            if check:
+                _report_check(folder, changes, files)
+            if changes.edited and not force:
+                fail(
+                    [
+                        f"{folder / rel} was edited by hand since it was generated"
+                        " (or is not rulegen's); keep your copy elsewhere or pass --force"
+                        for rel in changes.edited
+                    ]
                 )
-        sys.exit(1 if changes.pending else 0)
-    if changes.edited and not force:
-        fail(
-            [
-                f"{folder / rel} was edited by hand since it was generated (or is not rulegen's);"
-                " keep your copy elsewhere or pass --force"
-                for rel in changes.edited
-            ]
-        )
-    write_tree(folder, files, changes, force)
+            write_tree(folder, files, changes, force)
+    except WriteError as exc:
+        fail(exc.problems)
+    overwritten = [r for r in changes.edited if r in files] if force else []
+    dropped = [r for r in changes.edited if r not in files] if force else []
     click.echo(
-        f"{folder}: {len(changes.new)} new, {len(changes.changed) + (len(changes.edited) if force else 0)}"
-        f" changed, {len(changes.unchanged)} unchanged, {len(changes.removed)} removed",
+        f"{folder}: {len(changes.new)} new, {len(changes.changed) + len(overwritten)}"
+        f" changed, {len(changes.unchanged)} unchanged,"
+        f" {len(changes.removed) + len(dropped)} removed",
         err=True,
     )
+
+
+def _report_check(folder, changes, files) -> None:
+    """`generate --check`: every write, change and removal a run would make; exit 1
+    if there is any, else one line and exit 0."""
+    lines = [f"would write {folder / rel} (new)" for rel in changes.new]
+    lines += [f"would change {folder / rel}" for rel in changes.changed]
+    lines += [f"would remove {folder / rel}" for rel in changes.removed]
+    lines += [
+        (
+            f"would overwrite {folder / rel} (edited by hand), only with --force"
+            if rel in files
+            else f"would remove {folder / rel} (edited by hand), only with --force"
+        )
+        for rel in changes.edited
+    ]
+    lines += [
+        f"would remove {folder / rel} (left by an interrupted run)"
+        for rel in changes.leftovers
+    ]
+    lines.sort(key=lambda line: line.split(" ", 2)[2])
+    if changes.recovering:
+        lines.append(f"would finish an interrupted run in {folder}")
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"{folder}: all {len(changes.unchanged)} files are up to date")
+    sys.exit(1 if lines else 0)
 
 
 @main.command()
@@ -303,7 +345,10 @@ def snapshot(profile: str, output: str | None, server_version: str | None) -> No
 
     from .writer import write_atomic
 
-    write_atomic(Path(output), text)
+    try:
+        write_atomic(Path(output), text)
+    except OSError as exc:
+        fail([f"{output}: cannot write: {exc.strerror or exc}"])
     click.echo(f"wrote {output}", err=True)
 
 
@@ -349,7 +394,7 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=click.Path(dir_okay=False), required=False)
 @click.option("--server-version", help="Verify another release than the profile's.")
 @click.option(
     "--drop-rule",
@@ -361,16 +406,60 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 @click.option(
     "-v", "--verbose", is_flag=True, help="List every probe, not only misses."
 )
-def verify(profile, server_version, drop_rules, verbose) -> None:
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="Remove what a killed verify left behind (namespaces rgv<hex>-*), and exit.",
+)
+def verify(profile, server_version, drop_rules, verbose, cleanup=False) -> None:
     """Prove PROFILE's iptables rules with real packets (Linux, root).
 
     Builds throwaway network namespaces (one host per role and per peer), loads each
     role's rules as apply.sh would, probes every required flow and a forbidden set,
-    and removes everything again. Exit 1 on any mismatch or error.
+    and removes everything again, also on SIGINT, SIGTERM or SIGHUP. Exit 1 on any
+    mismatch or error, 130 when interrupted.
     """
+    from .verify import Interrupted, signals_raise
+
+    with signals_raise():
+        try:
+            _verify(profile, server_version, drop_rules, verbose, cleanup)
+        except Interrupted as exc:
+            if exc.left:
+                click.echo(
+                    f"verify: interrupted; {len(exc.left)} namespaces could not be"
+                    f" removed ({', '.join(exc.left)}); run rulegen verify --cleanup",
+                    err=True,
+                )
+                sys.exit(130)
+            removed = "; the test bed was removed" if exc.started else ""
+            click.echo(f"verify: interrupted{removed}", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("verify: interrupted", err=True)
+            sys.exit(130)
+
+
+def _verify(profile, server_version, drop_rules, verbose, cleanup) -> None:
     from .emitters import EmitError
     from .verify import VerifyError, report, run
 
+    if cleanup:
+        from .verify import cleanup as remove_left
+
+        if os.geteuid() != 0:
+            fail(["verify --cleanup needs root: it deletes network namespaces"])
+        removed, alive = remove_left()
+        click.echo(
+            f"removed {len(removed)} namespaces and folders left by killed runs"
+            + (f": {', '.join(removed)}" if removed else ""),
+            err=True,
+        )
+        if alive:
+            click.echo(f"kept {len(alive)} namespaces of runs still going", err=True)
+        return
+    if not profile:
+        fail(["verify needs a PROFILE (or --cleanup)"])
     prof = load(profile, server_version)
     from .pipeline import shipped_matrix
 
@@ -379,9 +468,6 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
         outcome = run(matrix, prof, drop_rules)
     except (VerifyError, EmitError) as exc:
         fail([str(exc)])
-    except KeyboardInterrupt:
-        click.echo("verify: interrupted; the test bed was removed", err=True)
-        sys.exit(130)
     click.echo(report(outcome, verbose), nl=False)
     sys.exit(0 if outcome.ok else 1)
 

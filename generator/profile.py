@@ -8,14 +8,16 @@ combinations of settings).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .addresses import network_text
 from .matrix import ROLES
-from .problems import ProblemError, read_text
+from .problems import ProblemError, clip, read_text, shorten
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 # The peer lists the page's flows use, with their defaults; any other name under
@@ -80,6 +82,7 @@ def _validation_schema() -> dict:
     more than everything else a plan does."""
     schema = load_schema()
     del schema["$defs"]["cidr_list"]["items"]
+    _end_patterns(schema)
     return schema
 
 
@@ -102,21 +105,36 @@ def _validator():
     return fastjsonschema.compile(schema)
 
 
+def _end_patterns(node) -> None:
+    """'$' ends a JSON Schema pattern at the end of the text; Python's re (which
+    jsonschema uses as is) also matches before a final newline: say \\Z instead, so
+    both validators agree."""
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str) and node["pattern"].endswith("$"):
+            node["pattern"] = node["pattern"][:-1] + "\\Z"
+        for value in node.values():
+            _end_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _end_patterns(value)
+
+
 def check_version(version: str) -> None:
     allowed = load_schema()["properties"]["server_version"]["enum"]
     if version not in allowed:
         raise ProfileError(
             [
-                f"server version {version!r} is not known; expected one of {', '.join(allowed)}"
+                f"server version {shorten(version)} is not known; expected one of {', '.join(allowed)}"
             ]
         )
 
 
 def load_profile(path: str | Path, version: str | None = None) -> Profile:
-    """The profile in `path`; `version` (a command's --server-version) replaces the
-    file's server_version before validation, so every check runs for that release."""
-    path = Path(path)
-    return parse_profile(read_text(path, ProfileError), str(path), version)
+    """A profile from a file, or from standard input when `path` is '-'; `version`
+    (a command's --server-version) replaces the file's server_version before
+    validation, so every check runs for that release."""
+    source = "<stdin>" if str(path) == "-" else str(path)
+    return parse_profile(read_text(path, ProfileError), source, version)
 
 
 def parse_profile(
@@ -144,12 +162,97 @@ def parse_profile(
 # --- YAML with line numbers -------------------------------------------------
 
 
+MAX_DEPTH = 64  # a profile nests 4 levels deep
+MAX_NODES = 1_000_000  # values once aliases are expanded; 70,000 addresses are 71,000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+# Scalars kept as written: a profile holds no dates, and '=' is YAML 1.1's "value" key.
+TEXT_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", MERGE_TAG)
+
+
+class _Refused(Exception):
+    def __init__(self, mark, message):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+@functools.lru_cache(maxsize=None)
+def _loader_class():
+    """libyaml's parser (ten times faster on long lists) under a composer that takes
+    plain data only: no tags, no recursive aliases, bounded depth."""
+    import yaml
+    from yaml.composer import Composer
+    from yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
+
+    class PlainComposer(Composer):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, AliasEvent):
+                if event.anchor in self.open_anchors:
+                    raise _Refused(
+                        event.start_mark,
+                        f"alias *{event.anchor} is inside the value it names"
+                        " (a recursive alias)",
+                    )
+                return super().compose_node(parent, index)
+            if isinstance(event, (ScalarEvent, CollectionStartEvent)) and event.tag:
+                tag = event.tag.replace("tag:yaml.org,2002:", "!!")
+                raise _Refused(
+                    event.start_mark,
+                    f"YAML tag {shorten(tag)} is not allowed: a profile is plain"
+                    " data; remove the tag",
+                )
+            if len(self.open_anchors) + self.depth >= MAX_DEPTH:
+                raise _Refused(
+                    event.start_mark, f"nested more than {MAX_DEPTH} levels deep"
+                )
+            self.depth += 1
+            self.open_anchors.append(event.anchor)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.open_anchors.pop()
+                self.depth -= 1
+
+    try:
+        from yaml.cyaml import CParser as parser
+    except ImportError:  # PyYAML built without libyaml
+        parser = None
+
+    class Loader(PlainComposer, parser or yaml.SafeLoader, yaml.resolver.Resolver):
+        def __init__(self, stream):
+            (parser or yaml.SafeLoader).__init__(self, stream)
+            Composer.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self.open_anchors, self.depth = [], 0
+
+    return Loader
+
+
 def _read_yaml(text: str, source: str) -> tuple[object, dict]:
     import yaml
 
     try:
-        # libyaml's parser where PyYAML was built with it: ten times faster on long lists.
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if any(mark in text for mark in "!&*"):  # maybe tags, anchors or aliases
+            loader = _loader_class()(text)
+            try:
+                node = loader.get_single_node()
+            finally:
+                loader.dispose()
+            if node is not None:
+                _expanded_size(node, {})
+        else:  # plain data: libyaml's own composer, twice as fast
+            node = yaml.compose(
+                text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            )
+    except _Refused as exc:
+        raise ProfileError([f"{source}:{exc.mark.line + 1}: {exc.message}"]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        code = char if isinstance(char, int) else ord(char)
+        raise ProfileError(
+            [f"{source}:{line}: not valid YAML: character #x{code:04x} is not allowed"]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -159,26 +262,76 @@ def _read_yaml(text: str, source: str) -> tuple[object, dict]:
         raise ProfileError([f"{source}: the profile is empty"])
     lines: dict[tuple, int] = {}
     problems: list[str] = []
-    constructor = yaml.SafeLoader(text)
+    constructor = yaml.constructor.SafeConstructor()
     data = _walk(node, (), lines, problems, source, constructor)
     if problems:
         raise ProfileError(problems)
     return data, lines
 
 
+def _expanded_size(node, memo: dict) -> int:
+    """How many values `node` stands for once aliases are expanded; refuses an
+    alias bomb (a few lines that expand to billions) before anything is built."""
+    import yaml
+
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value
+        )
+    else:
+        size = 1
+    if size > MAX_NODES:
+        raise _Refused(
+            node.start_mark,
+            f"more than {MAX_NODES:,} values once aliases are expanded; not read",
+        )
+    memo[id(node)] = size
+    return size
+
+
+def _scalar(node, constructor):
+    if node.tag in TEXT_TAGS:
+        return node.value
+    return constructor.construct_object(node)
+
+
 def _walk(node, path, lines, problems, source, constructor):
     import yaml
 
     lines[path] = node.start_mark.line + 1
+
+    def problem(at, message):
+        problems.append(
+            f"{source}:{at.start_mark.line + 1}: {_dotted(path) or 'top level'}: {message}"
+        )
+
+    if len(path) >= MAX_DEPTH:
+        problem(node, f"nested more than {MAX_DEPTH} levels deep")
+        return None
+
     if isinstance(node, yaml.MappingNode):
         out = {}
+        merges = []
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                problem(key_node, "a key must be a string, not a list or a mapping")
+                continue
+            if key_node.tag == MERGE_TAG:
+                merges.append(value_node)
+                continue
+            try:
+                key = _scalar(key_node, constructor)
+            except (yaml.YAMLError, ValueError, OverflowError):
+                key = key_node.value
             if not isinstance(key, str):
-                problems.append(
-                    f"{source}:{key_node.start_mark.line + 1}: {_dotted(path) or 'top level'}:"
-                    f" key {key!r} must be a string"
-                )
+                problem(key_node, f"key {shorten(key)} must be a string")
+                continue
+            if _CONTROL.search(key):
+                problem(key_node, f"key {shorten(key)} holds a control character")
                 continue
             if key in out:
                 problems.append(
@@ -190,13 +343,43 @@ def _walk(node, path, lines, problems, source, constructor):
                 value_node, path + (key,), lines, problems, source, constructor
             )
             lines[path + (key,)] = key_node.start_mark.line + 1
+        # '<<: *defaults' (YAML merge keys): keys written in the mapping win, then
+        # the merged mappings in order.
+        for value_node in merges:
+            items = (
+                value_node.value
+                if isinstance(value_node, yaml.SequenceNode)
+                else [value_node]
+            )
+            for item in items:
+                if not isinstance(item, yaml.MappingNode):
+                    problem(item, "'<<' merges a mapping or a list of mappings")
+                    continue
+                merged_lines: dict[tuple, int] = {}
+                merged = _walk(item, path, merged_lines, problems, source, constructor)
+                for key, value in merged.items():
+                    if key not in out:
+                        out[key] = value
+                        for p, line in merged_lines.items():
+                            if p[: len(path) + 1] == path + (key,):
+                                lines[p] = line
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
             _walk(item, path + (i,), lines, problems, source, constructor)
             for i, item in enumerate(node.value)
         ]
-    return constructor.construct_object(node)
+    try:
+        value = _scalar(node, constructor)
+    except (yaml.YAMLError, ValueError, OverflowError):
+        problem(node, f"cannot read the value {shorten(node.value)}")
+        return None
+    if isinstance(value, str) and _CONTROL.search(value):
+        problem(node, f"{shorten(value)} holds a control character (a line break?)")
+    return value
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _dotted(path) -> str:
@@ -206,6 +389,8 @@ def _dotted(path) -> str:
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
+    if len(out) > 120:  # a deep or long path, as a hostile input makes
+        out = f"{out[:50]}...{out[-50:]}"
     return out
 
 
@@ -269,8 +454,12 @@ def _explain(error) -> list[tuple[tuple, str]]:
         import difflib  # only for a bad profile: costs 2 ms at start-up
 
         for key in extra:
-            message = f"unknown key {key!r}"
-            guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            message = f"unknown key {shorten(key)}"
+            guess = (  # a hostile key may be megabytes long: no guess for it
+                difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                if len(key) <= 100
+                else []
+            )
             message += (
                 f"; did you mean {guess[0]!r}?"
                 if guess
@@ -286,29 +475,35 @@ def _explain(error) -> list[tuple[tuple, str]]:
         got = _type_name(error.instance)
         if path == ("server_version",) and type(error.instance) in (int, float):
             return [(path, _unquoted_version(error.instance))]
-        return [(path, f"expected {_article(expected)}, got {got} {error.instance!r}")]
-    if error.validator == "enum":
-        options = ", ".join(str(v) for v in schema["enum"])
-        return [(path, f"{error.instance!r} is not one of: {options}")]
-    if error.validator == "pattern" and schema["pattern"] == PEER_NAME_PATTERN:
         return [
             (
-                path + (error.instance,),  # a key: its own line, not its mapping's
-                f"{error.instance!r} is not a valid peer list name: use lowercase letters,"
-                " digits and underscores, starting with a letter (at most 31 characters)",
+                path,
+                f"expected {_article(expected)}, got {got} {shorten(error.instance)}",
             )
         ]
     if error.validator == "minLength":
         return [(path, "must not be empty")]
-    if error.validator == "pattern":
+    if (
+        error.validator == "pattern"
+        and schema["pattern"].removesuffix("\\Z") + "$" == PEER_NAME_PATTERN
+    ):
         return [
             (
-                path,
-                f"{error.instance!r} is not a valid name: use 2 to 32 characters,"
-                " lowercase letters, digits and dashes, starting with a letter and not"
-                " ending with a dash",
+                path + (error.instance,),  # a key: its own line, not its mapping's
+                f"{shorten(error.instance)} is not a valid peer list name: use lowercase"
+                " letters, digits and underscores, starting with a letter (at most 31"
+                " characters)",
             )
         ]
+    if error.validator == "enum":
+        options = ", ".join(str(v) for v in schema["enum"])
+        return [(path, f"{shorten(error.instance)} is not one of: {options}")]
+    if error.validator == "pattern":
+        pattern = schema["pattern"].removesuffix("\\Z") + "$"
+        what = PATTERNS.get(pattern, f"does not match the pattern {pattern}")
+        return [(path, f"{shorten(error.instance)} {what}")]
+    if error.validator == "maxLength":
+        return [(path, f"is longer than {schema['maxLength']} characters")]
     if error.validator in ("minItems", "maxItems"):
         return [
             (
@@ -319,8 +514,20 @@ def _explain(error) -> list[tuple[tuple, str]]:
         ]
     if error.validator in ("minimum", "maximum"):
         low, high = schema.get("minimum", 1), schema.get("maximum", 65535)
-        return [(path, f"{error.instance} is out of range {low}-{high}")]
-    return [(path, error.message)]
+        return [(path, f"{shorten(error.instance)} is out of range {low}-{high}")]
+    return [(path, clip(error.message))]
+
+
+PATTERNS = {
+    "^[a-z][a-z0-9-]{0,30}[a-z0-9]$": "is not a valid name: use 2 to 32 characters,"
+    " lowercase letters, digits and dashes, starting with a letter and not ending"
+    " with a dash",
+    "^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$": "is not a valid GCP network tag: 1-63"
+    " lowercase letters, digits and dashes, starting with a letter",
+    "^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?"
+    "\\.[a-z]{2,}$": "is not a service account e-mail address"
+    " (name@project.iam.gserviceaccount.com, ASCII)",
+}
 
 
 def _unquoted_version(number) -> str:
@@ -440,6 +647,13 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                     ("network", "dns_servers", i),
                     f"{net} is outside vpc_cidr {vpc}; the page asks for the DNS servers in the VPC",
                 )
+
+    low, high = data.get("ephemeral_ports", (1024, 65535))
+    if low > high:
+        error(
+            ("ephemeral_ports",),
+            f"[{low}, {high}] is reversed; write the lower port first: [{high}, {low}]",
+        )
 
     version = data["server_version"]
     # The VM rows that assign_public_ip rewrites exist on 4.0-4.2 (and 4.3+ when kept).
@@ -703,7 +917,13 @@ def _parse_cidr(value, path, error):
     if not isinstance(value, str):
         error(
             path,
-            f"expected an address or CIDR as a string, got {_type_name(value)} {value!r}",
+            f"expected an address or CIDR as a string, got {_type_name(value)} {shorten(value)}",
+        )
+        return None
+    if "%" in value:  # fe80::1%eth0: a zone means nothing in a firewall rule
+        error(
+            path,
+            f"{shorten(value)}: a zone index (%...) is not allowed; write the address alone",
         )
         return None
     try:
@@ -713,9 +933,11 @@ def _parse_cidr(value, path, error):
     try:
         fixed = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        error(path, f"{value!r} is not a valid IPv4 or IPv6 address or CIDR block")
+        error(
+            path, f"{shorten(value)} is not a valid IPv4 or IPv6 address or CIDR block"
+        )
         return None
-    error(path, f"{value!r} has host bits set; did you mean {fixed}?")
+    error(path, f"{shorten(value)} has host bits set; did you mean {fixed}?")
     return None
 
 

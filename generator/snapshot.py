@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .diff import Side
 from .matrix import Matrix
-from .problems import ProblemError, read_text
+from .problems import ProblemError, clip, read_text, shorten
 
 FORMAT = 1
 SCHEMA_PATH = Path(__file__).with_name("snapshot.schema.json")
@@ -43,12 +43,19 @@ def emitted(matrix: Matrix, profile) -> tuple[dict[str, str], dict[str, str]]:
     return files, unavailable
 
 
-def side_from_profile(path: str, version: str | None = None) -> Side:
+def side_from_profile(
+    path: str, version: str | None = None, text: str | None = None
+) -> Side:
+    """One side of a diff from a profile; `text` when already read (standard input
+    can be read only once)."""
     from .pipeline import shipped_matrix
-    from .profile import load_profile
+    from .profile import load_profile, parse_profile
     from .writer import digest
 
-    profile = load_profile(path, version)
+    if text is None:
+        profile = load_profile(path, version)
+    else:
+        profile = parse_profile(text, "<stdin>" if path == "-" else path, version)
     label = path
     if version:
         label += f" (server_version {version})"
@@ -86,7 +93,7 @@ def looks_like_snapshot(text: str) -> bool:
         return False
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(data, dict) and "format" in data and "matrix" in data
 
@@ -96,17 +103,22 @@ def parse_snapshot(text: str, source: str) -> Side:
         data = json.loads(text)
     except ValueError as exc:
         raise SnapshotError([f"{source}: not JSON: {exc}"]) from None
+    except RecursionError:
+        raise SnapshotError([f"{source}: nested too deep to be a snapshot"]) from None
     if not isinstance(data, dict) or "format" not in data:
         raise SnapshotError([f"{source}: not a rulegen snapshot (no 'format' field)"])
     if data["format"] != FORMAT:
         raise SnapshotError(
             [
-                f"{source}: snapshot format {data['format']!r} is not supported by"
+                f"{source}: snapshot format {shorten(data['format'])} is not supported by"
                 f" rulegen {__version__} (it reads format {FORMAT}); make the snapshot"
                 " again with this rulegen"
             ]
         )
-    problems = _schema_problems(data, source) or _address_problems(data, source)
+    try:
+        problems = _schema_problems(data, source) or _address_problems(data, source)
+    except RecursionError:
+        problems = [f"{source}: nested too deep to be a snapshot"]
     if problems:
         raise SnapshotError(problems)
     return Side(
@@ -127,7 +139,8 @@ def _schema_problems(data: dict, source: str) -> list[str]:
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.path)):
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        problems.append(f"{source}: {where}: {error.message}")
+        where = where if len(where) < 120 else f"{where[:50]}...{where[-50:]}"
+        problems.append(f"{source}: {where}: {clip(error.message)}")
     return problems[:20]
 
 
@@ -145,7 +158,8 @@ def _address_problems(data: dict, source: str) -> list[str]:
                 ipaddress.ip_network(cidr)
             except ValueError:
                 problems.append(
-                    f"{source}: matrix.rules.{i}.peer.cidrs: {cidr!r} is not a CIDR block"
+                    f"{source}: matrix.rules.{i}.peer.cidrs: {shorten(cidr)} is not a CIDR"
+                    " block"
                 )
     return problems
 
@@ -163,4 +177,4 @@ def load_side(path: str, version: str | None = None, option: str = "") -> Side:
                 ]
             )
         return parse_snapshot(text, path)
-    return side_from_profile(path, version)
+    return side_from_profile(path, version, text)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -56,6 +57,35 @@ TIMEOUT = 0.3  # a probe on one bridge answers in well under a millisecond
 RETRY_TIMEOUT = 1.0  # a surprise is tried once more, slowly, before it is reported
 READY_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 60
+# Every namespace of a bed is named <prefix>-br or <prefix>-h<N>, the prefix being
+# rgv and 6 hex digits; a live run holds RUN_DIR/<prefix>.lock (cleanup skips it).
+BED_NAME = re.compile(r"^(rgv[0-9a-f]{6})-(?:br|h[0-9]+)$")
+RUN_DIR = Path("/run/rulegen")
+CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+TMP_PREFIX = "rulegen-verify-"  # + the bed's prefix: the rules a run loads
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped verify; `left` names the namespaces that could not go."""
+
+    def __init__(self, started: bool, left: list[str]):
+        super().__init__("interrupted")
+        self.started, self.left = started, left
+
+
+class _deferred_signals:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block is done (then they arrive),
+    so that a step that must finish (creating and recording a namespace, removing
+    the bed) is never cut in half."""
+
+    def __enter__(self):
+        self.old = (
+            signal.pthread_sigmask(signal.SIG_BLOCK, CAUGHT) if _main_thread() else None
+        )
+
+    def __exit__(self, *exc) -> None:
+        if self.old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
 
 
 class VerifyError(Exception):
@@ -402,6 +432,9 @@ class NamespaceBed:
         self.bridge = f"{self.prefix}-br"
         self.namespaces: list[str] = []
         self.agents: dict[str, subprocess.Popen] = {}
+        self.claim: int | None = None
+        self.started = False
+        self.release_on_close = True  # unless the caller claimed the prefix first
 
     def __enter__(self) -> NamespaceBed:
         try:
@@ -415,10 +448,29 @@ class NamespaceBed:
         self.close()
 
     def _netns(self, name: str) -> None:
-        _run(["ip", "netns", "add", name])
-        self.namespaces.append(name)
+        with _deferred_signals():
+            _run(["ip", "netns", "add", name])
+            self.namespaces.append(name)
+
+    def _claim(self) -> None:
+        """Hold a lock named by the prefix while the bed lives: `verify --cleanup`
+        leaves a bed alone while its run holds the lock."""
+        import fcntl
+
+        if self.claim is not None:
+            return
+        with _deferred_signals():
+            RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(RUN_DIR / f"{self.prefix}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.claim = fd
 
     def start(self) -> None:
+        self.started = True
+        self.release_on_close = self.claim is None
+        self._claim()
         self._netns(self.bridge)
         _run(["ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", self.bridge, "link", "set", "br0", "up"])
@@ -533,9 +585,8 @@ class NamespaceBed:
         return results
 
     def close(self) -> None:
-        """Stop the agents and delete every namespace of this bed; Ctrl-C waits."""
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
-        try:
+        """Stop the agents and delete every namespace of this bed; signals wait."""
+        with _deferred_signals():
             self._stop_agents()
             # By prefix, so that one created just before an interrupt goes too; an
             # `ip netns add` killed by the interrupt may still finish a moment later,
@@ -554,9 +605,16 @@ class NamespaceBed:
                 names = set()
                 time.sleep(0.1 * (attempt + 1))
             self.namespaces = []
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+            if self.release_on_close:
+                self.release()
+
+    def release(self) -> None:
+        """Give up the bed's lock (after the bed and its files are gone)."""
+        if self.claim is not None:
+            if not self._left_behind():
+                (RUN_DIR / f"{self.prefix}.lock").unlink(missing_ok=True)
+            os.close(self.claim)
+            self.claim = None
 
     def _left_behind(self) -> set[str]:
         try:
@@ -672,16 +730,145 @@ def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
     plan = make_plan(matrix, profile.subnets)
     files = ruleset(matrix, profile, dropped)
     preflight(needs_ipset=any(rel.endswith(".ipset") for rel in files))
-    with _signals_raise(), tempfile.TemporaryDirectory(prefix="rulegen-verify-") as tmp:
-        folder = Path(tmp)
-        write_files(folder, files)
-        with NamespaceBed(plan.hosts) as bed:
-            bed.load(folder)
-            observed = observe_with_retry(bed, plan.probes, matrix)
+    bed = NamespaceBed(plan.hosts)
+    folder = None
+    try:
+        with signals_raise():
+            bed._claim()  # before the first file: --cleanup tells a live run by it
+            # Named by the bed's prefix, so --cleanup can find it after a SIGKILL.
+            with _deferred_signals():
+                folder = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{bed.prefix}-"))
+            write_files(folder, files)
+            with bed:
+                bed.load(folder)
+                observed = observe_with_retry(bed, plan.probes, matrix)
+    except KeyboardInterrupt:
+        raise Interrupted(bed.started, sorted(bed._left_behind())) from None
+    finally:
+        with _deferred_signals():  # a signal now waits until all is gone
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            bed.release()
     return Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
 
 
-class _signals_raise:
+def cleanup(only=None, unclaimed_age: float = 300.0) -> tuple[list[str], list[str]]:
+    """Remove what runs killed with SIGKILL left behind: namespaces and rules
+    folders named by rulegen's own pattern (and by the prefixes in `only`, when
+    given), never those of a live run. A live run holds its prefix's lock; a bed
+    without a lock file (made by an older rulegen) is removed only when no process
+    is left in it and it is older than `unclaimed_age` seconds.
+    Returns (removed, namespaces kept because their run may be alive)."""
+    import fcntl
+
+    try:
+        names = sorted(n for n in os.listdir("/run/netns") if BED_NAME.match(n))
+    except OSError:
+        names = []
+    removed, alive = [], []
+    for prefix in sorted({BED_NAME.match(n).group(1) for n in names}):
+        if only is not None and prefix not in only:
+            continue
+        mine = [n for n in names if n.startswith(prefix + "-")]
+        lock = RUN_DIR / f"{prefix}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            elif _busy_or_young(mine, unclaimed_age):
+                alive += mine
+                continue
+        except BlockingIOError:
+            alive += mine
+            os.close(fd)
+            continue
+        for name in sorted(mine, reverse=True):  # hosts first, then the bridge
+            for pid in _pids(name):  # a left agent keeps its namespace alive
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            result = subprocess.run(
+                ["ip", "netns", "delete", name], capture_output=True, timeout=30
+            )
+            if result.returncode == 0:
+                removed.append(name)
+        lock.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+    dead = {n.split("-")[0] for n in removed}
+    removed += _left_files(only, unclaimed_age, dead)
+    return removed, alive
+
+
+def _left_files(only, age: float, dead: set[str]) -> list[str]:
+    """The rules folders (and free locks) of runs that are gone: those of `dead`
+    prefixes, or whose prefix's lock is free, or that have no lock and are older
+    than `age` seconds."""
+    import fcntl
+
+    removed = []
+    base = Path(tempfile.gettempdir())
+    pattern = re.compile(rf"^{TMP_PREFIX}(rgv[0-9a-f]{{6}})-")
+    folders: dict[str, list[Path]] = {}
+    for path in base.glob(f"{TMP_PREFIX}rgv*"):
+        match = pattern.match(path.name)
+        if match and path.is_dir() and not path.is_symlink():
+            folders.setdefault(match.group(1), []).append(path)
+    try:
+        locks = {p.stem for p in RUN_DIR.glob("rgv*.lock")}
+    except OSError:
+        locks = set()
+    for prefix in sorted(set(folders) | locks):
+        if only is not None and prefix not in only:
+            continue
+        lock = RUN_DIR / f"{prefix}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            elif prefix not in dead and any(
+                time.time() - p.stat().st_mtime < age for p in folders[prefix]
+            ):
+                continue
+        except OSError:  # busy (a live run), or gone meanwhile
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+        for path in folders.get(prefix, []):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+        if fd is not None:
+            lock.unlink(missing_ok=True)
+    return removed
+
+
+def _pids(name: str) -> list[int]:
+    out = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    return [int(pid) for pid in out if pid.isdigit()]
+
+
+def _busy_or_young(names: list[str], age: float) -> bool:
+    for name in names:
+        try:
+            made = os.stat(f"/run/netns/{name}").st_mtime
+        except OSError:
+            continue
+        if time.time() - made < age or _pids(name):
+            return True
+    return False
+
+
+class signals_raise:
     """SIGTERM and SIGHUP unwind like Ctrl-C, so every finally block still runs."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGHUP)

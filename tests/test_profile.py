@@ -25,6 +25,13 @@ peers:
   ssh_rerun: [172.16.0.0/12]
 """
 
+GCP = (
+    GOOD.replace("cloud: aws", "cloud: gcp")
+    .replace("  vpc_cidr: 10.0.0.0/16\n", "")
+    .replace("    load_balancer: [10.0.48.0/24]\n", "")
+    + "load_balancer: {transparent: true}\ngcp:\n  tags: {nomad_clients: TAG}\n"
+)
+
 
 def problems(text: str) -> list[str]:
     with pytest.raises(ProfileError) as caught:
@@ -184,6 +191,78 @@ CASES = [
     ),
     ("not YAML", GOOD.replace("access: vpn", "access: [vpn"), None),
     ("empty", "", ["p.yaml: the profile is empty"]),
+    # minItems beside a $ref: enforced by both validators.
+    (
+        "no DNS servers",
+        GOOD.replace("dns_servers: [10.0.0.2]", "dns_servers: []"),
+        ["p.yaml:12: network.dns_servers: expected at least 1 item(s), got 0"],
+    ),
+    (
+        "no VCS",
+        GOOD.replace("vcs: [192.0.2.0/24]", "vcs: []"),
+        ["p.yaml:15: peers.vcs: expected at least 1 item(s), got 0"],
+    ),
+    (
+        "reversed ephemeral ports",
+        GOOD + "ephemeral_ports: [65535, 1024]\n",
+        [
+            "p.yaml:17: ephemeral_ports: [65535, 1024] is reversed; write the lower"
+            " port first: [1024, 65535]"
+        ],
+    ),
+    (
+        "IPv6 zone index",
+        GOOD.replace("vcs: [192.0.2.0/24]", "vcs: ['fe80::1%eth0']"),
+        [
+            "p.yaml:15: peers.vcs[0]: 'fe80::1%eth0': a zone index (%...) is not"
+            " allowed; write the address alone"
+        ],
+    ),
+    (
+        "GCP tag too long",
+        GCP.replace("TAG", "a" * 64),
+        [
+            f"p.yaml:17: gcp.tags.nomad_clients: '{'a' * 64}' is not a valid GCP"
+            " network tag: 1-63 lowercase letters, digits and dashes, starting with a"
+            " letter"
+        ],
+    ),
+    (
+        "GCP tag not ASCII",
+        GCP.replace("TAG", "nömad"),
+        [
+            "p.yaml:17: gcp.tags.nomad_clients: 'nömad' is not a valid GCP network"
+            " tag: 1-63 lowercase letters, digits and dashes, starting with a letter"
+        ],
+    ),
+    (
+        "GCP tag ends in a newline",
+        GCP.replace("TAG", '"nomad\\n"'),
+        [
+            "p.yaml:17: gcp.tags.nomad_clients: 'nomad\\n' holds a control character"
+            " (a line break?)"
+        ],
+    ),
+    (
+        "GCP service account not ASCII",
+        GCP.replace(
+            "tags: {nomad_clients: TAG}",
+            "service_accounts: {nomad_clients: 'nömad@p.iam.gserviceaccount.com'}",
+        ),
+        [
+            "p.yaml:17: gcp.service_accounts.nomad_clients:"
+            " 'nömad@p.iam.gserviceaccount.com' is not a service account e-mail"
+            " address (name@project.iam.gserviceaccount.com, ASCII)"
+        ],
+    ),
+    (
+        "a 10 MB value is shortened",
+        GOOD.replace("access: vpn", "access: " + "v" * 10_000_000),
+        [
+            f"p.yaml:4: access: '{'v' * 40}'...(10000000 characters) is not one of:"
+            " vpn, public"
+        ],
+    ),
 ]
 
 
@@ -262,3 +341,151 @@ def test_fast_and_full_schema_validators_agree(label, text, expected):
     except fastjsonschema.JsonSchemaValueException:
         fast = False
     assert fast == full
+
+
+# --- plain data only: the YAML reproducers ------------------------------------------
+
+YAML_CASES = [
+    (
+        "!!int tag",
+        GOOD.replace("access: vpn", "access: vpn\nstateful: !!int false"),
+        "p.yaml:5: YAML tag '!!int' is not allowed: a profile is plain data; remove the tag",
+    ),
+    (
+        "!!timestamp tag",
+        GOOD.replace("name: acme", "name: !!timestamp acme"),
+        "p.yaml:1: YAML tag '!!timestamp' is not allowed",
+    ),
+    ("custom tag", GOOD + "x: !custom x\n", "p.yaml:17: YAML tag '!custom'"),
+    (
+        "python tag",
+        GOOD + "x: !!python/name:os.system\n",
+        "p.yaml:17: YAML tag '!!python/name:os.system' is not allowed",
+    ),
+    ("tag on a list", GOOD + "x: !!seq []\n", "p.yaml:17: YAML tag '!!seq'"),
+    (
+        "recursive alias",
+        GOOD.replace("vcs: [192.0.2.0/24]", "vcs: &a [*a]"),
+        "p.yaml:15: alias *a is inside the value it names (a recursive alias)",
+    ),
+    (
+        "deep flow nesting with an anchor",
+        GOOD + "x: &deep " + "[" * 800 + "]" * 800 + "\n",
+        "p.yaml:17: nested more than 64 levels deep",
+    ),
+    (
+        "deep nesting without tags",
+        GOOD + "x: " + "[" * 999 + "]" * 999 + "\n",
+        "nested more than 64 levels deep",
+    ),
+    (
+        "alias bomb",
+        GOOD
+        + "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n"
+            for i in range(9)
+        ),
+        "values once aliases are expanded; not read",
+    ),
+    (
+        "number too long to read",
+        GOOD + "ephemeral_ports: [" + "9" * 5000 + ", 2]\n",
+        "p.yaml:17: ephemeral_ports[0]: cannot read the value '99999",
+    ),
+    (
+        "key that is a list",
+        GOOD + "? [a, b]\n: 1\n",
+        "p.yaml:17: top level: a key must be a string, not a list or a mapping",
+    ),
+    (
+        "control character",
+        GOOD + "x: a\x07b\n",
+        "p.yaml:17: not valid YAML: character #x0007",
+    ),
+    ("two documents", GOOD + "---\nx: 1\n", "not valid YAML"),
+    (
+        "a 5 MB key",
+        GOOD + "? " + "k" * 5_000_000 + "\n: 1\n",
+        "...(5000000 characters); expected one of access,",
+    ),
+    (
+        "merge key of an alias",
+        GOOD + "load_balancer: &b {transparent: false}\nvm_service: {<<: *b}\n",
+        "p.yaml:17: vm_service.transparent: unknown key 'transparent'",
+    ),
+    (
+        "merge of a scalar",
+        GOOD.replace("peers:\n", "peers:\n  <<: [1]\n"),
+        "p.yaml:14: peers: '<<' merges a mapping or a list of mappings",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "label,text,expected", YAML_CASES, ids=[c[0] for c in YAML_CASES]
+)
+def test_yaml_beyond_plain_data_is_refused_with_its_line(label, text, expected):
+    got = problems(text)
+    assert len(got) == 1 and expected in got[0], got
+
+
+def test_anchors_aliases_and_merge_keys_are_plain_data():
+    text = (
+        GOOD.replace(
+            "peers:\n  external: [172.16.0.0/12]\n",
+            "peers:\n  <<: {vcs: [198.51.100.0/24], external: [10.9.0.0/16]}\n"
+            "  external: &corp [172.16.0.0/12]\n",
+        )
+        .replace("  vcs: [192.0.2.0/24]\n", "")
+        .replace("ssh_rerun: [172.16.0.0/12]", "ssh_rerun: *corp")
+    )
+    profile = parse_profile(text, "p.yaml")
+    assert profile.peers["external"] == ("172.16.0.0/12",)  # written keys win
+    assert profile.peers["vcs"] == ("198.51.100.0/24",)  # merged
+    assert profile.peers["ssh_rerun"] == ("172.16.0.0/12",)  # alias
+    # A merged value's problems point at the line it was written on.
+    bad = text.replace("vcs: [198.51.100.0/24]", "vcs: [198.51.100.1/24]")
+    assert problems(bad)[0].startswith("p.yaml:14: peers.vcs[0]:")
+
+
+def test_only_regular_files_are_read(tmp_path):
+    import os
+
+    from generator.profile import load_profile
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path, message in (
+        (fifo, "not a regular file (a FIFO or a device); give a file or '-'"),
+        ("/dev/zero", "not a regular file (a FIFO or a device); give a file or '-'"),
+        (tmp_path, "is a folder, not a file"),
+        (tmp_path / "missing.yaml", "cannot read: No such file or directory"),
+    ):
+        with pytest.raises(ProfileError) as caught:
+            load_profile(path)
+        assert caught.value.problems == [f"{path}: {message}"]
+
+
+def test_size_cap(tmp_path, monkeypatch):
+    from generator import problems as module
+    from generator.profile import load_profile
+
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setattr(module, "MAX_INPUT_BYTES", len(GOOD) - 1)
+    monkeypatch.setattr(module.read_text, "__defaults__", (module.MAX_INPUT_BYTES,))
+    with pytest.raises(ProfileError, match="larger than"):
+        load_profile(path)
+
+
+def test_dash_reads_standard_input(tmp_path):
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    result = CliRunner().invoke(main, ["plan", "-", "--format", "json"], input=GOOD)
+    assert result.exit_code == 0 and '"profile": "acme"' in result.stdout
+    bad = CliRunner().invoke(main, ["plan", "-"], input=GOOD.replace("vpn", "vpm"))
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("error: <stdin>:4: access: 'vpm' is not one of")

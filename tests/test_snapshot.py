@@ -223,6 +223,8 @@ def test_text_groups_by_role_and_marks_breaking():
         ("{not json", "not JSON"),
         ('{"format": 7, "matrix": {}}', "format 7 is not supported"),
         ("[1, 2]", "not a rulegen snapshot"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deep to be a snapshot"),
+        ('{"format": 1, "matrix": ' + "[" * 5000 + "]" * 5000 + "}", "nested too"),
     ],
 )
 def test_bad_snapshot_files(tmp_path, content, message):
@@ -248,6 +250,43 @@ def test_snapshot_with_a_bad_rule_names_it(tmp_path):
     snap.write_text(json.dumps(data))
     result = run("diff", snap, V42)
     assert result.exit_code == 1 and "'10.0.0.1/8' is not a CIDR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r.update(protocol="tcp", ports=None), "matrix.rules.0.ports"),
+        (lambda r: r.update(protocol="all", ports=[1, 2]), "matrix.rules.0.ports"),
+        (lambda r: r.update(purpose="x" * 1_000_000), None),
+    ],
+)
+def test_snapshot_rules_must_say_what_they_allow(tmp_path, edit, message):
+    snap = tmp_path / "s.json"
+    run("snapshot", V42, "-o", snap)
+    data = json.loads(snap.read_text())
+    edit(data["matrix"]["rules"][0])
+    snap.write_text(json.dumps(data))
+    result = run("diff", snap, V42)
+    assert "Traceback" not in result.output
+    if message:
+        assert result.exit_code == 1 and message in result.stderr
+    else:  # a long but valid text is no problem
+        assert result.exit_code in (0, 2)
+
+
+def test_snapshot_of_an_unknown_version_is_refused(tmp_path):
+    snap = tmp_path / "s.json"
+    run("snapshot", V42, "-o", snap)
+    data = json.loads(snap.read_text())
+    data["matrix"]["server_version"] = "99"
+    data["matrix"]["profile"] = "p" * 1_000_000
+    data["matrix"]["release_line"] = "r" * 1_000_000
+    snap.write_text(json.dumps(data))
+    result = run("diff", snap, V42)
+    assert result.exit_code == 1 and "matrix.server_version: '99' is not one of" in (
+        result.stderr
+    )
+    assert max(len(line) for line in result.stderr.splitlines()) < 400
 
 
 @pytest.mark.parametrize(
@@ -281,3 +320,8 @@ def test_switching_to_a_stateless_engine_is_said(tmp_path):
     assert data["changes"] and not data["breaking"]
     assert all(c["traffic"][0].get("source_ports") for c in data["changes"])
     assert "Rule engine: stateful -> stateless" in run("diff", V42, stateless).stdout
+
+
+def test_a_profile_from_standard_input_can_be_diffed():
+    result = CliRunner().invoke(main, ["diff", "-", str(V42)], input=V42.read_text())
+    assert result.exit_code == 0, result.output

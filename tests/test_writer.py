@@ -71,3 +71,285 @@ def test_manifest_is_deterministic(tmp_path):
     assert (tmp_path / "one" / MANIFEST).read_bytes() == (
         tmp_path / "two" / MANIFEST
     ).read_bytes()
+
+
+# --- the output folder is a boundary ----------------------------------------------
+
+
+def test_manifest_entries_outside_the_folder_are_never_touched(tmp_path):
+    import json
+
+    from generator.writer import digest
+
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    apply(out, {"t/a.tf": "a\n"})
+    manifest = json.loads((out / MANIFEST).read_text())
+    for rel in ("../victim.txt", str(victim), "t/../../victim.txt"):
+        manifest["files"][rel] = {"target": "t", "sha256": digest("precious\n")}
+    for force in (False, True):
+        (out / MANIFEST).write_text(json.dumps(manifest))
+        changes = apply(out, {"t/a.tf": "a\n"}, force=force)
+        assert victim.read_text() == "precious\n"
+        assert changes.removed == changes.edited == []
+        reported = [w for w in changes.warnings if "victim.txt" in w]
+        assert len(reported) == 3 and all("ignored" in w for w in reported)
+
+
+def test_format_1_manifest_with_an_escaping_entry_is_reported(tmp_path):
+    import json
+
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    victim.write_text("x\n")
+    out.mkdir()
+    from generator.writer import digest
+
+    (out / MANIFEST).write_text(json.dumps({"files": {"../victim.txt": digest("x\n")}}))
+    changes = apply(out, {"t/a.tf": "a\n"}, force=True)
+    assert victim.exists()
+    assert any("'../victim.txt' is outside the folder" in w for w in changes.warnings)
+
+
+def test_a_symlink_leaving_the_folder_is_never_written_through(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "iptables").symlink_to("../elsewhere")
+    changes = compare(out, {"iptables/rules.v4": "x\n"})
+    assert changes.problems and "outside" in changes.problems[0]
+    from generator.writer import WriteError
+
+    with pytest.raises(WriteError):
+        write_tree(out, {"iptables/rules.v4": "x\n"}, changes, force=True)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_symlink_inside_the_folder_is_fine(tmp_path):
+    out = tmp_path / "out"
+    (out / "real").mkdir(parents=True)
+    (out / "t").symlink_to("real")
+    assert apply(out, {"t/a.tf": "a\n"}).problems == []
+    assert (out / "real" / "a.tf").read_text() == "a\n"
+
+
+def test_manifest_records_the_target_of_every_file(tmp_path):
+    from generator.writer import read_targets
+
+    apply(tmp_path, {"terraform-aws/main.tf": "m\n", "iptables/rules.v4": "r\n"})
+    assert read_targets(tmp_path) == {
+        "iptables/rules.v4": "iptables",
+        "terraform-aws/main.tf": "terraform-aws",
+    }
+
+
+def test_a_run_for_one_target_leaves_the_others_alone(tmp_path):
+    from generator.writer import read_targets
+
+    apply(tmp_path, {"a/one.tf": "1\n", "b/two.tf": "2\n", "b/old.tf": "o\n"})
+    changes = compare(tmp_path, {"b/two.tf": "2b\n"}, owns={"b"}.__contains__)
+    assert changes.changed == ["b/two.tf"] and changes.removed == ["b/old.tf"]
+    write_tree(tmp_path, {"b/two.tf": "2b\n"}, changes, force=False)
+    assert (tmp_path / "a/one.tf").read_text() == "1\n"
+    assert set(read_targets(tmp_path)) == {"a/one.tf", "b/two.tf"}
+    # The file of the other target is still rulegen's: a later run may update it.
+    assert compare(tmp_path, {"a/one.tf": "1b\n"}).changed == ["a/one.tf"]
+
+
+def test_folders_left_empty_are_removed(tmp_path):
+    apply(tmp_path, {"a/x/one.tf": "1\n", "b/two.tf": "2\n"})
+    apply(tmp_path, {"b/two.tf": "2\n"})
+    assert not (tmp_path / "a").exists()
+
+
+# --- filesystem errors: one line, nothing written ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda out: (out / "t").write_text("file\n"), "is a file where a folder"),
+        (lambda out: (out / "t" / "a.tf").mkdir(parents=True), "is a folder where"),
+        (
+            lambda out: ((out / "t").mkdir(), os.mkfifo(out / "t" / "a.tf")),
+            "not a regular file",
+        ),
+    ],
+)
+def test_wrong_kind_of_path_is_a_problem_before_anything_is_written(
+    tmp_path, setup, message
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    setup(out)
+    before = sorted(out.rglob("*"))
+    changes = compare(out, {"t/a.tf": "a\n", "u/b.tf": "b\n"})
+    assert len(changes.problems) == 1 and message in changes.problems[0]
+    assert sorted(out.rglob("*")) == before
+
+
+def test_a_manifest_that_is_a_folder_is_one_clear_error(tmp_path):
+    from generator.writer import WriteError
+
+    (tmp_path / MANIFEST).mkdir()
+    with pytest.raises(WriteError, match="not a regular file"):
+        compare(tmp_path, {"t/a.tf": "a\n"})
+
+
+def test_a_garbled_manifest_makes_files_count_as_not_ours(tmp_path):
+    apply(tmp_path, {"t/a.tf": "a\n"})
+    (tmp_path / MANIFEST).write_text("[" * 100000)
+    changes = compare(tmp_path, {"t/a.tf": "b\n"})
+    assert changes.edited == ["t/a.tf"] and "not a rulegen manifest" in str(
+        changes.warnings
+    )
+
+
+def test_disk_full_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    from generator import writer
+
+    apply(tmp_path, {"t/a.tf": "a\n", "t/b.tf": "b\n"})
+    real = os.fsync
+    calls = []
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # the journal and the first file pass
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(writer.os, "fsync", full)
+    files = {"t/a.tf": "a2\n", "t/b.tf": "b2\n"}
+    with pytest.raises(writer.WriteError) as info:
+        apply(tmp_path, files)
+    assert len(info.value.problems) == 1
+    assert "No space left on device" in info.value.problems[0]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".rulegen-tmp")]
+    monkeypatch.setattr(writer.os, "fsync", real)
+    # The next run finishes the tree: nothing counts as edited by hand.
+    changes = apply(tmp_path, files)
+    assert changes.edited == [] and (tmp_path / "t/b.tf").read_text() == "b2\n"
+    assert not (tmp_path / writer.JOURNAL).exists()
+
+
+# --- interrupted runs ---------------------------------------------------------------
+
+
+def _interrupt_after(monkeypatch, count):
+    """Make the `count`-th change to the tree (a rename into place or a removal)
+    raise, as a kill at that moment would stop the run."""
+    from pathlib import Path
+
+    from generator import writer
+
+    real_replace, real_unlink, seen = os.replace, Path.unlink, []
+
+    def step():
+        seen.append(1)
+        if len(seen) == count:
+            raise KeyboardInterrupt
+
+    def replace(src, dst):
+        step()
+        real_replace(src, dst)
+
+    def unlink(self, missing_ok=False):
+        if not self.name.startswith(writer.TMP_PREFIX):  # a temp file is not the tree
+            step()
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(writer.os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+@pytest.mark.parametrize("stop", range(1, 9))
+def test_an_interrupted_run_is_finished_by_the_next_run_of_either_profile(
+    tmp_path, monkeypatch, stop
+):
+    from generator import writer
+
+    a = {"t/one.tf": "a1\n", "t/two.tf": "a2\n", "u/three.tf": "a3\n"}
+    b = {"t/one.tf": "b1\n", "t/four.tf": "b4\n", "u/three.tf": "b3\n"}
+    apply(tmp_path, a)
+    interrupted = False
+    with monkeypatch.context() as m:
+        _interrupt_after(m, stop)
+        try:
+            apply(tmp_path, b)
+        except KeyboardInterrupt:
+            interrupted = True
+    # Journal, 3 files, 1 removal, manifest, journal removed: 7 steps; 8 runs through.
+    assert interrupted == (stop <= 7)
+    for profile in (a, b, a):
+        changes = apply(tmp_path, profile)
+        assert changes.edited == [] and changes.problems == []
+        on_disk = {
+            str(p.relative_to(tmp_path)): p.read_text()
+            for p in tmp_path.rglob("*")
+            if p.is_file() and not p.name.startswith(".rulegen")
+        }
+        assert on_disk == profile
+        assert not (tmp_path / writer.JOURNAL).exists()
+
+
+def test_temp_files_of_a_killed_run_are_removed(tmp_path):
+    apply(tmp_path, {"t/a.tf": "a\n"})
+    (tmp_path / "t" / ".rulegen-tmp-a.tf.x1.tmp").write_text("half")
+    (tmp_path / "t" / "notes.txt").write_text("mine")
+    changes = apply(tmp_path, {"t/a.tf": "a\n"})
+    assert changes.leftovers == ["t/.rulegen-tmp-a.tf.x1.tmp"]
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["a.tf", "notes.txt"]
+
+
+def test_the_lock_keeps_a_second_run_out(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from generator import writer
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from generator.writer import locked\n"
+            f"with locked({str(tmp_path)!r}):\n"
+            "    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(writer, "LOCK_WAIT_SECONDS", 0.3)
+        waited = []
+        with pytest.raises(writer.WriteError, match="another rulegen run"):
+            with writer.locked(tmp_path, on_wait=lambda: waited.append(1)):
+                pass
+        assert waited == [1]
+    finally:
+        holder.kill()
+        holder.wait()
+    with writer.locked(tmp_path):  # a killed holder's lock is free again
+        pass
+    assert list(tmp_path.iterdir()) == []  # the lock is on the folder: no file
+
+
+@pytest.mark.parametrize("stop", [2, 4, 5, 6])
+def test_a_one_target_run_after_an_interruption_keeps_the_others_recognised(
+    tmp_path, monkeypatch, stop
+):
+    a = {"t/one.tf": "a1\n", "t/two.tf": "a2\n", "u/three.tf": "a3\n"}
+    b = {"t/one.tf": "b1\n", "t/four.tf": "b4\n", "u/three.tf": "b3\n"}
+    apply(tmp_path, a)
+    with monkeypatch.context() as m:
+        _interrupt_after(m, stop)
+        with pytest.raises(KeyboardInterrupt):
+            apply(tmp_path, b)
+    only_u = {"u/three.tf": "a3\n"}
+    changes = compare(tmp_path, only_u, owns={"u"}.__contains__)
+    assert changes.edited == []
+    write_tree(tmp_path, only_u, changes, force=False)
+    # The journal is gone, yet t's files, half a's and half b's, are still rulegen's.
+    for profile in (a, b):
+        assert apply(tmp_path, profile).edited == []
