@@ -5,19 +5,21 @@ with `iptables-restore --noflush` flushes only those two chains (declaring a cha
 flushes it), so kube-proxy, Docker and Nomad chains on the same host are left alone.
 A restore file cannot add a jump idempotently (`-D` of a missing rule aborts the
 load), so apply.sh adds each jump only when `iptables -C` finds none.
-Role peers become the role's subnets; long address lists become ipsets.
+This module is the iptables layout of the host firewall model (generator/hostfw.py):
+role peers become the role's subnets; long address lists become ipsets.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from dataclasses import dataclass, field
 
-from ..matrix import ROLES, Matrix, Rule
-from ..quotas import Quotas, quotas_for, use_ipset
+from .. import hostfw
+from ..hostfw import Entry, HostFirewall
+from ..matrix import ROLES, Matrix
+from ..quotas import quotas_for
 from ..templating import render
-from . import EmitError, Target, describe, expressible, header
+from . import EmitError, Target, expressible, header
 
 CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT"}
 HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
@@ -25,12 +27,6 @@ MULTIPORT_MAX = 15  # multiport slots per rule; a range takes two
 SET_NAME_MAX = 31  # the kernel's limit
 SET_TEMP_SUFFIX = "-new"  # apply fills a temporary set and swaps it in
 COMMENT_MAX = 255
-ICMPV6_NEIGHBOUR = (
-    "router-solicitation",
-    "router-advertisement",
-    "neighbour-solicitation",
-    "neighbour-advertisement",
-)
 
 
 @dataclass(frozen=True)
@@ -73,22 +69,6 @@ def set_name(label: str, family: int) -> str:
     return f"{base[: room - 7]}-{digest}"
 
 
-def family_of(cidr: str) -> int:
-    return ipaddress.ip_network(cidr, strict=False).version
-
-
-def peer_cidrs(rule: Rule, subnets: dict) -> tuple[str, ...]:
-    if rule.peer.role:
-        nets = subnets.get(rule.peer.role, ())
-        if not nets:
-            raise EmitError(
-                f"iptables addresses a role by its subnets, and network.subnets."
-                f"{rule.peer.role} is empty: rule {describe(rule)}"
-            )
-        return tuple(nets)
-    return rule.peer.cidrs
-
-
 def port_slots(ports: tuple[int, int]) -> int:
     return 1 if ports[0] == ports[1] else 2
 
@@ -124,143 +104,93 @@ def port_match(port_list: list[tuple[int, int]], flag: str, protocol: str) -> st
     return f"-m multiport --{flag}s {joined}"
 
 
-def comment(rules: list[Rule]) -> str:
-    flows: list[str] = []
-    for rule in rules:
-        for flow in rule.flow.split("+"):
-            if flow not in flows:
-                flows.append(flow)
+def comment(flows: tuple[str, ...]) -> str:
     text = "rulegen: " + ",".join(flows)
     if len(text) > COMMENT_MAX:
         text = text[: COMMENT_MAX - 3] + "..."
     return text
 
 
-class RoleRules:
-    """The chains and ipsets of one role, for one address family."""
-
-    def __init__(self, family: int):
-        self.family = family
-        self.chains = {d: Chain(CHAINS[d], HOOKS[d]) for d in ("ingress", "egress")}
-        self.sets: dict[str, IpSet] = {}
+PROTOCOLS = {"icmpv6": "ipv6-icmp"}
+ACTIONS = {"allow": "ACCEPT", "drop": "DROP"}
 
 
-def _group(rules: list[Rule]) -> list[tuple[tuple, list[Rule]]]:
-    """Rules that differ only in one port list share a line (multiport).
-
-    Forward rules merge destination ports; stateless return rules (one ephemeral
-    destination range) merge their source ports.
-    """
-    groups: dict[tuple, list[Rule]] = {}
-    for rule in rules:
-        # protocol all has no ports: nothing to merge on
-        alone = rule.name if rule.ports is None else ""
-        if rule.is_return:
-            key = (rule.direction, rule.protocol, rule.peer, "sport", rule.ports, alone)
-        else:
-            key = (rule.direction, rule.protocol, rule.peer, "dport", None, alone)
-        groups.setdefault(key, []).append(rule)
-    return list(groups.items())
-
-
-def build_role(
-    rules: list[Rule],
-    subnets: dict,
-    stateful: bool,
-    families: list[int],
-    quotas: Quotas = Quotas(),
-) -> dict[int, RoleRules]:
-    out = {family: RoleRules(family) for family in families}
-    for rr in out.values():
-        for direction, chain in rr.chains.items():
-            iface = "-i lo" if direction == "ingress" else "-o lo"
-            chain.lines.append(Line(f"{iface} -j ACCEPT", ["Loopback"]))
-            if rr.family == 6:
-                for kind in ICMPV6_NEIGHBOUR:
-                    chain.lines.append(
-                        Line(
-                            f"-p ipv6-icmp -m icmp6 --icmpv6-type {kind} -j ACCEPT",
-                            (
-                                ["IPv6 neighbour discovery"]
-                                if kind == "router-solicitation"
-                                else []
-                            ),
-                        )
-                    )
-            if stateful:
-                chain.lines.append(
-                    Line(
-                        "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-                        ["Replies to allowed connections"],
-                    )
-                )
-    for (direction, protocol, peer, flag, _, _), group in _group(rules):
-        cidrs = peer_cidrs(group[0], subnets)
-        side = "-s" if direction == "ingress" else "-d"
-        match_dir = "src" if direction == "ingress" else "dst"
-        notes = [
-            f"{r.name}: {r.purpose} [{r.reference}]"
-            + (" (obsolete, kept by include_obsolete)" if r.obsolete else "")
-            for r in group
-        ]
-        if group[0].ports is None:
-            port_chunks: list[list[tuple[int, int]]] = [[]]
-        else:
-            wanted = [r.source_ports if flag == "sport" else r.ports for r in group]
-            port_chunks = chunk_ports(wanted)
-        proto = "" if protocol == "all" else f"-p {protocol} "
-        fixed = ""
-        if flag == "sport":
-            fixed = f" -m {protocol} --dport {port_arg(group[0].ports, ':')}"
-        for family, rr in out.items():
-            mine = [c for c in cidrs if family_of(c) == family]
-            if any(c.endswith("/0") for c in mine):
-                mine = [c for c in mine if c.endswith("/0")][:1]  # covers the rest
-            if not mine:  # every address is of the other family
-                continue
-            chain = rr.chains[direction]
-            if use_ipset(mine, quotas):
-                ipset = IpSet(set_name(peer.label, family), family, tuple(mine))
-                rr.sets[ipset.name] = ipset
-                addresses = [f"-m set --match-set {ipset.name} {match_dir}"]
-            else:
-                addresses = [f"{side} {c}" for c in mine]
-            first = True
-            for address in addresses:
-                for chunk in port_chunks:
-                    ports = f" {port_match(chunk, flag, protocol)}" if chunk else ""
-                    spec = (
-                        f"{proto}{address}{fixed}{ports}"
-                        f' -m comment --comment "{comment(group)}" -j ACCEPT'
-                    )
-                    chain.lines.append(Line(spec, notes if first else []))
-                    first = False
-    for rr in out.values():
-        for chain in rr.chains.values():
-            chain.lines.append(Line("-j DROP", ["Everything else"]))
-    return out
+def entry_lines(entry: Entry, direction: str, family: int) -> list[Line]:
+    """One entry as iptables lines: one per address and per multiport chunk."""
+    target = f"-j {ACTIONS[entry.action]}"
+    head = ""
+    if entry.iface:
+        head += f"{'-i' if direction == 'ingress' else '-o'} {entry.iface} "
+    if entry.protocol:
+        head += f"-p {PROTOCOLS.get(entry.protocol, entry.protocol)} "
+    if entry.icmp_type:
+        module = "icmp6 --icmpv6-type" if family == 6 else "icmp --icmp-type"
+        head += f"-m {module} {entry.icmp_type} "
+    if entry.ctstate:
+        head += f"-m conntrack --ctstate {','.join(entry.ctstate)} "
+    if entry.set is not None:
+        name = set_name(entry.set.label, entry.set.family)
+        addresses = [f"-m set --match-set {name} {entry.side}"]
+    else:
+        flag = "-s" if entry.side == "src" else "-d"
+        addresses = [f"{flag} {a}" for a in entry.addresses] or [""]
+    fixed = ""
+    if entry.sports:
+        fixed = f" -m {entry.protocol} --dport {port_arg(entry.dports[0], ':')}"
+        flag, port_chunks = "sport", chunk_ports(list(entry.sports))
+    elif entry.dports:
+        flag, port_chunks = "dport", chunk_ports(list(entry.dports))
+    else:
+        flag, port_chunks = "", [[]]
+    tail = f' -m comment --comment "{comment(entry.flows)}"' if entry.flows else ""
+    lines = []
+    for address in addresses:
+        for chunk in port_chunks:
+            ports = f" {port_match(chunk, flag, entry.protocol)}" if chunk else ""
+            spec = " ".join(
+                filter(None, [f"{head}{address}{fixed}{ports}{tail}".strip(), target])
+            )
+            lines.append(Line(spec, list(entry.notes) if not lines else []))
+    return lines
 
 
-def _families(matrix: Matrix, profile) -> list[int]:
-    """IPv6 rules only when IPv6 appears; then every role gets them, so none is left open."""
-    addresses = [c for r in matrix.rules for c in r.peer.cidrs]
-    addresses += [c for nets in profile.subnets.values() for c in nets]
-    return [4, 6] if any(family_of(c) == 6 for c in addresses) else [4]
+def layout(fw: HostFirewall, family: int) -> list[Chain]:
+    """The chains of one family of a role's host firewall, as iptables lines."""
+    fr = fw.families[family]
+    chains = []
+    for direction, model in fr.chains.items():
+        chain = Chain(CHAINS[direction], HOOKS[direction])
+        for entry in model.entries:
+            chain.lines += entry_lines(entry, direction, family)
+        chains.append(chain)
+    return chains
+
+
+def ipsets(fw: HostFirewall) -> list[IpSet]:
+    return [IpSet(set_name(s.label, s.family), s.family, s.cidrs) for s in fw.sets]
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     rules = expressible(target, matrix)
-    families = _families(matrix, profile)
+    families = hostfw.families_of(matrix, profile)
     head = header(matrix, target.name)
     files: dict[str, str] = {}
     roles = [role for role in ROLES if any(r.role == role for r in rules)]
     for role in roles:
         mine = [r for r in rules if r.role == role]
-        built = build_role(
-            mine, profile.subnets, matrix.stateful, families, quotas_for(profile)
-        )
-        sets = [s for rr in built.values() for s in rr.sets.values()]
-        for family, rr in built.items():
+        try:
+            fw = hostfw.build(
+                role,
+                mine,
+                profile.subnets,
+                matrix.stateful,
+                families,
+                quotas_for(profile),
+            )
+        except hostfw.HostFirewallError as exc:
+            raise EmitError(str(exc).replace("a host firewall", "iptables")) from None
+        sets = ipsets(fw)
+        for family in fw.families:
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
             files[name] = render(
                 "iptables/rules.j2",
@@ -269,7 +199,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 family=family,
                 stateful=matrix.stateful,
                 has_sets=bool(sets),
-                chains=list(rr.chains.values()),
+                chains=layout(fw, family),
             )
         if sets:
             files[f"{role}.ipset"] = render(
