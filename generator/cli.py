@@ -179,9 +179,14 @@ def generate(
     matrix = shipped_matrix(prof, optimized=not no_optimize)
     warn(matrix.warnings)
     try:
-        files = files_for(prof, matrix, targets_for(prof.cloud, tuple(targets)))
+        chosen = targets_for(prof.cloud, tuple(targets))
+        files = files_for(prof, matrix, chosen)
     except EmitError as exc:
         fail(getattr(exc, "problems", [str(exc)]))
+    if any(t.host_firewall for t in chosen):
+        from .hostfw import lockout_warning
+
+        warn(lockout_warning(matrix, prof))
     folder = Path(output) if output else Path("out") / prof.name
     changes = compare(folder, files)
     if check:

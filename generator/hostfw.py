@@ -1,27 +1,80 @@
 """The host firewall of a role, free of any syntax: iptables and nftables lay it out.
 
-Per role and address family: chains (one per hook: traffic to the host, from the
-host), each an ordered list of entries that say what they match (protocol, addresses
-or a named address set, ports, conntrack state, ICMP type, interface) and what happens
-to it (allow or drop), with the name, purpose and page reference of the rules behind
-them. The first entry that matches decides. Nothing here knows a command-line flag.
+Per role and address family: three chains (traffic to the host, from the host, and
+forwarded through it to and from its containers), each an ordered list of entries
+that say what they match (protocol, source and destination addresses or named address
+sets, ports, conntrack state, ICMP type, interface) and what happens to it, with the
+name, purpose and reference of the rules behind them. The first entry that matches
+decides. Nothing here knows a command-line flag.
+
+Restrict, never widen: "allow" means "rulegen has no objection" and hands the packet
+back to the host's own chains (iptables RETURN, an nftables accept in a table of its
+own), so kube-proxy's, Docker's, a CNI's and the operator's rules still see it; only
+"drop" is final.
+
+Besides the matrix's rules each chain carries the host essentials, each a visible
+entry whose reference is "host essentials" (not the page): loopback, IPv6 neighbour
+discovery, replies, the ICMP errors path MTU discovery needs (also when stateless),
+echo requests from the admin sources, NTP, the cloud's metadata service, DHCP where
+the profile says the host uses it, admin SSH on a load balancer that is a host, and
+on Kubernetes nodes the pod and service ranges.
+
+The forward chain sees container traffic: what reaches a container through DNAT (a
+NodePort, a Docker-published port) obeys the role's ingress rules by its original
+destination port; what containers send obeys the role's egress rules. It is always
+stateful: NAT needs connection tracking whatever the profile says.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .matrix import Rule
 from .quotas import Quotas, use_ipset
 
-DIRECTIONS = ("ingress", "egress")
+DIRECTIONS = ("ingress", "egress", "forward")
+FAMILIES = (4, 6)  # every role gets both: a dual-stack host is never left open
+ESSENTIALS = "host essentials"
 ICMPV6_NEIGHBOUR = (
     "router-solicitation",
     "router-advertisement",
     "neighbour-solicitation",
     "neighbour-advertisement",
 )
+# The ICMP errors a host needs, also without connection tracking: unreachable
+# (with fragmentation-needed), time exceeded, parameter problem; IPv6's packet too big.
+ICMP_ERRORS = {
+    4: ("destination-unreachable", "time-exceeded", "parameter-problem"),
+    6: (
+        "destination-unreachable",
+        "packet-too-big",
+        "time-exceeded",
+        "parameter-problem",
+    ),
+}
+ICMP = {4: "icmp", 6: "icmpv6"}
+# Where each role's forward chain is attached: Docker's documented DOCKER-USER chain
+# on Docker hosts (Nomad clients, the VMs' Docker), FORWARD elsewhere.
+FORWARD_ATTACH = {
+    "load_balancer": "forward",
+    "kubernetes_nodes": "forward",
+    "nomad_clients": "docker-user",
+    "external_vms": "docker-user",
+}
+# The cloud's link-local services (AWS: Amazon Time Sync and IMDS; GCP: the metadata
+# server answers both).
+CLOUD_NTP = {
+    "aws": ("169.254.169.123/32", "fd00:ec2::123/128"),
+    "gcp": ("169.254.169.254/32",),
+}
+CLOUD_METADATA = {
+    "aws": ("169.254.169.254/32", "fd00:ec2::254/128"),
+    "gcp": ("169.254.169.254/32",),
+}
+DHCP = {4: ((68, 67), "udp"), 6: ((546, 547), "udp")}
+# ipset's hash:net counts members in 32 bits; nftables sets too.
+SET_MAX = 2**32 - 1
 
 
 class HostFirewallError(Exception):
@@ -41,29 +94,32 @@ class AddressSet:
 class Entry:
     """One match and its verdict. Empty fields match anything.
 
-    `addresses` are alternatives (any one matches), on the side `side` names ("src"
-    for traffic to the host, "dst" for traffic from it); `set` replaces them with a
-    named set. `dports`/`sports` are alternatives too; a stateless return rule has
-    several `sports` and exactly one `dports` range.
+    `src` and `dst` list alternatives (any one matches); `src_set`/`dst_set` replace
+    them with a named set. `dports`/`sports` are alternatives too; a stateless return
+    rule has several `sports` and one `dports` range. `original` makes `dports` match
+    the destination port before DNAT (with `ctstate` DNAT).
     """
 
     action: str  # "allow" | "drop"
-    protocol: str | None = None  # "tcp", "udp", "icmpv6"; None: any
+    protocol: str | None = None  # "tcp", "udp", "icmp", "icmpv6"; None: any
     iface: str | None = None  # "lo": the loopback interface
-    side: str | None = None
-    addresses: tuple[str, ...] = ()
-    set: AddressSet | None = None
+    src: tuple[str, ...] = ()
+    dst: tuple[str, ...] = ()
+    src_set: AddressSet | None = None
+    dst_set: AddressSet | None = None
     dports: tuple[tuple[int, int], ...] = ()
     sports: tuple[tuple[int, int], ...] = ()
+    original: bool = False
     icmp_type: str | None = None
     ctstate: tuple[str, ...] = ()
-    flows: tuple[str, ...] = ()  # the rules' flow names (the comment in the ruleset)
+    flows: tuple[str, ...] = ()  # the flow names (the comment in the ruleset)
     notes: tuple[str, ...] = ()  # a line each: name, purpose, reference
 
 
 @dataclass
 class Chain:
-    direction: str  # "ingress" (to the host) | "egress" (from the host)
+    direction: str  # "ingress" (to the host), "egress" (from it), "forward"
+    attach: str  # "input", "output", "forward" or "docker-user"
     entries: list[Entry] = field(default_factory=list)
 
 
@@ -85,6 +141,43 @@ class HostFirewall:
     @property
     def sets(self) -> list[AddressSet]:
         return [s for fr in self.families.values() for s in fr.sets.values()]
+
+
+@dataclass(frozen=True)
+class Essentials:
+    """The profile's host essentials for one role (addresses as CIDRs)."""
+
+    ntp: tuple[str, ...] = ()
+    metadata: tuple[str, ...] = ()
+    echo_from: tuple[str, ...] = ()
+    dhcp: bool = False
+    admin_ssh: tuple[str, ...] = ()  # the load balancer's, where it is a host
+    pods: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    ephemeral: tuple[int, int] = (1024, 65535)
+
+
+def essentials_for(profile, role: str) -> Essentials:
+    host = getattr(profile, "host_firewall", None) or {}
+    cloud = profile.cloud
+    ntp = tuple(host.get("ntp_servers") or ()) or CLOUD_NTP.get(cloud, ())
+    metadata = CLOUD_METADATA.get(cloud, ()) if host.get("metadata", True) else ()
+    admin = tuple(profile.peers.get("ssh_admin", ()))
+    k8s = role == "kubernetes_nodes"
+    return Essentials(
+        ntp=tuple(_cidr(c) for c in ntp),
+        metadata=metadata,
+        echo_from=admin if host.get("icmp_echo", True) else (),
+        dhcp=bool(host.get("dhcp", False)),
+        admin_ssh=admin if role == "load_balancer" else (),
+        pods=tuple(getattr(profile, "pod_cidrs", ()) or ()) if k8s else (),
+        services=tuple(getattr(profile, "service_cidrs", ()) or ()) if k8s else (),
+        ephemeral=tuple(profile.ephemeral_ports),
+    )
+
+
+def _cidr(text: str) -> str:
+    return str(ipaddress.ip_network(text, strict=False))
 
 
 def family_of(cidr: str) -> int:
@@ -138,22 +231,171 @@ def rule_note(rule: Rule) -> str:
     )
 
 
+def _note(what: str) -> tuple[str, ...]:
+    return (f"{what} [{ESSENTIALS}]",)
+
+
+def _essential(action: str, protocol=None, *, flow: str, what: str, **match) -> Entry:
+    """A host essential: its own flow name (host-...) and reference."""
+    return Entry(action, protocol, flows=(f"host-{flow}",), notes=_note(what), **match)
+
+
+def _v(cidrs, family: int) -> tuple[str, ...]:
+    return tuple(c for c in cidrs if family_of(c) == family)
+
+
 def _head(family: int, direction: str, stateful: bool) -> list[Entry]:
     """What every chain starts with: loopback, neighbour discovery, replies."""
-    entries = [Entry("allow", iface="lo", notes=("Loopback",))]
-    if family == 6:
-        for kind in ICMPV6_NEIGHBOUR:
-            notes = ("IPv6 neighbour discovery",) if kind == ICMPV6_NEIGHBOUR[0] else ()
-            entries.append(Entry("allow", "icmpv6", icmp_type=kind, notes=notes))
-    if stateful:
-        entries.append(
-            Entry(
+    entries = []
+    if direction != "forward":
+        entries.append(Entry("allow", iface="lo", notes=("Loopback",)))
+        if family == 6:
+            for kind in ICMPV6_NEIGHBOUR:
+                first = kind == ICMPV6_NEIGHBOUR[0]
+                notes = ("IPv6 neighbour discovery",) if first else ()
+                entries.append(Entry("allow", "icmpv6", icmp_type=kind, notes=notes))
+    if stateful or direction == "forward":
+        notes = ("Replies to allowed connections",)
+        if direction == "forward":
+            notes = _note("Replies to allowed connections (NAT needs conntrack)")
+        entries.append(Entry("allow", ctstate=("ESTABLISHED", "RELATED"), notes=notes))
+    return entries
+
+
+def _essentials(family: int, direction: str, ess: Essentials, stateful: bool):
+    """The host essentials of one chain, before the matrix's rules."""
+    icmp = ICMP[family]
+    out: list[Entry] = []
+    pods = _v(ess.pods, family)
+    if direction == "forward":
+        if pods:
+            out.append(
+                _essential(
+                    "allow",
+                    flow="pods",
+                    what="Pods to pods and to services (network.pod_cidrs, service_cidrs)",
+                    src=pods,
+                    dst=pods + _v(ess.services, family),
+                )
+            )
+        return out
+    inbound = direction == "ingress"
+    here, there = ("src", "dst") if inbound else ("dst", "src")
+
+    def reply(what: str, protocol: str, port: int, addresses) -> Entry:
+        """The stateless return rule of a host essential."""
+        return _essential(
+            "allow",
+            protocol,
+            flow=what[0],
+            what="Return traffic: " + what[1],
+            **{here: addresses},
+            dports=(ess.ephemeral,),
+            sports=((port, port),),
+        )
+
+    for i, kind in enumerate(ICMP_ERRORS[family]):
+        out.append(
+            _essential(
                 "allow",
-                ctstate=("ESTABLISHED", "RELATED"),
-                notes=("Replies to allowed connections",),
+                icmp,
+                flow="icmp-errors",
+                what="ICMP errors: unreachable, fragmentation needed, time exceeded"
+                " (path MTU discovery, also without conntrack)",
+                icmp_type=kind,
             )
         )
-    return entries
+        if i:
+            out[-1] = replace(out[-1], notes=())
+    echo = _v(ess.echo_from, family)
+    if echo and (inbound or not stateful):
+        out.append(
+            _essential(
+                "allow",
+                icmp,
+                flow="echo",
+                what="Echo (ping) from the admin sources (peers.ssh_admin;"
+                " host_firewall.icmp_echo)",
+                **{here: echo},
+                icmp_type="echo-request" if inbound else "echo-reply",
+            )
+        )
+    ssh = _v(ess.admin_ssh, family)
+    what = (
+        "admin-ssh",
+        "Administrative SSH to the load balancer host (peers.ssh_admin)",
+    )
+    if ssh and inbound:
+        out.append(
+            _essential(
+                "allow", "tcp", flow=what[0], what=what[1], src=ssh, dports=((22, 22),)
+            )
+        )
+    elif ssh and not stateful:
+        out.append(
+            _essential(
+                "allow",
+                "tcp",
+                flow=what[0],
+                what="Return traffic: " + what[1],
+                dst=ssh,
+                dports=(ess.ephemeral,),
+                sports=((22, 22),),
+            )
+        )
+    services = (
+        (
+            _v(ess.ntp, family),
+            "udp",
+            123,
+            ("ntp", "NTP time sync (host_firewall.ntp_servers)"),
+        ),
+        (
+            _v(ess.metadata, family),
+            "tcp",
+            80,
+            (
+                "metadata",
+                "The cloud's instance metadata service (host_firewall.metadata)",
+            ),
+        ),
+    )
+    for addresses, protocol, port, what in services:
+        if addresses and not inbound:
+            out.append(
+                _essential(
+                    "allow",
+                    protocol,
+                    flow=what[0],
+                    what=what[1],
+                    dst=addresses,
+                    dports=((port, port),),
+                )
+            )
+        elif addresses and not stateful:
+            out.append(reply(what, protocol, port, addresses))
+    if ess.dhcp:
+        (client, server), protocol = DHCP[family]
+        local, remote = (client, server) if inbound else (server, client)
+        out.append(
+            _essential(
+                "allow",
+                protocol,
+                flow="dhcp",
+                what="DHCP (host_firewall.dhcp)",
+                dports=((local, local),),
+                sports=((remote, remote),),
+            )
+        )
+    cluster = pods + (() if inbound else _v(ess.services, family))
+    if cluster:
+        what = (
+            "Pods to their node (network.pod_cidrs)"
+            if inbound
+            else "The node to pods and services (network.pod_cidrs, service_cidrs)"
+        )
+        out.append(_essential("allow", flow="pods", what=what, **{here: cluster}))
+    return out
 
 
 def build(
@@ -161,19 +403,23 @@ def build(
     rules: list[Rule],
     subnets: dict,
     stateful: bool,
-    families: list[int],
+    families=FAMILIES,
     quotas: Quotas = Quotas(),
+    essentials: Essentials | None = None,
 ) -> HostFirewall:
     """The host firewall of one role from its rules of the matrix."""
+    ess = essentials or Essentials()
     fw = HostFirewall(role, stateful)
+    attach = {"ingress": "input", "egress": "output", "forward": FORWARD_ATTACH[role]}
     for family in families:
         fr = FamilyRules(family)
         for direction in DIRECTIONS:
-            fr.chains[direction] = Chain(direction, _head(family, direction, stateful))
+            entries = _head(family, direction, stateful)
+            entries += _essentials(family, direction, ess, stateful)
+            fr.chains[direction] = Chain(direction, attach[direction], entries)
         fw.families[family] = fr
     for (direction, protocol, peer, flag, _, _), group in group_rules(rules):
         cidrs = peer_cidrs(group[0], subnets)
-        side = "src" if direction == "ingress" else "dst"
         notes = tuple(rule_note(r) for r in group)
         if group[0].ports is None:
             dports: tuple = ()
@@ -190,36 +436,92 @@ def build(
                 mine = [c for c in mine if c.endswith("/0")][:1]  # covers the rest
             if not mine:  # every address is of the other family
                 continue
+            side = "src" if direction == "ingress" else "dst"
             entry = Entry(
                 "allow",
                 None if protocol == "all" else protocol,
-                side=side,
                 dports=dports,
                 sports=sports,
                 flows=flow_names(group),
                 notes=notes,
             )
             if use_ipset(mine, quotas):
+                if len(mine) > SET_MAX:
+                    raise HostFirewallError(
+                        f"{len(mine)} addresses in {peer.label}: more than a kernel"
+                        f" set holds ({SET_MAX}); rule {group[0].name}"
+                    )
                 aset = AddressSet(peer.label, family, tuple(mine))
                 fr.sets[aset.label] = aset
-                entry = _replace(entry, set=aset)
+                entry = replace(entry, **{f"{side}_set": aset})
             else:
-                entry = _replace(entry, addresses=tuple(mine))
+                entry = replace(entry, **{side: tuple(mine)})
             fr.chains[direction].entries.append(entry)
+            if not sports:
+                _forward(fr, direction, entry, _v(ess.pods, family))
     for fr in fw.families.values():
         for chain in fr.chains.values():
             chain.entries.append(Entry("drop", notes=("Everything else",)))
     return fw
 
 
-def _replace(entry: Entry, **changes) -> Entry:
-    from dataclasses import replace
+def _forward(fr: FamilyRules, direction: str, entry: Entry, pods) -> None:
+    """The rule's counterpart on the forward path (container traffic)."""
+    chain = fr.chains["forward"].entries
+    if direction == "ingress":
+        # Reached through DNAT (a NodePort, a published port): by the original port.
+        chain.append(replace(entry, ctstate=("DNAT",), original=True))
+        if pods:  # routed to a pod directly (another node's masqueraded NodePort)
+            chain.append(replace(entry, dst=pods, notes=()))
+    else:
+        chain.append(replace(entry, src=pods) if pods else entry)
 
-    return replace(entry, **changes)
+
+def for_profile(rules: list[Rule], matrix, profile, quotas: Quotas) -> dict:
+    """Every role's host firewall: role -> HostFirewall, in the matrix's role order."""
+    from .matrix import ROLES
+
+    out = {}
+    for role in ROLES:
+        mine = [r for r in rules if r.role == role]
+        if mine:
+            out[role] = build(
+                role,
+                mine,
+                profile.subnets,
+                matrix.stateful,
+                families_of(matrix, profile),
+                quotas,
+                essentials_for(profile, role),
+            )
+    return out
 
 
-def families_of(matrix, profile) -> list[int]:
-    """IPv6 rules only when IPv6 appears; then every role gets them, so none is left open."""
-    addresses = [c for r in matrix.rules for c in r.peer.cidrs]
-    addresses += [c for nets in profile.subnets.values() for c in nets]
-    return [4, 6] if any(family_of(c) == 6 for c in addresses) else [4]
+def lockout_roles(matrix, profile) -> list[str]:
+    """Roles whose host firewall lets no SSH (tcp 22) in from anywhere."""
+    locked = []
+    for role in matrix.roles():
+        opens = any(
+            not r.is_return
+            and r.protocol in ("tcp", "all")
+            and (r.ports is None or r.ports[0] <= 22 <= r.ports[1])
+            for r in matrix.for_role(role, "ingress")
+        )
+        if not opens and not essentials_for(profile, role).admin_ssh:
+            locked.append(role)
+    return locked
+
+
+def lockout_warning(matrix, profile) -> list[str]:
+    locked = lockout_roles(matrix, profile)
+    if not locked:
+        return []
+    return [
+        f"host firewall: {', '.join(locked)} will refuse all SSH (peers.ssh_admin is"
+        " empty); keep a console at hand, and load with apply.sh's rollback guard"
+    ]
+
+
+def families_of(matrix, profile) -> tuple[int, ...]:
+    """Both families, always: a dual-stack host with an IPv4 profile is not left open."""
+    return FAMILIES

@@ -460,7 +460,16 @@ class NamespaceBed:
         """Run the generated apply.sh in every host of the given roles (default: all)."""
         for host in self.hosts:
             if host.role and (roles is None or host.role in roles):
-                args = ["ip", "netns", "exec", host.ns, "sh", "apply.sh", host.role]
+                args = [
+                    "ip",
+                    "netns",
+                    "exec",
+                    host.ns,
+                    "sh",
+                    "apply.sh",
+                    "--yes",
+                    host.role,
+                ]
                 _run(args, cwd=folder)
 
     def observe(

@@ -14,7 +14,11 @@ def build(name: str, role: str):
     matrix = shipped_matrix(prof)
     rules = list(matrix.for_role(role))
     fw = hostfw.build(
-        role, rules, prof.subnets, matrix.stateful, hostfw.families_of(matrix, prof)
+        role,
+        rules,
+        prof.subnets,
+        matrix.stateful,
+        essentials=hostfw.essentials_for(prof, role),
     )
     return matrix, rules, fw
 
@@ -36,9 +40,18 @@ def test_chains_end_in_drop_and_start_with_loopback(example_name):
     prof = example(example_name)
     for role in shipped_matrix(prof).roles():
         _, _, fw = build(example_name, role)
-        for chain in fw.families[4].chains.values():
-            assert chain.entries[0].iface == "lo"
-            assert chain.entries[-1] == hostfw.Entry("drop", notes=("Everything else",))
+        for family in (4, 6):
+            chains = fw.families[family].chains
+            assert [chains[d].entries[0].iface for d in ("ingress", "egress")] == [
+                "lo",
+                "lo",
+            ]
+            assert chains["forward"].entries[0].ctstate == ("ESTABLISHED", "RELATED")
+            for chain in chains.values():
+                assert chain.entries[-1] == hostfw.Entry(
+                    "drop", notes=("Everything else",)
+                )
+                assert all(e.action == "allow" for e in chain.entries[:-1])
 
 
 def test_a_role_peer_without_subnets_is_refused():

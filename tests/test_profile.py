@@ -69,7 +69,7 @@ CASES = [
         GOOD + "owner: blue\n",
         [
             "p.yaml:17: owner: unknown key 'owner'; expected one of access, cloud, ephemeral_ports,"
-            " gcp, include_obsolete, load_balancer, name, network, peers, quotas, server_version,"
+            " gcp, host_firewall, include_obsolete, load_balancer, name, network, peers, quotas, server_version,"
             " stateful,"
             " vm_service"
         ],

@@ -1,12 +1,13 @@
-"""iptables: one iptables-restore file per role, in chains of our own.
+"""iptables: one iptables-restore file per role and family, in chains of our own.
 
-The rules live in RULEGEN-IN and RULEGEN-OUT, which INPUT and OUTPUT jump to. Loading
-with `iptables-restore --noflush` flushes only those two chains (declaring a chain
-flushes it), so kube-proxy, Docker and Nomad chains on the same host are left alone.
-A restore file cannot add a jump idempotently (`-D` of a missing rule aborts the
-load), so apply.sh adds each jump only when `iptables -C` finds none.
-This module is the iptables layout of the host firewall model (generator/hostfw.py):
-role peers become the role's subnets; long address lists become ipsets.
+The iptables layout of the host firewall model (generator/hostfw.py). The rules live
+in RULEGEN-IN, RULEGEN-OUT and RULEGEN-FWD, which INPUT, OUTPUT and the forward path
+(FORWARD, or Docker's DOCKER-USER on Docker hosts) jump to first. Allowed traffic
+RETURNs to the chain that jumped, so kube-proxy's, Docker's, a CNI's and the
+operator's later rules still apply; the rest is dropped. Loading with
+`iptables-restore --noflush` flushes only our chains (declaring a chain flushes it).
+A restore file cannot add a jump idempotently, so apply.sh adds each one.
+Role peers become the role's subnets; long address lists become ipsets.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from ..quotas import quotas_for
 from ..templating import render
 from . import EmitError, Target, expressible, header
 
-CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT"}
-HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
+CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT", "forward": "RULEGEN-FWD"}
+HOOKS = {
+    "input": "INPUT",
+    "output": "OUTPUT",
+    "forward": "FORWARD",
+    "docker-user": "DOCKER-USER",
+}
 MULTIPORT_MAX = 15  # multiport slots per rule; a range takes two
 SET_NAME_MAX = 31  # the kernel's limit
 SET_TEMP_SUFFIX = "-new"  # apply fills a temporary set and swaps it in
 COMMENT_MAX = 255
+SET_HASHSIZE_MIN = 64
+SET_MAXELEM_MIN = 65536
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,19 @@ class IpSet:
     @property
     def inet(self) -> str:
         return "inet" if self.family == 4 else "inet6"
+
+    @property
+    def maxelem(self) -> int:
+        """Room for the members and as many again (a later, longer list)."""
+        return max(SET_MAXELEM_MIN, _pow2(2 * len(self.cidrs)))
+
+    @property
+    def hashsize(self) -> int:
+        return max(SET_HASHSIZE_MIN, _pow2(len(self.cidrs) // 4))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 @dataclass
@@ -105,6 +126,7 @@ def port_match(port_list: list[tuple[int, int]], flag: str, protocol: str) -> st
 
 
 def comment(flows: tuple[str, ...]) -> str:
+    """The flows of an entry, as the kernel keeps them (at most 255 bytes)."""
     text = "rulegen: " + ",".join(flows)
     if len(text) > COMMENT_MAX:
         text = text[: COMMENT_MAX - 3] + "..."
@@ -112,45 +134,59 @@ def comment(flows: tuple[str, ...]) -> str:
 
 
 PROTOCOLS = {"icmpv6": "ipv6-icmp"}
-ACTIONS = {"allow": "ACCEPT", "drop": "DROP"}
+ACTIONS = {"allow": "RETURN", "drop": "DROP"}
+ICMP_MODULE = {"icmp": "icmp --icmp-type", "icmpv6": "icmp6 --icmpv6-type"}
 
 
-def entry_lines(entry: Entry, direction: str, family: int) -> list[Line]:
-    """One entry as iptables lines: one per address and per multiport chunk."""
-    target = f"-j {ACTIONS[entry.action]}"
-    head = ""
+def _addresses(flag: str, cidrs: tuple, aset, where: str) -> list[str]:
+    if aset is not None:
+        return [f"-m set --match-set {set_name(aset.label, aset.family)} {where}"]
+    return [f"{flag} {c}" for c in cidrs] or [""]
+
+
+def entry_lines(entry: Entry, direction: str) -> list[Line]:
+    """One entry as iptables lines: one per address pair and per port chunk."""
+    head = []
     if entry.iface:
-        head += f"{'-i' if direction == 'ingress' else '-o'} {entry.iface} "
+        head.append(f"{'-i' if direction == 'ingress' else '-o'} {entry.iface}")
     if entry.protocol:
-        head += f"-p {PROTOCOLS.get(entry.protocol, entry.protocol)} "
+        head.append(f"-p {PROTOCOLS.get(entry.protocol, entry.protocol)}")
     if entry.icmp_type:
-        module = "icmp6 --icmpv6-type" if family == 6 else "icmp --icmp-type"
-        head += f"-m {module} {entry.icmp_type} "
-    if entry.ctstate:
-        head += f"-m conntrack --ctstate {','.join(entry.ctstate)} "
-    if entry.set is not None:
-        name = set_name(entry.set.label, entry.set.family)
-        addresses = [f"-m set --match-set {name} {entry.side}"]
+        head.append(f"-m {ICMP_MODULE[entry.protocol]} {entry.icmp_type}")
+    state = f"-m conntrack --ctstate {','.join(entry.ctstate)}" if entry.ctstate else ""
+    pairs = [
+        [a for a in (s, d) if a]
+        for s in _addresses("-s", entry.src, entry.src_set, "src")
+        for d in _addresses("-d", entry.dst, entry.dst_set, "dst")
+    ]
+    if entry.original:  # one conntrack match per range: it takes no list
+        chunks = [f"{state} --ctorigdstport {port_arg(p, ':')}" for p in entry.dports]
+        before, after = chunks or [state], [""]
     else:
-        flag = "-s" if entry.side == "src" else "-d"
-        addresses = [f"{flag} {a}" for a in entry.addresses] or [""]
-    fixed = ""
-    if entry.sports:
-        fixed = f" -m {entry.protocol} --dport {port_arg(entry.dports[0], ':')}"
-        flag, port_chunks = "sport", chunk_ports(list(entry.sports))
-    elif entry.dports:
-        flag, port_chunks = "dport", chunk_ports(list(entry.dports))
-    else:
-        flag, port_chunks = "", [[]]
-    tail = f' -m comment --comment "{comment(entry.flows)}"' if entry.flows else ""
+        before = [state]
+        if entry.sports:
+            fixed = f"-m {entry.protocol} --dport {port_arg(entry.dports[0], ':')} "
+            after = [
+                fixed + port_match(c, "sport", entry.protocol)
+                for c in chunk_ports(list(entry.sports))
+            ]
+        elif entry.dports:
+            after = [
+                port_match(c, "dport", entry.protocol)
+                for c in chunk_ports(list(entry.dports))
+            ]
+        else:
+            after = [""]
+    tail = f'-m comment --comment "{comment(entry.flows)}"' if entry.flows else ""
     lines = []
-    for address in addresses:
-        for chunk in port_chunks:
-            ports = f" {port_match(chunk, flag, entry.protocol)}" if chunk else ""
-            spec = " ".join(
-                filter(None, [f"{head}{address}{fixed}{ports}{tail}".strip(), target])
-            )
-            lines.append(Line(spec, list(entry.notes) if not lines else []))
+    for pair in pairs:
+        for one in before:
+            for ports in after:
+                words = (
+                    head + [one] + pair + [ports, tail, f"-j {ACTIONS[entry.action]}"]
+                )
+                spec = " ".join(w for w in words if w)
+                lines.append(Line(spec, list(entry.notes) if not lines else []))
     return lines
 
 
@@ -159,9 +195,9 @@ def layout(fw: HostFirewall, family: int) -> list[Chain]:
     fr = fw.families[family]
     chains = []
     for direction, model in fr.chains.items():
-        chain = Chain(CHAINS[direction], HOOKS[direction])
+        chain = Chain(CHAINS[direction], HOOKS[model.attach])
         for entry in model.entries:
-            chain.lines += entry_lines(entry, direction, family)
+            chain.lines += entry_lines(entry, direction)
         chains.append(chain)
     return chains
 
@@ -172,25 +208,19 @@ def ipsets(fw: HostFirewall) -> list[IpSet]:
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     rules = expressible(target, matrix)
-    families = hostfw.families_of(matrix, profile)
     head = header(matrix, target.name)
+    try:
+        fws = hostfw.for_profile(rules, matrix, profile, quotas_for(profile))
+    except hostfw.HostFirewallError as exc:
+        raise EmitError(str(exc).replace("a host firewall", "iptables")) from None
     files: dict[str, str] = {}
-    roles = [role for role in ROLES if any(r.role == role for r in rules)]
-    for role in roles:
-        mine = [r for r in rules if r.role == role]
-        try:
-            fw = hostfw.build(
-                role,
-                mine,
-                profile.subnets,
-                matrix.stateful,
-                families,
-                quotas_for(profile),
-            )
-        except hostfw.HostFirewallError as exc:
-            raise EmitError(str(exc).replace("a host firewall", "iptables")) from None
-        sets = ipsets(fw)
+    hooks = {}
+    sets = {}
+    for role, fw in fws.items():
+        sets[role] = ipsets(fw)
         for family in fw.families:
+            chains = layout(fw, family)
+            hooks[role] = [(c.hook, c.name) for c in chains]
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
             files[name] = render(
                 "iptables/rules.j2",
@@ -198,17 +228,20 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 role=role,
                 family=family,
                 stateful=matrix.stateful,
-                has_sets=bool(sets),
-                chains=layout(fw, family),
+                has_sets=bool(sets[role]),
+                chains=chains,
             )
-        if sets:
+        if sets[role]:
             files[f"{role}.ipset"] = render(
-                "iptables/ipset.j2", header=head, role=role, sets=sets
+                "iptables/ipset.j2", header=head, role=role, sets=sets[role]
             )
     files["apply.sh"] = render(
         "iptables/apply.sh.j2",
         header=head,
-        roles=roles,
-        hooks=[(HOOKS[d], CHAINS[d]) for d in ("ingress", "egress")],
+        roles=list(fws),
+        hooks=hooks,
+        sets={role: [s.name for s in found] for role, found in sets.items()},
+        chains=list(CHAINS.values()),
     )
+    files["rulegen@.service"] = render("iptables/rulegen@.service.j2", header=head)
     return files
