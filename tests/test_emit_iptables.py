@@ -471,3 +471,53 @@ def test_ipset_threshold_follows_the_profile_quota():
     files = emit(matrix, lowered, target)
     assert "external_vms.ipset" in files
     assert "-m set --match-set" in files["external_vms.iptables"]
+
+
+def workload():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "workload", ROOT / "benchmarks" / "workload.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sets_are_sized_from_their_members():
+    small = ipt.IpSet("rg-x", 4, ("10.0.0.0/8",) * 10)
+    big = ipt.IpSet("rg-x", 4, ("10.0.0.0/8",) * 70_000)
+    assert (small.hashsize, small.maxelem) == (64, 65536)
+    assert big.maxelem >= 2 * 70_000 and big.hashsize >= 70_000 // 4
+
+
+def test_a_set_larger_than_the_kernel_takes_is_refused_at_generate_time(monkeypatch):
+    prof, matrix = load_case("stateless")
+    monkeypatch.setattr(hostfw, "SET_MAX", 5)
+    with pytest.raises(EmitError, match=r"10 addresses in vcs: more than a kernel set"):
+        ipt.emit(matrix, prof, TARGET)
+
+
+@needs_root
+@needs_tools
+def test_a_70000_address_profile_generates_and_loads(netns, tmp_path):
+    import yaml
+
+    data = workload().profile("generic", 70_000)
+    prof = profile_from(yaml.safe_dump(data))
+    matrix = optimize(plan(prof))[0]
+    files = ipt.emit(matrix, prof, TARGET)
+    for rel, text in files.items():
+        (tmp_path / rel).write_text(text)
+    role = "nomad_clients"  # ssh_rerun: the 70,000 addresses
+    result = in_ns(netns, "sh", "apply.sh", "--yes", role, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    listed = in_ns(netns, "ipset", "list", "-t").stdout
+    sizes = {
+        block.split("\n")[0]: block for block in listed.split("Name: ") if block.strip()
+    }
+    added = files[f"{role}.ipset"].count("\nadd rg-ssh-rerun-new ")
+    assert (
+        added > 65536
+    )  # more than ipset's default maxelem (the optimizer merges a few)
+    assert f"Number of entries: {added}\n" in sizes["rg-ssh-rerun"], listed

@@ -21,7 +21,9 @@ from generator.cli import main
 from generator.explain import Endpoint, endpoint, explain
 from generator.optimizer import optimize
 from generator.planner import plan
+from generator import hostfw
 from generator.verify import (
+    CONTAINER_POOL,
     STAND_IN_RANGE,
     TIMEOUT,
     Outcome,
@@ -31,6 +33,7 @@ from generator.verify import (
     make_plan,
     observe_with_retry,
     report,
+    rollback,
     ruleset,
     write_files,
 )
@@ -145,7 +148,7 @@ def case(request) -> str:
 
 def test_every_rule_has_a_probe_that_must_connect(case):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
+    test_plan = make_plan(matrix, prof.subnets, prof)
     named = {w for p in test_plan.probes if p.expect for w in p.why}
     for rule in matrix.rules:
         v4 = rule.peer.role or any(":" not in c for c in rule.peer.cidrs)
@@ -156,8 +159,8 @@ def test_every_rule_has_a_probe_that_must_connect(case):
 
 def test_forbidden_set_is_there(case):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
-    must_fail = [p for p in test_plan.probes if not p.expect]
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    must_fail = [p for p in test_plan.probes if not p.expect and p.kind == "matrix"]
     for role in ("nomad_clients", "external_vms"):
         same = [p for p in must_fail if p.src.role == role and p.dst.role == role]
         assert {(p.src.key, p.dst.key) for p in same} == {
@@ -185,12 +188,24 @@ def test_forbidden_set_is_there(case):
 
 def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
-    addresses = [h.address for h in test_plan.hosts]
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    addresses = [h.address for h in test_plan.hosts if not h.parent]
     assert len(addresses) == len(set(addresses))
     known = [ipaddress.ip_network(c) for nets in prof.subnets.values() for c in nets]
     known += [ipaddress.ip_network(c) for r in matrix.rules for c in r.peer.cidrs]
+    essentials = [
+        ipaddress.ip_network(c)
+        for role in matrix.roles()
+        for c in hostfw.essentials_for(prof, role).ntp
+        + hostfw.essentials_for(prof, role).metadata
+    ]
     for host in test_plan.hosts:
+        if host.parent:  # behind its host, in a pod range or the shared space
+            pods = [ipaddress.ip_network(c) for c in prof.pod_cidrs]
+            assert any(host.address in n for n in pods + [CONTAINER_POOL])
+            continue
+        if any(host.address in n for n in essentials):
+            continue
         if host.stand_in:
             assert host.address in STAND_IN_RANGE
             specific = [n for n in known if n.prefixlen and n.version == 4]
@@ -205,8 +220,32 @@ def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
 def test_explain_agrees_with_every_expectation(case):
     """explain and verify's plan come from different code: they must agree."""
     prof, matrix = load_case(case)
-    for probe in make_plan(matrix, prof.subnets).probes:
-        assert verdict(matrix, probe, prof.subnets) == probe.expect, probe.text()
+    for probe in make_plan(matrix, prof.subnets, prof).probes:
+        if probe.kind in ("matrix", "forward"):  # a container acts as its host
+            assert (
+                verdict(matrix, as_host(probe), prof.subnets) == probe.expect
+            ), probe.text()
+
+
+def as_host(probe):
+    """A container's probe as its host's: the destination sees the host's address."""
+    return replace(probe, src=probe.src.parent or probe.src)
+
+
+def test_host_firewall_probes_are_planned(case):
+    """Containers behind a bridge with DNAT, essentials, IPv6 and the operator's rule."""
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    kinds = {(p.kind, p.expect) for p in test_plan.probes}
+    assert {("forward", True), ("forward", False)} <= kinds
+    assert ("ipv6", False) in kinds and ("operator", False) in kinds
+    assert ("essential", True) in kinds
+    boxes = [h for h in test_plan.hosts if h.parent]
+    assert {b.parent.role for b in boxes} == set(matrix.roles()) - {"load_balancer"}
+    assert all(h.address6 for h in test_plan.hosts if not h.parent)
+    # a NodePort or published port, from a host that may and from one that may not
+    published = [p for p in test_plan.probes if "through DNAT" in " ".join(p.why)]
+    assert any(not p.expect for p in published)
 
 
 def test_removals_cover_every_kind_of_rule():
@@ -296,18 +335,20 @@ def our_namespaces() -> set[str]:
 @needs_tools
 def test_verify_passes_and_each_removal_fails(case, tmp_path):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
+    test_plan = make_plan(matrix, prof.subnets, prof)
     full = tmp_path / "full"
     full.mkdir()
     write_files(full, ruleset(matrix, prof))
-    before = our_namespaces()
     with NamespaceBed(test_plan.hosts) as bed:
+        prefix = bed.prefix
         bed.load(full)
         observed = observe_with_retry(bed, test_plan.probes, matrix)
         outcome = Outcome(matrix, test_plan, observed, 0.0)
         assert outcome.ok, report(outcome)
         for probe in test_plan.probes:
-            assert verdict(matrix, probe, prof.subnets) == outcome.passed(probe)
+            if probe.kind in ("matrix", "forward"):
+                passed = outcome.passed(probe)
+                assert verdict(matrix, as_host(probe), prof.subnets) == passed
         for rule in [r for r in matrix.rules if r.name in removals()[case]]:
             folder = tmp_path / rule.name
             folder.mkdir()
@@ -326,9 +367,12 @@ def test_verify_passes_and_each_removal_fails(case, tmp_path):
             assert any(rule.name in l and rule.flow in l for l in misses), misses
             thinner = without(matrix, rule)
             for probe in touched:
-                assert verdict(thinner, probe, prof.subnets) == broken.passed(probe)
+                if probe.kind in ("matrix", "forward"):
+                    passed = broken.passed(probe)
+                    assert verdict(thinner, as_host(probe), prof.subnets) == passed
             bed.load(full, [rule.role])
-    assert our_namespaces() <= before
+    # only this bed's: other test beds may come and go meanwhile
+    assert not {n for n in our_namespaces() if n.startswith(prefix + "-")}
 
 
 @needs_root
@@ -353,19 +397,25 @@ def test_verify_command_fails_naming_the_flow():
 @needs_tools
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_removes_the_test_bed(sig):
-    before = our_namespaces()
+    # a prefix of its own: other test beds may come and go meanwhile
+    prefix = f"rgv{os.getpid() % 1000:03d}{sig.value:02d}x"
+
+    def mine() -> set[str]:
+        return {n for n in our_namespaces() if n.startswith(prefix + "-")}
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "generator", "verify", "profiles/aws-private-vpn.yaml"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "RULEGEN_VERIFY_PREFIX": prefix},
     )
     try:
         deadline = time.monotonic() + 20
-        while len(our_namespaces() - before) < 3 and time.monotonic() < deadline:
+        while len(mine()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert our_namespaces() - before, "the test bed never appeared"
+        assert mine(), "the test bed never appeared"
         proc.send_signal(sig)
         proc.communicate(timeout=30)
     finally:
@@ -373,4 +423,74 @@ def test_interrupt_removes_the_test_bed(sig):
             proc.kill()
             proc.communicate()
     assert proc.returncode != 0
-    assert our_namespaces() <= before
+    assert not mine()
+
+
+# --- each safety property of the host firewall, taken out, fails a named probe ------
+
+
+def without_lines(files: dict, keep) -> dict:
+    return {
+        rel: (
+            "".join(l for l in text.splitlines(True) if keep(l))
+            if rel.endswith("tables")
+            else text
+        )
+        for rel, text in files.items()
+    }
+
+
+GUARD_LINE = 'setsid sh "$here/apply.sh" --rollback-after'
+SAFETY = {
+    "nothing": (lambda files: files, None),
+    "forward-path": (
+        lambda files: without_lines(
+            files, lambda l: not l.startswith("-A RULEGEN-FWD")
+        ),
+        "forward",
+    ),
+    "ip6tables": (
+        lambda files: {r: t for r, t in files.items() if not r.endswith(".ip6tables")},
+        "ipv6",
+    ),
+    "return-not-accept": (
+        lambda files: {
+            r: t.replace("-j RETURN", "-j ACCEPT") for r, t in files.items()
+        },
+        "operator",
+    ),
+    "host-essentials": (
+        lambda files: without_lines(files, lambda l: "rulegen: host-" not in l),
+        "essential",
+    ),
+    "rollback-guard": (
+        lambda files: {r: t.replace(GUARD_LINE, "true & #") for r, t in files.items()},
+        "rollback",
+    ),
+}
+
+
+@needs_root
+@needs_tools
+@pytest.mark.parametrize("taken_out", list(SAFETY))
+def test_taking_out_a_safety_property_fails_its_probes(taken_out, tmp_path):
+    change, kind = SAFETY[taken_out]
+    prof, matrix = load_case("generic-baremetal")
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    files = ruleset(matrix, prof)
+    assert GUARD_LINE in files["apply.sh"]
+    write_files(folder, change(files))
+    with NamespaceBed(test_plan.hosts) as bed:
+        bed.load(folder)
+        observed = observe_with_retry(bed, test_plan.probes, matrix)
+        extra, seen = rollback(bed, test_plan, matrix, prof, tmp_path, change)
+    assert [p.tag for p in extra] == ["cut", "restored"]
+    observed.update(seen)
+    plan = ProbePlan(test_plan.hosts, test_plan.probes + extra, test_plan.unlisted)
+    outcome = Outcome(matrix, plan, observed, 0.0)
+    if kind is None:
+        assert outcome.ok, report(outcome)
+    else:
+        assert kind in {p.kind for p in outcome.mismatches}, report(outcome)
