@@ -305,8 +305,15 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 @click.option(
     "-v", "--verbose", is_flag=True, help="List every probe, not only misses."
 )
-def verify(profile, server_version, drop_rules, verbose) -> None:
-    """Prove PROFILE's iptables rules with real packets (Linux, root).
+@click.option(
+    "--engine",
+    type=click.Choice(["iptables", "nftables"]),
+    default="iptables",
+    show_default=True,
+    help="Which host-firewall target to load.",
+)
+def verify(profile, server_version, drop_rules, verbose, engine="iptables") -> None:
+    """Prove PROFILE's host firewall (iptables or nftables) with real packets (Linux, root).
 
     Builds throwaway network namespaces (one host per role and per peer), loads each
     role's rules as apply.sh would, probes every required flow and a forbidden set,
@@ -320,7 +327,7 @@ def verify(profile, server_version, drop_rules, verbose) -> None:
 
     matrix = shipped_matrix(prof)
     try:
-        outcome = run(matrix, prof, drop_rules)
+        outcome = run(matrix, prof, drop_rules, engine)
     except (VerifyError, EmitError) as exc:
         fail([str(exc)])
     except KeyboardInterrupt:

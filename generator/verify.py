@@ -662,16 +662,19 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-def preflight(needs_ipset: bool = False) -> None:
+def preflight(needs_ipset: bool = False, engine: str = "iptables") -> None:
     if sys.platform != "linux":
         raise VerifyError("verify needs Linux network namespaces")
     if os.geteuid() != 0:
         raise VerifyError("verify needs root: it creates network namespaces")
+    # iptables also for the test bed's NAT and the operator's rule
     tools = ["ip", "iptables", "iptables-restore"] + (["ipset"] if needs_ipset else [])
+    tools += ["nft"] if engine == "nftables" else []
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         raise VerifyError(
-            f"verify needs {', '.join(missing)}: apt-get install iproute2 iptables ipset"
+            f"verify needs {', '.join(missing)}:"
+            " apt-get install iproute2 iptables ipset nftables"
         )
 
 
@@ -954,6 +957,7 @@ class Outcome:
     observed: dict[str, str]
     seconds: float
     dropped: list[Rule] = field(default_factory=list)
+    engine: str = "iptables"
 
     @property
     def mismatches(self) -> list[Probe]:
@@ -967,8 +971,13 @@ class Outcome:
         return not self.mismatches
 
 
-def ruleset(matrix: Matrix, profile, drop: list[Rule] = ()) -> dict[str, str]:
-    """The iptables files `rulegen generate` writes, less any dropped rule."""
+ENGINES = ("iptables", "nftables")  # host-firewall targets verify can load
+
+
+def ruleset(
+    matrix: Matrix, profile, drop: list[Rule] = (), engine: str = "iptables"
+) -> dict[str, str]:
+    """The files `rulegen generate` writes for the engine, less any dropped rule."""
     from dataclasses import replace
 
     from .emitters import TARGETS
@@ -976,7 +985,7 @@ def ruleset(matrix: Matrix, profile, drop: list[Rule] = ()) -> dict[str, str]:
 
     if drop:
         matrix = replace(matrix, rules=tuple(r for r in matrix.rules if r not in drop))
-    files = files_for(profile, matrix, [TARGETS["iptables"]])
+    files = files_for(profile, matrix, [TARGETS[engine]])
     return {path.split("/", 1)[1]: text for path, text in files.items()}
 
 
@@ -1028,7 +1037,13 @@ GUARD_SECONDS = 2  # apply.sh --timeout in the rollback proof
 
 
 def rollback(
-    bed: NamespaceBed, plan: ProbePlan, matrix, profile, folder: Path, change=None
+    bed: NamespaceBed,
+    plan: ProbePlan,
+    matrix,
+    profile,
+    folder: Path,
+    change=None,
+    engine: str = "iptables",
 ):
     """The rollback guard, proved: a ruleset without admin SSH, loaded through
     apply.sh's guard by a session that is then cut, gives way to the previous
@@ -1056,7 +1071,7 @@ def rollback(
     )
     bad = folder / "rollback"
     bad.mkdir()
-    files = ruleset(matrix, profile, [rule])
+    files = ruleset(matrix, profile, [rule], engine)
     write_files(bad, change(files) if change else files)
     cut = Probe(
         admin.src,
@@ -1109,13 +1124,13 @@ def rollback(
     return [cut, back], observed
 
 
-def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
+def run(matrix: Matrix, profile, drop_names=(), engine: str = "iptables") -> Outcome:
     """Build the bed, load the (possibly thinned) rules, probe, and clean up."""
     started = time.monotonic()
     dropped = find_rules(matrix, drop_names)
     plan = make_plan(matrix, profile.subnets, profile)
-    files = ruleset(matrix, profile, dropped)
-    preflight(needs_ipset=any(rel.endswith(".ipset") for rel in files))
+    files = ruleset(matrix, profile, dropped, engine)
+    preflight(any(rel.endswith(".ipset") for rel in files), engine)
     with _signals_raise(), tempfile.TemporaryDirectory(prefix="rulegen-verify-") as tmp:
         folder = Path(tmp) / "rules"
         folder.mkdir()
@@ -1124,10 +1139,14 @@ def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
             bed.load(folder)
             observed = observe_with_retry(bed, plan.probes, matrix)
             if not dropped:
-                extra, seen = rollback(bed, plan, matrix, profile, Path(tmp))
+                extra, seen = rollback(
+                    bed, plan, matrix, profile, Path(tmp), engine=engine
+                )
                 plan.probes.extend(extra)
                 observed.update(seen)
-    return Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
+    outcome = Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
+    outcome.engine = engine
+    return outcome
 
 
 class _signals_raise:
@@ -1164,7 +1183,7 @@ def report(outcome: Outcome, verbose: bool = False) -> str:
     plan, matrix = outcome.plan, outcome.matrix
     lines = [
         f"verify {matrix.profile}: CircleCI Server {matrix.server_version},"
-        f" iptables, {'stateful' if matrix.stateful else 'stateless'}"
+        f" {outcome.engine}, {'stateful' if matrix.stateful else 'stateless'}"
     ]
     for rule in outcome.dropped:
         lines.append(f"dropped from the loaded rules: {rule.name}")

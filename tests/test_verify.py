@@ -24,6 +24,7 @@ from generator.planner import plan
 from generator import hostfw
 from generator.verify import (
     CONTAINER_POOL,
+    ENGINES,
     STAND_IN_RANGE,
     TIMEOUT,
     Outcome,
@@ -40,10 +41,10 @@ from generator.verify import (
 from test_emit_iptables import STATELESS
 
 CASES = EXAMPLES + ["stateless"]
-MISSING = [t for t in ("ip", "iptables-restore", "ipset") if not shutil.which(t)]
+MISSING = [t for t in ("ip", "iptables-restore", "ipset", "nft") if not shutil.which(t)]
 needs_tools = pytest.mark.skipif(
     bool(MISSING),
-    reason=f"missing {', '.join(MISSING)} (apt-get install iproute2 iptables ipset)",
+    reason=f"missing {', '.join(MISSING)} (apt-get install iproute2 iptables ipset nftables)",
 )
 
 
@@ -333,12 +334,13 @@ def our_namespaces() -> set[str]:
 
 @needs_root
 @needs_tools
-def test_verify_passes_and_each_removal_fails(case, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
     prof, matrix = load_case(case)
     test_plan = make_plan(matrix, prof.subnets, prof)
     full = tmp_path / "full"
     full.mkdir()
-    write_files(full, ruleset(matrix, prof))
+    write_files(full, ruleset(matrix, prof, engine=engine))
     with NamespaceBed(test_plan.hosts) as bed:
         prefix = bed.prefix
         bed.load(full)
@@ -352,7 +354,7 @@ def test_verify_passes_and_each_removal_fails(case, tmp_path):
         for rule in [r for r in matrix.rules if r.name in removals()[case]]:
             folder = tmp_path / rule.name
             folder.mkdir()
-            write_files(folder, ruleset(matrix, prof, [rule]))
+            write_files(folder, ruleset(matrix, prof, [rule], engine))
             bed.load(folder, [rule.role])
             # Only probes to or from a host of that role can change.
             touched = [
@@ -494,3 +496,33 @@ def test_taking_out_a_safety_property_fails_its_probes(taken_out, tmp_path):
         assert outcome.ok, report(outcome)
     else:
         assert kind in {p.kind for p in outcome.mismatches}, report(outcome)
+
+
+@needs_root
+@needs_tools
+def test_both_engines_answer_every_probe_identically(case, tmp_path):
+    """iptables and nftables are two layouts of one model: same packets, same answers."""
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    seen = {}
+    with NamespaceBed(test_plan.hosts) as bed:
+        for engine in ENGINES:
+            folder = tmp_path / engine
+            folder.mkdir()
+            write_files(folder, ruleset(matrix, prof, engine=engine))
+            bed.load(folder)
+            seen[engine] = observe_with_retry(bed, test_plan.probes, matrix)
+            for host in test_plan.hosts:
+                if host.role:
+                    subprocess.run(
+                        bed.apply(host, "--remove"), cwd=folder, check=True, timeout=60
+                    )
+    differ = [
+        p.text()
+        for p in test_plan.probes
+        if (seen["iptables"].get(p.id) == "connected")
+        != (seen["nftables"].get(p.id) == "connected")
+    ]
+    assert not differ
+    outcome = Outcome(matrix, test_plan, seen["nftables"], 0.0)
+    assert outcome.ok, report(outcome)

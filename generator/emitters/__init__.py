@@ -59,6 +59,16 @@ TARGETS: dict[str, Target] = {
             source_ports=True,
             host_firewall=True,
         ),
+        # The same host-firewall model as iptables, in one nftables table per host.
+        Target(
+            "nftables",
+            "nftables",
+            clouds=("generic",),
+            extra_clouds=("aws", "gcp"),
+            stateful=False,
+            source_ports=True,
+            host_firewall=True,
+        ),
     )
 }
 

@@ -175,6 +175,7 @@ case "$mode" in
     load
     echo "rulegen: $role rules loaded. Type yes within ${timeout}s to keep them;" \
       "otherwise the previous rules come back." >&2
+    # shellcheck disable=SC2016
     answer=$(timeout "$timeout" sh -c 'read -r answer && echo "$answer"' || true)
     if [ "$answer" = yes ] && [ -e "$state/$role.$token.iptables" ]; then
       touch "$state/$role.$token.confirmed"
