@@ -490,7 +490,7 @@ def for_profile(rules: list[Rule], matrix, profile, quotas: Quotas) -> dict:
                 mine,
                 profile.subnets,
                 matrix.stateful,
-                families_of(matrix, profile),
+                FAMILIES,
                 quotas,
                 essentials_for(profile, role),
             )
@@ -520,8 +520,3 @@ def lockout_warning(matrix, profile) -> list[str]:
         f"host firewall: {', '.join(locked)} will refuse all SSH (peers.ssh_admin is"
         " empty); keep a console at hand, and load with apply.sh's rollback guard"
     ]
-
-
-def families_of(matrix, profile) -> tuple[int, ...]:
-    """Both families, always: a dual-stack host with an IPv4 profile is not left open."""
-    return FAMILIES
