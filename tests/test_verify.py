@@ -379,11 +379,13 @@ def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
 
 @needs_root
 @needs_tools
-def test_verify_command_fails_naming_the_flow():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_verify_command_fails_naming_the_flow(engine):
     path = ROOT / "profiles" / "generic-baremetal.yaml"
     name = "external_vms_ingress_tcp_54782_ssh_rerun"
     result = subprocess.run(
-        [sys.executable, "-m", "generator", "verify", str(path), "--drop-rule", name],
+        [sys.executable, "-m", "generator", "verify", str(path), "--drop-rule", name]
+        + ["--engine", engine],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -393,6 +395,9 @@ def test_verify_command_fails_naming_the_flow():
     misses = [l for l in result.stdout.splitlines() if l.startswith("MISMATCH")]
     assert misses and all("vm-rerun-ssh" in l for l in misses)
     assert "1 mismatch," in result.stdout.splitlines()[-1]
+    assert result.stdout.startswith(
+        f"verify acme-metal: CircleCI Server 4.5, {engine},"
+    )
 
 
 @needs_root
