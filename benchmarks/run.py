@@ -96,6 +96,8 @@ def target_rules(matrix, target, quotas) -> tuple[int, str]:
         if target.name == "iptables":
             big = use_ipset(rule.peer.cidrs, quotas)
             total += 1 if rule.peer.role or big else len(rule.peer.cidrs)
+        elif target.name == "nftables":  # addresses in a set: one rule
+            total += 1
         else:  # GCP: one rule per chunk of 256 ranges
             size = quotas.gcp_ranges_per_rule
             total += (

@@ -244,9 +244,14 @@ def generate(
     matrix = shipped_matrix(prof, optimized=not no_optimize)
     warn(matrix.warnings)
     try:
-        files = files_for(prof, matrix, targets_for(prof.cloud, tuple(targets)))
+        chosen = targets_for(prof.cloud, tuple(targets))
+        files = files_for(prof, matrix, chosen)
     except EmitError as exc:
         fail(getattr(exc, "problems", [str(exc)]))
+    if any(t.host_firewall for t in chosen):
+        from .hostfw import lockout_warning
+
+        warn(lockout_warning(matrix, prof))
     folder = Path(output) if output else Path("out") / prof.name
     if targets:
         owns = set(targets).__contains__
@@ -407,12 +412,21 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
     "-v", "--verbose", is_flag=True, help="List every probe, not only misses."
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["iptables", "nftables"]),
+    default="iptables",
+    show_default=True,
+    help="Which host-firewall target to load.",
+)
+@click.option(
     "--cleanup",
     is_flag=True,
     help="Remove what a killed verify left behind (namespaces rgv<hex>-*), and exit.",
 )
-def verify(profile, server_version, drop_rules, verbose, cleanup=False) -> None:
-    """Prove PROFILE's iptables rules with real packets (Linux, root).
+def verify(
+    profile, server_version, drop_rules, verbose, engine="iptables", cleanup=False
+) -> None:
+    """Prove PROFILE's host firewall (iptables or nftables) with real packets (Linux, root).
 
     Builds throwaway network namespaces (one host per role and per peer), loads each
     role's rules as apply.sh would, probes every required flow and a forbidden set,
@@ -423,7 +437,7 @@ def verify(profile, server_version, drop_rules, verbose, cleanup=False) -> None:
 
     with signals_raise():
         try:
-            _verify(profile, server_version, drop_rules, verbose, cleanup)
+            _verify(profile, server_version, drop_rules, verbose, engine, cleanup)
         except Interrupted as exc:
             if exc.left:
                 click.echo(
@@ -440,7 +454,7 @@ def verify(profile, server_version, drop_rules, verbose, cleanup=False) -> None:
             sys.exit(130)
 
 
-def _verify(profile, server_version, drop_rules, verbose, cleanup) -> None:
+def _verify(profile, server_version, drop_rules, verbose, engine, cleanup) -> None:
     from .emitters import EmitError
     from .verify import VerifyError, report, run
 
@@ -465,7 +479,7 @@ def _verify(profile, server_version, drop_rules, verbose, cleanup) -> None:
 
     matrix = shipped_matrix(prof)
     try:
-        outcome = run(matrix, prof, drop_rules)
+        outcome = run(matrix, prof, drop_rules, engine)
     except (VerifyError, EmitError) as exc:
         fail([str(exc)])
     click.echo(report(outcome, verbose), nl=False)

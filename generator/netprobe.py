@@ -4,12 +4,13 @@ Standard library only, so that starting one per namespace stays cheap:
 
     python -m generator.netprobe serve --tcp 22,80 --udp 53
 
-binds every port, prints "ready", and answers: a TCP connection is accepted and
+binds every port (IPv4 and IPv6), prints "ready", and answers: a TCP connection is accepted and
 closed, a UDP datagram gets a reply (a DNS answer header when it looks like a
 query). Meanwhile each line on stdin is a job,
 {"timeout": 0.3, "probes": [{"id", "protocol", "address", "port"}, ...],
 "client_ports": [low, high] or null, "reserved": "22,53"}, and gets one line back:
-{"id": "connected" | "blocked" | "refused" | "error: ..."}. The probes of a job run
+{"id": "connected" | "blocked" | "refused" | "error: ..."}; protocol "icmp" sends an
+echo request (its port is only an identifier). The probes of a job run
 in parallel. End of stdin ends the agent.
 """
 
@@ -31,18 +32,25 @@ def ports(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p]
 
 
+def _dual_stack(kind: int) -> socket.socket:
+    """One socket for IPv4 and IPv6 (IPv4 arrives as ::ffff:a.b.c.d)."""
+    sock = socket.socket(socket.AF_INET6, kind)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return sock
+
+
 def bind(tcp: list[int], udp: list[int]) -> selectors.DefaultSelector:
     sel = selectors.DefaultSelector()
     for port in tcp:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = _dual_stack(socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", port))
+        sock.bind(("::", port))
         sock.listen(256)
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, "tcp")
     for port in udp:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("0.0.0.0", port))
+        sock = _dual_stack(socket.SOCK_DGRAM)
+        sock.bind(("::", port))
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, "udp")
     return sel
@@ -92,10 +100,51 @@ def query(ident: int) -> bytes:
     return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + name + b"\0\1\0\1"
 
 
+def ping(address: str, ident: int, timeout: float) -> str:
+    """One ICMP echo request (raw socket: the agent runs as root in its namespace)."""
+    import os
+    import time
+
+    six = ":" in address
+    family, proto = (
+        (socket.AF_INET6, socket.IPPROTO_ICMPV6) if six else (socket.AF_INET, 1)
+    )
+    request, reply = (128, 129) if six else (8, 0)
+    ident = (ident ^ os.getpid()) & 0xFFFF
+    body = struct.pack("!BBHHH", request, 0, 0, ident, 1) + b"rulegen"
+    if not six:  # the kernel computes ICMPv6 checksums, not ICMP ones
+        body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    with socket.socket(family, socket.SOCK_RAW, proto) as sock:
+        sock.sendto(body, (address, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data, peer = sock.recvfrom(2048)
+            icmp = data if six else data[(data[0] & 0x0F) * 4 :]
+            if (
+                peer[0] == address
+                and len(icmp) >= 8
+                and icmp[0] == reply
+                and struct.unpack("!H", icmp[4:6])[0] == ident
+            ):
+                return "connected"
+    return "blocked"
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
 def probe_one(item: dict, timeout: float) -> str:
     family = socket.AF_INET6 if ":" in item["address"] else socket.AF_INET
     target = (item["address"], item["port"])
     try:
+        if item["protocol"] == "icmp":
+            return ping(item["address"], item["port"], timeout)
         if item["protocol"] == "tcp":
             with socket.socket(family, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)

@@ -60,6 +60,9 @@ class Profile:
     # Internet-facing balancer: Nomad clients reach it on its public address.
     lb_internet_facing: bool = False
     lb_public_ips: tuple[str, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
+    service_cidrs: tuple[str, ...] = ()
+    host_firewall: dict = field(default_factory=dict)  # see generator/hostfw.py
     quotas: dict = field(default_factory=dict)  # see generator/quotas.py
     warnings: tuple[str, ...] = ()
     source: str = ""
@@ -606,6 +609,13 @@ def _build(data, lines, source, problems, warnings) -> Profile:
     }
     dns = cidrs(("network", "dns_servers"), network["dns_servers"])
     nat = cidrs(("network", "nat_gateway_ips"), network.get("nat_gateway_ips", []))
+    pods = cidrs(("network", "pod_cidrs"), network.get("pod_cidrs", []))
+    services = cidrs(("network", "service_cidrs"), network.get("service_cidrs", []))
+    host_fw = dict(data.get("host_firewall", {}))
+    if "ntp_servers" in host_fw:
+        host_fw["ntp_servers"] = cidrs(
+            ("host_firewall", "ntp_servers"), host_fw["ntp_servers"]
+        )
     peers = {}
     for key in PEER_DEFAULTS:
         peers[key] = cidrs(("peers", key), peers_in.get(key, PEER_DEFAULTS[key]))
@@ -731,6 +741,21 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                     f"missing: on {cloud}, a role is addressed through its subnets",
                     near=("network", "subnets"),
                 )
+    for key, nets in (("pod_cidrs", pods), ("service_cidrs", services)):
+        for i, net in enumerate(nets):
+            n = ipaddress.ip_network(net)
+            for role, role_nets in subnets.items():
+                if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
+                    error(
+                        ("network", key, i),
+                        f"{n} overlaps the {role} subnets; pod and service ranges"
+                        " are the cluster's own",
+                    )
+    if cloud == "generic" and not host_fw.get("ntp_servers"):
+        warn(
+            ("host_firewall", "ntp_servers"),
+            "empty: the host firewalls let no NTP through; list your time servers",
+        )
     if transparent and subnets["load_balancer"]:
         warn(
             ("network", "subnets", "load_balancer"),
@@ -808,6 +833,9 @@ def _build(data, lines, source, problems, warnings) -> Profile:
         aws=data.get("aws", {}),
         lb_internet_facing=facing,
         lb_public_ips=lb_ips,
+        pod_cidrs=pods,
+        service_cidrs=services,
+        host_firewall=host_fw,
         quotas=data.get("quotas", {}),
         warnings=tuple(warnings),
         source=source,

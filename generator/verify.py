@@ -12,8 +12,12 @@ DNS, admin, ...) get an address from the peer's own CIDRs and no firewall. A pee
 never routed), or the .10 of the next /24 there if the profile uses it, so that
 only an "anywhere" rule can let it through. One agent per namespace
 (generator.netprobe) serves the host's ports and runs its probes in parallel; a
-probe gives up after 0.3 s, and a surprise is tried once more at 1 s. IPv6 rules
-are not probed.
+probe gives up after 0.3 s, and a surprise is tried once more at 1 s.
+
+With the profile, the bed is shaped like real hosts (see _host_firewall_probes):
+containers behind a bridge with MASQUERADE and DNAT, IPv6 addresses on every host,
+the host essentials' servers, an operator's DROP after rulegen's jump, and the
+rollback guard proved with a ruleset that cuts the admin's SSH.
 
 What is probed (expectations come from the rules and the page, not from `explain`):
 - must connect: every rule of the matrix, from a host inside its peer (the low,
@@ -42,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .matrix import ROLES, Matrix, Rule
+from .matrix import Matrix, Rule
 
 STAND_IN_RANGE = ipaddress.ip_network("198.18.0.0/15")
 ISOLATED = ("nomad_clients", "external_vms")  # the page: no traffic between two of them
@@ -102,10 +106,25 @@ class Host:
     tcp: set = field(default_factory=set)
     udp: set = field(default_factory=set)
     ns: str = ""
+    address6: ipaddress.IPv6Address | None = None
+    # A container behind this host (a bridge, MASQUERADE out, DNAT in for `published`).
+    parent: Host | None = None
+    published: list = field(default_factory=list)  # port ranges DNAT'd to the container
+    drops: list = field(default_factory=list)  # (source, port): the operator's DROPs
 
     @property
     def title(self) -> str:
         return self.key if self.role else "+".join(self.labels)
+
+    @property
+    def acting_role(self) -> str | None:
+        """The role whose rules the host's traffic meets (a container: its host's)."""
+        return self.parent.role if self.parent else self.role
+
+    @property
+    def seen_as(self) -> ipaddress.IPv4Address:
+        """The address others see (a container is masqueraded behind its host)."""
+        return self.parent.address if self.parent else self.address
 
 
 @dataclass
@@ -116,15 +135,33 @@ class Probe:
     port: int
     expect: bool
     why: list[str] = field(default_factory=list)
+    # "matrix" (the page's flows), "essential", "ipv6", "forward", "operator",
+    # "rollback": all but the first go beyond what `explain` answers.
+    kind: str = "matrix"
+    tag: str = ""
+
+    @property
+    def six(self) -> bool:
+        return self.kind == "ipv6"
 
     @property
     def id(self) -> str:
-        return f"{self.src.key}>{self.dst.key}>{self.protocol}/{self.port}"
+        tag = f"#{self.tag}" if self.tag else ""
+        v6 = "/v6" if self.six else ""
+        return f"{self.src.key}>{self.dst.key}>{self.protocol}/{self.port}{v6}{tag}"
+
+    @property
+    def target(self) -> str:
+        return str(self.dst.address6 if self.six else self.dst.address)
 
     def text(self) -> str:
+        src = self.src.address6 if self.six else self.src.address
+        what = (
+            "icmp echo" if self.protocol == "icmp" else f"{self.protocol}/{self.port}"
+        )
         return (
-            f"{self.protocol}/{self.port} {self.src.title} ({self.src.address})"
-            f" -> {self.dst.title} ({self.dst.address})"
+            f"{what} {self.src.title} ({src}) -> {self.dst.title} ({self.target})"
+            + (f" [{self.tag}]" if self.tag else "")
         )
 
 
@@ -182,7 +219,8 @@ def stand_in(profile_nets: list) -> ipaddress.IPv4Address:
     raise VerifyError("no stand-in address for 0.0.0.0/0 outside the profile's")
 
 
-def make_plan(matrix: Matrix, subnets: dict) -> ProbePlan:
+def make_plan(matrix: Matrix, subnets: dict, profile=None) -> ProbePlan:
+    """Hosts and probes; with the profile, also the host-firewall test bed (below)."""
     unlisted = unlisted_port(matrix)
     used: set = set()
     hosts: list[Host] = []
@@ -248,11 +286,11 @@ def make_plan(matrix: Matrix, subnets: dict) -> ProbePlan:
 
     probes: dict[tuple, Probe] = {}
 
-    def add(src, dst, protocol, port, expect, why) -> None:
-        key = (src.key, dst.key, protocol, port)
+    def add(src, dst, protocol, port, expect, why, kind="matrix") -> None:
+        key = (src.key, dst.key, protocol, port, kind == "ipv6")
         probe = probes.get(key)
         if probe is None:
-            probes[key] = Probe(src, dst, protocol, port, expect, [why])
+            probes[key] = Probe(src, dst, protocol, port, expect, [why], kind)
             return
         if probe.expect != expect:
             raise VerifyError(
@@ -356,13 +394,283 @@ def make_plan(matrix: Matrix, subnets: dict) -> ProbePlan:
                 ):
                     add(src, dst, protocol, port, False, f"{who}, not published")
 
+    if profile is not None:
+        _host_firewall_probes(
+            matrix,
+            subnets,
+            profile,
+            hosts,
+            role_hosts,
+            serves,
+            used,
+            add,
+            probes,
+            unlisted,
+        )
+        for i, host in enumerate(h for h in hosts if not h.parent):
+            host.address6 = STAND_IN6[i + 10]
+        for probe in probes.values():
+            if probe.kind == "ipv6":
+                probe.expect = _expect(
+                    matrix, subnets, probe.src, probe.dst, "tcp", probe.port, six=True
+                )
+
     ordered = sorted(
         probes.values(),
-        key=lambda p: (hosts.index(p.src), hosts.index(p.dst), p.protocol, p.port),
+        key=lambda p: (
+            hosts.index(p.src),
+            hosts.index(p.dst),
+            p.protocol,
+            p.port,
+            p.kind,
+        ),
     )
     for probe in ordered:
+        if probe.protocol == "icmp":
+            continue  # the kernel answers
         (probe.dst.tcp if probe.protocol == "tcp" else probe.dst.udp).add(probe.port)
+    for host in hosts:
+        if host.parent:  # the container serves what its host publishes
+            for probe in ordered:
+                if probe.dst is host.parent and probe.protocol == "tcp":
+                    if any(lo <= probe.port <= hi for lo, hi in host.published):
+                        host.tcp.add(probe.port)
     return ProbePlan(hosts, ordered, unlisted, skipped)
+
+
+# --- the host-firewall test bed: containers, essentials, IPv6, operator rules ------
+
+PUBLISHED_FLOWS = ("nodeports", "rerun")  # reached through DNAT on real hosts
+CONTAINER_POOL = ipaddress.ip_network("100.64.0.0/10")  # shared address space
+STAND_IN6 = ipaddress.ip_network("fd72:6765:6e00::/64")  # a ULA no profile uses
+
+
+def allows(matrix, subnets, role, direction, address, protocol, port) -> bool:
+    """Does a rule of `role` let this traffic through its end (by the rules alone)?"""
+    if role is None:
+        return True  # no firewall of ours there
+    for rule in matrix.for_role(role, direction):
+        if rule.is_return or rule.protocol not in ("all", protocol):
+            continue
+        if rule.ports and not rule.ports[0] <= port <= rule.ports[1]:
+            continue
+        cidrs = subnets.get(rule.peer.role, ()) if rule.peer.role else rule.peer.cidrs
+        nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        if any(n.version == address.version and address in n for n in nets):
+            return True
+    return False
+
+
+def _expect(matrix, subnets, src: Host, dst: Host, protocol, port, six=False) -> bool:
+    if six:
+        a, b = src.address6, dst.address6
+    else:
+        a, b = src.seen_as, dst.address
+    out = allows(matrix, subnets, src.acting_role, "egress", b, protocol, port)
+    into = allows(matrix, subnets, dst.role, "ingress", a, protocol, port)
+    return out and into
+
+
+def _container_net(profile, role: str, taken: list):
+    pods = [
+        n for n in _v4(getattr(profile, "pod_cidrs", ())) if role == "kubernetes_nodes"
+    ]
+    if pods:
+        return next(pods[0].subnets(new_prefix=max(24, pods[0].prefixlen)))
+    for block in CONTAINER_POOL.subnets(new_prefix=24):
+        if not any(block.overlaps(n) for n in taken):
+            return block
+    raise VerifyError("no container range outside the profile's addresses")
+
+
+def _host_firewall_probes(
+    matrix, subnets, profile, hosts, role_hosts, serves, used, add, probes, unlisted
+) -> None:
+    """Containers with DNAT and MASQUERADE, the host essentials, IPv6 addresses and
+    the operator's own rules: what a real Kubernetes, Nomad or Docker host adds."""
+    from .hostfw import essentials_for
+
+    taken = [n for nets in subnets.values() for n in _v4(nets)]
+    taken += [n for r in matrix.rules for n in _v4(r.peer.cidrs) if n.prefixlen]
+    peers = [h for h in hosts if not h.role]
+    firsts = [pair[0] for pair in role_hosts.values()]
+
+    def service_host(cidrs, label, protocol, port) -> Host | None:
+        nets = _v4(cidrs)
+        if not nets:
+            return None
+        address = nets[0][0] if nets[0].num_addresses == 1 else _pick(nets[0], used)
+        host = next((h for h in hosts if h.address == address), None)
+        if host is None:
+            host = Host(f"peer{len(peers) + 1}:{label}", address, labels=[label])
+            used.add(address)
+            hosts.append(host)
+            peers.append(host)
+        elif label not in host.labels:
+            host.labels.append(label)
+        return host
+
+    # Host essentials: NTP, the metadata service, echo from admins, LB admin SSH.
+    for role, pair in role_hosts.items():
+        own = pair[0]
+        ess = essentials_for(profile, role)
+        for cidrs, label, protocol, port in (
+            (ess.ntp, "ntp", "udp", 123),
+            (ess.metadata, "metadata", "tcp", 80),
+        ):
+            server = service_host(cidrs, label, protocol, port)
+            if server is not None:
+                add(
+                    own,
+                    server,
+                    protocol,
+                    port,
+                    True,
+                    f"host essential: {label}",
+                    "essential",
+                )
+        admins = [h for h in peers if any(h.address in n for n in _v4(ess.echo_from))]
+        if admins:
+            add(
+                admins[0],
+                own,
+                "icmp",
+                1,
+                True,
+                "host essential: echo from admins",
+                "essential",
+            )
+            others = [h for h in peers if h not in admins and not h.labels == ["ntp"]]
+            if others:
+                add(
+                    others[0],
+                    own,
+                    "icmp",
+                    1,
+                    False,
+                    "echo only from admins",
+                    "essential",
+                )
+        ssh = [h for h in peers if any(h.address in n for n in _v4(ess.admin_ssh))]
+        if ssh:
+            add(
+                ssh[0],
+                own,
+                "tcp",
+                22,
+                True,
+                "host essential: admin SSH (host LB)",
+                "essential",
+            )
+
+    # A container behind the first host of each compute role; its published ports.
+    for role, pair in role_hosts.items():
+        if role == "load_balancer":
+            continue
+        own = pair[0]
+        net = _container_net(profile, role, taken)
+        box = Host(f"{own.key}/container", net[2], labels=[f"container on {own.key}"])
+        box.parent = own
+        hosts.insert(hosts.index(own) + 1, box)
+        published = [
+            r
+            for r in matrix.for_role(role, "ingress")
+            if not r.is_return
+            and r.protocol == "tcp"
+            and r.ports
+            and any(f in r.flow for f in PUBLISHED_FLOWS)
+        ]
+        box.published = sorted({r.ports for r in published})
+        for rule in published:
+            port = rule.ports[0]
+            for src in peers + [h for h in firsts if h.role != role]:
+                expect = _expect(matrix, subnets, src, own, "tcp", port)
+                why = f"published port through DNAT ({rule.flow})"
+                add(src, own, "tcp", port, expect, why, "forward")
+        # Container egress: the role's egress rules, and nothing else.
+        for rule in matrix.for_role(role, "egress"):
+            if rule.is_return:
+                continue
+            if rule.peer.role:
+                found = [h for h in role_hosts.get(rule.peer.role, ()) if h is not own]
+            else:
+                found = [h for h in peers if (rule.peer.name or "cidrs") in h.labels]
+            if not found:
+                continue
+            dst = found[0]
+            protocol = "tcp" if rule.protocol == "all" else rule.protocol
+            port = rule.ports[0] if rule.ports else unlisted
+            why = f"container egress ({rule.flow})"
+            expect = _expect(matrix, subnets, box, dst, protocol, port)
+            add(box, dst, protocol, port, expect, why, "forward")
+        for dst in firsts + peers:
+            if dst is own or dst.parent:
+                continue
+            expect = _expect(matrix, subnets, box, dst, "tcp", unlisted)
+            add(
+                box,
+                dst,
+                "tcp",
+                unlisted,
+                expect,
+                "container egress, unlisted port",
+                "forward",
+            )
+
+    # IPv6: every role host is blocked unless a rule allows the address.
+    for dst in firsts:
+        # a port the role opens over IPv4, so that only the IPv6 rules can block it
+        opened = [p for proto, p in serves[dst.role] if proto == "tcp"]
+        port = min([p for p in opened if p != unlisted] or opened)
+        for src in [h for h in hosts if not h.parent and h is not dst]:
+            if src.role == dst.role:
+                continue
+            add(
+                src,
+                dst,
+                "tcp",
+                port,
+                None,
+                "IPv6: blocked unless a rule allows it",
+                "ipv6",
+            )
+
+    # The operator's own DROP after rulegen's jump still drops (restrict, never shadow).
+    for role, pair in role_hosts.items():
+        if len(pair) < 2:
+            continue
+        target = pair[1]
+        for rule in matrix.for_role(role, "ingress"):
+            if rule.is_return or rule.protocol != "tcp" or not rule.ports:
+                continue
+            if rule.peer.role:
+                src = next(
+                    (h for h in role_hosts.get(rule.peer.role, ()) if h is not target),
+                    None,
+                )
+            else:
+                src = next(
+                    (
+                        h
+                        for h in peers
+                        if any(h.address in n for n in _v4(rule.peer.cidrs))
+                    ),
+                    None,
+                )
+            port = rule.ports[0]
+            if src is None or (src.key, target.key, "tcp", port, False) in probes:
+                continue
+            target.drops.append((src.address, port))
+            add(
+                src,
+                target,
+                "tcp",
+                port,
+                False,
+                "the operator's DROP after rulegen's jump",
+                "operator",
+            )
+            break
 
 
 def _replies(matrix: Matrix, rule: Rule) -> str:
@@ -410,16 +718,19 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-def preflight(needs_ipset: bool = False) -> None:
+def preflight(needs_ipset: bool = False, engine: str = "iptables") -> None:
     if sys.platform != "linux":
         raise VerifyError("verify needs Linux network namespaces")
     if os.geteuid() != 0:
         raise VerifyError("verify needs root: it creates network namespaces")
+    # iptables also for the test bed's NAT and the operator's rule
     tools = ["ip", "iptables", "iptables-restore"] + (["ipset"] if needs_ipset else [])
+    tools += ["nft"] if engine == "nftables" else []
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         raise VerifyError(
-            f"verify needs {', '.join(missing)}: apt-get install iproute2 iptables ipset"
+            f"verify needs {', '.join(missing)}:"
+            " apt-get install iproute2 iptables ipset nftables"
         )
 
 
@@ -435,6 +746,7 @@ class NamespaceBed:
         self.claim: int | None = None
         self.started = False
         self.release_on_close = True  # unless the caller claimed the prefix first
+        self.state_root = ""
 
     def __enter__(self) -> NamespaceBed:
         try:
@@ -477,6 +789,9 @@ class NamespaceBed:
         for i, host in enumerate(self.hosts):
             host.ns = f"{self.prefix}-h{i}"
             self._netns(host.ns)
+            if host.parent:
+                self._container(host)
+                continue
             port = f"p{i}"
             _run(
                 ["ip", "link", "add", "eth0", "netns", host.ns, "type", "veth"]
@@ -487,9 +802,47 @@ class NamespaceBed:
                 "link set lo up\nlink set eth0 up\n"
                 "route add default dev eth0\n"
             )
+            if host.address6:
+                batch += f"addr add {host.address6}/64 dev eth0 nodad\n"
             _run(["ip", "-n", host.ns, "-batch", "-"], input=batch)
             _run(["ip", "-n", self.bridge, "link", "set", port, "master", "br0", "up"])
         self._start_agents()
+
+    def _container(self, box: Host) -> None:
+        """A container behind its host: a bridge there, MASQUERADE out, DNAT in."""
+        host = box.parent
+        gateway = box.address - 1
+        net = ipaddress.ip_network(f"{box.address}/24", strict=False)
+        _run(
+            ["ip", "link", "add", "eth0", "netns", box.ns, "type", "veth"]
+            + ["peer", "name", "ctr0", "netns", host.ns]
+        )
+        _run(
+            ["ip", "-n", host.ns, "-batch", "-"],
+            input=(
+                "link add cbr0 type bridge\n"
+                f"addr add {gateway}/24 dev cbr0\n"
+                "link set cbr0 up\nlink set ctr0 master cbr0 up\n"
+            ),
+        )
+        _run(
+            ["ip", "-n", box.ns, "-batch", "-"],
+            input=(
+                f"addr add {box.address}/24 dev eth0\n"
+                "link set lo up\nlink set eth0 up\n"
+                f"route add default via {gateway}\n"
+            ),
+        )
+        nat = [f"-t nat -A POSTROUTING -s {net} -o eth0 -j MASQUERADE"]
+        for lo, hi in box.published:
+            nat.append(
+                f"-t nat -A PREROUTING -i eth0 -p tcp --dport {lo}:{hi}"
+                f" -j DNAT --to-destination {box.address}"
+            )
+        inside = ["ip", "netns", "exec", host.ns]
+        _run(inside + ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        for rule in nat:
+            _run(inside + ["iptables", "--wait"] + rule.split())
 
     def _start_agents(self) -> None:
         """One agent per namespace: it serves the host's ports and runs its probes."""
@@ -534,12 +887,41 @@ class NamespaceBed:
                 lines[host.key] = line
         return lines
 
+    def state(self, host: Host) -> str:
+        """apply.sh's state folder (its rollback backups) for one host."""
+        if not self.state_root:
+            self.state_root = tempfile.mkdtemp(
+                prefix=f"{TMP_PREFIX}{self.prefix}-state-"
+            )
+        return os.path.join(self.state_root, host.ns)
+
+    def apply(self, host: Host, *args: str) -> list[str]:
+        """apply.sh as root on `host` would run it, with the host's own state folder."""
+        env = ["env", f"RULEGEN_STATE={self.state(host)}"]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            host.ns,
+            *env,
+            "sh",
+            "apply.sh",
+            *args,
+            host.role,
+        ]
+
     def load(self, folder: Path, roles: list[str] | None = None) -> None:
-        """Run the generated apply.sh in every host of the given roles (default: all)."""
+        """Run the generated apply.sh in every host of the given roles (default: all),
+        then add the operator's own rules after rulegen's jump."""
         for host in self.hosts:
             if host.role and (roles is None or host.role in roles):
-                args = ["ip", "netns", "exec", host.ns, "sh", "apply.sh", host.role]
-                _run(args, cwd=folder)
+                _run(self.apply(host, "--yes"), cwd=folder)
+                for source, port in host.drops:
+                    _run(
+                        ["ip", "netns", "exec", host.ns, "iptables", "--wait", "-A"]
+                        + ["INPUT", "-s", str(source), "-p", "tcp"]
+                        + ["--dport", str(port), "-j", "DROP"]
+                    )
 
     def observe(
         self,
@@ -563,7 +945,7 @@ class NamespaceBed:
                     {
                         "id": p.id,
                         "protocol": p.protocol,
-                        "address": str(p.dst.address),
+                        "address": p.target,
                         "port": p.port,
                     }
                     for p in items
@@ -605,6 +987,9 @@ class NamespaceBed:
                 names = set()
                 time.sleep(0.1 * (attempt + 1))
             self.namespaces = []
+            if self.state_root:
+                shutil.rmtree(self.state_root, ignore_errors=True)
+                self.state_root = ""
             if self.release_on_close:
                 self.release()
 
@@ -653,6 +1038,7 @@ class Outcome:
     observed: dict[str, str]
     seconds: float
     dropped: list[Rule] = field(default_factory=list)
+    engine: str = "iptables"
 
     @property
     def mismatches(self) -> list[Probe]:
@@ -666,8 +1052,13 @@ class Outcome:
         return not self.mismatches
 
 
-def ruleset(matrix: Matrix, profile, drop: list[Rule] = ()) -> dict[str, str]:
-    """The iptables files `rulegen generate` writes, less any dropped rule."""
+ENGINES = ("iptables", "nftables")  # host-firewall targets verify can load
+
+
+def ruleset(
+    matrix: Matrix, profile, drop: list[Rule] = (), engine: str = "iptables"
+) -> dict[str, str]:
+    """The files `rulegen generate` writes for the engine, less any dropped rule."""
     from dataclasses import replace
 
     from .emitters import TARGETS
@@ -675,7 +1066,7 @@ def ruleset(matrix: Matrix, profile, drop: list[Rule] = ()) -> dict[str, str]:
 
     if drop:
         matrix = replace(matrix, rules=tuple(r for r in matrix.rules if r not in drop))
-    files = files_for(profile, matrix, [TARGETS["iptables"]])
+    files = files_for(profile, matrix, [TARGETS[engine]])
     return {path.split("/", 1)[1]: text for path, text in files.items()}
 
 
@@ -723,33 +1114,134 @@ def observe_with_retry(
     return observed
 
 
-def run(matrix: Matrix, profile, drop_names=()) -> Outcome:
+GUARD_SECONDS = 2  # apply.sh --timeout in the rollback proof
+
+
+def rollback(
+    bed: NamespaceBed,
+    plan: ProbePlan,
+    matrix,
+    profile,
+    folder: Path,
+    change=None,
+    engine: str = "iptables",
+):
+    """The rollback guard, proved: a ruleset without admin SSH, loaded through
+    apply.sh's guard by a session that is then cut, gives way to the previous
+    rules by itself. Returns the two probes (cut, restored) and what was observed.
+    `change` edits the files first (the tests take the guard out to see this fail)."""
+    admin = next(
+        (
+            p
+            for p in plan.probes
+            if p.kind == "matrix"
+            and p.expect
+            and (p.protocol, p.port) == ("tcp", 22)
+            and p.dst.role
+            and "ssh_admin" in p.src.labels
+        ),
+        None,
+    )
+    if admin is None:
+        return [], {}
+    host = admin.dst
+    rule = next(
+        r
+        for r in matrix.for_role(host.role, "ingress")
+        if r.peer.name == "ssh_admin" and not r.is_return
+    )
+    bad = folder / "rollback"
+    bad.mkdir()
+    files = ruleset(matrix, profile, [rule], engine)
+    write_files(bad, change(files) if change else files)
+    cut = Probe(
+        admin.src,
+        host,
+        "tcp",
+        22,
+        False,
+        [f"a bad ruleset (without {rule.name}) cuts the admin's SSH"],
+        "rollback",
+        "cut",
+    )
+    back = Probe(
+        admin.src,
+        host,
+        "tcp",
+        22,
+        True,
+        ["apply.sh's rollback guard brings the previous rules back"],
+        "rollback",
+        "restored",
+    )
+    proc = subprocess.Popen(
+        bed.apply(host, "--timeout", str(GUARD_SECONDS)),
+        cwd=bad,
+        stdin=subprocess.PIPE,  # the admin's session: never answers
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        if not sel.select(timeout=COMMAND_TIMEOUT) or "loaded" not in (
+            proc.stderr.readline()
+        ):
+            raise VerifyError(f"apply.sh on {host.title} did not load the bad ruleset")
+        observed = bed.observe([cut], TIMEOUT)
+    finally:
+        proc.kill()  # the session is cut: only the guard is left
+        proc.wait(timeout=10)
+        proc.stdin.close()
+        proc.stderr.close()
+    deadline = time.monotonic() + GUARD_SECONDS + 10
+    while True:
+        seen = bed.observe([back], TIMEOUT)
+        if seen.get(back.id) == "connected" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    observed.update(seen)
+    return [cut, back], observed
+
+
+def run(matrix: Matrix, profile, drop_names=(), engine: str = "iptables") -> Outcome:
     """Build the bed, load the (possibly thinned) rules, probe, and clean up."""
     started = time.monotonic()
     dropped = find_rules(matrix, drop_names)
-    plan = make_plan(matrix, profile.subnets)
-    files = ruleset(matrix, profile, dropped)
-    preflight(needs_ipset=any(rel.endswith(".ipset") for rel in files))
+    plan = make_plan(matrix, profile.subnets, profile)
+    files = ruleset(matrix, profile, dropped, engine)
+    preflight(any(rel.endswith(".ipset") for rel in files), engine)
     bed = NamespaceBed(plan.hosts)
-    folder = None
+    root = None
     try:
         with signals_raise():
             bed._claim()  # before the first file: --cleanup tells a live run by it
             # Named by the bed's prefix, so --cleanup can find it after a SIGKILL.
             with _deferred_signals():
-                folder = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{bed.prefix}-"))
+                root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{bed.prefix}-"))
+            folder = root / "rules"
+            folder.mkdir()
             write_files(folder, files)
             with bed:
                 bed.load(folder)
                 observed = observe_with_retry(bed, plan.probes, matrix)
+                if not dropped:
+                    extra, seen = rollback(
+                        bed, plan, matrix, profile, root, engine=engine
+                    )
+                    plan.probes.extend(extra)
+                    observed.update(seen)
     except KeyboardInterrupt:
         raise Interrupted(bed.started, sorted(bed._left_behind())) from None
     finally:
         with _deferred_signals():  # a signal now waits until all is gone
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)
             bed.release()
-    return Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
+    outcome = Outcome(matrix, plan, observed, time.monotonic() - started, dropped)
+    outcome.engine = engine
+    return outcome
 
 
 def cleanup(only=None, unclaimed_age: float = 300.0) -> tuple[list[str], list[str]]:
@@ -902,7 +1394,7 @@ def report(outcome: Outcome, verbose: bool = False) -> str:
     plan, matrix = outcome.plan, outcome.matrix
     lines = [
         f"verify {matrix.profile}: CircleCI Server {matrix.server_version},"
-        f" iptables, {'stateful' if matrix.stateful else 'stateless'}"
+        f" {outcome.engine}, {'stateful' if matrix.stateful else 'stateless'}"
     ]
     for rule in outcome.dropped:
         lines.append(f"dropped from the loaded rules: {rule.name}")

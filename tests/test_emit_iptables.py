@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, example, needs_root, profile_from
+from conftest import EXAMPLES, ROOT, example, needs_root, profile_from
 from generator.emitters import TARGETS, EmitError, emit
+from generator import hostfw
 from generator.emitters import iptables as ipt
 from generator.optimizer import optimize
 from generator.planner import plan
@@ -87,13 +88,114 @@ def test_stateless_case_covers_sets_ipv6_and_return_rules():
     _, matrix, files = generate("stateless")
     assert not matrix.stateful
     assert "nomad_clients.ipset" in files and "nomad_clients.ip6tables" in files
-    assert "conntrack" not in files["nomad_clients.iptables"]
+    host = [
+        l
+        for l in files["nomad_clients.iptables"].splitlines()
+        if l.startswith(("-A RULEGEN-IN ", "-A RULEGEN-OUT "))
+    ]
+    assert not any("conntrack" in l for l in host)
     assert "--sport" in files["nomad_clients.iptables"]
 
 
-def test_no_ip6tables_without_ipv6(example_name):
+def test_every_role_gets_an_ip6tables_file(example_name):
+    """A dual-stack host with an IPv4 profile is not left open over IPv6."""
+    _, matrix, files = generate(example_name)
+    for role in matrix.roles():
+        text = files[f"{role}.ip6tables"]
+        assert "neighbour-solicitation" in text and "packet-too-big" in text
+        assert "-A RULEGEN-IN -j DROP" in text and "-A RULEGEN-OUT -j DROP" in text
+
+
+def test_allowed_traffic_returns_and_only_drop_is_final(example_name):
     _, _, files = generate(example_name)
-    assert not any(rel.endswith(".ip6tables") for rel in files)
+    for rel, text in files.items():
+        if rel.endswith("tables"):
+            verdicts = {
+                l.rsplit(" -j ", 1)[1] for l in text.splitlines() if l[:3] == "-A "
+            }
+            assert verdicts == {"RETURN", "DROP"}, rel
+
+
+def test_forward_path_per_role():
+    """NodePorts are matched by their port before DNAT; Docker hosts use DOCKER-USER."""
+    _, _, files = generate("generic-baremetal")
+    apply = files["apply.sh"]
+    assert 'hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT FORWARD:RULEGEN-FWD"' in apply
+    assert "DOCKER-USER:RULEGEN-FWD" in apply
+    k8s = files["kubernetes_nodes.iptables"]
+    assert (
+        "-A RULEGEN-FWD -p tcp -m conntrack --ctstate DNAT --ctorigdstport 30000:32767"
+        " -s 192.168.1.0/28" in k8s
+    )
+    # container egress from the pod range obeys the nodes' egress rules
+    assert "-A RULEGEN-FWD -p tcp -s 10.244.0.0/16 -d 192.168.1.80/32" in k8s
+    assert (
+        k8s.split(":RULEGEN-FWD")[1].rstrip().endswith("-A RULEGEN-FWD -j DROP\nCOMMIT")
+    )
+
+
+def test_host_essentials_are_visible_rules():
+    prof, _, files = generate("generic-baremetal")
+    k8s = files["kubernetes_nodes.iptables"]
+    assert "-d 192.168.1.123/32 -m udp --dport 123" in k8s  # NTP from the profile
+    assert "--icmp-type echo-request -s 192.168.1.64/28" in k8s
+    for kind in ("destination-unreachable", "time-exceeded"):
+        assert f"--icmp-type {kind}" in k8s
+    assert "[host essentials]" in k8s
+    # admin SSH on the load balancer, where it is a host
+    assert "-s 192.168.1.64/28 -m tcp --dport 22" in files["load_balancer.iptables"]
+    # the stateless case: ICMP errors without conntrack, and NTP replies
+    _, _, stateless = generate("stateless")
+    text = stateless["nomad_clients.iptables"]
+    assert "-A RULEGEN-IN -p icmp -m icmp --icmp-type destination-unreachable" in text
+    assert "-s 10.20.3.64/28 -m tcp --dport 32768:60999 -m tcp --sport 22" not in text
+    lb = stateless["load_balancer.iptables"]  # admin SSH replies, without conntrack
+    assert "-d 10.20.3.64/28 -m tcp --dport 32768:60999 -m tcp --sport 22" in lb
+
+
+def test_cloud_hosts_reach_their_metadata_and_time_service():
+    _, _, files = generate("aws-private-vpn")
+    text = files["nomad_clients.iptables"]
+    assert "-d 169.254.169.254/32 -m tcp --dport 80" in text
+    assert "-d 169.254.169.123/32 -m udp --dport 123" in text
+    assert "-d fd00:ec2::254/128" in files["nomad_clients.ip6tables"]
+    gcp = generate("gcp")[2]["nomad_clients.iptables"]
+    assert "-d 169.254.169.254/32 -m udp --dport 123" in gcp
+    off = profile_from(
+        STATELESS + "host_firewall: {metadata: false, icmp_echo: false, dhcp: true}\n"
+    )
+    matrix = optimize(plan(off))[0]
+    text = ipt.emit(matrix, off, TARGET)["nomad_clients.iptables"]
+    assert "169.254.169.254" not in text and "echo-request" not in text
+    assert "-m udp --dport 68 -m udp --sport 67" in text
+
+
+def test_generate_warns_naming_roles_that_refuse_all_ssh(tmp_path):
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    locked = STATELESS.replace("ssh_admin: [10.20.3.64/28]", "ssh_admin: []")
+    path = tmp_path / "p.yaml"
+    path.write_text(locked)
+    result = CliRunner().invoke(
+        main, ["generate", str(path), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    warning = [l for l in result.output.splitlines() if "refuse all SSH" in l]
+    # the nodes take SSH from each other (all protocols), the VMs from the clients;
+    # the clients keep only their re-run ports, the load balancer nothing
+    assert warning and "load_balancer, nomad_clients will refuse" in warning[0]
+    ok = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            str(ROOT / "profiles/generic-baremetal.yaml"),
+            "-o",
+            str(tmp_path / "k"),
+        ],
+    )
+    assert "refuse all SSH" not in ok.output
 
 
 @given(
@@ -187,6 +289,11 @@ def set_members(ns: str) -> dict[str, set]:
     return out
 
 
+def strip_save(text: str) -> list[str]:
+    """iptables-save output without its comments and counters."""
+    return [l.split(" [")[0] for l in text.splitlines() if not l.startswith("#")]
+
+
 def parse_ports(text: str | None) -> list[tuple[int, int]] | None:
     if text is None:
         return None
@@ -221,7 +328,7 @@ def covers(saved: dict, rule, cidr, sets: dict) -> bool:
     """Does one loaded rule accept everything the matrix rule allows for one CIDR?"""
     chain = ipt.CHAINS[rule.direction]
     side, where = ("-s", "src") if rule.direction == "ingress" else ("-d", "dst")
-    if saved["chain"] != chain or saved.get("target") != "ACCEPT":
+    if saved["chain"] != chain or saved.get("target") != "RETURN":
         return False
     if rule.protocol != "all" and saved.get("proto") != rule.protocol:
         return False
@@ -260,7 +367,7 @@ def test_loads_twice_next_to_foreign_chains(case, netns, tmp_path):
     for rel, text in files.items():
         (tmp_path / rel).write_text(text)
     # What kube-proxy would have put there first: it must survive our loads.
-    tools = ["iptables"] + (["ip6tables"] if any(".ip6" in r for r in files) else [])
+    tools = ["iptables", "ip6tables"]
     for tool in tools:
         in_ns(netns, tool, "-N", "KUBE-SERVICES")
         in_ns(
@@ -276,28 +383,34 @@ def test_loads_twice_next_to_foreign_chains(case, netns, tmp_path):
             "ACCEPT",
         )
         in_ns(netns, tool, "-A", "INPUT", "-j", "KUBE-SERVICES")
+    before = {
+        tool: in_ns(netns, f"{tool}-save", "-t", "filter").stdout for tool in tools
+    }
     for role in matrix.roles():
         for attempt in (1, 2):
-            result = in_ns(netns, "sh", "apply.sh", role, cwd=tmp_path, check=False)
+            result = in_ns(
+                netns, "sh", "apply.sh", "--yes", role, cwd=tmp_path, check=False
+            )
             assert result.returncode == 0, f"{role} load {attempt}: {result.stderr}"
         sets = set_members(netns)
         for tool in tools:
             text = files[f"{role}.{tool}"]
             saved = saved_rules(netns, tool)
+            hook = {"ingress": "INPUT", "egress": "OUTPUT"}
+            hook["forward"] = ipt.HOOKS[hostfw.FORWARD_ATTACH[role]]
             for direction, chain in ipt.CHAINS.items():
                 expected = sum(
                     1 for l in text.splitlines() if l.startswith(f"-A {chain} ")
                 )
                 loaded = [l for l in saved if l.startswith(f"-A {chain} ")]
                 assert len(loaded) == expected, (role, tool, chain)
-                hook = ipt.HOOKS[direction]
-                jumps = [l for l in saved if l == f"-A {hook} -j {chain}"]
-                assert len(jumps) == 1, (role, tool, hook)
+                rules = [l for l in saved if l.startswith(f"-A {hook[direction]} ")]
+                # first in its hook, exactly once
+                assert rules[0] == f"-A {hook[direction]} -j {chain}", (role, tool)
+                assert rules.count(rules[0]) == 1
                 assert loaded[-1] == f"-A {chain} -j DROP"
             assert "-A KUBE-SERVICES -p tcp -m tcp --dport 9 -j ACCEPT" in saved
-            assert saved.index(f"-A INPUT -j {ipt.CHAINS['ingress']}") < saved.index(
-                "-A INPUT -j KUBE-SERVICES"
-            )
+            assert "-A INPUT -j KUBE-SERVICES" in saved
             family = 4 if tool == "iptables" else 6
             parsed = [parse_saved(l) for l in saved]
             for rule in matrix.for_role(role):
@@ -316,6 +429,12 @@ def test_loads_twice_next_to_foreign_chains(case, netns, tmp_path):
                     final = name.removesuffix(ipt.SET_TEMP_SUFFIX)
                     assert ipaddress.ip_network(cidr) in sets[final]
         assert not any(n.endswith(ipt.SET_TEMP_SUFFIX) for n in sets)
+        # --remove: the host is as it was before rulegen
+        in_ns(netns, "sh", "apply.sh", "--remove", role, cwd=tmp_path)
+        for tool in tools:
+            after = in_ns(netns, f"{tool}-save", "-t", "filter").stdout
+            assert strip_save(after) == strip_save(before[tool]), (role, tool)
+        assert not set_members(netns)
 
 
 @needs_root
@@ -352,3 +471,53 @@ def test_ipset_threshold_follows_the_profile_quota():
     files = emit(matrix, lowered, target)
     assert "external_vms.ipset" in files
     assert "-m set --match-set" in files["external_vms.iptables"]
+
+
+def workload():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "workload", ROOT / "benchmarks" / "workload.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sets_are_sized_from_their_members():
+    small = ipt.IpSet("rg-x", 4, ("10.0.0.0/8",) * 10)
+    big = ipt.IpSet("rg-x", 4, ("10.0.0.0/8",) * 70_000)
+    assert (small.hashsize, small.maxelem) == (64, 65536)
+    assert big.maxelem >= 2 * 70_000 and big.hashsize >= 70_000 // 4
+
+
+def test_a_set_larger_than_the_kernel_takes_is_refused_at_generate_time(monkeypatch):
+    prof, matrix = load_case("stateless")
+    monkeypatch.setattr(hostfw, "SET_MAX", 5)
+    with pytest.raises(EmitError, match=r"10 addresses in vcs: more than a kernel set"):
+        ipt.emit(matrix, prof, TARGET)
+
+
+@needs_root
+@needs_tools
+def test_a_70000_address_profile_generates_and_loads(netns, tmp_path):
+    import yaml
+
+    data = workload().profile("generic", 70_000)
+    prof = profile_from(yaml.safe_dump(data))
+    matrix = optimize(plan(prof))[0]
+    files = ipt.emit(matrix, prof, TARGET)
+    for rel, text in files.items():
+        (tmp_path / rel).write_text(text)
+    role = "nomad_clients"  # ssh_rerun: the 70,000 addresses
+    result = in_ns(netns, "sh", "apply.sh", "--yes", role, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    listed = in_ns(netns, "ipset", "list", "-t").stdout
+    sizes = {
+        block.split("\n")[0]: block for block in listed.split("Name: ") if block.strip()
+    }
+    added = files[f"{role}.ipset"].count("\nadd rg-ssh-rerun-new ")
+    assert (
+        added > 65536
+    )  # more than ipset's default maxelem (the optimizer merges a few)
+    assert f"Number of entries: {added}\n" in sizes["rg-ssh-rerun"], listed

@@ -64,8 +64,8 @@ def test_hand_edit_is_not_overwritten_without_force(tmp_path):
 
 
 def test_unknown_or_foreign_target_is_a_clear_error(tmp_path):
-    result = run("generate", GCP, "--target", "nftables", "-o", tmp_path)
-    assert result.exit_code == 1 and "unknown target 'nftables'" in result.stderr
+    result = run("generate", GCP, "--target", "pf", "-o", tmp_path)
+    assert result.exit_code == 1 and "unknown target 'pf'" in result.stderr
     aws = ROOT / "profiles" / "aws-private-vpn.yaml"
     result = run("generate", aws, "--target", "gcp-firewall", "-o", tmp_path)
     assert result.exit_code == 1 and "does not apply to cloud aws" in result.stderr

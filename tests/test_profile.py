@@ -76,8 +76,8 @@ CASES = [
         GOOD + "owner: blue\n",
         [
             "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, ephemeral_ports,"
-            " gcp, include_obsolete, load_balancer, name, network, peers, quotas, server_version,"
-            " site_flows, stateful,"
+            " gcp, host_firewall, include_obsolete, load_balancer, name, network, peers, quotas,"
+            " server_version, site_flows, stateful,"
             " vm_service"
         ],
     ),

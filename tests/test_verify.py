@@ -21,7 +21,10 @@ from generator.cli import main
 from generator.explain import Endpoint, endpoint, explain
 from generator.optimizer import optimize
 from generator.planner import plan
+from generator import hostfw
 from generator.verify import (
+    CONTAINER_POOL,
+    ENGINES,
     STAND_IN_RANGE,
     TIMEOUT,
     Outcome,
@@ -31,16 +34,17 @@ from generator.verify import (
     make_plan,
     observe_with_retry,
     report,
+    rollback,
     ruleset,
     write_files,
 )
 from test_emit_iptables import STATELESS
 
 CASES = EXAMPLES + ["stateless"]
-MISSING = [t for t in ("ip", "iptables-restore", "ipset") if not shutil.which(t)]
+MISSING = [t for t in ("ip", "iptables-restore", "ipset", "nft") if not shutil.which(t)]
 needs_tools = pytest.mark.skipif(
     bool(MISSING),
-    reason=f"missing {', '.join(MISSING)} (apt-get install iproute2 iptables ipset)",
+    reason=f"missing {', '.join(MISSING)} (apt-get install iproute2 iptables ipset nftables)",
 )
 
 
@@ -145,7 +149,7 @@ def case(request) -> str:
 
 def test_every_rule_has_a_probe_that_must_connect(case):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
+    test_plan = make_plan(matrix, prof.subnets, prof)
     named = {w for p in test_plan.probes if p.expect for w in p.why}
     for rule in matrix.rules:
         v4 = rule.peer.role or any(":" not in c for c in rule.peer.cidrs)
@@ -156,8 +160,8 @@ def test_every_rule_has_a_probe_that_must_connect(case):
 
 def test_forbidden_set_is_there(case):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
-    must_fail = [p for p in test_plan.probes if not p.expect]
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    must_fail = [p for p in test_plan.probes if not p.expect and p.kind == "matrix"]
     for role in ("nomad_clients", "external_vms"):
         same = [p for p in must_fail if p.src.role == role and p.dst.role == role]
         assert {(p.src.key, p.dst.key) for p in same} == {
@@ -185,12 +189,24 @@ def test_forbidden_set_is_there(case):
 
 def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
-    addresses = [h.address for h in test_plan.hosts]
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    addresses = [h.address for h in test_plan.hosts if not h.parent]
     assert len(addresses) == len(set(addresses))
     known = [ipaddress.ip_network(c) for nets in prof.subnets.values() for c in nets]
     known += [ipaddress.ip_network(c) for r in matrix.rules for c in r.peer.cidrs]
+    essentials = [
+        ipaddress.ip_network(c)
+        for role in matrix.roles()
+        for c in hostfw.essentials_for(prof, role).ntp
+        + hostfw.essentials_for(prof, role).metadata
+    ]
     for host in test_plan.hosts:
+        if host.parent:  # behind its host, in a pod range or the shared space
+            pods = [ipaddress.ip_network(c) for c in prof.pod_cidrs]
+            assert any(host.address in n for n in pods + [CONTAINER_POOL])
+            continue
+        if any(host.address in n for n in essentials):
+            continue
         if host.stand_in:
             assert host.address in STAND_IN_RANGE
             specific = [n for n in known if n.prefixlen and n.version == 4]
@@ -205,8 +221,32 @@ def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
 def test_explain_agrees_with_every_expectation(case):
     """explain and verify's plan come from different code: they must agree."""
     prof, matrix = load_case(case)
-    for probe in make_plan(matrix, prof.subnets).probes:
-        assert verdict(matrix, probe, prof.subnets) == probe.expect, probe.text()
+    for probe in make_plan(matrix, prof.subnets, prof).probes:
+        if probe.kind in ("matrix", "forward"):  # a container acts as its host
+            assert (
+                verdict(matrix, as_host(probe), prof.subnets) == probe.expect
+            ), probe.text()
+
+
+def as_host(probe):
+    """A container's probe as its host's: the destination sees the host's address."""
+    return replace(probe, src=probe.src.parent or probe.src)
+
+
+def test_host_firewall_probes_are_planned(case):
+    """Containers behind a bridge with DNAT, essentials, IPv6 and the operator's rule."""
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    kinds = {(p.kind, p.expect) for p in test_plan.probes}
+    assert {("forward", True), ("forward", False)} <= kinds
+    assert ("ipv6", False) in kinds and ("operator", False) in kinds
+    assert ("essential", True) in kinds
+    boxes = [h for h in test_plan.hosts if h.parent]
+    assert {b.parent.role for b in boxes} == set(matrix.roles()) - {"load_balancer"}
+    assert all(h.address6 for h in test_plan.hosts if not h.parent)
+    # a NodePort or published port, from a host that may and from one that may not
+    published = [p for p in test_plan.probes if "through DNAT" in " ".join(p.why)]
+    assert any(not p.expect for p in published)
 
 
 def test_removals_cover_every_kind_of_rule():
@@ -294,23 +334,26 @@ def our_namespaces() -> set[str]:
 
 @needs_root
 @needs_tools
-def test_verify_passes_and_each_removal_fails(case, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
     prof, matrix = load_case(case)
-    test_plan = make_plan(matrix, prof.subnets)
+    test_plan = make_plan(matrix, prof.subnets, prof)
     full = tmp_path / "full"
     full.mkdir()
-    write_files(full, ruleset(matrix, prof))
+    write_files(full, ruleset(matrix, prof, engine=engine))
     with NamespaceBed(test_plan.hosts) as bed:
         bed.load(full)
         observed = observe_with_retry(bed, test_plan.probes, matrix)
         outcome = Outcome(matrix, test_plan, observed, 0.0)
         assert outcome.ok, report(outcome)
         for probe in test_plan.probes:
-            assert verdict(matrix, probe, prof.subnets) == outcome.passed(probe)
+            if probe.kind in ("matrix", "forward"):
+                passed = outcome.passed(probe)
+                assert verdict(matrix, as_host(probe), prof.subnets) == passed
         for rule in [r for r in matrix.rules if r.name in removals()[case]]:
             folder = tmp_path / rule.name
             folder.mkdir()
-            write_files(folder, ruleset(matrix, prof, [rule]))
+            write_files(folder, ruleset(matrix, prof, [rule], engine))
             bed.load(folder, [rule.role])
             # Only probes to or from a host of that role can change.
             touched = [
@@ -325,18 +368,22 @@ def test_verify_passes_and_each_removal_fails(case, tmp_path):
             assert any(rule.name in l and rule.flow in l for l in misses), misses
             thinner = without(matrix, rule)
             for probe in touched:
-                assert verdict(thinner, probe, prof.subnets) == broken.passed(probe)
+                if probe.kind in ("matrix", "forward"):
+                    passed = broken.passed(probe)
+                    assert verdict(thinner, as_host(probe), prof.subnets) == passed
             bed.load(full, [rule.role])
     assert not _with_prefix({bed.prefix})
 
 
 @needs_root
 @needs_tools
-def test_verify_command_fails_naming_the_flow():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_verify_command_fails_naming_the_flow(engine):
     path = ROOT / "profiles" / "generic-baremetal.yaml"
     name = "external_vms_ingress_tcp_54782_ssh_rerun"
     result = subprocess.run(
-        [sys.executable, "-m", "generator", "verify", str(path), "--drop-rule", name],
+        [sys.executable, "-m", "generator", "verify", str(path), "--drop-rule", name]
+        + ["--engine", engine],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -346,6 +393,9 @@ def test_verify_command_fails_naming_the_flow():
     misses = [l for l in result.stdout.splitlines() if l.startswith("MISMATCH")]
     assert misses and all("vm-rerun-ssh" in l for l in misses)
     assert "1 mismatch," in result.stdout.splitlines()[-1]
+    assert result.stdout.startswith(
+        f"verify acme-metal: CircleCI Server 4.5, {engine},"
+    )
 
 
 @needs_root
@@ -469,6 +519,69 @@ def test_a_signal_at_any_moment_removes_the_test_bed():
     assert seen_bed, "no signal landed while a test bed existed"
 
 
+# --- each safety property of the host firewall, taken out, fails a named probe ------
+
+
+def without_lines(files: dict, keep) -> dict:
+    return {
+        rel: (
+            "".join(l for l in text.splitlines(True) if keep(l))
+            if rel.endswith("tables")
+            else text
+        )
+        for rel, text in files.items()
+    }
+
+
+GUARD_LINE = 'setsid sh "$here/apply.sh" --rollback-after'
+SAFETY = {
+    "nothing": (lambda files: files, None),
+    "forward-path": (
+        lambda files: without_lines(
+            files, lambda l: not l.startswith("-A RULEGEN-FWD")
+        ),
+        "forward",
+    ),
+    "ip6tables": (
+        lambda files: {r: t for r, t in files.items() if not r.endswith(".ip6tables")},
+        "ipv6",
+    ),
+    "return-not-accept": (
+        lambda files: {
+            r: t.replace("-j RETURN", "-j ACCEPT") for r, t in files.items()
+        },
+        "operator",
+    ),
+    "host-essentials": (
+        lambda files: without_lines(files, lambda l: "rulegen: host-" not in l),
+        "essential",
+    ),
+    "rollback-guard": (
+        lambda files: {r: t.replace(GUARD_LINE, "true & #") for r, t in files.items()},
+        "rollback",
+    ),
+}
+
+
+def nft_without(pattern: str):
+    """nftables files with every match of `pattern` taken out."""
+    import re
+
+    return lambda files: {
+        r: re.sub(pattern, "", t) if r.endswith(".nft") else t for r, t in files.items()
+    }
+
+
+# nftables has no RETURN to get wrong: its accept ends only rulegen's own table.
+SAFETY_NFT = {
+    "nothing": SAFETY["nothing"],
+    "forward-path": (nft_without(r"\n.*jump forward_v4.*"), "forward"),
+    "ipv6-chains": (nft_without(r", ipv6 : jump \w+_v6"), "ipv6"),
+    "host-essentials": (nft_without(r"\n.*rulegen: host-.*"), "essential"),
+    "rollback-guard": SAFETY["rollback-guard"],
+}
+
+
 @needs_root
 @needs_tools
 def test_cleanup_removes_what_a_killed_run_left_and_nothing_alive(tmp_path):
@@ -521,3 +634,64 @@ def test_cleanup_knows_only_its_own_names():
 def test_verify_without_a_profile_or_cleanup_is_an_error():
     result = CliRunner().invoke(main, ["verify"])
     assert result.exit_code == 1 and "needs a PROFILE" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "engine, taken_out",
+    [("iptables", name) for name in SAFETY]
+    + [("nftables", name) for name in SAFETY_NFT],
+)
+def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_path):
+    change, kind = (SAFETY if engine == "iptables" else SAFETY_NFT)[taken_out]
+    prof, matrix = load_case("generic-baremetal")
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    files = ruleset(matrix, prof, engine=engine)
+    assert change(files) != files or kind is None
+    assert GUARD_LINE in files["apply.sh"]
+    write_files(folder, change(files))
+    with NamespaceBed(test_plan.hosts) as bed:
+        bed.load(folder)
+        observed = observe_with_retry(bed, test_plan.probes, matrix)
+        extra, seen = rollback(
+            bed, test_plan, matrix, prof, tmp_path, change, engine=engine
+        )
+    assert [p.tag for p in extra] == ["cut", "restored"]
+    observed.update(seen)
+    plan = ProbePlan(test_plan.hosts, test_plan.probes + extra, test_plan.unlisted)
+    outcome = Outcome(matrix, plan, observed, 0.0)
+    if kind is None:
+        assert outcome.ok, report(outcome)
+    else:
+        assert kind in {p.kind for p in outcome.mismatches}, report(outcome)
+
+
+@needs_root
+@needs_tools
+def test_both_engines_answer_every_probe_identically(case, tmp_path):
+    """iptables and nftables are two layouts of one model: same packets, same answers."""
+    prof, matrix = load_case(case)
+    test_plan = make_plan(matrix, prof.subnets, prof)
+    seen = {}
+    with NamespaceBed(test_plan.hosts) as bed:
+        for engine in ENGINES:
+            folder = tmp_path / engine
+            folder.mkdir()
+            write_files(folder, ruleset(matrix, prof, engine=engine))
+            bed.load(folder)
+            seen[engine] = observe_with_retry(bed, test_plan.probes, matrix)
+            for host in test_plan.hosts:
+                if host.role:
+                    subprocess.run(
+                        bed.apply(host, "--remove"), cwd=folder, check=True, timeout=60
+                    )
+    differ = [
+        p.text()
+        for p in test_plan.probes
+        if (seen["iptables"].get(p.id) == "connected")
+        != (seen["nftables"].get(p.id) == "connected")
+    ]
+    assert not differ
+    outcome = Outcome(matrix, test_plan, seen["nftables"], 0.0)
+    assert outcome.ok, report(outcome)

@@ -32,6 +32,7 @@ class Target:
         {"load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"}
     )
     ipv6: bool = True
+    host_firewall: bool = False  # lays out generator/hostfw.py on the hosts themselves
 
     def emitter(self):
         return import_module(f"{__name__}.{self.module}")
@@ -56,6 +57,17 @@ TARGETS: dict[str, Target] = {
             extra_clouds=("aws", "gcp"),
             stateful=False,
             source_ports=True,
+            host_firewall=True,
+        ),
+        # The same host-firewall model as iptables, in one nftables table per host.
+        Target(
+            "nftables",
+            "nftables",
+            clouds=("generic",),
+            extra_clouds=("aws", "gcp"),
+            stateful=False,
+            source_ports=True,
+            host_firewall=True,
         ),
     )
 }

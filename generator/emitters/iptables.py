@@ -1,10 +1,12 @@
-"""iptables: one iptables-restore file per role, in chains of our own.
+"""iptables: one iptables-restore file per role and family, in chains of our own.
 
-The rules live in RULEGEN-IN and RULEGEN-OUT, which INPUT and OUTPUT jump to. Loading
-with `iptables-restore --noflush` flushes only those two chains (declaring a chain
-flushes it), so kube-proxy, Docker and Nomad chains on the same host are left alone.
-A restore file cannot add a jump idempotently (`-D` of a missing rule aborts the
-load), so apply.sh adds each jump only when `iptables -C` finds none.
+The iptables layout of the host firewall model (generator/hostfw.py). The rules live
+in RULEGEN-IN, RULEGEN-OUT and RULEGEN-FWD, which INPUT, OUTPUT and the forward path
+(FORWARD, or Docker's DOCKER-USER on Docker hosts) jump to first. Allowed traffic
+RETURNs to the chain that jumped, so kube-proxy's, Docker's, a CNI's and the
+operator's later rules still apply; the rest is dropped. Loading with
+`iptables-restore --noflush` flushes only our chains (declaring a chain flushes it).
+A restore file cannot add a jump idempotently, so apply.sh adds each one.
 Role peers become the role's subnets; long address lists become ipsets.
 """
 
@@ -13,24 +15,26 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..addresses import version
-from ..matrix import ROLES, Matrix, Rule
-from ..quotas import Quotas, quotas_for, use_ipset
+from .. import hostfw
+from ..hostfw import Entry, HostFirewall
+from ..matrix import Matrix
+from ..quotas import quotas_for
 from ..templating import render
-from . import EmitError, Target, describe, expressible, header
+from . import EmitError, Target, expressible, header
 
-CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT"}
-HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
+CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT", "forward": "RULEGEN-FWD"}
+HOOKS = {
+    "input": "INPUT",
+    "output": "OUTPUT",
+    "forward": "FORWARD",
+    "docker-user": "DOCKER-USER",
+}
 MULTIPORT_MAX = 15  # multiport slots per rule; a range takes two
 SET_NAME_MAX = 31  # the kernel's limit
 SET_TEMP_SUFFIX = "-new"  # apply fills a temporary set and swaps it in
 COMMENT_MAX = 255
-ICMPV6_NEIGHBOUR = (
-    "router-solicitation",
-    "router-advertisement",
-    "neighbour-solicitation",
-    "neighbour-advertisement",
-)
+SET_HASHSIZE_MIN = 64
+SET_MAXELEM_MIN = 65536
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,19 @@ class IpSet:
     @property
     def inet(self) -> str:
         return "inet" if self.family == 4 else "inet6"
+
+    @property
+    def maxelem(self) -> int:
+        """Room for the members and as many again (a later, longer list)."""
+        return max(SET_MAXELEM_MIN, _pow2(2 * len(self.cidrs)))
+
+    @property
+    def hashsize(self) -> int:
+        return max(SET_HASHSIZE_MIN, _pow2(len(self.cidrs) // 4))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 @dataclass
@@ -71,22 +88,6 @@ def set_name(label: str, family: int) -> str:
         return base
     digest = hashlib.sha256(base.encode()).hexdigest()[:6]
     return f"{base[: room - 7]}-{digest}"
-
-
-def family_of(cidr: str) -> int:
-    return version(cidr)
-
-
-def peer_cidrs(rule: Rule, subnets: dict) -> tuple[str, ...]:
-    if rule.peer.role:
-        nets = subnets.get(rule.peer.role, ())
-        if not nets:
-            raise EmitError(
-                f"iptables addresses a role by its subnets, and network.subnets."
-                f"{rule.peer.role} is empty: rule {describe(rule)}"
-            )
-        return tuple(nets)
-    return rule.peer.cidrs
 
 
 def port_slots(ports: tuple[int, int]) -> int:
@@ -124,144 +125,102 @@ def port_match(port_list: list[tuple[int, int]], flag: str, protocol: str) -> st
     return f"-m multiport --{flag}s {joined}"
 
 
-def comment(rules: list[Rule]) -> str:
-    flows: list[str] = []
-    for rule in rules:
-        for flow in rule.flow.split("+"):
-            flow = f"site {flow}" if rule.site else flow
-            if flow not in flows:
-                flows.append(flow)
+def comment(flows: tuple[str, ...]) -> str:
+    """The flows of an entry, as the kernel keeps them (at most 255 bytes)."""
     text = "rulegen: " + ",".join(flows)
     if len(text) > COMMENT_MAX:
         text = text[: COMMENT_MAX - 3] + "..."
     return text
 
 
-class RoleRules:
-    """The chains and ipsets of one role, for one address family."""
-
-    def __init__(self, family: int):
-        self.family = family
-        self.chains = {d: Chain(CHAINS[d], HOOKS[d]) for d in ("ingress", "egress")}
-        self.sets: dict[str, IpSet] = {}
+PROTOCOLS = {"icmpv6": "ipv6-icmp"}
+ACTIONS = {"allow": "RETURN", "drop": "DROP"}
+ICMP_MODULE = {"icmp": "icmp --icmp-type", "icmpv6": "icmp6 --icmpv6-type"}
 
 
-def _group(rules: list[Rule]) -> list[tuple[tuple, list[Rule]]]:
-    """Rules that differ only in one port list share a line (multiport).
+def _addresses(flag: str, cidrs: tuple, aset, where: str) -> list[str]:
+    if aset is not None:
+        return [f"-m set --match-set {set_name(aset.label, aset.family)} {where}"]
+    return [f"{flag} {c}" for c in cidrs] or [""]
 
-    Forward rules merge destination ports; stateless return rules (one ephemeral
-    destination range) merge their source ports.
-    """
-    groups: dict[tuple, list[Rule]] = {}
-    for rule in rules:
-        # protocol all has no ports: nothing to merge on
-        alone = rule.name if rule.ports is None else ""
-        if rule.is_return:
-            key = (rule.direction, rule.protocol, rule.peer, "sport", rule.ports, alone)
+
+def entry_lines(entry: Entry, direction: str) -> list[Line]:
+    """One entry as iptables lines: one per address pair and per port chunk."""
+    head = []
+    if entry.iface:
+        head.append(f"{'-i' if direction == 'ingress' else '-o'} {entry.iface}")
+    if entry.protocol:
+        head.append(f"-p {PROTOCOLS.get(entry.protocol, entry.protocol)}")
+    if entry.icmp_type:
+        head.append(f"-m {ICMP_MODULE[entry.protocol]} {entry.icmp_type}")
+    state = f"-m conntrack --ctstate {','.join(entry.ctstate)}" if entry.ctstate else ""
+    pairs = [
+        [a for a in (s, d) if a]
+        for s in _addresses("-s", entry.src, entry.src_set, "src")
+        for d in _addresses("-d", entry.dst, entry.dst_set, "dst")
+    ]
+    if entry.original:  # one conntrack match per range: it takes no list
+        chunks = [f"{state} --ctorigdstport {port_arg(p, ':')}" for p in entry.dports]
+        before, after = chunks or [state], [""]
+    else:
+        before = [state]
+        if entry.sports:
+            fixed = f"-m {entry.protocol} --dport {port_arg(entry.dports[0], ':')} "
+            after = [
+                fixed + port_match(c, "sport", entry.protocol)
+                for c in chunk_ports(list(entry.sports))
+            ]
+        elif entry.dports:
+            after = [
+                port_match(c, "dport", entry.protocol)
+                for c in chunk_ports(list(entry.dports))
+            ]
         else:
-            key = (rule.direction, rule.protocol, rule.peer, "dport", None, alone)
-        groups.setdefault(key, []).append(rule)
-    return list(groups.items())
-
-
-def build_role(
-    rules: list[Rule],
-    subnets: dict,
-    stateful: bool,
-    families: list[int],
-    quotas: Quotas = Quotas(),
-) -> dict[int, RoleRules]:
-    out = {family: RoleRules(family) for family in families}
-    for rr in out.values():
-        for direction, chain in rr.chains.items():
-            iface = "-i lo" if direction == "ingress" else "-o lo"
-            chain.lines.append(Line(f"{iface} -j ACCEPT", ["Loopback"]))
-            if rr.family == 6:
-                for kind in ICMPV6_NEIGHBOUR:
-                    chain.lines.append(
-                        Line(
-                            f"-p ipv6-icmp -m icmp6 --icmpv6-type {kind} -j ACCEPT",
-                            (
-                                ["IPv6 neighbour discovery"]
-                                if kind == "router-solicitation"
-                                else []
-                            ),
-                        )
-                    )
-            if stateful:
-                chain.lines.append(
-                    Line(
-                        "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-                        ["Replies to allowed connections"],
-                    )
+            after = [""]
+    tail = f'-m comment --comment "{comment(entry.flows)}"' if entry.flows else ""
+    lines = []
+    for pair in pairs:
+        for one in before:
+            for ports in after:
+                words = (
+                    head + [one] + pair + [ports, tail, f"-j {ACTIONS[entry.action]}"]
                 )
-    for (direction, protocol, peer, flag, _, _), group in _group(rules):
-        cidrs = peer_cidrs(group[0], subnets)
-        side = "-s" if direction == "ingress" else "-d"
-        match_dir = "src" if direction == "ingress" else "dst"
-        notes = [
-            f"{r.name}: {r.purpose} [{r.reference}]"
-            + (" (obsolete, kept by include_obsolete)" if r.obsolete else "")
-            for r in group
-        ]
-        if group[0].ports is None:
-            port_chunks: list[list[tuple[int, int]]] = [[]]
-        else:
-            wanted = [r.source_ports if flag == "sport" else r.ports for r in group]
-            port_chunks = chunk_ports(wanted)
-        proto = "" if protocol == "all" else f"-p {protocol} "
-        fixed = ""
-        if flag == "sport":
-            fixed = f" -m {protocol} --dport {port_arg(group[0].ports, ':')}"
-        for family, rr in out.items():
-            mine = [c for c in cidrs if family_of(c) == family]
-            if any(c.endswith("/0") for c in mine):
-                mine = [c for c in mine if c.endswith("/0")][:1]  # covers the rest
-            if not mine:  # every address is of the other family
-                continue
-            chain = rr.chains[direction]
-            if use_ipset(mine, quotas):
-                ipset = IpSet(set_name(peer.label, family), family, tuple(mine))
-                rr.sets[ipset.name] = ipset
-                addresses = [f"-m set --match-set {ipset.name} {match_dir}"]
-            else:
-                addresses = [f"{side} {c}" for c in mine]
-            first = True
-            for address in addresses:
-                for chunk in port_chunks:
-                    ports = f" {port_match(chunk, flag, protocol)}" if chunk else ""
-                    spec = (
-                        f"{proto}{address}{fixed}{ports}"
-                        f' -m comment --comment "{comment(group)}" -j ACCEPT'
-                    )
-                    chain.lines.append(Line(spec, notes if first else []))
-                    first = False
-    for rr in out.values():
-        for chain in rr.chains.values():
-            chain.lines.append(Line("-j DROP", ["Everything else"]))
-    return out
+                spec = " ".join(w for w in words if w)
+                lines.append(Line(spec, list(entry.notes) if not lines else []))
+    return lines
 
 
-def _families(matrix: Matrix, profile) -> list[int]:
-    """IPv6 rules only when IPv6 appears; then every role gets them, so none is left open."""
-    addresses = [c for r in matrix.rules for c in r.peer.cidrs]
-    addresses += [c for nets in profile.subnets.values() for c in nets]
-    return [4, 6] if any(family_of(c) == 6 for c in addresses) else [4]
+def layout(fw: HostFirewall, family: int) -> list[Chain]:
+    """The chains of one family of a role's host firewall, as iptables lines."""
+    fr = fw.families[family]
+    chains = []
+    for direction, model in fr.chains.items():
+        chain = Chain(CHAINS[direction], HOOKS[model.attach])
+        for entry in model.entries:
+            chain.lines += entry_lines(entry, direction)
+        chains.append(chain)
+    return chains
+
+
+def ipsets(fw: HostFirewall) -> list[IpSet]:
+    return [IpSet(set_name(s.label, s.family), s.family, s.cidrs) for s in fw.sets]
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     rules = expressible(target, matrix)
-    families = _families(matrix, profile)
     head = header(matrix, target.name)
+    try:
+        fws = hostfw.for_profile(rules, matrix, profile, quotas_for(profile))
+    except hostfw.HostFirewallError as exc:
+        raise EmitError(str(exc).replace("a host firewall", "iptables")) from None
     files: dict[str, str] = {}
-    roles = [role for role in ROLES if any(r.role == role for r in rules)]
-    for role in roles:
-        mine = [r for r in rules if r.role == role]
-        built = build_role(
-            mine, profile.subnets, matrix.stateful, families, quotas_for(profile)
-        )
-        sets = [s for rr in built.values() for s in rr.sets.values()]
-        for family, rr in built.items():
+    hooks = {}
+    sets = {}
+    for role, fw in fws.items():
+        sets[role] = ipsets(fw)
+        for family in fw.families:
+            chains = layout(fw, family)
+            hooks[role] = [(c.hook, c.name) for c in chains]
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
             files[name] = render(
                 "iptables/rules.j2",
@@ -269,17 +228,20 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 role=role,
                 family=family,
                 stateful=matrix.stateful,
-                has_sets=bool(sets),
-                chains=list(rr.chains.values()),
+                has_sets=bool(sets[role]),
+                chains=chains,
             )
-        if sets:
+        if sets[role]:
             files[f"{role}.ipset"] = render(
-                "iptables/ipset.j2", header=head, role=role, sets=sets
+                "iptables/ipset.j2", header=head, role=role, sets=sets[role]
             )
     files["apply.sh"] = render(
         "iptables/apply.sh.j2",
         header=head,
-        roles=roles,
-        hooks=[(HOOKS[d], CHAINS[d]) for d in ("ingress", "egress")],
+        roles=list(fws),
+        hooks=hooks,
+        sets={role: [s.name for s in found] for role, found in sets.items()},
+        chains=list(CHAINS.values()),
     )
+    files["rulegen@.service"] = render("iptables/rulegen@.service.j2", header=head)
     return files

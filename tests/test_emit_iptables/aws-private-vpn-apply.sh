@@ -3,27 +3,191 @@
 # Profile acme-prod: CircleCI Server 4.2 (4.0-4.2 page), cloud aws.
 # Regenerate with: rulegen generate PROFILE
 #
-# Load one role's host firewall, as root, on a host of that role:
-#   sh apply.sh ROLE        (ROLE: load_balancer, kubernetes_nodes, nomad_clients, external_vms)
+# Load one role's host firewall, as root, on a host of that role (ROLE: load_balancer, kubernetes_nodes, nomad_clients, external_vms):
+#   sh apply.sh ROLE                  load, then keep the rules only if you type "yes"
+#                                     within 30 s; otherwise, or if the session is cut,
+#                                     the previous rules come back by themselves
+#   sh apply.sh --timeout N ROLE      the same, with N seconds to confirm
+#   sh apply.sh --yes ROLE            load without asking (boot, automation)
+#   sh apply.sh --remove ROLE         take rulegen's rules out: the host is as before
+#   sh apply.sh --install-boot ROLE   copy this folder to /etc/rulegen and enable
+#                                     rulegen@ROLE.service, which loads it at boot
 # Safe to run again after regenerating: only rulegen's own chains and sets change,
-# and each jump from INPUT/OUTPUT is added only if it is missing.
+# and each jump to them is moved to the top of its hook if something got above it.
+# RULEGEN_STATE (default /var/lib/rulegen) keeps the backup the guard restores.
 set -eu
 cd "$(dirname "$0")"
-role="${1:-}"
-case "$role" in
-  load_balancer) ;;
-  kubernetes_nodes) ;;
-  nomad_clients) ;;
-  external_vms) ;;
-  *) echo "usage: sh apply.sh ROLE (one of: load_balancer, kubernetes_nodes, nomad_clients, external_vms)" >&2; exit 2 ;;
-esac
-
-if [ -f "$role.ipset" ]; then
-  ipset restore < "$role.ipset"
-fi
-for tool in iptables ip6tables; do
-  [ -f "$role.$tool" ] || continue
-  "$tool-restore" --wait --noflush < "$role.$tool"
-  "$tool" --wait -C INPUT -j RULEGEN-IN 2>/dev/null || "$tool" --wait -I INPUT 1 -j RULEGEN-IN
-  "$tool" --wait -C OUTPUT -j RULEGEN-OUT 2>/dev/null || "$tool" --wait -I OUTPUT 1 -j RULEGEN-OUT
+here=$(pwd)
+state="${RULEGEN_STATE:-/var/lib/rulegen}"
+timeout=30
+mode=apply
+usage() {
+  echo "usage: sh apply.sh [--yes | --timeout N | --remove | --install-boot] ROLE (one of: load_balancer, kubernetes_nodes, nomad_clients, external_vms)" >&2
+  exit 2
+}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --yes) mode=yes ;;
+    --remove) mode=remove ;;
+    --install-boot) mode=boot ;;
+    --timeout) [ $# -gt 1 ] || usage; timeout="$2"; shift ;;
+    --rollback-after) [ $# -gt 2 ] || usage; mode=guard; timeout="$2"; token="$3"; shift 2 ;;
+    -*) usage ;;
+    *) break ;;
+  esac
+  shift
 done
+[ $# -eq 1 ] || usage
+role="$1"
+case "$timeout" in ''|*[!0-9]*) usage ;; esac
+case "$role" in
+  load_balancer)
+    hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT FORWARD:RULEGEN-FWD"
+    sets="" ;;
+  kubernetes_nodes)
+    hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT FORWARD:RULEGEN-FWD"
+    sets="" ;;
+  nomad_clients)
+    hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD"
+    sets="" ;;
+  external_vms)
+    hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD"
+    sets="" ;;
+  *) usage ;;
+esac
+tools="iptables"
+if command -v ip6tables >/dev/null 2>&1; then tools="iptables ip6tables"; fi
+
+# Put the jump to CHAIN first in HOOK, exactly once (insert, then drop older copies).
+jump_first() {
+  tool=$1 hook=$2 chain=$3
+  if [ "$hook" = DOCKER-USER ] && ! "$tool" --wait -S DOCKER-USER >/dev/null 2>&1; then
+    # No Docker yet: create its chain as Docker does; it keeps it when it starts.
+    "$tool" --wait -N DOCKER-USER
+  fi
+  if [ "$hook" = DOCKER-USER ] && ! "$tool" --wait -S FORWARD | grep -q -- '-j DOCKER-USER$'; then
+    "$tool" --wait -I FORWARD 1 -m comment --comment "rulegen: until Docker starts" -j DOCKER-USER
+  fi
+  first=$("$tool" --wait -S "$hook" | sed -n 2p)
+  if [ "$first" != "-A $hook -j $chain" ]; then
+    "$tool" --wait -I "$hook" 1 -j "$chain"
+  fi
+  n=0
+  while [ $n -lt 100 ]; do
+    n=$((n + 1))
+    extra=$("$tool" --wait -S "$hook" | grep -n -x -- "-A $hook -j $chain" | sed -n 2p | cut -d: -f1)
+    [ -n "$extra" ] || break
+    "$tool" --wait -D "$hook" $((extra - 1))
+  done
+}
+
+load() {
+  if [ -n "$sets" ]; then
+    for name in $sets; do
+      family=inet
+      case "$name" in *-v6*) family=inet6 ;; esac
+      ipset -q destroy "$name-new" || true
+      ipset -q list -n "$name" >/dev/null || ipset create "$name" hash:net family "$family"
+    done
+    ipset restore < "$role.ipset"
+  fi
+  for tool in $tools; do
+    [ -f "$role.$tool" ] || continue
+    "$tool-restore" --wait --noflush < "$role.$tool"
+    for pair in $hooks; do
+      jump_first "$tool" "${pair%%:*}" "${pair#*:}"
+    done
+  done
+}
+
+remove() {
+  for tool in $tools; do
+    for pair in $hooks; do
+      hook=${pair%%:*} chain=${pair#*:}
+      n=0
+      while [ $n -lt 100 ] && "$tool" --wait -D "$hook" -j "$chain" 2>/dev/null; do n=$((n + 1)); done
+    done
+    n=0
+    while [ $n -lt 100 ] && "$tool" --wait -D FORWARD -m comment --comment "rulegen: until Docker starts" -j DOCKER-USER 2>/dev/null; do n=$((n + 1)); done
+    if [ "$("$tool" --wait -S DOCKER-USER 2>/dev/null | wc -l)" = 1 ]; then
+      "$tool" --wait -X DOCKER-USER 2>/dev/null || true  # ours, empty and unused
+    fi
+    for chain in RULEGEN-IN RULEGEN-OUT RULEGEN-FWD; do
+      "$tool" --wait -F "$chain" 2>/dev/null || true
+      "$tool" --wait -X "$chain" 2>/dev/null || true
+    done
+  done
+  for name in $sets; do
+    ipset -q destroy "$name" || true
+  done
+}
+
+backup() {
+  mkdir -p "$state"
+  for tool in $tools; do
+    "$tool-save" -t filter > "$state/$role.$1.$tool"
+  done
+  : > "$state/$role.$1.ipset"
+  for name in $sets; do
+    ipset -q save "$name" >> "$state/$role.$1.ipset" || true
+  done
+}
+
+restore() {
+  for tool in $tools; do
+    "$tool-restore" --wait -T filter < "$state/$role.$1.$tool"
+  done
+  for name in $sets; do
+    if grep -q "^create $name " "$state/$role.$1.ipset"; then
+      ipset flush "$name"
+    else
+      ipset -q destroy "$name" || true  # created by the load being undone
+    fi
+  done
+  ipset -exist restore < "$state/$role.$1.ipset"
+}
+
+case "$mode" in
+  yes) load ;;
+  remove) remove ;;
+  guard)
+    # Runs on its own (setsid): restores the backup unless the load was confirmed.
+    sleep "$timeout"
+    if [ ! -e "$state/$role.$token.confirmed" ]; then
+      restore "$token"
+      echo "rulegen: $role rules not confirmed within ${timeout}s; previous rules restored" | logger -t rulegen 2>/dev/null || true
+    fi
+    rm -f "$state/$role.$token".*
+    ;;
+  boot)
+    mkdir -p /etc/rulegen
+    cp -- "$here"/* /etc/rulegen/
+    cp -- "$here/rulegen@.service" /etc/systemd/system/
+    systemctl daemon-reload
+    systemctl enable "rulegen@$role.service"
+    echo "rulegen@$role.service enabled: /etc/rulegen is loaded at boot" >&2
+    ;;
+  apply)
+    token="$$.$(date +%s)"
+    backup "$token"
+    setsid sh "$here/apply.sh" --rollback-after "$timeout" "$token" "$role" </dev/null >/dev/null 2>&1 &
+    guard=$!
+    load
+    echo "rulegen: $role rules loaded. Type yes within ${timeout}s to keep them;" \
+      "otherwise the previous rules come back." >&2
+    # shellcheck disable=SC2016
+    answer=$(timeout "$timeout" sh -c 'read -r answer && echo "$answer"' || true)
+    if [ "$answer" = yes ] && [ -e "$state/$role.$token.iptables" ]; then
+      touch "$state/$role.$token.confirmed"
+      kill "$guard" 2>/dev/null || true
+      rm -f "$state/$role.$token".*
+      echo "rulegen: kept." >&2
+    else
+      kill "$guard" 2>/dev/null || true
+      restore "$token"
+      rm -f "$state/$role.$token".*
+      echo "rulegen: not confirmed; previous rules restored." >&2
+      exit 1
+    fi
+    ;;
+esac
