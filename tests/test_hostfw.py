@@ -33,7 +33,8 @@ def test_every_rule_is_in_one_entry_of_its_direction(example_name):
             chain = fw.families[4].chains[rule.direction]
             holding = [e for e in chain.entries if any(rule.name in n for n in e.notes)]
             assert len(holding) == 1, rule.name
-            assert rule.flow.split("+")[0] in holding[0].flows
+            flow = rule.flow.split("+")[0]
+            assert ("site " + flow if rule.site else flow) in holding[0].flows
 
 
 def test_chains_end_in_drop_and_start_with_loopback(example_name):
@@ -94,8 +95,14 @@ def test_lockout_names_the_roles_without_ssh():
         text.replace("ssh_admin: [192.168.1.64/28]", "ssh_admin: []")
     )
     roles = hostfw.lockout_roles(shipped_matrix(locked), locked)
-    assert roles == ["load_balancer", "nomad_clients", "external_vms"]
-    assert "load_balancer, nomad_clients, external_vms" in (
+    # Nodes take SSH only from nodes, VMs only from Nomad clients: no way in for a person.
+    assert roles == [
+        "load_balancer",
+        "kubernetes_nodes",
+        "nomad_clients",
+        "external_vms",
+    ]
+    assert "load_balancer, kubernetes_nodes, nomad_clients, external_vms" in (
         hostfw.lockout_warning(shipped_matrix(locked), locked)[0]
     )
     prof = example("generic-baremetal")
