@@ -26,7 +26,7 @@ run: runtime
 
 test: setup tools
 	$(PY) -m black --check --quiet generator tests benchmarks scripts setup.py
-	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -q
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PY) -m pytest -q
 
 # The runtime only: rulegen and its few dependencies, nothing the tests need.
 runtime: $(VENV)/.runtime
