@@ -59,8 +59,16 @@ def profile(cloud: str, clients: int, admin_ranges: int = 1000) -> dict:
         "external_vms": ["10.1.32.0/20"],
     }
     if cloud == "gcp":
-        data["load_balancer"] = {"transparent": True}
-        data["network"] = {"subnets": subnets, "dns_servers": ["169.254.169.254"]}
+        # Public access: an internet-facing balancer, reached through Cloud NAT.
+        data["load_balancer"] = {
+            "transparent": True,
+            "public_ips": ["198.51.100.20/32"],
+        }
+        data["network"] = {
+            "subnets": subnets,
+            "dns_servers": ["169.254.169.254"],
+            "nat_gateway_ips": ["198.51.100.10/32"],
+        }
         data["gcp"] = {
             "network": "bench",
             "tags": {r: r.replace("_", "-") for r in subnets},
