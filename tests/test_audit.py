@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from generator.audit import audit, render_text
+from generator.audit import audit, render, render_text
 from generator.cli import main
 from generator.emitters import TARGETS
 from generator.pipeline import files_for, shipped_matrix
@@ -1034,3 +1034,48 @@ def test_readme_audit_example_is_the_real_output():
     assert result.exit_code == 2
     out = result.stdout.replace(str(DATA / "k8s-drifted.save"), "v4.save")
     assert out.strip() == ("rulegen audit:" + shown).strip()
+
+
+def test_a_host_without_an_essential_is_missing_it_with_its_reference():
+    prof = example("generic-baremetal")
+    saved = _as_saved(iptables_files(prof)["kubernetes_nodes.iptables"])
+    cut = "\n".join(
+        l for l in saved.splitlines() if "host-ntp" not in l and "host-pods" not in l
+    )
+    result = iptables_audit(prof, "kubernetes_nodes", cut + "\n")
+    assert not result.excess
+    essential = [c for c in result.missing if c.references == ["host essentials"]]
+    assert essential == result.missing
+    assert lines(essential) == [
+        "all traffic from 10.244.0.0/16",
+        "all traffic to 10.96.0.0/12, 10.244.0.0/16",
+        "udp/123 to 192.168.1.123/32",
+    ]
+    assert {p for c in essential for p in c.purposes} == {
+        "Pods to their node (network.pod_cidrs)",
+        "NTP time sync (host_firewall.ntp_servers)",
+        "The node to pods and services (network.pod_cidrs, service_cidrs)",
+    }
+    text = render_text(result)
+    assert "Result: 3 missing (3 of them host essentials), 0 excess" in text
+    assert "  missing essential udp/123 to 192.168.1.123/32" in text
+    data = json.loads(render(result, "json"))
+    assert data["counts"]["missing_essentials"] == 3
+    assert all(m["essential"] and m["finding"] == "missing" for m in data["missing"])
+    # A page rule missing beside them is a plain "missing".
+    cut = "\n".join(l for l in saved.splitlines() if "rulegen: dns" not in l)
+    data = json.loads(render(iptables_audit(prof, "kubernetes_nodes", cut), "json"))
+    assert [m["essential"] for m in data["missing"]] == [False]
+
+
+def test_cloud_audits_require_no_host_essentials():
+    # Security groups and GCP rules are not host firewalls: NTP, metadata, pods are
+    # not theirs to allow (the clean cloud round trips prove nothing is required).
+    for name in ("aws-private-vpn", "gcp"):
+        prof = example(name)
+        reader = READERS["aws" if prof.cloud == "aws" else "gcp"]
+        assert not TARGETS[reader.target].host_firewall
+    prof = example("aws-private-vpn")
+    result = audit("aws", {"aws": ("x", json.dumps(aws_export(prof)))}, Context(prof))
+    assert all(r.reference != "host essentials" for r in result.required.rules)
+    assert not result.different
