@@ -1079,3 +1079,32 @@ def test_cloud_audits_require_no_host_essentials():
     result = audit("aws", {"aws": ("x", json.dumps(aws_export(prof)))}, Context(prof))
     assert all(r.reference != "host essentials" for r in result.required.rules)
     assert not result.different
+
+
+@pytest.mark.parametrize("stateful", ["true", "false"])
+def test_every_essential_audits_clean_in_both_families(stateful):
+    # DHCP (source and destination ports), the stateless essentials' replies, the
+    # load balancer's admin SSH and IPv6: what hostfw writes is what audit requires.
+    text = (ROOT / "profiles" / "generic-baremetal.yaml").read_text()
+    text = text.replace("host_firewall:\n", "host_firewall:\n  dhcp: true\n")
+    prof = profile_from(text.replace("stateful: true", f"stateful: {stateful}"))
+    files = iptables_files(prof)
+    for role in ("load_balancer", "kubernetes_nodes", "nomad_clients"):
+        v4 = _as_saved(files[f"{role}.iptables"])
+        v6 = _as_saved(files[f"{role}.ip6tables"])
+        result = iptables_audit(prof, role, v4, v6)
+        assert not result.different, (role, result.traffic.changes)
+        assert "IPv6 not audited" not in " ".join(result.live.notes)
+        dhcp = [r for r in result.required.rules if r.flow == "host-dhcp"]
+        assert {(r.ports, r.source_ports) for r in dhcp} == {
+            ((68, 68), (67, 67)),
+            ((67, 67), (68, 68)),
+            ((546, 546), (547, 547)),
+            ((547, 547), (546, 546)),
+        }
+        cut = "\n".join(l for l in v6.splitlines() if "host-dhcp" not in l) + "\n"
+        broken = iptables_audit(prof, role, v4, cut)
+        assert lines(broken.missing) == [
+            "udp/546 (from port 547) from ::/0 except ::1/128",
+            "udp/547 (from port 546) to ::/0 except ::1/128",
+        ]
