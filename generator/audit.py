@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import hostfw
 from .diff import Piece, TrafficDiff, compare, piece_text
-from .hostfw import ESSENTIALS
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .readers import READERS, Context, Live, ReadError, Reader
 from .readers.engine import (
@@ -137,10 +137,8 @@ def essential_rules(profile, role: str, stateful: bool):
     They are what hostfw lays out for the role when the matrix gives it nothing:
     every allowing entry of its ingress and egress chains but loopback and replies
     (left out of the audit and left to the engine); forward is not audited.
-    Returns (rules, {(direction, protocol): peer-axis intervals of ICMP}).
+    Returns (rules, {direction: peer-axis intervals of the ICMP allowed}).
     """
-    from . import hostfw
-
     fw = hostfw.build(
         role,
         [],
@@ -329,7 +327,7 @@ def _who(finding) -> str:
 
 def _essential(change) -> bool:
     """A required flow that only the host essentials stand behind."""
-    return change.kind in MISSING and set(change.references) == {ESSENTIALS}
+    return change.kind in MISSING and set(change.references) == {hostfw.ESSENTIALS}
 
 
 def _label(change) -> str:
