@@ -8,12 +8,19 @@ instances that carry it, which live in those subnets), and loopback is left out.
 Then the one semantic diff (generator.diff.compare) says, flow by flow, what is
 missing (required, blocked live: with the page reference) and what is in excess
 (allowed live, not required: with the live rule that allows it).
+
+A host firewall (a target with `host_firewall`) is also required to let through the
+host essentials generator.hostfw derives from the profile (ICMP errors, NTP, the
+metadata service, DHCP, pods on Kubernetes nodes...): they join the required side as
+rules of their own, with "host essentials" as their reference, so a live host that
+allows them is clean and one that blocks them is missing an essential.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import hostfw
 from .diff import Piece, TrafficDiff, compare, piece_text
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .readers import READERS, Context, Live, ReadError, Reader
@@ -103,6 +110,13 @@ def required_matrix(profile, reader: Reader, live: Live) -> Matrix:
     rules = [r for r in rules if r.role in live.roles]
     if live.stateful:  # the live engine lets replies through by itself
         rules = [r for r in rules if not r.is_return]
+    if target.host_firewall:
+        stateful = live.stateful or matrix.stateful
+        rules += [
+            rule
+            for role in live.roles
+            for rule in essential_rules(profile, role, stateful)[0]
+        ]
     space = subtract(family_space(live.families), LOOPBACK_SPACE)
     lowered = lower(rules, profile.subnets, space)
     unplaced = sorted({r.peer.role for r in lowered if r.peer.role})
@@ -115,6 +129,56 @@ def required_matrix(profile, reader: Reader, live: Live) -> Matrix:
             ]
         )
     return replace(matrix, rules=tuple(lowered))
+
+
+def essential_rules(profile, role: str, stateful: bool):
+    """The host essentials of a role as matrix rules, and the ICMP they allow.
+
+    They are what hostfw lays out for the role when the matrix gives it nothing:
+    every allowing entry of its ingress and egress chains but loopback and replies
+    (left out of the audit and left to the engine); forward is not audited.
+    Returns (rules, {direction: peer-axis intervals of the ICMP allowed}).
+    """
+    fw = hostfw.build(
+        role,
+        [],
+        profile.subnets,
+        stateful,
+        hostfw.FAMILIES,
+        essentials=hostfw.essentials_for(profile, role),
+    )
+    rules: list[Rule] = []
+    icmp: dict = {}
+    for family, fr in fw.families.items():
+        anywhere = ("0.0.0.0/0",) if family == 4 else ("::/0",)
+        for direction in ("ingress", "egress"):
+            purpose = ""
+            for entry in fr.chains[direction].entries:
+                if entry.notes:
+                    purpose = entry.notes[0].removesuffix(f" [{hostfw.ESSENTIALS}]")
+                if entry.action != "allow" or entry.iface or entry.ctstate:
+                    continue
+                peer = (entry.src if direction == "ingress" else entry.dst) or anywhere
+                if entry.protocol in hostfw.ICMP.values():
+                    ivs = [iv for c in peer for iv in address_intervals(c)]
+                    icmp.setdefault(direction, []).extend(ivs)
+                    continue
+                for ports in entry.dports or (None,):
+                    for sports in entry.sports or (None,):
+                        rules.append(
+                            Rule(
+                                role=role,
+                                direction=direction,
+                                protocol=entry.protocol or "all",
+                                ports=ports,
+                                source_ports=sports,
+                                peer=Peer(cidrs=tuple(peer)),
+                                purpose=purpose,
+                                reference=hostfw.ESSENTIALS,
+                                flow=entry.flows[0] if entry.flows else "",
+                            )
+                        )
+    return rules, icmp
 
 
 def audit(reader_name: str, sources: dict, context: Context) -> Audit:
@@ -141,7 +205,9 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
             "the live rules do not let replies through by themselves (no conntrack"
             " ESTABLISHED accept): return traffic is audited as flows of its own"
         )
-    live.not_compared = _icmp_beyond(live.not_compared, required)
+    live.not_compared = _icmp_beyond(
+        live.not_compared, required, _essential_icmp(context.profile, reader, live)
+    )
     return Audit(
         reader,
         [path for path, _ in sources.values()],
@@ -151,8 +217,22 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
     )
 
 
-def _icmp_beyond(findings, required: Matrix):
-    """ICMP findings less what a required all-protocol rule allows anyway."""
+def _essential_icmp(profile, reader: Reader, live: Live) -> dict:
+    """(role, direction) -> the ICMP a host target's essentials allow (any type)."""
+    from .emitters import TARGETS
+
+    if not TARGETS[reader.target].host_firewall:
+        return {}
+    stateful = live.stateful or profile.stateful
+    return {
+        (role, direction): ivs
+        for role in live.roles
+        for direction, ivs in essential_rules(profile, role, stateful)[1].items()
+    }
+
+
+def _icmp_beyond(findings, required: Matrix, essential: dict | None = None):
+    """ICMP findings less what a required all-protocol rule or an essential allows."""
     out = []
     for f in findings:
         if not f.icmp:
@@ -165,6 +245,7 @@ def _icmp_beyond(findings, required: Matrix):
             for c in r.peer.cidrs
             for iv in address_intervals(c)
         ]
+        covered += (essential or {}).get((f.role, f.direction), [])
         left = subtract(list(f.icmp), covered)
         if left:
             out.append(icmp_finding(f.role, f.direction, f.where, f.text, left))
@@ -177,8 +258,10 @@ def _icmp_beyond(findings, required: Matrix):
 def _summary(a: Audit) -> str:
     if not a.different:
         return "no difference: the live rules allow exactly the profile's flows"
+    essentials = sum(map(_essential, a.missing))
+    of_them = f" ({essentials} of them host essentials)" if essentials else ""
     return (
-        f"{len(a.missing)} missing, {len(a.excess)} excess,"
+        f"{len(a.missing)} missing{of_them}, {len(a.excess)} excess,"
         f" {len(a.live.unknown)} not evaluated"
     )
 
@@ -242,25 +325,35 @@ def _who(finding) -> str:
     return f"{ROLE_TITLES[finding.role]}: " if finding.role else ""
 
 
+def _essential(change) -> bool:
+    """A required flow that only the host essentials stand behind."""
+    return change.kind in MISSING and set(change.references) == {hostfw.ESSENTIALS}
+
+
 def _label(change) -> str:
-    return "missing" if change.kind in MISSING else "excess"
+    if change.kind not in MISSING:
+        return "excess"
+    return "missing essential" if _essential(change) else "missing"
 
 
 def render_text(a: Audit) -> str:
     out = [_title(a)] + [f"  source: {s}" for s in a.sources]
     out += ["", f"Result: {_summary(a)}"]
+    partly = {"narrowed": " (partly)", "widened": " (partly)"}
+    labels = [_label(c) + partly.get(c.kind, "") for c in a.traffic.changes]
+    w = max([17] + [len(label) + 1 for label in labels])
     for role, direction, changes in _groups(a):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
             lines = _lines(change, direction, a.live.matrix)
-            partly = " (partly)" if change.kind in ("narrowed", "widened") else ""
-            out.append(f"  {_label(change) + partly:<17}{lines[0]}")
-            out += [f"  {'':<17}{line}" for line in lines[1:]]
+            label = _label(change) + partly.get(change.kind, "")
+            out.append(f"  {label:<{w}}{lines[0]}")
+            out += [f"  {'':<{w}}{line}" for line in lines[1:]]
             if change.kind in MISSING:
-                out += [f"  {'':<19}why: {p}" for p in change.purposes]
-                out += [f"  {'':<19}ref: {r}" for r in change.references]
+                out += [f"  {'':<{w + 2}}why: {p}" for p in change.purposes]
+                out += [f"  {'':<{w + 2}}ref: {r}" for r in change.references]
             else:
-                out += [f"  {'':<19}allowed by: {p}" for p in change.purposes]
+                out += [f"  {'':<{w + 2}}allowed by: {p}" for p in change.purposes]
     if a.live.unknown:
         out += ["", "Not evaluated (the reader cannot say what these do):"]
         out += [f"  {_who(f)}{f.where}: {f.text}\n    {f.why}" for f in a.live.unknown]
@@ -312,7 +405,8 @@ def render_markdown(a: Audit) -> str:
 def report_dict(a: Audit) -> dict:
     def change(c) -> dict:
         data = c.to_dict()
-        data["finding"] = _label(c)
+        data["finding"] = "missing" if c.kind in MISSING else "excess"
+        data["essential"] = _essential(c)
         data["partly"] = c.kind in ("narrowed", "widened")
         data.pop("breaking")
         if c.kind in EXCESS:
@@ -333,6 +427,7 @@ def report_dict(a: Audit) -> dict:
         "different": a.different,
         "counts": {
             "missing": len(a.missing),
+            "missing_essentials": sum(map(_essential, a.missing)),
             "excess": len(a.excess),
             "not_evaluated": len(a.live.unknown),
         },

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from generator.audit import audit
+from generator.audit import audit, render, render_text
 from generator.cli import main
 from generator.emitters import TARGETS
 from generator.pipeline import files_for, shipped_matrix
@@ -319,9 +319,14 @@ def exports(ns: str, ipv6: bool) -> dict:
     return out
 
 
-def _first_rule(save: str, chain: str, needle: str) -> str:
+def _first_rule(save: str, chain: str, needle: str, essential=False) -> str:
+    """The first rule of the chain with the needle: a matrix rule or an essential."""
     return next(
-        l for l in save.splitlines() if l.startswith(f"-A {chain} ") and needle in l
+        l
+        for l in save.splitlines()
+        if l.startswith(f"-A {chain} ")
+        and needle in l
+        and ("rulegen: host-" in l) == essential
     )
 
 
@@ -333,10 +338,10 @@ def test_iptables_round_trip_is_clean_and_changes_are_named(name, tmp_path):
     files = iptables_files(prof)
     for rel, text in files.items():
         (tmp_path / rel).write_text(text)
-    roles = sorted({rel.split(".")[0] for rel in files if rel != "apply.sh"})
+    roles = sorted({rel.split(".")[0] for rel in files if rel.endswith(".iptables")})
     for role in roles:
         with namespace() as ns:
-            in_ns(ns, "sh", "apply.sh", role, cwd=tmp_path)
+            in_ns(ns, "sh", "apply.sh", "--yes", role, cwd=tmp_path)
             ipv6 = f"{role}.ip6tables" in files
             sources = exports(ns, ipv6)
             result = audit("iptables", sources, Context(prof, role=role))
@@ -346,9 +351,19 @@ def test_iptables_round_trip_is_clean_and_changes_are_named(name, tmp_path):
                 result.live.unknown,
             )
             assert result.exit_code() == 0
+            save = sources["iptables"][1]
+            # An essential taken out (NTP: every example has a server) is missing,
+            # with the essentials as its reference.
+            ntp = _first_rule(save, "RULEGEN-OUT", "rulegen: host-ntp", essential=True)
+            in_ns(ns, "iptables", "-D", *shlex.split(ntp)[1:])
+            changed = audit("iptables", exports(ns, ipv6), Context(prof, role=role))
+            assert [c.references for c in changed.missing] == [["host essentials"]]
+            server = ntp.split()[ntp.split().index("-d") + 1]
+            assert lines(changed.missing) == [f"udp/123 to {server}"]
+            assert "missing essential" in render_text(changed)
+            assert not changed.excess
             # Remove one rule of the role, widen another and add a foreign chain, in
             # the kernel; the audit names each one.
-            save = sources["iptables"][1]
             gone = _first_rule(save, "RULEGEN-IN", "rulegen: ")
             in_ns(ns, "iptables", "-D", *shlex.split(gone)[1:])
             wide = _first_rule(save, "RULEGEN-OUT", " -d ")
@@ -707,8 +722,9 @@ def test_nft_export_of_a_hand_written_ruleset_audits_clean():
     result = nft_audit((DATA / "k8s-nodes.nft.json").read_text())
     assert not result.different, (result.traffic.changes, result.live.unknown)
     assert result.live.stateful
-    # IPv6 neighbour discovery is allowed and reported apart, never compared.
-    assert [f.why for f in result.live.not_compared] == ["ICMP from ::/0"]
+    # ICMP (IPv6 neighbour discovery, the errors) is within the host essentials'
+    # ICMP errors from anywhere: never compared, nothing left to list apart.
+    assert result.live.not_compared == []
 
 
 def test_nft_without_a_base_chain_accepts_everything():
@@ -817,11 +833,6 @@ def test_an_ip_match_never_matches_ipv6_packets():
     assert lines(result.excess) == ["tcp/22 from ::/0 except ::1/128"]
 
 
-@pytest.mark.skipif(
-    "nftables" not in TARGETS,
-    reason="the nftables target (issue 12) has not landed: once it does, this round"
-    " trip runs its output through nft and the nft reader",
-)
 @needs_root
 @needs_nft
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -950,7 +961,7 @@ def test_allowing_by_return_to_an_accepting_policy_reads_the_same(verdict):
     for role in ("kubernetes_nodes", "nomad_clients"):
         saved = _as_saved(files[f"{role}.iptables"])
         saved = "\n".join(
-            l.replace("-j ACCEPT", f"-j {verdict}") if l.startswith("-A RULEGEN") else l
+            l.replace("-j RETURN", f"-j {verdict}") if l.startswith("-A RULEGEN") else l
             for l in saved.splitlines()
         )
         result = iptables_audit(prof, role, saved + "\n")
@@ -982,8 +993,10 @@ def test_kube_proxy_chains_in_front_are_evaluated_like_any_other():
     saved = head + KUBE_PROXY + "-A INPUT -j RULEGEN-IN\n" + rest
     result = iptables_audit(prof, "kubernetes_nodes", saved)
     assert not result.live.unknown, result.live.unknown
+    # Pods reach their node anyway (a host essential): not part of the excess.
     assert lines(result.excess) == [
-        "tcp/32000 from 0.0.0.0/0 except 127.0.0.0/8, 192.168.1.0/28, 192.168.10.0/24"
+        "tcp/32000 from 0.0.0.0/0 except 10.244.0.0/16, 127.0.0.0/8, 192.168.1.0/28,"
+        " 192.168.10.0/24"
     ]
     assert "health check node port" in result.excess[0].purposes[0]
     assert not result.missing
@@ -1021,3 +1034,77 @@ def test_readme_audit_example_is_the_real_output():
     assert result.exit_code == 2
     out = result.stdout.replace(str(DATA / "k8s-drifted.save"), "v4.save")
     assert out.strip() == ("rulegen audit:" + shown).strip()
+
+
+def test_a_host_without_an_essential_is_missing_it_with_its_reference():
+    prof = example("generic-baremetal")
+    saved = _as_saved(iptables_files(prof)["kubernetes_nodes.iptables"])
+    cut = "\n".join(
+        l for l in saved.splitlines() if "host-ntp" not in l and "host-pods" not in l
+    )
+    result = iptables_audit(prof, "kubernetes_nodes", cut + "\n")
+    assert not result.excess
+    essential = [c for c in result.missing if c.references == ["host essentials"]]
+    assert essential == result.missing
+    assert lines(essential) == [
+        "all traffic from 10.244.0.0/16",
+        "all traffic to 10.96.0.0/12, 10.244.0.0/16",
+        "udp/123 to 192.168.1.123/32",
+    ]
+    assert {p for c in essential for p in c.purposes} == {
+        "Pods to their node (network.pod_cidrs)",
+        "NTP time sync (host_firewall.ntp_servers)",
+        "The node to pods and services (network.pod_cidrs, service_cidrs)",
+    }
+    text = render_text(result)
+    assert "Result: 3 missing (3 of them host essentials), 0 excess" in text
+    assert "  missing essential udp/123 to 192.168.1.123/32" in text
+    data = json.loads(render(result, "json"))
+    assert data["counts"]["missing_essentials"] == 3
+    assert all(m["essential"] and m["finding"] == "missing" for m in data["missing"])
+    # A page rule missing beside them is a plain "missing".
+    cut = "\n".join(l for l in saved.splitlines() if "rulegen: dns" not in l)
+    data = json.loads(render(iptables_audit(prof, "kubernetes_nodes", cut), "json"))
+    assert [m["essential"] for m in data["missing"]] == [False]
+
+
+def test_cloud_audits_require_no_host_essentials():
+    # Security groups and GCP rules are not host firewalls: NTP, metadata, pods are
+    # not theirs to allow (the clean cloud round trips prove nothing is required).
+    for name in ("aws-private-vpn", "gcp"):
+        prof = example(name)
+        reader = READERS["aws" if prof.cloud == "aws" else "gcp"]
+        assert not TARGETS[reader.target].host_firewall
+    prof = example("aws-private-vpn")
+    result = audit("aws", {"aws": ("x", json.dumps(aws_export(prof)))}, Context(prof))
+    assert all(r.reference != "host essentials" for r in result.required.rules)
+    assert not result.different
+
+
+@pytest.mark.parametrize("stateful", ["true", "false"])
+def test_every_essential_audits_clean_in_both_families(stateful):
+    # DHCP (source and destination ports), the stateless essentials' replies, the
+    # load balancer's admin SSH and IPv6: what hostfw writes is what audit requires.
+    text = (ROOT / "profiles" / "generic-baremetal.yaml").read_text()
+    text = text.replace("host_firewall:\n", "host_firewall:\n  dhcp: true\n")
+    prof = profile_from(text.replace("stateful: true", f"stateful: {stateful}"))
+    files = iptables_files(prof)
+    for role in ("load_balancer", "kubernetes_nodes", "nomad_clients"):
+        v4 = _as_saved(files[f"{role}.iptables"])
+        v6 = _as_saved(files[f"{role}.ip6tables"])
+        result = iptables_audit(prof, role, v4, v6)
+        assert not result.different, (role, result.traffic.changes)
+        assert "IPv6 not audited" not in " ".join(result.live.notes)
+        dhcp = [r for r in result.required.rules if r.flow == "host-dhcp"]
+        assert {(r.ports, r.source_ports) for r in dhcp} == {
+            ((68, 68), (67, 67)),
+            ((67, 67), (68, 68)),
+            ((546, 546), (547, 547)),
+            ((547, 547), (546, 546)),
+        }
+        cut = "\n".join(l for l in v6.splitlines() if "host-dhcp" not in l) + "\n"
+        broken = iptables_audit(prof, role, v4, cut)
+        assert lines(broken.missing) == [
+            "udp/546 (from port 547) from ::/0 except ::1/128",
+            "udp/547 (from port 546) to ::/0 except ::1/128",
+        ]

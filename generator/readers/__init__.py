@@ -117,8 +117,6 @@ READERS: dict[str, Reader] = {
         Reader("aws", "aws", "terraform-aws", per_role=False),
         Reader("gcp", "gcp", "gcp-firewall", per_role=False),
         Reader("iptables", "iptables", "iptables", per_role=True),
-        # Host firewalls express the same matrix; point this at the nftables target
-        # once it is registered in TARGETS.
-        Reader("nft", "nft", "iptables", per_role=True),
+        Reader("nft", "nft", "nftables", per_role=True),
     )
 }

@@ -234,10 +234,13 @@ def run_chain(entries, chain, ordered, depth: int = 0):
 
     entries[i] has .chain, .action (accept, drop, return, jump, goto, continue) and
     .target; the verdict is accept or drop with the deciding entry's index, or
-    return (the chain ran out, or RETURN) for the caller or the policy to decide.
+    return (the chain ran out, or RETURN) for the caller or the policy to decide,
+    with the index of the last RETURN taken (None if none): when the policy then
+    accepts, that RETURN is the rule that let the packet through.
     """
     if depth > MAX_DEPTH:
         return "return", None
+    last = None
     for index in ordered:
         entry = entries[index]
         if entry.chain != chain:
@@ -245,14 +248,15 @@ def run_chain(entries, chain, ordered, depth: int = 0):
         if entry.action in ("accept", "drop"):
             return entry.action, index
         if entry.action == "return":
-            return "return", None
+            return "return", index
         if entry.action in ("jump", "goto"):
             verdict, label = run_chain(entries, entry.target, ordered, depth + 1)
             if verdict in ("accept", "drop"):
                 return verdict, label
+            last = label if label is not None else last
             if entry.action == "goto":  # a goto's chain returns for its caller too
-                return "return", None
-    return "return", None
+                return "return", last
+    return "return", last
 
 
 def icmp_finding(role, direction, where, what, intervals: Intervals):

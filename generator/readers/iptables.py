@@ -427,7 +427,11 @@ class Program:
         if verdict in ("accept", "drop"):
             return label if verdict == "accept" else None
         policy, _ = self.policies.get(self.hook, ("ACCEPT", 0))
-        return "policy" if policy in (None, "ACCEPT") else None
+        if policy not in (None, "ACCEPT"):
+            return None
+        # A RETURN back to the built-in chain, whose policy accepts: that RETURN
+        # is what allows (rulegen's own layout allows this way).
+        return "policy" if label is None else f"return {label}"
 
     def _run(self, chain: str, ordered, depth: int):
         return run_chain(self.entries, chain, ordered)
@@ -499,6 +503,14 @@ def evaluate_family(
             return (
                 f":{program.hook} {policy or 'ACCEPT'} (chain policy)",
                 f"{path}:{line}",
+            )
+        if isinstance(label, str):  # "return N"
+            entry = program.entries[int(label.split()[1])]
+            policy, _ = program.policies.get(program.hook, ("ACCEPT", 0))
+            return (
+                f"{entry.text}, then :{program.hook} {policy or 'ACCEPT'}"
+                " (chain policy)",
+                f"{path}:{entry.line}",
             )
         entry = program.entries[label]
         return entry.text, f"{path}:{entry.line}"

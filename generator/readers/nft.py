@@ -8,7 +8,8 @@ chain at a hook means the kernel accepts. Inside a chain, jump, goto and return
 work as in iptables (the same runner). Matches on the packet's protocol, addresses
 (prefixes, ranges, anonymous and named sets), ports, interfaces, conntrack state
 and ICMP are evaluated; anything else is reported and assumed not to match.
-`th dport` (any transport header) is read as TCP and UDP.
+`th dport` (any transport header) is read as TCP and UDP. A verdict map on the
+family (`meta nfproto vmap`, rulegen's dispatch) is settled per family.
 """
 
 from __future__ import annotations
@@ -175,7 +176,29 @@ class RuleReader:
             return True
         if kind in CONTINUE:
             return True
+        if kind == "vmap":
+            return self._vmap(arg, entry, body)
         raise Unknown(f"statement {kind!r} is not evaluated")
+
+    def _vmap(self, arg, entry: Entry, body: dict) -> bool:
+        """A verdict map on the family (`meta nfproto vmap { ipv4 : jump ... }`).
+
+        Settled per family like an nfproto match: the family's verdict, or no match.
+        """
+        key = arg.get("key") if isinstance(arg, dict) else None
+        data = arg.get("data") if isinstance(arg, dict) else None
+        if not (isinstance(key, dict) and key.get("meta", {}).get("key") == "nfproto"):
+            raise Unknown("verdict map on anything but meta nfproto")
+        pairs = data.get("set") if isinstance(data, dict) else None
+        if not isinstance(pairs, list):
+            raise Unknown("verdict map without its elements")
+        name = {4: "ipv4", 6: "ipv6"}[self.family]
+        for pair in pairs:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise Unknown("verdict map element is not a key and a verdict")
+            if pair[0] == name:
+                return self._expr(pair[1], full_match((self.family,)), entry, body)
+        return False
 
     def _values(self, right, body, kind: str) -> list[tuple[int, int]]:
         """A match's right-hand side as intervals: addresses or numbers."""
@@ -373,6 +396,11 @@ def read(sources: dict, context) -> Live:
     )
     if others:
         notes.append(f"base chains of families {', '.join(others)} are not evaluated")
+    if any(b.get("hook") == "forward" for _, b in chains.values()):
+        notes.append(
+            f"{path}: the forward hook (traffic routed through the host, to pods or"
+            " containers) is not audited"
+        )
     for family in (4, 6):
         local = intersect(local_all, family_space((family,)))
         for direction in ("ingress", "egress"):
