@@ -522,6 +522,7 @@ def lockout_warning(matrix, profile) -> list[str]:
     if not locked:
         return []
     return [
-        f"host firewall: {', '.join(locked)} will refuse all SSH (peers.ssh_admin is"
-        " empty); keep a console at hand, and load with apply.sh's rollback guard"
+        f"host firewall: {', '.join(locked)} will refuse all SSH from operators"
+        " (peers.ssh_admin is empty; SSH from another role is no way in); keep a"
+        " console at hand, and load with apply.sh's rollback guard"
     ]

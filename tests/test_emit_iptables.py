@@ -183,9 +183,12 @@ def test_generate_warns_naming_roles_that_refuse_all_ssh(tmp_path):
     )
     assert result.exit_code == 0, result.output
     warning = [l for l in result.output.splitlines() if "refuse all SSH" in l]
-    # the nodes take SSH from each other (all protocols), the VMs from the clients;
-    # the clients keep only their re-run ports, the load balancer nothing
-    assert warning and "load_balancer, nomad_clients will refuse" in warning[0]
+    # The nodes take SSH only from each other and the VMs only from the clients: no
+    # way in for an operator either.
+    assert warning and (
+        "load_balancer, kubernetes_nodes, nomad_clients, external_vms will refuse"
+        in warning[0]
+    )
     ok = CliRunner().invoke(
         main,
         [
