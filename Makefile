@@ -73,6 +73,7 @@ bench: setup .venv-bench/.installed
 	$(PY) benchmarks/plan.py
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/report.py
+	$(PY) benchmarks/bench_audit.py
 
 .venv-bench/.installed:
 	python3 -m venv .venv-bench
