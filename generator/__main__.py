@@ -1,8 +1,3 @@
-import sys
+from . import run
 
-try:
-    from .cli import main
-except KeyboardInterrupt:  # Ctrl-C while starting up: no traceback
-    sys.exit(130)
-
-main()
+run()
