@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_console_script_goes_through_the_guarded_entry_point():
     scripts = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1]
-    assert scripts.split("[")[0].strip() == 'rulegen = "generator:run"'
+    assert scripts.strip().splitlines()[0] == 'rulegen = "generator:run"'
 
 
 def test_ctrl_c_while_the_command_line_loads_exits_130(monkeypatch):

@@ -68,7 +68,7 @@ def test_the_wheel_carries_every_subpackage_and_template(dist):
         assert f"generator/templates/{template}" in names, template
     assert {"generator/catalog.yaml", "generator/profile.schema.json"} <= names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "rulegen = generator.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "rulegen = generator:run" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def test_the_sdist_keeps_templates_at_the_top(dist):
