@@ -7,7 +7,7 @@ stops generation with a message naming the rule, never a silently missing rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 
 from .. import __version__
@@ -86,6 +86,14 @@ def targets_for(cloud: str, names: tuple[str, ...] = ()) -> list[Target]:
             raise EmitError(f"target {name} does not apply to cloud {cloud}")
         chosen.append(target)
     return chosen
+
+
+@dataclass
+class Line:
+    """A host-firewall layout's rule line and the comment lines above it."""
+
+    spec: str
+    notes: list[str] = field(default_factory=list)
 
 
 def describe(rule: Rule) -> str:

@@ -405,7 +405,7 @@ def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -
         )
     biggest = ", ".join(f"{n} ({c:,})" for n, c in list(peers.items())[:3])
     choices.append(
-        f"list fewer addresses, or larger blocks that cover them"
+        "list fewer addresses, or larger blocks that cover them"
         + (f" (largest lists: {biggest})" if biggest else "")
     )
     if needed <= AWS_RULES_PER_INTERFACE:

@@ -20,7 +20,7 @@ from ..hostfw import Entry, HostFirewall
 from ..matrix import Matrix
 from ..quotas import quotas_for
 from ..templating import render
-from . import EmitError, Target, expressible, header
+from . import EmitError, Line, Target, expressible, header
 
 CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT", "forward": "RULEGEN-FWD"}
 HOOKS = {
@@ -63,14 +63,6 @@ class IpSet:
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
-
-
-@dataclass
-class Line:
-    """One rule line of a chain and the comment lines above it."""
-
-    spec: str
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..hostfw import Entry, HostFirewall
 from ..matrix import Matrix
 from ..quotas import quotas_for
 from ..templating import render
-from . import EmitError, Target, expressible, header
+from . import EmitError, Line, Target, expressible, header
 
 TABLE = "rulegen"
 PRIORITY = "filter - 10"  # before iptables' chains (priority filter, 0)
@@ -35,14 +35,6 @@ ICMP_NAMES = {
     "neighbour-solicitation": "nd-neighbor-solicit",
     "neighbour-advertisement": "nd-neighbor-advert",
 }
-
-
-@dataclass
-class Line:
-    """One rule of a chain and the comment lines above it."""
-
-    spec: str
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
