@@ -134,7 +134,8 @@ def _network(rule: dict, default: str) -> str:
 
 
 def read(sources: dict, context) -> Live:
-    from ..emitters import TARGETS, EmitError
+    from ..emitters import TARGETS
+    from ..problems import EmitError
     from ..emitters.gcp_firewall import addresses
     from ..matrix import Matrix
 
