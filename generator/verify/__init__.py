@@ -28,8 +28,8 @@ What is probed (expectations come from the rules and the page, not from `explain
   by an all-protocol rule; the external host, and every source of a site flow, to
   every port a role serves that no ingress rule publishes to it.
 
-The package, bottom to top (each module imports only from those above it in this list,
-and none from this one):
+The package, bottom layer first (a module imports only from those listed before it,
+never from this file, which re-exports the public names):
 - model: hosts, probes, the plan (drawn and being drawn), a run's outcome, VerifyError;
 - signals: signals held during steps that must finish, or turned into KeyboardInterrupt;
 - probes: the probes per property, with their expectations;
