@@ -2,36 +2,25 @@
 
 Every problem is reported with its key path and YAML line; nothing here raises a
 traceback at the user. The JSON Schema (profile.schema.json) is the contract for
-shape; the checks below it are the ones a schema cannot say (addresses, overlaps,
-combinations of settings).
+shape; the checks after it are the ones a schema cannot say (addresses, overlaps,
+combinations of settings). Three rooms: this module (the model, the entry points,
+the shape check, the assembly), profile_yaml.py (YAML with line numbers) and
+profile_sections.py (one reader per section, and the checks across sections).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .addresses import network_text
-from .matrix import ROLES
+from . import profile_sections as sections
 from .problems import ProblemError, clip, read_text, shorten
+from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
 from .profile_yaml import dotted, line_of, read_yaml, type_name, where
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
-# The peer lists the page's flows use, with their defaults; any other name under
-# peers: is a named list for site flows.
-PEER_DEFAULTS = {
-    "external": ["0.0.0.0/0"],
-    "internet": ["0.0.0.0/0"],
-    "vcs": [],
-    "ssh_admin": [],
-    "ssh_rerun": ["0.0.0.0/0"],
-    "nomad_client_public_ips": [],
-    "vm_public_ips": [],
-}
 PEER_NAME_PATTERN = "^[a-z][a-z0-9_]{0,30}$"
-ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
 class ProfileError(ProblemError):
@@ -149,8 +138,7 @@ def parse_profile(
         data["server_version"] = version
     problems = _schema_problems(data, lines, source)
     if not problems:
-        problems, warnings = [], []
-        profile = _build(data, lines, source, problems, warnings)
+        profile, problems = _build(data, lines, source)
     if problems:
         if version is not None:
             problems.append(
@@ -309,421 +297,65 @@ def _article(expected) -> str:
     }.get(expected, str(expected))
 
 
-# --- meaning: addresses and combinations -------------------------------------
+# --- meaning: the sections, read and checked (profile_sections.py) -----------------
 
 
-def _build(data, lines, source, problems, warnings) -> Profile:
-    def error(path, message, near=None):
-        # A key that is absent has no line: point at the one that asked for it.
-        line_path = path if path in lines or near is None else near
-        problems.append(f"{where(source, lines, line_path)}: {dotted(path)}: {message}")
+def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
+    """The model of schema-valid `data`, with every problem found. None (with
+    problems) when an address cannot be read: the checks across sections need them.
+    A profile with problems is not to be used; parse_profile raises them."""
+    at = sections.Source(source, lines)
+    found = at.findings()
+    network = found.take(sections.read_network(data, at))
+    host_fw = found.take(sections.read_host_firewall(data, at))
+    peers = found.take(sections.read_peers(data, at))
+    site_flows = found.take(sections.read_site_flows(data, peers, at))
+    lb_ips = found.take(sections.read_load_balancer(data, at))
+    if found.problems:
+        return None, found.problems
 
-    def warn(path, message):
-        text = f"{dotted(path)}: {message}"
-        if text not in warnings:
-            warnings.append(text)
+    # In this order, which is the order of the messages.
+    for checked in (
+        sections.check_peer_names(data, site_flows, at),
+        sections.check_site_flows(site_flows, peers, at),
+        sections.check_quotas(data, at),
+        sections.check_network(network, at),
+        sections.check_ephemeral_ports(data, at),
+        sections.check_vm_service(data, network, peers, at),
+        sections.check_cloud_sections(data, network, at),
+        sections.check_cluster_ranges(network, at),
+        sections.check_host_firewall(data, host_fw, at),
+    ):
+        found.merge(checked)
+    facing = found.take(sections.read_internet_facing(data, network, peers, lb_ips, at))
+    found.merge(sections.check_ssh_and_ui_exposure(data, peers, at))
+    found.merge(sections.check_name(data, at))
 
-    def cidrs(path, values) -> tuple[str, ...]:
-        out = []
-        for i, value in enumerate(values):
-            net = _parse_cidr(value, path + (i,), error)
-            if net is not None:
-                out.append(str(net))
-        return tuple(out)
-
-    network = data["network"]
-    peers_in = data["peers"]
-    cloud = data["cloud"]
-    transparent = data.get("load_balancer", {}).get("transparent", False)
-    public_ip = data.get("vm_service", {}).get("assign_public_ip", False)
-
-    vpc = None
-    if "vpc_cidr" in network:
-        parsed = _parse_cidr(network["vpc_cidr"], ("network", "vpc_cidr"), error)
-        vpc = str(parsed) if parsed else None
-
-    subnets = {
-        role: cidrs(
-            ("network", "subnets", role), network.get("subnets", {}).get(role, [])
-        )
-        for role in ROLES
-    }
-    dns = cidrs(("network", "dns_servers"), network["dns_servers"])
-    nat = cidrs(("network", "nat_gateway_ips"), network.get("nat_gateway_ips", []))
-    pods = cidrs(("network", "pod_cidrs"), network.get("pod_cidrs", []))
-    services = cidrs(("network", "service_cidrs"), network.get("service_cidrs", []))
-    host_fw = dict(data.get("host_firewall", {}))
-    if "ntp_servers" in host_fw:
-        host_fw["ntp_servers"] = cidrs(
-            ("host_firewall", "ntp_servers"), host_fw["ntp_servers"]
-        )
-    peers = {}
-    for key in PEER_DEFAULTS:
-        peers[key] = cidrs(("peers", key), peers_in.get(key, PEER_DEFAULTS[key]))
-    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:  # in file order
-        if key in ROLES or key == "dns":
-            what = "a role" if key in ROLES else "the DNS servers (network.dns_servers)"
-            error(("peers", key), f"{key!r} already names {what}; choose another name")
-        peers[key] = cidrs(("peers", key), peers_in[key])
-    site_flows = _site_flows(data, peers, transparent, error)
-
-    lb_section = data.get("load_balancer", {})
-    lb_ips = cidrs(("load_balancer", "public_ips"), lb_section.get("public_ips", []))
-
-    if problems:
-        return None
-    _check_named_peers(peers_in, site_flows, error, warn)
-    _check_site_flows(site_flows, peers, warn)
-
-    from .quotas import profile_problems
-
-    for path, message in profile_problems(data.get("quotas", {})):
-        error(("quotas",) + path, message)
-    _check_overlaps(subnets, error)
-    if vpc:
-        vpc_net = ipaddress.ip_network(vpc)
-        for role, nets in subnets.items():
-            for i, net in enumerate(nets):
-                n = ipaddress.ip_network(net)
-                if n.version != vpc_net.version or not n.subnet_of(vpc_net):
-                    warn(
-                        ("network", "subnets", role, i),
-                        f"{net} is outside vpc_cidr {vpc}",
-                    )
-        for i, net in enumerate(dns):
-            n = ipaddress.ip_network(net)
-            outside = n.version != vpc_net.version or not n.subnet_of(vpc_net)
-            if outside and not n.network_address.is_link_local:
-                warn(
-                    ("network", "dns_servers", i),
-                    f"{net} is outside vpc_cidr {vpc}; the page asks for the DNS servers in the VPC",
-                )
-
-    low, high = data.get("ephemeral_ports", (1024, 65535))
-    if low > high:
-        error(
-            ("ephemeral_ports",),
-            f"[{low}, {high}] is reversed; write the lower port first: [{high}, {low}]",
-        )
-
-    version = data["server_version"]
-    # The VM rows that assign_public_ip rewrites exist on 4.0-4.2 (and 4.3+ when kept).
-    vm_rows = version in ("4.0", "4.1", "4.2") or data.get("include_obsolete", False)
-    if public_ip:
-        path = ("vm_service", "assign_public_ip")
-        if cloud != "aws":
-            error(
-                path,
-                f"assign_public_ip is an AWS EC2 setting; it cannot be true with cloud: {cloud}",
-            )
-        elif version == "3":
-            error(
-                path,
-                "assign_public_ip has no rules on the 3.x page; it is documented from 4.0",
-            )
-        elif not nat and vm_rows:
-            error(
-                ("network", "nat_gateway_ips"),
-                "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
-                near=path,
-            )
-        # Nomad clients -> VMs on 22 is current on every 4.x line.
-        ports = "22 and 2376" if vm_rows else "22"
-        if not peers["nomad_client_public_ips"] and version != "3":
-            warn(
-                ("peers", "nomad_client_public_ips"),
-                f"empty with assign_public_ip: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
-            )
-        if not peers["vm_public_ips"] and version != "3":
-            warn(
-                ("peers", "vm_public_ips"),
-                f"empty with assign_public_ip: the egress to the VMs on {ports} goes to 0.0.0.0/0; list the VMs' public range (an Elastic IP pool, the region's EC2 ranges) to narrow it",
-            )
-    else:
-        for key in ("nomad_client_public_ips", "vm_public_ips"):
-            if peers[key]:
-                warn(("peers", key), "ignored: assign_public_ip is false")
-
-    needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
-    if "aws" in data and cloud != "aws":
-        error(("aws",), f"the aws section only applies to cloud: aws, not {cloud}")
-    if cloud == "gcp":
-        if not transparent:
-            error(
-                ("load_balancer", "transparent"),
-                "GCP load balancers have no firewall of their own: set transparent: true so their rules apply to the Kubernetes nodes",
-                near=("cloud",),
-            )
-        gcp = data.get("gcp", {})
-        tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
-        for role in needed:
-            if role == "load_balancer":
-                continue
-            if role in tags and role in accounts:
-                error(
-                    ("gcp", "tags", role),
-                    "a role is addressed by a tag or a service account, not both (GCP rules cannot mix them)",
-                )
-            if not subnets[role]:
-                error(
-                    ("network", "subnets", role),
-                    "missing: GCP egress rules reach a role only through its CIDR ranges",
-                    near=("network", "subnets"),
-                )
-    else:
-        if "gcp" in data:
-            error(("gcp",), f"the gcp section only applies to cloud: gcp, not {cloud}")
-        # AWS targets address roles by security group: a subnet is needed only by a
-        # target that addresses roles by address (iptables), checked when it is chosen.
-        for role in needed if cloud != "aws" else ():
-            if not subnets[role]:
-                error(
-                    ("network", "subnets", role),
-                    f"missing: on {cloud}, a role is addressed through its subnets",
-                    near=("network", "subnets"),
-                )
-    for key, nets in (("pod_cidrs", pods), ("service_cidrs", services)):
-        for i, net in enumerate(nets):
-            n = ipaddress.ip_network(net)
-            for role, role_nets in subnets.items():
-                if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
-                    error(
-                        ("network", key, i),
-                        f"{n} overlaps the {role} subnets; pod and service ranges"
-                        " are the cluster's own",
-                    )
-    if cloud == "generic" and not host_fw.get("ntp_servers"):
-        warn(
-            ("host_firewall", "ntp_servers"),
-            "empty: the host firewalls let no NTP through; list your time servers",
-        )
-    if transparent and subnets["load_balancer"]:
-        warn(
-            ("network", "subnets", "load_balancer"),
-            "ignored: the load balancer is transparent",
-        )
-
-    # 3.x's nomad, vm-service and output-processor balancers are internal by default.
-    facing = lb_section.get(
-        "internet_facing",
-        data["access"] == "public" and cloud in ("aws", "gcp") and version != "3",
-    )
-    facing_path = ("load_balancer", "internet_facing")
-    if facing:
-        why = (
-            ""
-            if "internet_facing" in lb_section
-            else " (the default with access: public; set load_balancer.internet_facing:"
-            " false for an internal one)"
-        )
-        if not nat and not peers["nomad_client_public_ips"]:
-            error(
-                ("network", "nat_gateway_ips"),
-                f"the load balancer is internet-facing{why}: Nomad clients reach it on"
-                " its public address, through the NAT gateways or their own public IPs;"
-                " list network.nat_gateway_ips or peers.nomad_client_public_ips",
-                near=facing_path if "internet_facing" in lb_section else ("access",),
-            )
-        if not lb_ips:
-            warn(
-                ("load_balancer", "public_ips"),
-                "empty with an internet-facing load balancer: the Nomad clients' egress"
-                " to it goes to 0.0.0.0/0; list its public addresses to narrow it",
-            )
-    elif lb_ips:
-        warn(("load_balancer", "public_ips"), "ignored: the load balancer is internal")
-
-    for key in ("ssh_admin", "ssh_rerun"):
-        if any(c in ANYWHERE for c in peers[key]):
-            what = (
-                "administrative SSH" if key == "ssh_admin" else "SSH into re-run jobs"
-            )
-            warn(
-                ("peers", key),
-                f"{what} is open to the whole internet; narrow it to your users' ranges",
-            )
-    if data["access"] == "vpn" and any(c in ANYWHERE for c in peers["external"]):
-        warn(
-            ("peers", "external"),
-            "access is vpn but the UI is open to 0.0.0.0/0; narrow it to the VPN's range",
-        )
-
-    if cloud == "aws" and data["name"].startswith("sg-"):
-        error(
-            ("name",),
-            f"{data['name']!r} starts with 'sg-': AWS refuses security group names that"
-            " start with sg- (they would read as group IDs); choose another name",
-        )
-
-    return Profile(
+    profile = Profile(
         name=data["name"],
-        server_version=version,
-        cloud=cloud,
+        server_version=data["server_version"],
+        cloud=data["cloud"],
         access=data["access"],
         stateful=data.get("stateful", True),
         ephemeral_ports=tuple(data.get("ephemeral_ports", (1024, 65535))),
         include_obsolete=data.get("include_obsolete", False),
-        transparent_lb=transparent,
-        assign_public_ip=public_ip,
-        vpc_cidr=vpc,
-        subnets=subnets,
-        dns_servers=dns,
-        nat_gateway_ips=nat,
+        transparent_lb=data.get("load_balancer", {}).get("transparent", False),
+        assign_public_ip=data.get("vm_service", {}).get("assign_public_ip", False),
+        vpc_cidr=network.vpc,
+        subnets=network.subnets,
+        dns_servers=network.dns,
+        nat_gateway_ips=network.nat,
         peers=peers,
         gcp=data.get("gcp", {}),
         aws=data.get("aws", {}),
         lb_internet_facing=facing,
         lb_public_ips=lb_ips,
-        pod_cidrs=pods,
-        service_cidrs=services,
+        pod_cidrs=network.pods,
+        service_cidrs=network.services,
         host_firewall=host_fw,
         quotas=data.get("quotas", {}),
-        warnings=tuple(warnings),
+        warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
     )
-
-
-# --- site flows ------------------------------------------------------------------
-
-
-def _site_flows(data, peers, transparent, error) -> list:
-    """The site_flows section, read by the catalog's flow parser; problems go to error."""
-    raw_flows = data.get("site_flows", [])
-    if not raw_flows:
-        return []
-    from .catalog import PEERS, load_catalog, read_flow
-
-    catalog = load_catalog()
-    page_ids = {f.id for f in catalog.flows}
-    known = (*ROLES, *PEERS, *peers)
-    flows, ids = [], {}
-    for i, raw in enumerate(raw_flows):
-        base = ("site_flows", i)
-        flow = read_flow(
-            raw,
-            dict.fromkeys(known),
-            lambda path, message, base=base: error(base + path, message),
-            site=True,
-            isolated=catalog.isolated_roles,
-            key=f"site_flows[{i}]",
-        )
-        if "id" in raw:
-            if flow.id in page_ids:
-                error(
-                    base + ("id",), f"{flow.id!r} is a page flow's id; choose another"
-                )
-            elif flow.id in ids:
-                error(
-                    base + ("id",),
-                    f"{flow.id!r} is already the id of site_flows[{ids[flow.id]}]",
-                )
-            ids.setdefault(flow.id, i)
-        if transparent and "load_balancer" in flow.sources:
-            error(
-                base + ("from",),
-                "the load balancer is transparent: traffic leaves from the Kubernetes"
-                " nodes; write kubernetes_nodes",
-            )
-        flows.append(flow)
-    return flows
-
-
-def _check_named_peers(peers_in, site_flows, error, warn) -> None:
-    used = {end for f in site_flows for end in f.sources + f.destinations}
-    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:
-        if key in used:
-            continue
-        import difflib  # only for an unused peer list
-
-        guess = difflib.get_close_matches(key, list(PEER_DEFAULTS), n=1, cutoff=0.8)
-        if guess:
-            # Most likely a misspelt page peer, whose default would apply silently.
-            error(
-                ("peers", key),
-                f"unknown key {key!r}; did you mean {guess[0]!r}? (no site flow uses"
-                " it as a named peer list)",
-            )
-        else:
-            warn(("peers", key), "a named peer list that no site flow uses")
-
-
-def _check_site_flows(site_flows, peers, warn) -> None:
-    """Warnings for site flows that open SSH or a whole role to anywhere."""
-    from .matrix import ROLE_TITLES
-
-    for i, flow in enumerate(site_flows):  # one flow per entry, in order
-        path = ("site_flows", i)
-        ports = flow.ports or ((1, 65535),)
-        tcp = any(p in ("tcp", "all") for p in flow.protocols)
-        ssh = tcp and any(lo <= 22 <= hi for lo, hi in ports)
-        whole = "all" in flow.protocols or any(
-            lo <= 1 and hi >= 65535 for lo, hi in ports
-        )
-        for src in flow.sources:
-            for dst in flow.destinations:
-                role, peer = (dst, src) if dst in ROLES else (src, dst)
-                if peer in ROLES or peer == "dns":
-                    continue
-                if not any(c in ANYWHERE for c in peers.get(peer, ())):
-                    continue
-                side = "from" if peer == src else "to"
-                if whole:
-                    warn(
-                        path,
-                        f"opens every port of {ROLE_TITLES[role]} {side} 0.0.0.0/0"
-                        f" (peers.{peer}); narrow the peer list or the ports",
-                    )
-                elif ssh and peer == src:
-                    warn(
-                        path,
-                        f"opens SSH (tcp/22) on {ROLE_TITLES[role]} to the whole"
-                        f" internet (peers.{peer}); narrow it to your users' ranges",
-                    )
-
-
-def _parse_cidr(value, path, error):
-    if not isinstance(value, str):
-        error(
-            path,
-            f"expected an address or CIDR as a string, got {type_name(value)} {shorten(value)}",
-        )
-        return None
-    if "%" in value:  # fe80::1%eth0: a zone means nothing in a firewall rule
-        error(
-            path,
-            f"{shorten(value)}: a zone index (%...) is not allowed; write the address alone",
-        )
-        return None
-    try:
-        return network_text(value)
-    except ValueError:
-        pass
-    try:
-        fixed = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        error(
-            path, f"{shorten(value)} is not a valid IPv4 or IPv6 address or CIDR block"
-        )
-        return None
-    error(path, f"{shorten(value)} has host bits set; did you mean {fixed}?")
-    return None
-
-
-def _check_overlaps(subnets, error) -> None:
-    seen: list[tuple[ipaddress._BaseNetwork, str, int]] = []
-    for role in ROLES:
-        for i, net in enumerate(subnets[role]):
-            n = ipaddress.ip_network(net)
-            for other, other_role, j in seen:
-                if (
-                    other_role != role
-                    and n.version == other.version
-                    and n.overlaps(other)
-                ):
-                    error(
-                        ("network", "subnets", role, i),
-                        f"{n} overlaps {other} of {other_role}; roles need distinct subnets"
-                        " so that rules can tell them apart",
-                    )
-            seen.append((n, role, i))
+    return profile, found.problems
