@@ -84,16 +84,29 @@ def _schema_digest(schema: dict) -> str:
 
 
 def _validator():
-    """The validation schema's check as compiled ahead of time (profile_validator.py,
-    made by scripts/compile_schema.py), or compiled now if the schema has changed."""
-    import fastjsonschema
-
+    """(check, the exception it raises): the validation schema's check as compiled
+    ahead of time (profile_validator.py, made by scripts/compile_schema.py), or
+    compiled now if the schema has changed."""
     from . import profile_validator
 
     schema = _validation_schema()
     if profile_validator.SCHEMA_SHA256 == _schema_digest(schema):
-        return profile_validator.validate
-    return fastjsonschema.compile(schema)
+        return profile_validator.validate, profile_validator.JsonSchemaValueException
+    import fastjsonschema
+
+    return fastjsonschema.compile(schema), fastjsonschema.JsonSchemaValueException
+
+
+def _first_problem(data) -> str:
+    """fastjsonschema's own message for data (which fails the schema): the shipped
+    check says only where."""
+    import fastjsonschema
+
+    try:
+        fastjsonschema.compile(_validation_schema())(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return exc.message
+    return "does not match the schema"
 
 
 def _end_patterns(node) -> None:
@@ -157,16 +170,15 @@ def _read_yaml(text: str, source: str) -> tuple[object, dict]:
 
 
 def _schema_problems(data, lines, source) -> list[str]:
-    import fastjsonschema
-
     # A compiled validator answers "valid?" in a fraction of jsonschema's import
     # time; jsonschema, which lists every problem with its path, runs only when the
     # answer is no.
+    check, invalid = _validator()
     try:
-        _validator()(data)
+        check(data)
         return []
-    except fastjsonschema.JsonSchemaValueException as exc:
-        first = f"{source}: {exc.message}"
+    except invalid:
+        pass
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(_validation_schema())
@@ -187,7 +199,7 @@ def _schema_problems(data, lines, source) -> list[str]:
             seen.add(path)
             at = where(source, lines, path)
             problems.append(f"{at}: {dotted(path) or 'top level'}: {message}")
-    return problems or [first]
+    return problems or [f"{source}: {_first_problem(data)}"]
 
 
 def _explain(error) -> list[tuple[tuple, str]]:
