@@ -18,7 +18,7 @@ allows them is clean and one that blocks them is missing an essential.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from . import hostfw
 from .diff import Piece, TrafficDiff, compare, piece_text
@@ -34,6 +34,7 @@ from .readers.engine import (
     peer_text,
     subtract,
 )
+from .records import dataclass
 
 MISSING = ("removed", "narrowed")
 EXCESS = ("added", "widened")

@@ -12,11 +12,12 @@ and whether the rule behind it went entirely (removed/added) or in part
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
 from .optimizer import cidrs_of, merged_intervals
+from .records import dataclass
 
 # Peer axis: roles are isolated points (a gap between them keeps them from merging),
 # then every IPv4 address, then every IPv6 address, each family behind a gap too.

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from dataclasses import dataclass
 
 from .matrix import Matrix, Rule
+from .records import dataclass
 
 FULL = (0, 65535)
 

@@ -9,9 +9,10 @@ connection also needs its replies allowed, by return rules (or by `all` rules).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .matrix import ROLES, Matrix, Rule
+from .records import dataclass
 
 
 class ExplainError(ValueError):

@@ -9,9 +9,10 @@ one per kind of change, so the picture shows what is opened and closed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .matrix import ROLE_TITLES, ROLES, Matrix, Peer, Rule, port_text
+from .records import dataclass
 
 SHOWN_ADDRESSES = 2  # more than this on a node or an edge is shown as a count
 PORTS_PER_LINE = 6

@@ -27,11 +27,12 @@ stateful: NAT needs connection tracking whatever the profile says.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from .addresses import version
 from .matrix import Rule
 from .quotas import Quotas, use_ipset
+from .records import dataclass
 
 DIRECTIONS = ("ingress", "egress", "forward")
 FAMILIES = (4, 6)  # every role gets both: a dual-stack host is never left open

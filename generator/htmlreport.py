@@ -7,11 +7,12 @@ traffic changes. Nothing in the page refers to anything outside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from . import __version__
 from .flowgraph import FlowGraph, build, line_text, rule_line, svg, to_dot
 from .matrix import DIRECTIONS, ROLE_TITLES, Matrix, Rule, port_text
+from .records import dataclass
 
 INLINE_ADDRESSES = 8  # longer lists are linked to the address lists
 

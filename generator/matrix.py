@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .records import dataclass
 
 ROLES = ("load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms")
 DIRECTIONS = ("ingress", "egress")

@@ -20,10 +20,11 @@ one, so the page's rules keep their names whatever site flows are added.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from functools import lru_cache
 
 from .matrix import Matrix, Peer, Rule
+from .records import dataclass
 
 FULL = (0, 65535)
 ALL_PROTOCOLS = frozenset({"tcp", "udp", "other"})

@@ -11,13 +11,14 @@ profile_sections.py (one reader per section, and the checks across sections).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 
 from . import profile_sections as sections
 from .problems import ProblemError, clip, read_text, shorten
 from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
 from .profile_yaml import dotted, line_of, read_yaml, type_name, where
+from .records import dataclass
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 PEER_NAME_PATTERN = "^[a-z][a-z0-9_]{0,30}$"

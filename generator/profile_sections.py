@@ -9,12 +9,13 @@ order, which is the order of the messages. Every message names its key path and 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .addresses import network_text
 from .matrix import ROLES
 from .problems import shorten
 from .profile_yaml import dotted, type_name, where
+from .records import dataclass
 
 # The peer lists the page's flows use, with their defaults; any other name under
 # peers: is a named list for site flows.

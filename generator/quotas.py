@@ -20,10 +20,10 @@ counts the AWS emitters' own rules, lives with them (emitters.aws.check_fit).
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
 
 from .optimizer import blocks, cidr_text, collapse
 from .problems import EmitError, ProblemError
+from .records import dataclass
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
 

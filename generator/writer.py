@@ -22,11 +22,12 @@ import stat
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .problems import ProblemError
+from .records import dataclass
 
 MANIFEST = ".rulegen-manifest.json"
 JOURNAL = ".rulegen-journal.json"

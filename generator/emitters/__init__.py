@@ -7,7 +7,7 @@ stops generation with a message naming the rule, never a silently missing rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import import_module
 
 from .. import __version__
@@ -15,6 +15,7 @@ from .. import __version__
 # EmitError and describe serve layers below the emitters too; importable here.
 from ..matrix import Matrix, Rule, describe
 from ..problems import EmitError
+from ..records import dataclass
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ both emitters and the fit check (check_fit, below) count through `split`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 from ..addresses import version as address_version
@@ -22,6 +21,7 @@ from ..quotas import (
     split_aws_group,
 )
 from . import EmitError, Target, describe, expressible
+from ..records import dataclass
 
 # AWS allows these in rule and group descriptions ("a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*").
 # `{`, `}` and `$` are left out as well: `${` would start an HCL interpolation.

@@ -10,11 +10,11 @@ import hashlib
 import json
 import re
 import shlex
-from dataclasses import dataclass
 
 from ..matrix import Matrix, Rule
 from ..quotas import chunk_addresses, quotas_for
 from . import EmitError, Target, describe, expressible, header
+from ..records import dataclass
 
 ALLOW_PRIORITY = 1000
 # Below every allow rule, above the implied allow-all egress (65535).

@@ -13,7 +13,7 @@ Role peers become the role's subnets; long address lists become ipsets.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .. import hostfw
 from ..hostfw import Entry, HostFirewall
@@ -21,6 +21,7 @@ from ..matrix import Matrix
 from ..quotas import quotas_for
 from ..templating import render
 from . import EmitError, Line, Target, expressible, header
+from ..records import dataclass
 
 CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT", "forward": "RULEGEN-FWD"}
 HOOKS = {

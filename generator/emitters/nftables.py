@@ -15,7 +15,7 @@ every other table is untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from .. import hostfw
 from ..hostfw import Entry, HostFirewall
@@ -23,6 +23,7 @@ from ..matrix import Matrix
 from ..quotas import quotas_for
 from ..templating import render
 from . import EmitError, Line, Target, expressible, header
+from ..records import dataclass
 
 TABLE = "rulegen"
 PRIORITY = "filter - 10"  # before iptables' chains (priority filter, 0)

@@ -11,11 +11,12 @@ Anything a reader cannot evaluate is reported as a finding, never dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import import_module
 
 from ..matrix import Matrix
 from ..problems import ProblemError
+from ..records import dataclass
 
 
 class ReadError(ProblemError):

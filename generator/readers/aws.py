@@ -14,10 +14,10 @@ named as such. Groups are mapped to roles by --group ROLE=ID|NAME, else by a tag
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..matrix import ROLES
 from . import Finding, Live, ReadError, load_json
+from ..records import dataclass
 from .engine import (
     ICMP,
     TCP,

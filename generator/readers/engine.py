@@ -11,12 +11,12 @@ it, and a platform's `decide(tags)` says which rule's verdict wins there.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from functools import lru_cache
 
 from ..diff import ADDRESS_BASE, labelled
 from ..matrix import Peer, Rule
 from ..optimizer import cidrs_of, merged_intervals
+from ..records import dataclass
 
 TCP, UDP, OTHER, ICMP = 0, 1, 2, 3
 PROTOCOLS = [(TCP, ICMP)]

@@ -13,9 +13,10 @@ subnets when they settle it, and reported otherwise.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from . import Finding, Live, ReadError
+from ..records import dataclass
 from .engine import (
     ICMP,
     TCP,

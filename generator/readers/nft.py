@@ -15,9 +15,9 @@ family (`meta nfproto vmap`, rulegen's dispatch) is settled per family.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from . import Live, ReadError, load_json
+from ..records import dataclass
 from .engine import (
     ICMP,
     TCP,

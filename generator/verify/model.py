@@ -6,9 +6,10 @@ the one error every layer raises. Also the IPv4 helpers that place a host in a n
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ..matrix import Matrix, Rule
+from ..records import dataclass
 
 
 class VerifyError(Exception):

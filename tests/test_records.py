@@ -1,0 +1,129 @@
+"""Dataclasses whose methods' code is cached on disk: the same classes, never stale."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from generator import records
+from generator.templating import CACHE_ENV
+
+from conftest import ROOT
+
+# A new process makes a class through generator.records and reports what it compiled.
+SCRIPT = """
+import json, sys
+from dataclasses import field, replace
+from generator import records
+
+@records.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int = 0
+    tags: tuple = ()
+{extra}
+
+p = Point(1, tags=("a",))
+q = replace(p, y=2)
+print(json.dumps({{
+    "compiled": len(records._new),
+    "repr": repr(q),
+    "equal": p == Point(1, 0, ("a",)),
+    "hash": hash(p) == hash(Point(1, 0, ("a",))),
+}}))
+"""
+
+
+def run(cache, extra: str = "") -> dict:
+    env = {"PATH": "/usr/bin:/bin", CACHE_ENV: str(cache), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(extra=extra)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return json.loads(done.stdout)
+
+
+def test_a_second_process_compiles_nothing(tmp_path):
+    first = run(tmp_path / "cache")
+    assert (
+        first["compiled"] >= 5
+    )  # __init__, __repr__, __eq__, __hash__, __setattr__...
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [
+        records.cache_file().name
+    ]
+    second = run(tmp_path / "cache")
+    assert second == {**first, "compiled": 0}
+    assert second["repr"] == "Point(x=1, y=2, tags=('a',))"
+    assert second["equal"] and second["hash"]
+
+
+def test_a_changed_class_is_compiled_afresh(tmp_path):
+    run(tmp_path / "cache")
+    changed = run(
+        tmp_path / "cache", "\n@records.dataclass\nclass Other:\n    z: int\n"
+    )
+    assert changed["compiled"] >= 3  # Other's methods; Point's come from the cache
+    assert run(tmp_path / "cache", "")["compiled"] == 0
+
+
+def test_a_broken_unwritable_or_untrusted_cache_only_costs_compiling(tmp_path):
+    cache = tmp_path / "cache"
+    first = run(cache)
+    entry = next(cache.iterdir())
+    for broken in (b"", b"\x00garbage", b"\xe3" * 40):
+        entry.write_bytes(broken)
+        assert run(cache) == first  # compiled again, and the file made whole
+    assert run(cache)["compiled"] == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert run(blocker / "cache") == first  # cannot be created: no error
+    cache.chmod(0o777)  # others could write code into it: neither read nor written
+    entry.write_bytes(b"")
+    assert run(cache) == first
+    assert entry.read_bytes() == b""
+    cache.chmod(0o700)
+    assert run("off") == first
+    assert not (ROOT / "off").exists()
+
+
+def made_both_ways(cls_source: str):
+    """The same class statement through dataclasses and through records."""
+    classes = []
+    for decorator in (dataclasses.dataclass, records.dataclass):
+        namespace = {"dataclass": decorator, "field": dataclasses.field}
+        exec(cls_source, namespace)
+        classes.append(namespace["C"])
+    return classes
+
+
+@pytest.mark.parametrize("options", ["", "(frozen=True)", "(order=True)"])
+def test_the_class_is_the_one_dataclasses_makes(options):
+    source = (
+        f"@dataclass{options}\nclass C:\n    a: int\n    b: list = field("
+        "default_factory=list)\n    c: str = 'x'\n"
+    )
+    plain, cached = made_both_ways(source)
+    assert repr(dataclasses.fields(plain)) == repr(dataclasses.fields(cached))
+    for name in ("__init__", "__repr__", "__eq__", "__setattr__", "__lt__"):
+        ours, theirs = getattr(cached, name, None), getattr(plain, name, None)
+        if theirs is None or not hasattr(theirs, "__code__"):
+            assert not hasattr(ours, "__code__")
+            continue
+        assert ours.__code__.co_code == theirs.__code__.co_code, name
+        assert ours.__code__.co_consts == theirs.__code__.co_consts, name
+    assert repr(cached(1)) == repr(plain(1)).replace("plain", "cached")
+    assert cached(1) == cached(1, [], "x") and cached(1) != cached(2)
+    if "frozen" in options:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cached(1).a = 2
+        assert hash(cached(1, ())) == hash(cached(1, ()))
+    assert "exec" not in vars(dataclasses)  # dataclasses is left as it was
