@@ -6,14 +6,16 @@ The page's flows and a profile's site flows share one shape and one parser
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from .matrix import ROLES, ROLE_TITLES
+from .records import dataclass
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+CATALOG_JSON = CATALOG_PATH.with_suffix(".json")  # its copy: see load_catalog
 PEERS = ("external", "internet", "vcs", "dns", "ssh_admin", "ssh_rerun")
 PROTOCOL_NAMES = ("tcp", "udp", "all")
 # Why the page forbids traffic between two instances of one role.
@@ -262,7 +264,26 @@ def parse_catalog(data: dict) -> Catalog:
 
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
+    """The shipped catalog: from catalog.json while it is catalog.yaml's copy (made by
+    scripts/compile_catalog.py), else from the YAML itself."""
+    text = CATALOG_PATH.read_bytes()
+    try:
+        copy = json.loads(CATALOG_JSON.read_bytes())
+        if copy["yaml_sha256"] == yaml_digest(text):
+            return parse_catalog(copy["catalog"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return parse_catalog(read_yaml(text))
+
+
+def read_yaml(text: bytes) -> dict:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster
-    return parse_catalog(yaml.load(CATALOG_PATH.read_text(), Loader=loader))
+    return yaml.load(text.decode("utf-8"), Loader=loader)
+
+
+def yaml_digest(text: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(text).hexdigest()

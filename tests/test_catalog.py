@@ -6,6 +6,8 @@ The expected rows below are transcribed from the reference notes
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from generator.catalog import load_catalog, parse_catalog
@@ -262,3 +264,52 @@ def test_every_release_line_covers_its_versions():
     assert sorted(versions) == sorted(
         load_schema()["properties"]["server_version"]["enum"]
     )
+
+
+# --- catalog.json, the copy of catalog.yaml the commands read -----------------------
+
+
+def _compile_script():
+    import importlib.util
+
+    from conftest import ROOT
+
+    path = ROOT / "scripts" / "compile_catalog.py"
+    spec = importlib.util.spec_from_file_location("compile_catalog", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_shipped_json_is_what_the_yaml_compiles_to():
+    from generator import catalog
+
+    expected = _compile_script().source()
+    assert (
+        catalog.CATALOG_JSON.read_text() == expected
+    ), "stale: run python scripts/compile_catalog.py"
+    shipped = json.loads(expected)["catalog"]
+    assert shipped == catalog.read_yaml(catalog.CATALOG_PATH.read_bytes())
+
+
+def test_the_json_is_read_only_while_it_matches_the_yaml(monkeypatch, tmp_path):
+    from generator import catalog
+
+    copy = json.loads(catalog.CATALOG_JSON.read_text())
+    copy["catalog"]["flows"] = copy["catalog"]["flows"][:1]  # tell the two apart
+    fake = tmp_path / "catalog.json"
+    fake.write_text(json.dumps(copy))
+    monkeypatch.setattr(catalog, "CATALOG_JSON", fake)
+    assert len(catalog.load_catalog.__wrapped__().flows) == 1  # the JSON
+
+    copy["yaml_sha256"] = "0" * 64  # catalog.yaml edited since
+    fake.write_text(json.dumps(copy))
+    from_yaml = parse_catalog(catalog.read_yaml(catalog.CATALOG_PATH.read_bytes()))
+    assert catalog.load_catalog.__wrapped__() == from_yaml
+    assert len(from_yaml.flows) > 1
+
+    for broken in ("{", "[]", '{"yaml_sha256": 1}', ""):
+        fake.write_text(broken)
+        assert catalog.load_catalog.__wrapped__() == from_yaml
+    fake.unlink()
+    assert catalog.load_catalog.__wrapped__() == from_yaml

@@ -68,7 +68,11 @@ def test_the_wheel_carries_every_subpackage_and_template(dist):
         assert str(module.relative_to(ROOT)) in names, module
     for template in templates():
         assert f"generator/templates/{template}" in names, template
-    assert {"generator/catalog.yaml", "generator/profile.schema.json"} <= names
+    assert {
+        "generator/catalog.yaml",
+        "generator/catalog.json",
+        "generator/profile.schema.json",
+    } <= names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "rulegen = generator:run" in zipfile.ZipFile(wheel).read(entry).decode()
 
