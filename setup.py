@@ -2,7 +2,7 @@
 
 Every package under generator/ is found, so a new subpackage ships without an edit
 here. templates/ stays at the top of the repository and ships inside the package as
-generator.templates, which templating.py reads through importlib.resources.
+generator.templates, which templating.py finds as that package's folder.
 """
 
 from pathlib import Path

@@ -22,12 +22,15 @@ from pathlib import Path
 
 
 def templates_dir() -> str:
-    from importlib.resources import files
+    # The package's folder, as importlib.resources.files would give it, without
+    # importing importlib.resources (and zipfile), which take longer than the rest.
+    from importlib.util import find_spec
 
-    try:
-        return str(files("generator.templates"))
-    except ModuleNotFoundError:  # a clone run without installing it
-        return str(Path(__file__).resolve().parent.parent / "templates")
+    spec = find_spec("generator.templates")
+    if spec is not None and spec.submodule_search_locations:
+        return str(list(spec.submodule_search_locations)[0])
+    # A clone run without installing it.
+    return str(Path(__file__).resolve().parent.parent / "templates")
 
 
 CACHE_ENV = "RULEGEN_CACHE_DIR"  # a folder, or "off" for no cache
