@@ -29,6 +29,8 @@ ISOLATION_REASONS = {
 
 @dataclass(frozen=True)
 class Flow:
+    """One flow of the page (or a profile's site flow): its ends, ports, lines."""
+
     id: str
     sources: tuple[str, ...]
     destinations: tuple[str, ...]
@@ -64,6 +66,8 @@ class Flow:
 
 @dataclass(frozen=True)
 class Catalog:
+    """The release lines, the flows of every line, and the roles kept apart."""
+
     release_lines: dict
     flows: tuple[Flow, ...]
     isolated_roles: tuple[str, ...]

@@ -119,6 +119,8 @@ class Entry:
 
 @dataclass
 class Chain:
+    """The entries of one direction of a host, and where they attach."""
+
     direction: str  # "ingress" (to the host), "egress" (from it), "forward"
     attach: str  # "input", "output", "forward" or "docker-user"
     entries: list[Entry] = field(default_factory=list)
@@ -135,6 +137,8 @@ class FamilyRules:
 
 @dataclass
 class HostFirewall:
+    """One role's host firewall: its chains and sets per address family."""
+
     role: str
     stateful: bool
     families: dict[int, FamilyRules] = field(default_factory=dict)

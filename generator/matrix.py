@@ -50,6 +50,8 @@ class Peer:
 
 @dataclass(frozen=True)
 class Rule:
+    """One allowed flow on one end: a role's ingress or egress, to or from a peer."""
+
     role: str
     direction: str
     protocol: str
@@ -141,6 +143,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class Matrix:
+    """Every rule of one install on one release, with what the planner has to say."""
+
     profile: str
     server_version: str
     release_line: str

@@ -32,6 +32,8 @@ ALL_PROTOCOLS = frozenset({"tcp", "udp", "other"})
 
 @dataclass
 class OptimizeReport:
+    """What the optimizer did: rules and addresses before and after, and why."""
+
     raw_rules: int
     rules: int = 0
     addresses_before: int = 0

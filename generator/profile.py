@@ -30,6 +30,8 @@ class ProfileError(ProblemError):
 
 @dataclass(frozen=True)
 class Profile:
+    """A profile as read and checked: the model every later stage uses."""
+
     name: str
     server_version: str
     cloud: str

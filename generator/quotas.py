@@ -34,6 +34,8 @@ class QuotaError(EmitError, ProblemError):
 
 @dataclass(frozen=True)
 class Quotas:
+    """The targets' quotas: the providers' defaults, or a profile's `quotas:`."""
+
     aws_inbound_rules_per_group: int = 60
     aws_outbound_rules_per_group: int = 60
     aws_groups_per_interface: int = 5

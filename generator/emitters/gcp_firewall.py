@@ -50,6 +50,8 @@ class Address:
 
 @dataclass(frozen=True)
 class GcpRule:
+    """One GCP firewall rule, as the API takes it."""
+
     name: str
     description: str
     direction: str  # INGRESS or EGRESS
@@ -85,6 +87,8 @@ class GcpRule:
 
 @dataclass(frozen=True)
 class GcpPlan:
+    """Every rule of one network, and the addresses they name."""
+
     profile: str
     network: str
     project: str | None

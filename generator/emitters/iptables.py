@@ -40,6 +40,8 @@ SET_MAXELEM_MIN = 65536
 
 @dataclass(frozen=True)
 class IpSet:
+    """An ipset (hash:net) of one family, loaded before the rules that match it."""
+
     name: str
     family: int
     cidrs: tuple[str, ...]
@@ -68,6 +70,8 @@ def _pow2(n: int) -> int:
 
 @dataclass
 class Chain:
+    """One chain of the layout and the lines it holds."""
+
     name: str
     hook: str
     lines: list[Line] = field(default_factory=list)

@@ -40,12 +40,16 @@ ICMP_NAMES = {
 
 @dataclass
 class Chain:
+    """One regular chain of the table and the lines it holds."""
+
     name: str
     lines: list[Line] = field(default_factory=list)
 
 
 @dataclass
 class BaseChain:
+    """A chain on a netfilter hook, which jumps to a regular chain per family."""
+
     name: str
     hook: str
     dispatch: dict[str, str]  # nfproto -> regular chain
@@ -54,6 +58,8 @@ class BaseChain:
 
 @dataclass(frozen=True)
 class NftSet:
+    """A named set of one family's addresses."""
+
     name: str
     family: int
     cidrs: tuple[str, ...]
