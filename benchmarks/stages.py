@@ -45,7 +45,8 @@ def pipeline(path: Path, target_name: str, out: Path) -> dict[str, float]:
     from generator.optimizer import optimize
     from generator.planner import plan
     from generator.profile import load_profile
-    from generator.quotas import check_fit, quotas_for
+    from generator.emitters.aws import check_fit
+    from generator.quotas import quotas_for
     from generator.writer import compare, write_tree
 
     from generator.emitters import aws

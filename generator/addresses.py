@@ -40,3 +40,12 @@ def version(text: str) -> int:
     if _IPV4.match(text):
         return 4
     return ipaddress.ip_network(text, strict=False).version
+
+
+def families(texts) -> tuple[int, int]:
+    """How many of the addresses or blocks are IPv4 and how many IPv6, as version()
+    tells each; ValueError (as version raises it) for one that is neither."""
+    match = _IPV4.match
+    other = [text for text in texts if not match(text)]  # one C-level pass
+    v6 = sum(version(text) == 6 for text in other)
+    return len(texts) - v6, v6

@@ -14,7 +14,8 @@ Providers' defaults, overridable in the profile's `quotas:` section:
   instead of one rule per address, so a packet does not walk the list.
 
 Pure data and arithmetic: emitters call these functions. The AWS fit check, which
-counts the AWS emitters' own rules, lives with them (emitters.aws.check_fit).
+counts the groups the AWS emitters' split fills, lives with them
+(emitters.aws.check_fit).
 """
 
 from __future__ import annotations
@@ -176,6 +177,17 @@ def aws_units(rule) -> tuple[int, int]:
     return (1, 0) if rule.cidr_ipv4 else (0, 1)
 
 
+def no_fit_message(direction: str, limit: int, fixed) -> str:
+    """A rule fits no group: the fixed rules alone fill the quota."""
+    key = "inbound" if direction == "ingress" else "outbound"
+    held = ", ".join(getattr(r, "label", "a rule") for r in fixed)
+    return (
+        f"no {key} rule fits any security group: every group holds"
+        f" {held}, which already fills the quota of {limit} {key}"
+        f" rules per group; raise quotas.aws.{key}_rules_per_group"
+    )
+
+
 def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
     """One role's AWS rules cut into groups that each fit the per-group quotas.
 
@@ -220,15 +232,7 @@ def split_aws_group(rules, quotas: Quotas = Quotas(), fixed=()) -> list[list]:
                 break
         else:
             if any(base.get(key, 0) + units > limit for key, units in wanted):
-                key = "inbound" if rule.direction == "ingress" else "outbound"
-                held = ", ".join(getattr(r, "label", "a rule") for r in fixed)
-                raise QuotaError(
-                    [
-                        f"no {key} rule fits any security group: every group holds"
-                        f" {held}, which already fills the quota of {limit} {key}"
-                        f" rules per group; raise quotas.aws.{key}_rules_per_group"
-                    ]
-                )
+                raise QuotaError([no_fit_message(rule.direction, limit, fixed)])
             groups.append([])
             used.append(dict(base))
             i = len(groups) - 1

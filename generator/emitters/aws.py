@@ -3,7 +3,9 @@
 AWS security-group rules hold exactly one peer (a CIDR, an IPv6 CIDR or a group), so
 one matrix rule can become several AWS rules. `expand` is the one place that does it,
 and `split` cuts each role's rules into security groups at the rules-per-group quota;
-both emitters and the fit check (check_fit, below) count through `split`.
+both emitters go through `split`. The fit check (check_fit, below) counts the groups
+`split` would fill from the matrix, without making the rules (tests/test_aws_count.py
+holds it to the split's answer).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from ..addresses import families
 from ..addresses import version as address_version
 from ..matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Rule
 from ..quotas import (
@@ -18,6 +21,7 @@ from ..quotas import (
     QuotaError,
     Quotas,
     aws_units,
+    no_fit_message,
     split_aws_group,
 )
 from . import EmitError, Target, describe, expressible
@@ -338,46 +342,225 @@ def check_fit(
 
     targets: the emitter registry's Target entries. GCP rules and iptables chains
     always fit (address lists are cut into chunks or ipsets); AWS groups can not.
-    The AWS count is the emitters' own split, so what passes
-    here is exactly what they write. May raise EmitError for a rule a target cannot
-    express, as emitting would.
+    The AWS groups are counted from the matrix (count_groups), as the emitters' own
+    split would fill them, before any AWS rule is made: a list too long for the
+    quotas stops here at the cost of counting its addresses. May raise EmitError for
+    a rule a target cannot express, or an address or name it cannot take, as
+    emitting would.
     """
     problems: dict[str, list[str]] = {}  # the same problem for every AWS target
     for target in targets:
         if "aws" not in target.clouds:
             continue
         fixed = group_rules(target)
-        for role, groups in split(target, matrix, quotas, options).items():
-            if len(groups) <= quotas.aws_groups_per_interface:
+        for role, (total, sides) in count_groups(
+            target, matrix, quotas, options
+        ).items():
+            if total <= quotas.aws_groups_per_interface:
                 continue
-            for text in _aws_problems(role, groups, fixed, quotas):
+            for text in _aws_problems(role, total, sides, fixed, quotas):
                 problems.setdefault(text, []).append(target.name)
     if problems:
         raise QuotaError([f"{', '.join(t)}: {text}" for text, t in problems.items()])
 
 
-def _aws_problems(role, groups, fixed, quotas) -> list[str]:
+class Side:
+    """One role's AWS rules of one direction, counted: how many groups they fill
+    alone, their IPv4 and IPv6 peers and group references, and the matrix rules
+    they come from."""
+
+    __slots__ = ("groups", "v4", "v6", "refs", "rules")
+
+    def __init__(self) -> None:
+        self.groups = self.v4 = self.v6 = self.refs = 0
+        self.rules: list[Rule] = []
+
+
+def count_groups(
+    target: Target,
+    matrix: Matrix,
+    quotas: Quotas = Quotas(),
+    options: AwsOptions = AwsOptions(),
+) -> dict[str, tuple[int, dict[str, Side]]]:
+    """What split(target, matrix, quotas, options) makes, counted, and the same
+    errors, without making a rule: per role, its number of groups (the larger
+    count of its two directions, at least one) and each direction's Side.
+
+    split fills groups first-fit in order, and a run of one family's peers lands
+    exactly as filling the groups one after the other would: the order of the runs
+    and of the group references is all that counts. When two rules could share a
+    name, or an address is not plain, the emitters' own split decides instead.
+    """
+    rules = expressible(target, matrix)
+    rules = [r for r in rules if not held_by_existing_group(r, options)]
+    runs = _runs(rules)
+    if runs is None or not _names_apart(rules):
+        return _counted(target, split(target, matrix, quotas, options), quotas)
+    fixed = group_rules(target)
+    present = groups([rule for rule, _ in runs])
+    out: dict[str, tuple[int, dict[str, Side]]] = {}
+    for role in present:
+        sides = {d: Side() for d in DIRECTIONS}
+        for rule, run in runs:
+            if rule.role == role:
+                side = sides[rule.direction]
+                side.rules.append(rule)
+                if run is None:
+                    side.refs += 1
+                else:
+                    side.v4, side.v6 = side.v4 + run[0], side.v6 + run[1]
+        for direction in DIRECTIONS:
+            mine = [
+                run
+                for rule, run in runs
+                if (rule.role, rule.direction) == (role, direction)
+            ]
+            extra = [r for r in fixed if r.direction == direction]
+            try:
+                sides[direction].groups = _first_fit(mine, direction, quotas, extra)
+            except QuotaError as exc:
+                raise QuotaError([f"{target.name}: {role}: {p}" for p in exc.problems])
+        out[role] = (max(side.groups for side in sides.values()) or 1, sides)
+    return out
+
+
+def _runs(rules: list[Rule]) -> list[tuple[Rule, tuple[int, int] | None]] | None:
+    """(rule, (IPv4 peers, IPv6 peers)) per rule that makes AWS rules, None for a
+    group reference; None if an address needs the emitters' own message."""
+    seen: dict[tuple, tuple[int, int]] = {}  # a long list serves several rules
+    out = []
+    for rule in rules:
+        if rule.peer.role:
+            out.append((rule, None))
+            continue
+        counts = seen.get(rule.peer.cidrs)
+        if counts is None:
+            try:
+                counts = families(dict.fromkeys(rule.peer.cidrs))
+            except ValueError:
+                return None
+            seen[rule.peer.cidrs] = counts
+        if counts != (0, 0):
+            out.append((rule, counts))
+    return out
+
+
+def _names_apart(rules: list[Rule]) -> bool:
+    """No two AWS rules of these can share a key or a logical ID (expand's check),
+    for valid addresses: keys are a rule's name and a CIDR (which holds no "_"),
+    logical IDs a prefix of the rule's and a CIDR token (0-9, a-f, x, y, z). False
+    when that cannot be told from the rules alone."""
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        return False
+    referenced = [r.name for r in rules if r.peer.role]
+    listed = [r.name + "_" for r in rules if not r.peer.role]
+    if any(name.startswith(other) for name in referenced for other in listed):
+        return False
+    prefixes = sorted(_logical_id(r, None) for r in rules)
+    for i, prefix in enumerate(prefixes):
+        for longer in prefixes[i + 1 :]:
+            if not longer.startswith(prefix):
+                break
+            if not longer[len(prefix) :].strip(TOKEN_CHARACTERS):
+                return False  # also two equal prefixes
+    return True
+
+
+TOKEN_CHARACTERS = "0123456789abcdefABCDEFxyz"
+
+
+def _first_fit(runs, direction: str, quotas: Quotas, fixed) -> int:
+    """How many groups split_aws_group fills with these runs (one direction's)."""
+    limit = quotas.aws_rules_per_group(direction)
+    base4 = sum(aws_units(r)[0] for r in fixed)
+    base6 = sum(aws_units(r)[1] for r in fixed)
+    used4: list[int] = []  # per group
+    used6: list[int] = []
+    first4 = first6 = 0  # groups before these are full for the family
+    for run in runs:
+        wanted = (1, 1) if run is None else (min(run[0], 1), min(run[1], 1))
+        if any(b + u > limit for b, u in zip((base4, base6), wanted) if u):
+            raise QuotaError([no_fit_message(direction, limit, fixed)])
+        if run is None:
+            i = max(first4, first6)
+            while i < len(used4) and (used4[i] >= limit or used6[i] >= limit):
+                i += 1
+            if i == len(used4):
+                used4.append(base4)
+                used6.append(base6)
+            used4[i] += 1
+            used6[i] += 1
+        else:
+            _fill(used4, used6, run[0], first4, limit, base4, base6)
+            _fill(used6, used4, run[1], first6, limit, base6, base4)
+        while first4 < len(used4) and used4[first4] >= limit:
+            first4 += 1
+        while first6 < len(used6) and used6[first6] >= limit:
+            first6 += 1
+    return len(used4)
+
+
+def _fill(mine: list, other: list, count: int, i: int, limit, base, other_base):
+    """count peers of one family into the groups from i on, each as full as the
+    quota allows, then into new groups (which hold the fixed rules)."""
+    while count and i < len(mine):
+        take = min(limit - mine[i], count)
+        if take > 0:
+            mine[i] += take
+            count -= take
+        i += 1
+    if count:
+        full, rest = divmod(count, limit - base)
+        mine.extend([limit] * full + ([base + rest] if rest else []))
+        other.extend([other_base] * (full + bool(rest)))
+
+
+def _counted(target, by_role, quotas) -> dict[str, tuple[int, dict[str, Side]]]:
+    """The same counts, read from the emitters' split."""
+    fixed = group_rules(target)
+    out = {}
+    for role, groups in by_role.items():
+        rules = [r for group in groups for r in group]
+        sides = {}
+        for direction in DIRECTIONS:
+            side = sides[direction] = Side()
+            mine = [r for r in rules if r.direction == direction]
+            extra = [r for r in fixed if r.direction == direction]
+            side.groups = len(split_aws_group(mine, quotas, extra))
+            for r in mine:
+                if r.peer_role:
+                    side.refs += 1
+                elif r.cidr_ipv4:
+                    side.v4 += 1
+                else:
+                    side.v6 += 1
+            # By identity: hashing a rule hashes all of its addresses.
+            side.rules = list({id(r.rule): r.rule for r in mine}.values())
+        out[role] = (len(groups), sides)
+    return out
+
+
+def _aws_problems(role, total, sides, fixed, quotas) -> list[str]:
     """One message per direction that alone needs too many groups (or one overall)."""
     texts = []
-    rules = [r for group in groups for r in group]
     for direction in DIRECTIONS:
-        mine = [r for r in rules if r.direction == direction]
+        side = sides[direction]
         extra = [r for r in fixed if r.direction == direction]
-        needed = len(split_aws_group(mine, quotas, extra))
-        if needed <= quotas.aws_groups_per_interface:
+        if side.groups <= quotas.aws_groups_per_interface:
             continue
-        units = [aws_units(r) for r in mine]
-        count = max(sum(u[0] for u in units), sum(u[1] for u in units))
-        # By identity: hashing a rule hashes all of its addresses.
-        matrix_rules = list({id(r.rule): r.rule for r in mine}.values())
+        count = max(side.v4, side.v6) + side.refs
         texts.append(
-            _aws_problem(role, direction, count, needed, extra, matrix_rules, quotas)
+            _aws_problem(role, direction, count, side.groups, extra, side.rules, quotas)
         )
     if not texts:  # only the directions together overflow
+        inbound, outbound = (
+            sides[d].v4 + sides[d].v6 + sides[d].refs for d in DIRECTIONS
+        )
         texts.append(
-            f"{role} needs {len(groups)} security groups for its"
-            f" {sum(r.direction == 'ingress' for r in rules):,} inbound and"
-            f" {sum(r.direction == 'egress' for r in rules):,} outbound rules, but AWS"
+            f"{role} needs {total} security groups for its"
+            f" {inbound:,} inbound and"
+            f" {outbound:,} outbound rules, but AWS"
             f" attaches at most {quotas.aws_groups_per_interface} groups per network"
             " interface. Choices: list fewer addresses; raise the quota with AWS and"
             " set quotas.aws."
