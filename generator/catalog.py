@@ -173,6 +173,8 @@ def read_flow(
     sources = _ends(raw, "from", known, problem, what)
     destinations = _ends(raw, "to", known, problem, what)
     protocols = _tuple(raw.get("protocol"))
+    if not protocols:  # protocol: [] would make no rule, silently
+        problem(("protocol",), "expected tcp, udp or all, or a list of tcp and udp")
     for i, protocol in enumerate(protocols):
         if protocol not in PROTOCOL_NAMES:
             path = ("protocol",) if len(protocols) == 1 else ("protocol", i)

@@ -155,6 +155,8 @@ def read_network(data, source: Source) -> tuple[Network, Findings]:
 def check_network(network: Network, source: Source) -> Findings:
     """Roles' subnets apart from each other and inside the VPC, DNS servers in it."""
     found = source.findings()
+    for role, nets in network.subnets.items():
+        _refuse_everywhere(("network", "subnets", role), nets, "a role's", found)
     _check_overlaps(network.subnets, found)
     vpc = network.vpc
     if not vpc:
@@ -179,10 +181,25 @@ def check_network(network: Network, source: Source) -> Findings:
     return found
 
 
+def _refuse_everywhere(path, nets, whose: str, found: Findings) -> None:
+    """0.0.0.0/0 or ::/0 as a role's or the cluster's own range: every rule about
+    that range would be about every address (explain would allow anything)."""
+    for i, net in enumerate(nets):
+        if net in ANYWHERE:
+            family = "IPv4" if "." in net else "IPv6"
+            found.error(
+                path + (i,),
+                f"{net} is every {family} address, not {whose} own range; list the"
+                " subnets it really uses",
+            )
+
+
 def _check_overlaps(subnets, found: Findings) -> None:
     seen: list[tuple[ipaddress._BaseNetwork, str, int]] = []
     for role in ROLES:
         for i, net in enumerate(subnets[role]):
+            if net in ANYWHERE:
+                continue  # refused on its own
             n = ipaddress.ip_network(net)
             for other, other_role, j in seen:
                 if (
@@ -199,10 +216,16 @@ def _check_overlaps(subnets, found: Findings) -> None:
 
 
 def check_cluster_ranges(network: Network, source: Source) -> Findings:
-    """Pod and service ranges apart from every role's subnets."""
+    """Pod and service ranges apart from every role's subnets and from each other."""
     found = source.findings()
-    for key, nets in (("pod_cidrs", network.pods), ("service_cidrs", network.services)):
+    ranges = (("pod_cidrs", network.pods), ("service_cidrs", network.services))
+    for key, nets in ranges:
+        _refuse_everywhere(("network", key), nets, "the cluster's", found)
+    pods = [ipaddress.ip_network(o) for o in network.pods if o not in ANYWHERE]
+    for key, nets in ranges:
         for i, net in enumerate(nets):
+            if net in ANYWHERE:
+                continue
             n = ipaddress.ip_network(net)
             for role, role_nets in network.subnets.items():
                 if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
@@ -211,6 +234,14 @@ def check_cluster_ranges(network: Network, source: Source) -> Findings:
                         f"{n} overlaps the {role} subnets; pod and service ranges"
                         " are the cluster's own",
                     )
+            clash = [p for p in pods if key == "service_cidrs" and n.overlaps(p)]
+            if clash:
+                found.error(
+                    ("network", key, i),
+                    f"{n} {'is' if clash[0] == n else 'overlaps'} the pod range"
+                    f" {clash[0]} (network.pod_cidrs); Kubernetes gives services and"
+                    " pods distinct ranges",
+                )
     return found
 
 
@@ -531,6 +562,17 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
             near=("cloud",),
         )
     gcp = data.get("gcp", {})
+    network_path = gcp.get("network", "").split("/")
+    if "project" in gcp and "projects" in network_path:
+        owner = network_path[network_path.index("projects") + 1]
+        if owner != gcp["project"]:
+            found.error(
+                ("gcp", "network"),
+                f"the network is project {owner}'s but the rules are made in"
+                f" gcp.project {gcp['project']}: a firewall rule belongs to its"
+                f" network's project; set gcp.project to {owner} or name a network"
+                f" of {gcp['project']}",
+            )
     tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
     for role in needed:
         if role == "load_balancer":
