@@ -15,6 +15,14 @@ PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
 EXAMPLES = [p.stem for p in PROFILES]
 
 is_root = os.geteuid() == 0
+
+# The writer's record of each output folder goes to a folder of the test run's own,
+# not the user's state folder (subprocesses inherit it).
+if "RULEGEN_STATE_DIR" not in os.environ:
+    import tempfile
+
+    _STATE = tempfile.TemporaryDirectory(prefix="rulegen-test-state-")
+    os.environ["RULEGEN_STATE_DIR"] = _STATE.name
 needs_root = pytest.mark.skipif(not is_root, reason="needs root (network namespaces)")
 
 
