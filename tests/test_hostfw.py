@@ -151,10 +151,11 @@ def test_jobs_never_reach_the_metadata_service_or_the_host_agents_flows(
     # The Nomad client's RPC (and 3.x/4.0-4.2's build-agent flows) are the host's.
     for entry in entries:
         if entry.flows == ("jobs-host-only",):
-            assert entry.action == "drop" and entry.dst
-            assert any("nomad-rpc-lb" in n or "4647" in n for n in entry.notes) or any(
-                "3000" in n or "8585" in n for n in entry.notes
-            )
+            assert entry.action == "drop" and (entry.dst or entry.dst_set)
+            assert entry.notes[-1].startswith("Not for jobs: the host's own agent")
+            jobs = hostfw.jobs_for(prof, role)
+            named = {r.name for r in rules if jobs.kind(r) == "host"}
+            assert {n.split(":")[0] for n in entry.notes[:-1]} <= named
     host_only = [
         r for r in rules if r.flow == "nomad-rpc-lb" and r.direction == "egress"
     ]
@@ -253,13 +254,36 @@ def test_jobs_policy_switches_and_blocked_cidrs():
     assert "jobs-host-only" in flows  # the Nomad RPC stays the host's
 
 
-def test_a_site_flow_for_jobs_passes_the_internal_drop():
-    from generator.profile import parse_profile
+def test_site_flows_say_whether_jobs_make_them():
+    """jobs: true passes the blocked ranges, false keeps jobs off it, unset follows."""
+    prof, _, entries = jobs_chain("aws-site-flows")
+    blocked = first(entries, "jobs-blocked")
+    assert entries[blocked].dst == ("10.20.0.0/24",)
+    assert first(entries, "site package-mirror") < blocked  # jobs: true
+    host = [e for e in entries if e.flows == ("jobs-host-only",)]
+    assert [(e.dst, e.dports) for e in host] == [
+        (("10.0.48.0/24",), ((4647, 4647),)),  # the Nomad RPC
+        (("10.20.0.20/32",), ((24224, 24224),)),  # log-shipping: jobs: false
+    ]
+    text = (ROOT / "profiles" / "aws-site-flows.yaml").read_text()
+    unset = text.replace("    jobs: false ", "    # ").replace(
+        "    jobs: true ", "    # "
+    )
+    _, _, entries = jobs_chain("", text=unset)
+    blocked = first(entries, "jobs-blocked")
+    # both follow the role's egress now, after the drops: the blocked range wins
+    assert first(entries, "site package-mirror") > blocked
+    assert first(entries, "site log-shipping") > blocked
+    assert len([e for e in entries if e.flows == ("jobs-host-only",)]) == 1
+
+
+def test_a_site_flow_says_jobs_with_a_boolean():
+    from generator.profile import ProfileError, parse_profile
 
     text = (ROOT / "profiles" / "aws-site-flows.yaml").read_text()
-    prof = parse_profile(text)
-    sites = [f for f in prof.site_flows if "nomad_clients" in f.sources]
-    assert sites, "the profile has a site flow from the Nomad clients"
+    with pytest.raises(ProfileError) as error:
+        parse_profile(text.replace("    jobs: true ", "    jobs: sometimes "), "p.yaml")
+    assert "site_flows[3].jobs" in str(error.value) and "p.yaml:" in str(error.value)
 
 
 def test_stateless_tcp_return_rules_take_replies_only():
