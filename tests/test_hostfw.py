@@ -277,6 +277,24 @@ def test_site_flows_say_whether_jobs_make_them():
     assert len([e for e in entries if e.flows == ("jobs-host-only",)]) == 1
 
 
+def test_blocked_cidrs_are_read_like_other_addresses_and_metadata_warns():
+    from generator.profile import ProfileError, parse_profile
+
+    text = (ROOT / "profiles" / "aws-site-flows.yaml").read_text()
+    bad = text.replace("[10.20.0.0/24]", "[10.20.0.1/24]")
+    with pytest.raises(ProfileError) as error:
+        parse_profile(bad, "p.yaml")
+    message = str(error.value)
+    assert (
+        "host_firewall.jobs.blocked_cidrs[0]: '10.20.0.1/24' has host bits" in message
+    )
+    assert "p.yaml:" in message
+    opened = text.replace("  jobs:\n", "  jobs:\n    metadata: true\n", 1)
+    prof = parse_profile(opened, "p.yaml")
+    assert any("host_firewall.jobs.metadata" in w for w in prof.warnings)
+    assert not any("jobs.metadata" in w for w in parse_profile(text).warnings)
+
+
 def test_a_site_flow_says_jobs_with_a_boolean():
     from generator.profile import ProfileError, parse_profile
 
