@@ -354,6 +354,14 @@ def _explain(
     return list(merged.values())
 
 
+def merged(missing_from: TrafficDiff, excess_from: TrafficDiff) -> TrafficDiff:
+    """The missing traffic of one diff with the excess of another (each compares
+    the same old side with a different new one)."""
+    changes = [c for c in missing_from.changes if c.kind in ("removed", "narrowed")]
+    changes += [c for c in excess_from.changes if c.kind in ("added", "widened")]
+    return TrafficDiff(changes=sorted(changes, key=_order))
+
+
 def _order(change: Change) -> tuple:
     return (
         ROLES.index(change.role),

@@ -204,6 +204,9 @@ class Export:
             match.restrict("dport", [(perm["FromPort"], perm["ToPort"])])
         elif proto in ICMP_NAMES:
             match.restrict("proto", [(ICMP, ICMP)])
+            kind = perm.get("FromPort")  # an ICMP permission's FromPort: the type
+            if isinstance(kind, int) and 0 <= kind <= 255:
+                match.restrict("dport", [(kind, kind)])
         elif proto != "-1":
             unknown.append(
                 Finding(

@@ -34,8 +34,12 @@ from .engine import (
     evaluate,
     family_space,
     full_match,
+    icmp_type,
     intersect,
+    odd_describe,
+    odd_matches,
     range_intervals,
+    reachable_chains,
     replies_pass,
     run_chain,
     settle,
@@ -225,19 +229,17 @@ def _vmap_verdict(arg, family: int):
     return None
 
 
-def _ct_state(left, right, negate, entry: ChainEntry, forward: bool) -> bool:
+def _ct_state(left, right, negate, entry: ChainEntry, side: HostSide) -> bool:
     key = left["ct"].get("key")
     if key == "status" and "dnat" in _elements(right):
-        return forward != negate  # only the forward path is read for DNAT'd traffic
+        # only the forward path is read for DNAT'd traffic
+        return side.forward != negate
     if key != "state":
         raise Unknown(f"ct {key}")
     states = right if isinstance(right, list) else [right]
     if isinstance(right, dict) and "set" in right:
         states = right["set"]
-    states = {str(s).lower() for s in states}
-    entry.state_new = ("new" in states) != negate
-    entry.state_reply = ("established" in states) != negate
-    return True
+    return side.states(entry, {str(s).upper() for s in states}, negate)
 
 
 def _reply_flags(left, op, right) -> bool:
@@ -311,7 +313,7 @@ class RuleReader(HostSide):
                 values = _compare(op, _values(right, body, "port", self.sets), 65535)
                 m.restrict("dport", values, negate)
                 return True
-            return _ct_state(left, right, negate, entry, self.forward)
+            return _ct_state(left, right, negate, entry, self)
         if isinstance(left, dict) and "&" in left and _reply_flags(left, op, right):
             return True  # replies only: as --syn, not a flow of its own
         raise Unknown(f"match on {_left_text(left)}")
@@ -340,13 +342,25 @@ class RuleReader(HostSide):
             if (proto == "icmp") != (self.family == 4):
                 return False
             m.restrict("proto", [(ICMP, ICMP)])
-            return True  # types and codes: within ICMP, reported apart
+            if field == "type":  # on the destination port axis
+                if op not in ("==", "!=", "in"):
+                    raise Unknown(f"ICMP type compared with {op}")
+                types = [(t, t) for t in self._icmp_types(right)]
+                m.restrict("dport", types, negate)
+                return True
+            return self.unsure()  # a code, an id: narrower than the type
         if (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
             if (proto == "ip") != (self.family == 4):
                 return False
             m.restrict("proto", _protocols(right, self.family), negate)
             return True
         raise Unknown(f"payload {proto} {field}")
+
+    def _icmp_types(self, right) -> list[int]:
+        values = _elements(right)
+        if isinstance(right, str) and right.startswith("@"):
+            raise Unknown(f"ICMP types from set {right[1:]}")
+        return [icmp_type(v, self.family) for v in values]
 
     def _meta(self, key, right, negate, m: Match) -> bool:
         if key == "l4proto":
@@ -475,17 +489,6 @@ def _describer(entries, path: str):
     return describe
 
 
-def _reachable(entries, bases) -> set[str]:
-    reachable, stack = set(), [key for _, key in bases]
-    while stack:
-        chain = stack.pop()
-        if chain in reachable:
-            continue
-        reachable.add(chain)
-        stack += [e.target for e in entries if e.chain == chain and e.target]
-    return reachable
-
-
 def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role, into=None) -> bool:
     """One family's base chains at one hook into `out` (its rules into `into` when
     given, as ingress: the forward path); whether replies pass."""
@@ -497,14 +500,20 @@ def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role, into=None) 
         out.notes.append(
             f"no IPv{family} base chain on the {HOOKS[direction]} hook: the kernel accepts everything"
         )
+    reachable = reachable_chains(entries, [key for _, key in bases], ruleset.path)
     decide = _decider(entries, bases, policies)
     boxes = evaluate([e.match for e in entries], decide, (family,))
     describe = _describer(entries, ruleset.path)
     if into is None:
         out.allowed(role, direction, boxes, describe, (family,))
+        odd = odd_matches(entries, reachable)
+        if odd is not None:
+            boxes = evaluate(odd, decide, (family,))
+            out.allowed(
+                role, direction, boxes, odd_describe(describe), (family,), odd=True
+            )
     else:
         into.allowed(role, "ingress", boxes, describe, (family,))
-    reachable = _reachable(entries, bases)
     chain_findings(out, role, entries, reachable)
     return replies_pass(entries, reachable, decide)
 
