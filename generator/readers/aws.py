@@ -77,6 +77,8 @@ def _check(data, path: str) -> list[dict]:
                     if not (
                         isinstance(lo, int)
                         and isinstance(hi, int)
+                        and not isinstance(lo, bool)
+                        and not isinstance(hi, bool)
                         and 0 <= lo <= hi <= 65535
                     ):
                         problems.append(f"{at}: FromPort/ToPort {lo!r}-{hi!r}")

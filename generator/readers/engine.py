@@ -561,6 +561,19 @@ def odd_matches(entries, reachable) -> list[Match] | None:
     return odd if odd != new else None
 
 
+def odd_only(new: list[Match], odd: list[Match], decide, families):
+    """Boxes allowed for an INVALID/UNTRACKED packet where a new connection's is
+    not: both evaluated in one sweep (the odd matches after the new ones)."""
+    count = len(new)
+
+    def only(tags):
+        if decide(frozenset(t for t in tags if t < count)) is not None:
+            return None
+        return decide(frozenset(t - count for t in tags if t >= count))
+
+    return evaluate(new + odd, only, families)
+
+
 def odd_describe(describe):
     """What allows a packet conntrack calls INVALID or UNTRACKED, said so."""
 

@@ -38,6 +38,7 @@ from .engine import (
     never,
     odd_describe,
     odd_matches,
+    odd_only,
     range_intervals,
     reachable_chains,
     replies_pass,
@@ -555,7 +556,7 @@ def _hook(out: Assembly, tables, path, family, direction, role, sets, local, int
     out.allowed(role, direction, boxes, program.describe, (family,))
     odd = odd_matches(program.entries, program.reachable)
     if odd is not None:
-        boxes = evaluate(odd, program.decide, (family,))
+        boxes = odd_only(matches, odd, program.decide, (family,))
         describe = odd_describe(program.describe)
         out.allowed(role, direction, boxes, describe, (family,), odd=True)
     chain_findings(out, role, program.entries, program.reachable)
