@@ -624,7 +624,9 @@ def audit(
 
     Lists, per role, the required flows the live rules block (missing, with the
     page reference) and what they allow beyond the matrix (excess, with the live
-    rule). Exit codes: 0 same, 2 differences, 3 with --fail-on matched, 1 bad input.
+    rule). Exit codes: 0 nothing to report, 1 error (bad input or usage), 2
+    findings, 3 findings that --fail-on names, 4 part of the export not evaluated
+    (named in the output; 3 comes first when --fail-on matches).
     """
     from .audit import audit as make_audit
     from .audit import render
