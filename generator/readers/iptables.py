@@ -138,8 +138,10 @@ def _tokens(line: str) -> list[str]:
             break  # an unclosed quote: the word pattern cannot start there
         words.append("".join(_unquote(piece) for piece in _PIECE.finditer(word[0])))
         at = word.end()
-    if line[at:].strip():
-        raise ValueError("No closing quotation")
+    rest = line[at:].strip()
+    if rest:
+        lone = rest.startswith("\\")  # shlex's words for a backslash at the end
+        raise ValueError("No escaped character" if lone else "No closing quotation")
     return words
 
 
@@ -189,10 +191,11 @@ def _bad_addresses(tokens: list[str], family: int) -> list[str]:
                 out.append(f"{flag} {value!r}: {address!r} is not an address")
                 continue
             if ip.version != family:
+                tool = FAMILY_TOOL[family]
                 out.append(
-                    f"{flag} {value!r}: an IPv{ip.version} address in an"
-                    f" {FAMILY_TOOL[family]}-save file ({FAMILY_TOOL[family]} cannot"
-                    " load it)"
+                    f"{flag} {value!r}: an IPv{ip.version} address in an {tool}-save"
+                    f" file, which {tool}-save never writes ({tool}-restore would read"
+                    " no address but its prefix length: ::/0 as every address)"
                 )
             elif length and flag in RANGE_OPTIONS:
                 out.append(f"{flag} {value!r}: a range takes addresses, not prefixes")
