@@ -429,3 +429,118 @@ def test_yes_typed_on_a_terminal_keeps_the_rules(engine, netns, twin, tmp_path):
     Apply(twin, folder, tmp_path / "twin-state")("--yes", ROLE)
     assert same(netns, twin)
     apply.settled()
+
+
+def forward_rules(ns: str, chain: str = "FORWARD") -> list[str]:
+    saved = in_ns(ns, "iptables-save", "-t", "filter").stdout.splitlines()
+    return [l for l in saved if l.startswith(f"-A {chain} ")]
+
+
+@needs_root
+@needs_tools
+def test_docker_takes_over_the_jump_rulegen_made_for_it(netns, tmp_path):
+    """Before Docker, FORWARD jumps to DOCKER-USER with Docker's own rule: Docker
+    replaces it when it starts, so exactly one jump is left, first in FORWARD."""
+    folder = write(tmp_path / "rules", files_for("iptables"))
+    apply = Apply(netns, folder, tmp_path / "state")
+    # an older rulegen's temporary jump, commented, is replaced on loading
+    in_ns(netns, "iptables", "-N", "DOCKER-USER")
+    old = ["-m", "comment", "--comment", "rulegen: until Docker starts"]
+    in_ns(netns, "iptables", "-A", "FORWARD", *old, "-j", "DOCKER-USER")
+    apply("--yes", ROLE)
+    assert forward_rules(netns) == ["-A FORWARD -j DOCKER-USER"]
+    docker_starts([netns])
+    rules = forward_rules(netns)
+    assert rules[0] == "-A FORWARD -j DOCKER-USER"
+    assert rules.count("-A FORWARD -j DOCKER-USER") == 1 and len(rules) == 2
+    assert forward_rules(netns, "DOCKER-USER")[0] == "-A DOCKER-USER -j RULEGEN-FWD"
+    apply("--remove", ROLE)  # Docker's chain and jump stay; rulegen's go
+    assert forward_rules(netns)[0] == "-A FORWARD -j DOCKER-USER"
+    assert forward_rules(netns, "DOCKER-USER") == ["-A DOCKER-USER -j RETURN"]
+    assert "RULEGEN" not in in_ns(netns, "iptables-save").stdout
+
+
+def cni_plugin_adds(ns: str, address: str) -> None:
+    """What the CNI firewall plugin (Nomad's bridge networking, admin chain NOMAD-ADMIN)
+    does for an allocation: its chains, its jump first in FORWARD unless there, the
+    admin jump first in CNI-FORWARD unless there, then the allocation's ACCEPTs."""
+
+    def ipt(*args: str, check: bool = True):
+        return in_ns(ns, "iptables", "--wait", *args, check=check)
+
+    for chain in ("CNI-FORWARD", "NOMAD-ADMIN"):
+        if ipt("-S", chain, check=False).returncode != 0:
+            ipt("-N", chain)
+    for chain, target in (("FORWARD", "CNI-FORWARD"), ("CNI-FORWARD", "NOMAD-ADMIN")):
+        rule = ["-m", "comment", "--comment", "CNI firewall plugin rules", "-j", target]
+        if ipt("-C", chain, *rule, check=False).returncode != 0:
+            ipt("-I", chain, "1", *rule)
+    established = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
+    ipt("-A", "CNI-FORWARD", "-d", address, *established, "-j", "ACCEPT")
+    ipt("-A", "CNI-FORWARD", "-s", address, "-j", "ACCEPT")
+
+
+JOB, OUTSIDE = "172.26.64.5", "10.99.1.2"  # a bridge-networked allocation; a peer
+
+
+@pytest.fixture
+def routed(netns):
+    """The Nomad client (netns) routes between an allocation's namespace and a peer's."""
+    job, outside = names = [f"rulegen-test-{secrets.token_hex(4)}" for _ in range(2)]
+    try:
+        for ns, link, gateway, address in (
+            (job, "rgj", "172.26.64.1/20", JOB + "/20"),
+            (outside, "rgo", "10.99.1.1/24", OUTSIDE + "/24"),
+        ):
+            run("ip", "netns", "add", ns)
+            run("ip", "-n", netns, "link", "add", link, "type", "veth", "peer", "eth0")
+            run("ip", "-n", netns, "link", "set", "eth0", "netns", ns)
+            run("ip", "-n", netns, "addr", "add", gateway, "dev", link)
+            run("ip", "-n", netns, "link", "set", link, "up")
+            run("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+            run("ip", "-n", ns, "link", "set", "eth0", "up")
+            run("ip", "-n", ns, "route", "add", "default", "via", gateway.split("/")[0])
+        in_ns(netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        yield job, outside
+    finally:
+        for ns in names:
+            run("ip", "netns", "delete", ns, check=False)
+
+
+def reaches(ns: str, address: str, port: int) -> bool:
+    """A TCP SYN from ns: refused (a RST: it got there), or dropped on the way."""
+    code = (
+        "import socket,sys\n"
+        "try: socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)\n"
+        "except ConnectionRefusedError: sys.exit(0)\n"
+        "except OSError: sys.exit(1)\n"
+    )
+    result = in_ns(ns, "python3", "-c", code, address, str(port), check=False)
+    return result.returncode == 0
+
+
+@needs_root
+@needs_tools
+@pytest.mark.parametrize("hooked", [True, False], ids=["cni-hooked", "property-out"])
+def test_the_forward_chain_comes_before_cni_forward_accepts(
+    hooked, netns, routed, tmp_path
+):
+    """Nomad's bridge networking puts CNI-FORWARD above DOCKER-USER and accepts all an
+    allocation sends: rulegen's forward chain is jumped to first in CNI-FORWARD too.
+    Taken out (hooks without CNI-FORWARD), the allocation reaches a forbidden port."""
+    job, outside = routed
+    files = files_for("iptables")
+    if not hooked:
+        files["apply.sh"] = files["apply.sh"].replace(" CNI-FORWARD:RULEGEN-FWD", "")
+    folder = write(tmp_path / "rules", files)
+    apply = Apply(netns, folder, tmp_path / "state")
+    apply("--yes", ROLE)
+    cni_plugin_adds(netns, JOB)
+    assert forward_rules(netns)[0].endswith("-j CNI-FORWARD")  # above DOCKER-USER
+    assert reaches(job, OUTSIDE, 9) is not hooked
+    if hooked:
+        rules = forward_rules(netns, "CNI-FORWARD")
+        assert rules[1] == "-A CNI-FORWARD -j RULEGEN-FWD", rules  # after NOMAD-ADMIN
+        apply("--remove", ROLE)  # the plugin's chain stays, without rulegen's jump
+        assert len(forward_rules(netns, "CNI-FORWARD")) == 3
+        assert reaches(job, OUTSIDE, 9)
