@@ -560,7 +560,28 @@ SAFETY = {
         lambda files: {r: t.replace(GUARD_LINE, "true & #") for r, t in files.items()},
         "rollback",
     ),
+    # the rollback of old: a copy of the whole filter table, restored whole
+    "rollback-only-rulegen": (
+        lambda files: in_apply(
+            files,
+            ('ours_saved "$tool" >', '"$tool-save" -t filter >'),
+            (
+                'put_back "$tool" "$saved.$tool"',
+                '"$tool-restore" --wait -T filter < "$saved.$tool"',
+            ),
+        ),
+        "rollback#others-kept",
+    ),
 }
+
+
+def in_apply(files: dict, *replacements: tuple[str, str]) -> dict:
+    """The files with apply.sh edited; each replaced text must be there."""
+    text = files["apply.sh"]
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return {**files, "apply.sh": text}
 
 
 def nft_without(pattern: str):
@@ -579,6 +600,18 @@ SAFETY_NFT = {
     "ipv6-chains": (nft_without(r", ipv6 : jump \w+_v6"), "ipv6"),
     "host-essentials": (nft_without(r"\n.*rulegen: host-.*"), "essential"),
     "rollback-guard": SAFETY["rollback-guard"],
+    # the whole ruleset saved and restored, not rulegen's table alone
+    "rollback-only-its-table": (
+        lambda files: in_apply(
+            files,
+            ("nft list table inet rulegen >", "nft list ruleset >"),
+            (
+                '{ echo "table inet rulegen {}"; echo "delete table inet rulegen";',
+                "{ echo 'flush ruleset';",
+            ),
+        ),
+        "rollback#others-kept",
+    ),
 }
 
 
@@ -657,14 +690,16 @@ def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_pa
         extra, seen = rollback(
             bed, test_plan, matrix, prof, tmp_path, change, engine=engine
         )
-    assert [p.tag for p in extra] == ["cut", "restored"]
+    assert [p.tag for p in extra] == ["cut", "restored", "others-kept"]
     observed.update(seen)
     plan = ProbePlan(test_plan.hosts, test_plan.probes + extra, test_plan.unlisted)
     outcome = Outcome(matrix, plan, observed, 0.0)
     if kind is None:
         assert outcome.ok, report(outcome)
     else:
-        assert kind in {p.kind for p in outcome.mismatches}, report(outcome)
+        failed = {p.kind for p in outcome.mismatches}
+        failed |= {f"{p.kind}#{p.tag}" for p in outcome.mismatches}
+        assert kind in failed, report(outcome)
 
 
 @needs_root
