@@ -48,10 +48,12 @@ def twin():
         run("ip", "netns", "delete", name, check=False)
 
 
-def files_for(engine: str, text: str | None = None) -> dict[str, str]:
-    """The generated files of one engine: a shipped example, or a profile's text."""
+def files_for(
+    engine: str, text: str | None = None, name: str = "generic-baremetal"
+) -> dict[str, str]:
+    """The generated files of one engine: a profile's text, or a shipped example."""
     if text is None:
-        prof, matrix = load_case("generic-baremetal")
+        prof, matrix = load_case(name)
     else:
         prof = profile_from(text)
         matrix = optimize(plan(prof))[0]
@@ -92,20 +94,31 @@ def ipsets(ns: str) -> list[str]:
     return sorted(re.sub(r" initval 0x[0-9a-f]+", "", saved).splitlines())
 
 
-def saved_again(ns: str) -> None:
-    """Put rulegen's chains through iptables-save and iptables-restore, as a rollback
-    does: iptables-nft then writes some matches in another (equivalent) order."""
+def saved_again(ns: str, engine: str) -> None:
+    """Put rulegen's part through a save and a load, as a rollback does: iptables-nft
+    then writes some matches in another order, nft a one-range set as a range (the
+    same rules)."""
+
+    def load(argv: list[str], text: str) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", ns, *argv],
+            input=text,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+
+    if engine == "nftables":
+        table = in_ns(ns, "nft", "list", "table", "inet", "rulegen").stdout
+        load(["nft", "-f", "-"], "delete table inet rulegen\n" + table)
+        return
     for tool in ("iptables", "ip6tables"):
         lines = in_ns(ns, f"{tool}-save", "-t", "filter").stdout.splitlines()
         ours = [l for l in lines if re.match(r"^(:RULEGEN-\S+ |-A RULEGEN-\S+ )", l)]
         if ours:
-            text = "\n".join(["*filter", *ours, "COMMIT", ""])
-            subprocess.run(
-                ["ip", "netns", "exec", ns, f"{tool}-restore", "--noflush"],
-                input=text,
-                text=True,
-                check=True,
-                timeout=30,
+            load(
+                [f"{tool}-restore", "--noflush"],
+                "\n".join(["*filter", *ours, "COMMIT", ""]),
             )
 
 
@@ -285,8 +298,7 @@ def test_rollback_restores_only_rulegen_and_keeps_others_changes(
     if earlier:
         for ns in (netns, twin):
             Apply(ns, old, state)("--yes", ROLE)
-        if engine == "iptables":
-            saved_again(twin)
+        saved_again(twin, engine)
     apply = Apply(netns, new, state)
     proc = apply.start("--timeout", str(T), ROLE)
     assert not same(netns, twin)  # the new rules are in
