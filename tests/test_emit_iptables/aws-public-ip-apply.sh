@@ -59,8 +59,8 @@ case "$role" in
 esac
 tools="iptables"
 if command -v ip6tables >/dev/null 2>&1; then tools="iptables ip6tables"; fi
-ours="RULEGEN-IN RULEGEN-OUT RULEGEN-FWD"
-ours_re="RULEGEN-IN|RULEGEN-OUT|RULEGEN-FWD"
+ours="RULEGEN-IN RULEGEN-OUT RULEGEN-FWD RULEGEN-JOBS"
+ours_re="RULEGEN-IN|RULEGEN-OUT|RULEGEN-FWD|RULEGEN-JOBS"
 temp_comment="rulegen: until Docker starts"  # the temporary jump of older rulegens
 
 # rulegen's part of TOOL's filter table: its chains, their rules, the jumps to them.
