@@ -65,7 +65,11 @@ def why_not() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(why_not() is not None, reason=str(why_not()))
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.xdist_group("docker"),  # one daemon, on one worker
+    pytest.mark.skipif(why_not() is not None, reason=str(why_not())),
+]
 
 
 def cgroup_mounts() -> list[str]:
@@ -307,13 +311,6 @@ def test_docker_takes_over_the_jump_rulegen_made_for_it(docker_host):
     ]
 
 
-# The rule content these two need (issue 22, items 1 and 4) is built on another branch.
-PENDING = pytest.mark.xfail(
-    strict=True, reason="container egress by direction and the jobs policy: not yet"
-)
-
-
-@PENDING
 def test_published_ports_open_only_as_the_profile_says(docker_host):
     host, world, daemon, _, _ = docker_host
     web(daemon, "web", "8000:80", "64600:80", "8080:8080")
@@ -339,7 +336,6 @@ def test_published_ports_open_only_as_the_profile_says(docker_host):
     }
 
 
-@PENDING
 def test_a_job_reaches_the_internet_but_not_the_metadata_service(docker_host):
     _, _, daemon, _, _ = docker_host
 
