@@ -202,6 +202,11 @@ def _pieces(boxes: list[Box], names: list[str]) -> list[Piece]:
     return sorted(out, key=_piece_order)
 
 
+def pieces(boxes: list[Box], names=()) -> list[Piece]:
+    """Disjoint boxes as pieces of traffic (the network ACLs' admitted traffic)."""
+    return _pieces(boxes, list(names))
+
+
 def _piece_order(piece: Piece) -> tuple:
     return (
         piece.peer.sort_key(),

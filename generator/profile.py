@@ -55,6 +55,9 @@ class Profile:
     warnings: tuple[str, ...] = ()
     source: str = ""
     site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
+    # aws.network_acls: a network ACL per role's subnets (see generator/nacl.py)
+    network_acls: bool = False
+    nat_gateways_in: str | None = None  # the role whose subnets hold the NAT gateways
 
     def with_version(self, version: str) -> Profile:
         """This profile on another release, without the version's checks: for a
@@ -325,6 +328,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         sections.check_cloud_sections(data, network, at),
         sections.check_cluster_ranges(network, at),
         sections.check_host_firewall(data, host_fw, at),
+        sections.check_network_acls(data, network, at),
     ):
         found.merge(checked)
     facing = found.take(sections.read_internet_facing(data, network, peers, lb_ips, at))
@@ -357,5 +361,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
+        network_acls=data.get("aws", {}).get("network_acls", False),
+        nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )
     return profile, found.problems

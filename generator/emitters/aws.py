@@ -419,3 +419,40 @@ def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -
             " rules per network interface; use another target (iptables) for these hosts"
         )
     return text + " Choices: " + "; ".join(choices) + "."
+
+
+# --- network ACLs (aws.network_acls): entries from generator/nacl.py -------------
+
+
+def acl_layer(profile, matrix: Matrix):
+    """The profile's network ACLs for the AWS targets, or None when they are off."""
+    from ..nacl import layer_for
+
+    return layer_for(profile, matrix)
+
+
+def check_acl_fit(profile, matrix: Matrix, targets) -> None:
+    """Raise QuotaError if an ACL cannot hold its entries within the quota."""
+    if not any("aws" in t.clouds for t in targets):
+        return
+    layer = acl_layer(profile, matrix)
+    if layer is None:
+        return
+    from ..nacl import fit_problems
+
+    problems = fit_problems(layer, targets)
+    if problems:
+        raise QuotaError(problems)
+
+
+def acl_name(install: str, role: str) -> str:
+    return f"{install}-{role.replace('_', '-')}"
+
+
+def entry_comment(entry) -> str:
+    """An entry's purpose, the matrix rules it serves and how much wider it is (AWS
+    keeps no description on an entry: this is its only record)."""
+    text = f"{entry.number} {entry.action}: {entry.label}"
+    if entry.wider:
+        text += f" [coarsened: {entry.wider}; covers {', '.join(entry.covers)}]"
+    return sanitize(text)

@@ -20,12 +20,16 @@ from .aws import (
     UNATTACHED_CHECK,
     UNATTACHED_REASON,
     AwsRule,
+    acl_layer,
+    acl_name,
+    entry_comment,
     group_description,
     group_name,
     aws_options,
     split,
 )
 from .hcl import aligned
+from ..nacl import PROTOCOL_NUMBERS
 
 RESOURCE = {
     "ingress": "aws_vpc_security_group_ingress_rule",
@@ -43,12 +47,15 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     by_role = split(target, matrix, quotas_for(profile), options)
     roles = list(by_role)
     head = header(matrix, target.name)
+    layer = acl_layer(profile, matrix)
+    acls = [_acl(profile.name, acl) for acl in layer.acls] if layer else []
     return {
         "versions.tf": render("terraform-aws/versions.tf.j2", header=head),
         "variables.tf": render(
             "terraform-aws/variables.tf.j2",
             header=head,
             roles=roles,
+            acl_roles=[a["role"] for a in acls],
             required=[
                 {"role": role, "kind": EXISTING_KINDS[options.existing_kind(role)]}
                 for role in roles
@@ -79,6 +86,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 for role, kind in options.existing
                 if role in roles
             ],
+            acls=acls,
             rule_blocks=[
                 block
                 for role, gs in by_role.items()
@@ -117,7 +125,81 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                         "value": f"local.security_group_id_lists.{role}",
                     },
                 )
+            ]
+            + [
+                {
+                    "name": f"{a['role']}_network_acl_id",
+                    "description": f"ID of the {ROLE_TITLES[a['role']]} network ACL.",
+                    "value": f"aws_network_acl.{a['role']}.id",
+                }
+                for a in acls
             ],
+        ),
+    }
+
+
+def lit(value) -> str:
+    return "null" if value is None else json.dumps(value)
+
+
+def _acl(install: str, acl) -> dict:
+    """One network ACL and its entries, keyed by direction and number."""
+    role = acl.role
+    name = acl_name(install, role)
+    entries = []
+    for direction in ("inbound", "outbound"):
+        for entry in acl.entries(direction):
+            lo, hi = entry.ports if entry.ports else (0, 0)
+            six = ":" in entry.cidr
+            entries.append(
+                {
+                    "key": f"{'in' if direction == 'inbound' else 'out'}-{entry.number}",
+                    "comment": entry_comment(entry),
+                    "attrs": aligned(
+                        [
+                            ("rule_number", str(entry.number)),
+                            ("egress", "true" if entry.egress else "false"),
+                            ("protocol", lit(PROTOCOL_NUMBERS[entry.protocol])),
+                            ("rule_action", lit(entry.action)),
+                            ("cidr_block", lit(None if six else entry.cidr)),
+                            ("ipv6_cidr_block", lit(entry.cidr if six else None)),
+                            ("from_port", str(lo)),
+                            ("to_port", str(hi)),
+                        ]
+                    ),
+                }
+            )
+    return {
+        "role": role,
+        "title": ROLE_TITLES[role],
+        "subnets": ", ".join(acl.subnets),
+        "attrs": aligned(
+            [
+                ("vpc_id", "var.vpc_id"),
+                ("subnet_ids", f"var.subnet_ids[{json.dumps(role)}]"),
+                (
+                    "tags",
+                    f'merge(var.tags, {{ Name = {json.dumps(name)}, "rulegen:role"'
+                    f" = {json.dumps(role)} }})",
+                ),
+            ]
+        ),
+        "entries": entries,
+        "entry_attrs": aligned(
+            [("network_acl_id", f"aws_network_acl.{role}.id")]
+            + [
+                (key, f"each.value.{key}")
+                for key in (
+                    "rule_number",
+                    "egress",
+                    "protocol",
+                    "rule_action",
+                    "cidr_block",
+                    "ipv6_cidr_block",
+                    "from_port",
+                    "to_port",
+                )
+            ]
         ),
     }
 
