@@ -20,8 +20,13 @@ from .aws import (
     UNATTACHED_CHECK,
     UNATTACHED_REASON,
     AwsRule,
+    ACL_ALL_PORTS_CHECK,
+    ACL_PORT_CHECKS,
+    ACL_UNATTACHED_CHECK,
+    ACL_UNATTACHED_REASON,
     acl_layer,
     acl_name,
+    acl_skips,
     entry_comment,
     group_description,
     group_name,
@@ -142,37 +147,52 @@ def lit(value) -> str:
     return "null" if value is None else json.dumps(value)
 
 
+ACL_SUFFIXES = dict(
+    {check: f"open_{port}" for check, port in ACL_PORT_CHECKS},
+    **{ACL_ALL_PORTS_CHECK: "all_ports"},
+)
+ACL_ATTRS = (
+    "rule_number",
+    "egress",
+    "protocol",
+    "rule_action",
+    "cidr_block",
+    "ipv6_cidr_block",
+    "from_port",
+    "to_port",
+)
+
+
 def _acl(install: str, acl) -> dict:
-    """One network ACL and its entries, keyed by direction and number."""
+    """One network ACL and its entries, in blocks by deliberate checkov finding."""
     role = acl.role
     name = acl_name(install, role)
-    entries = []
+    blocks: dict[tuple, dict] = {}
     for direction in ("inbound", "outbound"):
         for entry in acl.entries(direction):
-            lo, hi = entry.ports if entry.ports else (0, 0)
-            six = ":" in entry.cidr
-            entries.append(
+            skips = acl_skips(entry)
+            checks = tuple(sorted({c for c, _ in skips}))
+            block = blocks.setdefault(
+                checks,
                 {
-                    "key": f"{'in' if direction == 'inbound' else 'out'}-{entry.number}",
-                    "comment": entry_comment(entry),
-                    "attrs": aligned(
-                        [
-                            ("rule_number", str(entry.number)),
-                            ("egress", "true" if entry.egress else "false"),
-                            ("protocol", lit(PROTOCOL_NUMBERS[entry.protocol])),
-                            ("rule_action", lit(entry.action)),
-                            ("cidr_block", lit(None if six else entry.cidr)),
-                            ("ipv6_cidr_block", lit(entry.cidr if six else None)),
-                            ("from_port", str(lo)),
-                            ("to_port", str(hi)),
-                        ]
-                    ),
-                }
+                    "name": "_".join([role] + [ACL_SUFFIXES[c] for c in checks]),
+                    "skips": {},
+                    "entries": [],
+                },
             )
+            for check, reason in skips:
+                block["skips"].setdefault(check, []).append(reason)
+            block["entries"].append(_acl_entry(direction, entry))
+    for block in blocks.values():
+        block["skips"] = [
+            f"{check}:{'; '.join(dict.fromkeys(reasons))}"[:1000]
+            for check, reasons in sorted(block["skips"].items())
+        ]
     return {
         "role": role,
         "title": ROLE_TITLES[role],
         "subnets": ", ".join(acl.subnets),
+        "skips": [f"{ACL_UNATTACHED_CHECK}:{ACL_UNATTACHED_REASON}"],
         "attrs": aligned(
             [
                 ("vpc_id", "var.vpc_id"),
@@ -184,21 +204,30 @@ def _acl(install: str, acl) -> dict:
                 ),
             ]
         ),
-        "entries": entries,
+        "blocks": [blocks[k] for k in sorted(blocks)],
         "entry_attrs": aligned(
             [("network_acl_id", f"aws_network_acl.{role}.id")]
-            + [
-                (key, f"each.value.{key}")
-                for key in (
-                    "rule_number",
-                    "egress",
-                    "protocol",
-                    "rule_action",
-                    "cidr_block",
-                    "ipv6_cidr_block",
-                    "from_port",
-                    "to_port",
-                )
+            + [(key, f"each.value.{key}") for key in ACL_ATTRS]
+        ),
+    }
+
+
+def _acl_entry(direction: str, entry) -> dict:
+    lo, hi = entry.ports if entry.ports and entry.protocol != "all" else (0, 0)
+    six = ":" in entry.cidr
+    return {
+        "key": f"{'in' if direction == 'inbound' else 'out'}-{entry.number}",
+        "comment": entry_comment(entry),
+        "attrs": aligned(
+            [
+                ("rule_number", str(entry.number)),
+                ("egress", "true" if entry.egress else "false"),
+                ("protocol", lit(PROTOCOL_NUMBERS[entry.protocol])),
+                ("rule_action", lit(entry.action)),
+                ("cidr_block", lit(None if six else entry.cidr)),
+                ("ipv6_cidr_block", lit(entry.cidr if six else None)),
+                ("from_port", str(lo)),
+                ("to_port", str(hi)),
             ]
         ),
     }
