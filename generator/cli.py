@@ -66,8 +66,14 @@ def plan(
     from .planner import plan as make_plan
     from .report import render
 
-    raw = make_plan(load(profile, server_version))
+    prof = load(profile, server_version)
+    raw = make_plan(prof)
     matrix, report = (raw, None) if no_optimize else optimize(raw)
+    from .nacl import layer_for
+
+    layer = layer_for(prof, matrix)
+    if verify_equivalence and layer:
+        _verify_acls(layer, raw)
     if verify_equivalence:
         from .equivalence import NotEquivalent, check_equivalent
 
@@ -84,7 +90,38 @@ def plan(
         warn(matrix.warnings)
         for line in report.lines() if report else ():
             click.echo(line, err=True)
+    if layer and fmt == "json":
+        import json
+
+        from .report import acl_dict
+
+        data = json.loads(render(matrix, fmt))
+        data["network_acls"] = acl_dict(layer)
+        click.echo(json.dumps(data, indent=2))
+        return
     click.echo(render(matrix, fmt), nl=False)
+    if layer and fmt == "table":
+        from .report import acl_table
+
+        click.echo(acl_table(layer), nl=False)
+
+
+def _verify_acls(layer, raw) -> None:
+    """The required flows through the ACLs both ways, and what they admit beyond."""
+    from .nacl import check_flows, excess
+
+    problems = check_flows(layer, raw)
+    if problems:
+        fail([f"the network ACLs block a required flow: {p}" for p in problems])
+    beyond = excess(layer, raw)
+    click.echo(
+        "network ACLs: every required flow passes, request and reply;"
+        f" {len(beyond)} piece(s) of traffic admitted beyond the matrix"
+        " (stateless replies cannot be told from new connections):",
+        err=True,
+    )
+    for line in beyond:
+        click.echo(f"  {line}", err=True)
 
 
 @main.command()

@@ -437,8 +437,12 @@ def _coarsen_once(entries: list[Entry], direction: str) -> list[Entry] | None:
     for i, a in enumerate(mine):
         for b in mine[i + 1 :]:
             found = _coarse_pair(a, b)
-            if found and (best is None or found[0] < best[0]):
-                best = (found[0], a, b, found[1])
+            # Wider ports for the same peers before more peers on the same ports: a
+            # supernet of two far-apart blocks can be the whole internet.
+            if found:
+                cost = (a.cidr != b.cidr, found[0])
+                if best is None or cost < best[0]:
+                    best = (cost, a, b, found[1])
     if best is None:
         return None
     _, a, b, merged = best
@@ -626,9 +630,18 @@ def _client_ports(layer: Layer, role: str | None) -> list[int]:
     ports its ACL keeps for listeners."""
     lo, hi = layer.settings.ephemeral
     acl = layer.acl(role) if role else None
-    kept = [p for _, p in acl.reserved()] if acl else []
-    free = [p for p in range(lo, hi + 1) if not any(_inside(p, k) for k in kept)]
-    return sorted({free[0], free[-1]}) if free else []
+    kept = sorted(p for _, p in acl.reserved()) if acl else []
+
+    def free(port: int, step: int) -> int | None:
+        while lo <= port <= hi:
+            inside = [k for k in kept if _inside(port, k)]
+            if not inside:
+                return port
+            port = inside[0][1] + 1 if step > 0 else inside[0][0] - 1
+        return None
+
+    ends = {free(lo, 1), free(hi, -1)} - {None}
+    return sorted(ends)
 
 
 def check_flows(layer: Layer, matrix: Matrix) -> list[str]:
