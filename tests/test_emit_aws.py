@@ -641,6 +641,7 @@ def checkov_outputs(tmp_path_factory):
         ("acme-vpn-open", VPN_OPEN_PROFILE),
         ("acme-unknown-ips", UNKNOWN_IPS_PROFILE),
         ("acme-eks", EKS_PROFILE),
+        ("acme-acls", ACLS_PROFILE),
     ):
         prof = profile_from(text)
         cases[name] = (optimize(plan(prof))[0], prof)
@@ -672,6 +673,8 @@ VPN_OPEN_PROFILE = (
 EKS_PROFILE = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text().replace(
     "name: acme-prod", "name: acme-eks"
 ) + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
+# aws.network_acls: the ACLs' own findings are deliberate (stateless replies) or none.
+ACLS_PROFILE = (ROOT / "tests" / "data" / "aws-private-acls.yaml").read_text()
 # Nomad client IPs not known in advance: the page allows 0.0.0.0/0 (a deliberate skip).
 UNKNOWN_IPS_PROFILE = OPEN_PROFILE.replace("name: acme-open", "name: acme-unknown-ips")
 UNKNOWN_IPS_PROFILE = UNKNOWN_IPS_PROFILE.replace(
@@ -771,6 +774,12 @@ def test_checkov_finds_nothing_that_is_not_deliberate(checkov_outputs):
     assert any(
         check == "CKV_AWS_260" for name, check, _ in skips if name == "aws-public-ip"
     )
+    # The reply range from anywhere covers 3389: skipped with its reason, not hidden.
+    assert (
+        "acme-acls",
+        "CKV_AWS_231",
+        "aws_network_acl_rule.nomad_clients_open_3389",
+    ) in skips
     ingress_checks = dict(INGRESS_PORT_CHECKS)
     assert not any(
         name == "acme-vpn-open" and check in ingress_checks for name, check, _ in skips

@@ -296,3 +296,76 @@ def test_the_eks_cluster_group_wiring_plans_and_is_required(terraform):
     rules = [a for a in created if ".aws_vpc_security_group_" in a]
     assert len(rules) == declared_rules(prof)
     assert not any("ingress_all_all_kubernetes_nodes" in a for a in rules)
+
+
+ACLS = """
+module "firewall" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  subnet_ids = {
+    load_balancer    = ["subnet-0a000000000000001"]
+    kubernetes_nodes = ["subnet-0a000000000000002", "subnet-0a000000000000003"]
+    nomad_clients    = ["subnet-0a000000000000004"]
+    external_vms     = ["subnet-0a000000000000005"]
+  }
+}
+
+# One role missing from subnet_ids: its ACL would be associated with nothing.
+module "forgotten" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  subnet_ids = {
+    load_balancer    = ["subnet-0a000000000000001"]
+    kubernetes_nodes = ["subnet-0a000000000000002"]
+    nomad_clients    = ["subnet-0a000000000000004"]
+  }
+}
+"""
+
+
+def test_the_network_acls_plan_with_their_entries(terraform):
+    """aws.network_acls: one ACL per role on its subnets, one plan entry per entry."""
+    from generator.nacl import layer_for
+    from generator.profile import load_profile
+
+    root = terraform.root / "acls"
+    prof = load_profile(ROOT / "tests" / "data" / "aws-private-acls.yaml")
+    layer = layer_for(prof, optimize(plan(prof))[0])
+    write_module(root / "module", prof)
+    root_module(root, ACLS)
+    terraform.init(root)
+    result = terraform.run(root, "plan", "-input=false", "-lock=false")
+    assert result.returncode == 1
+    assert "subnet_ids: one list of subnet IDs for each of" in result.stderr
+    assert result.stderr.count("Error:") == 1, result.stderr
+    (root / "main.tf").write_text(PROVIDER_BLOCK + ACLS.split("# One role missing")[0])
+    created = planned(terraform.plan(root))
+    acls = {
+        c["name"]: c["change"]["after"]
+        for c in created.values()
+        if c["type"] == "aws_network_acl"
+    }
+    assert sorted(acls) == sorted(a.role for a in layer.acls)
+    assert acls["kubernetes_nodes"]["subnet_ids"] == [
+        "subnet-0a000000000000002",
+        "subnet-0a000000000000003",
+    ]
+    assert acls["nomad_clients"]["tags"]["rulegen:role"] == "nomad_clients"
+    entries = [c for c in created.values() if c["type"] == "aws_network_acl_rule"]
+    assert len(entries) == sum(len(a.inbound) + len(a.outbound) for a in layer.acls)
+    planned_entries = {
+        (
+            c["change"]["after"]["egress"],
+            c["change"]["after"]["rule_number"],
+            c["name"].split("_open")[0].split("_all_ports")[0],
+        ): c["change"]["after"]
+        for c in entries
+    }
+    for acl in layer.acls:
+        for direction in ("inbound", "outbound"):
+            for e in acl.entries(direction):
+                after = planned_entries[(e.egress, e.number, acl.role)]
+                assert after["rule_action"] == e.action
+                assert after["cidr_block"] == e.cidr
+                if e.ports and e.protocol != "all":
+                    assert (after["from_port"], after["to_port"]) == e.ports
