@@ -594,6 +594,11 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     "--aws", type=click.Path(dir_okay=False), help="aws ec2 describe-security-groups."
 )
 @click.option(
+    "--aws-acls",
+    type=click.Path(dir_okay=False),
+    help="With --aws: aws ec2 describe-network-acls (aws.network_acls).",
+)
+@click.option(
     "--gcp",
     type=click.Path(dir_okay=False),
     help="gcloud compute firewall-rules list --format=json.",
@@ -645,6 +650,7 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 def audit(
     profile,
     aws,
+    aws_acls,
     gcp,
     iptables_save,
     ip6tables_save,
@@ -700,12 +706,16 @@ def audit(
         mapping.append((name, group))
     if groups and chosen != ["aws"]:
         problems.append("--group goes with --aws")
+    if aws_acls and chosen != ["aws"]:
+        problems.append("--aws-acls goes with --aws")
     if problems:
         fail(problems)
     reader = chosen[0]
-    paths = {"aws": {"aws": aws}, "gcp": {"gcp": gcp}, "nft": {"nft": nft}}.get(
-        reader, host
-    )
+    paths = {
+        "aws": {"aws": aws, "aws_acls": aws_acls},
+        "gcp": {"gcp": gcp},
+        "nft": {"nft": nft},
+    }.get(reader, host)
     try:
         sources = {
             key: (path, read_export(path)) for key, path in paths.items() if path
