@@ -707,7 +707,7 @@ def _entry_rule(acl: Acl, entry: Entry) -> Rule:
         direction=MATRIX_DIRECTION[entry.direction],
         protocol=entry.protocol,
         ports=entry.ports,
-        peer=Peer(cidrs=(entry.cidr,), name="acl"),
+        peer=Peer(cidrs=(entry.cidr,)),
         purpose=entry.label,
         reference=f"network ACL entry {entry.number}",
         flow="",
@@ -737,7 +737,7 @@ def admitted(acl: Acl, direction: str) -> list[Rule]:
     out = []
     for index in sorted(by_entry):
         entry = entries[index]
-        for piece in pieces(by_entry[index], ["acl"]):
+        for piece in pieces(by_entry[index]):
             out.append(
                 Rule(
                     role=acl.role,

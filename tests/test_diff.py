@@ -422,3 +422,48 @@ def test_any_single_removed_port_shows_up(old, data):
             victim.role, victim.direction, victim.protocol, victim.ports, victim.peer
         ) & oracle(new)
         assert {c.kind for c in diff.changes} == {"narrowed" if still else "removed"}
+
+
+# --- network ACLs (aws.network_acls) ---------------------------------------------
+
+
+def test_acl_changes_show_as_traffic_the_acls_admit(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    text = (ROOT / "tests" / "data" / "aws-private-acls.yaml").read_text()
+    old, new, none = (
+        tmp_path / "old.yaml",
+        tmp_path / "new.yaml",
+        tmp_path / "none.yaml",
+    )
+    old.write_text(text)
+    # The VMs lose their re-run SSH port: the ACL's request and deny entries go, so
+    # the reply range admits 54782 from anyone, and the replies to the SSH users go.
+    new.write_text(text.replace("ssh_rerun: [172.16.0.0/12]", "ssh_rerun: []"))
+    none.write_text(text.replace("aws:\n  network_acls: true\n", ""))
+    runner = CliRunner()
+    same = runner.invoke(main, ["diff", str(old), str(old)])
+    assert same.exit_code == 0 and "Network ACLs: no change" in same.output
+    result = runner.invoke(main, ["diff", str(old), str(new), "--format", "json"])
+    assert result.exit_code == 2, result.output
+    changes = json.loads(result.output)["network_acls"]
+    kinds = {
+        (c["role"], c["direction"], c["kind"], tuple(p["ports"] or ()))
+        for c in changes
+        for p in c["traffic"]
+    }
+    assert ("external_vms", "ingress", "widened", (54782, 54782)) in kinds
+    assert ("nomad_clients", "ingress", "widened", (64535, 65535)) in kinds
+    assert ("external_vms", "egress", "narrowed", (1024, 65535)) in kinds
+    text_out = runner.invoke(main, ["diff", str(old), str(new)]).output
+    assert "external_vms inbound" in text_out
+    breaking = runner.invoke(
+        main, ["diff", str(old), str(new), "--fail-on", "breaking"]
+    )
+    assert breaking.exit_code == 3
+    one_sided = runner.invoke(main, ["diff", str(none), str(old)])
+    assert "Network ACLs: only on the new side" in one_sided.output
