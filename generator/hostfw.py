@@ -274,7 +274,7 @@ def peer_cidrs(rule: Rule, subnets: dict, what: str = "a host firewall") -> tupl
     if rule.peer.role:
         nets = subnets.get(rule.peer.role, ())
         if not nets:
-            from .emitters import describe
+            from .matrix import describe
 
             raise HostFirewallError(
                 f"{what} addresses a role by its subnets, and network.subnets."

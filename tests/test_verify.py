@@ -729,6 +729,8 @@ def test_verify_without_a_profile_or_cleanup_is_an_error():
     [("iptables", name) for name in SAFETY]
     + [("nftables", name) for name in SAFETY_NFT],
 )
+@needs_root
+@needs_tools
 def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_path):
     change, kind = (SAFETY if engine == "iptables" else SAFETY_NFT)[taken_out]
     prof, matrix = load_case(SAFETY_CASE.get(taken_out, "generic-baremetal"))
