@@ -290,6 +290,7 @@ def test_the_layout_carries_every_entry_and_the_role_tag(example):
     assert len(assocs) == sum(len(a.subnets) for a in layer.acls)
 
 
+@pytest.mark.cfnlint
 def test_cfn_lint_accepts_the_acls(example):
     from cfnlint.api import lint
 
