@@ -280,6 +280,11 @@ class TrafficDiff:
     def expected(self) -> list[Change]:
         return [c for c in self.changes if c.expected]
 
+    @property
+    def unexpected(self) -> list[Change]:
+        """Breaking changes the new page's upgrade notes do not call for."""
+        return [c for c in self.breaking if not c.expected]
+
 
 def _unique(values) -> list[str]:
     out: list[str] = []
@@ -503,8 +508,11 @@ class Report:
         return self.traffic.changed or self.files.any
 
     def exit_code(self, fail_on: str | None = None) -> int:
-        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 breaking."""
+        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 when
+        --fail-on matches (breaking: any; unexpected: what the page does not expect)."""
         if fail_on == "breaking" and self.traffic.breaking:
+            return 3
+        if fail_on == "unexpected" and self.traffic.unexpected:
             return 3
         return 2 if self.changed else 0
 

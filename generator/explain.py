@@ -55,10 +55,14 @@ def endpoint(text: str, peers: dict | None = None) -> Endpoint:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
+        import difflib
+
         names = f", a peer list ({', '.join(sorted(peers))})" if peers else ""
+        guess = difflib.get_close_matches(text, [*ROLES, *sorted(peers or ())], n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
         raise ExplainError(
             f"{text!r} is neither a role ({', '.join(ROLES)}){names} nor an address"
-            " or CIDR"
+            f" or CIDR{hint}"
         ) from None
     strict = str(net) == text or str(net.network_address) == text
     return Endpoint(network=net, given="" if strict else text)

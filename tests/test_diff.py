@@ -422,3 +422,44 @@ def test_any_single_removed_port_shows_up(old, data):
             victim.role, victim.direction, victim.protocol, victim.ports, victim.peer
         ) & oracle(new)
         assert {c.kind for c in diff.changes} == {"narrowed" if still else "removed"}
+
+
+def _diff_cli(*args):
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    return CliRunner().invoke(main, ["diff", *map(str, args)], catch_exceptions=False)
+
+
+def test_fail_on_unexpected_passes_what_the_upgrade_notes_expect(tmp_path):
+    vpn = ROOT / "profiles" / "aws-private-vpn.yaml"
+    upgrade = (vpn, vpn, "--new-version", "4.3")
+    # 10 removals, every one called stale by the 4.3 page: breaking, yet expected.
+    assert _diff_cli(*upgrade, "--fail-on", "breaking").exit_code == 3
+    assert _diff_cli(*upgrade, "--fail-on", "unexpected").exit_code == 2
+    # Narrowing the UI too: a breaking change no page table calls for.
+    narrowed = tmp_path / "narrowed.yaml"
+    narrowed.write_text(
+        vpn.read_text().replace(
+            "external: [172.16.0.0/12]", "external: [172.16.0.0/16]"
+        )
+    )
+    assert _diff_cli(vpn, narrowed, "--fail-on", "unexpected").exit_code == 3
+    both = _diff_cli(vpn, narrowed, "--new-version", "4.3", "--fail-on", "unexpected")
+    assert both.exit_code == 3
+    # Widening is no breaking change at all.
+    widened = tmp_path / "widened.yaml"
+    widened.write_text(
+        vpn.read_text().replace("external: [172.16.0.0/12]", "external: [0.0.0.0/0]")
+    )
+    assert _diff_cli(vpn, widened, "--fail-on", "unexpected").exit_code == 2
+
+
+def test_expected_and_unexpected_split_the_breaking_changes():
+    old = example_matrix("aws-private-vpn")
+    diff = compare(old, plan(example("aws-private-vpn").with_version("4.3")))
+    assert len(diff.expected) == len(diff.breaking) == 10 and not diff.unexpected
+    old, new = _peers_edit("172.16.0.0/12", "172.16.0.0/16")
+    narrowed = compare(old, new)
+    assert narrowed.unexpected == narrowed.breaking and len(narrowed.breaking) == 2
