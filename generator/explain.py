@@ -384,17 +384,24 @@ def render(verdict: Verdict) -> str:
         f"{verdict.source.label} -> {verdict.destination.label}"
         f" {verdict.protocol}/{verdict.port}: {verdict.status}, part by part:"
     ]
-    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one.
-    groups: dict[tuple, list[str]] = {}
+    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one, written
+    # as diff and audit write addresses ("0.0.0.0/0 except ...").
+    from .diff import peer_text
+    from .matrix import Peer
+
+    groups: dict[tuple, list[Endpoint]] = {}
     for part in verdict.parts:
         piece = part.source if part.source.network else part.destination
         body = _render(part).splitlines()[1:]
         key = (part.status, tuple(line.replace(piece.label, "{}") for line in body))
-        groups.setdefault(key, []).append(piece.label)
+        groups.setdefault(key, []).append(piece)
     side = "from" if verdict.source.network else "to"
-    for (status, body), labels in groups.items():
+    for (status, body), pieces in groups.items():
+        labels = [p.label for p in pieces]
+        if all(p.network and not (p.role or p.peer) for p in pieces):
+            labels = [peer_text(Peer(cidrs=tuple(str(p.network) for p in pieces)))]
         lines.append(f"  {status} {side} {', '.join(labels)}:")
-        these = labels[0] if len(labels) == 1 else "these"
+        these = labels[0] if len(pieces) == 1 else "these"
         lines += ["  " + line.replace("{}", these) for line in body]
     lines += [f"  note: {hint}" for hint in verdict.hints]
     return "\n".join(lines) + "\n"

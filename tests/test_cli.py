@@ -242,3 +242,47 @@ def test_the_exit_code_table_is_in_help_and_readme():
     assert set(rows) == set(codes)
     assert "usage" in rows["1"] and "--fail-on" in rows["3"]
     assert "not evaluated" in rows["4"]
+
+
+def test_target_and_other_choices_complete_in_the_shell():
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_RULEGEN_COMPLETE": "bash_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split(" ")) - 1),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "generator"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+    from generator.emitters import TARGETS
+
+    assert complete("rulegen generate p.yaml --target ") == list(TARGETS)
+    assert complete("rulegen generate p.yaml --target terraform-") == [
+        "terraform-aws",
+        "terraform-gcp",
+    ]
+    assert complete("rulegen diff a b --fail-on ") == ["breaking", "unexpected"]
+    assert "generate" in complete("rulegen ")
+
+
+def test_plan_prints_the_optimizer_line_only_when_it_changed_something():
+    quiet = run("plan", ROOT / "profiles" / "aws-private-vpn.yaml")
+    assert quiet.exit_code == 0 and "optimized:" not in quiet.stderr
+    busy = run("plan", ROOT / "profiles" / "aws-public-ip.yaml")
+    assert "optimized: 41 rules -> 40, 43 addresses -> 37" in busy.stderr
+    assert "shadowed: nomad_clients_egress_tcp_22_vcs" in busy.stderr
+    raw = run("plan", ROOT / "profiles" / "aws-public-ip.yaml", "--no-optimize")
+    assert "optimized:" not in raw.stderr

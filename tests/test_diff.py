@@ -463,3 +463,52 @@ def test_expected_and_unexpected_split_the_breaking_changes():
     old, new = _peers_edit("172.16.0.0/12", "172.16.0.0/16")
     narrowed = compare(old, new)
     assert narrowed.unexpected == narrowed.breaking and len(narrowed.breaking) == 2
+
+
+def test_diff_explain_and_audit_write_a_leftover_range_one_way(tmp_path):
+    """Everything but the VPN's range, in the words of all three commands."""
+    from click.testing import CliRunner
+
+    from generator.audit import audit, render
+    from generator.cli import main
+    from generator.emitters import TARGETS
+    from generator.pipeline import files_for, shipped_matrix
+    from generator.readers import Context
+
+    rest = "0.0.0.0/0 except 172.16.0.0/12"
+    vpn = ROOT / "profiles" / "aws-private-vpn.yaml"
+    opened = tmp_path / "open.yaml"
+    opened.write_text(
+        vpn.read_text().replace("external: [172.16.0.0/12]", "external: [0.0.0.0/0]")
+    )
+    narrowed = _diff_cli(opened, vpn).stdout
+    assert f"lost: tcp/443 from external: {rest}  [breaking]" in narrowed
+    explained = (
+        CliRunner()
+        .invoke(
+            main,
+            ["explain", str(vpn), "--from", "0.0.0.0/0", "--to", "load_balancer"]
+            + ["--port", "443"],
+        )
+        .stdout
+    )
+    assert f"  blocked from {rest}:" in explained.splitlines()
+    # A host whose UI rule lost its source address: the excess is the same range.
+    prof = example("aws-private-vpn")
+    files = files_for(prof, shipped_matrix(prof), [TARGETS["iptables"]])
+    rules = [
+        line.replace("-s 172.16.0.0/12 ", "") if "--dports 80,443" in line else line
+        for line in files["iptables/load_balancer.iptables"].splitlines()
+        if line and not line.startswith("#")
+    ]
+    saved = "\n".join(
+        ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]"]
+        + [":OUTPUT ACCEPT [0:0]", "-A INPUT -j RULEGEN-IN", "-A OUTPUT -j RULEGEN-OUT"]
+        + rules[1:]
+    )
+    live = audit(
+        "iptables",
+        {"iptables": ("v4.save", saved + "\n")},
+        Context(prof, role="load_balancer"),
+    )
+    assert f"tcp/443 from {rest}" in render(live, "text")
