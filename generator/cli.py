@@ -539,8 +539,11 @@ def _verify(profile, server_version, drop_rules, verbose, engine, cleanup) -> No
     from .pipeline import shipped_matrix
 
     matrix = shipped_matrix(prof)
+    # Progress per phase, for a person watching; logs and pipes get the result only.
+    tty = click.get_text_stream("stderr").isatty()
+    progress = (lambda line: click.echo(line, err=True)) if tty else None
     try:
-        outcome = run(matrix, prof, drop_rules, engine)
+        outcome = run(matrix, prof, drop_rules, engine, progress)
     except (VerifyError, EmitError) as exc:
         fail([str(exc)])
     click.echo(report(outcome, verbose), nl=False)
