@@ -65,6 +65,18 @@ class Group(click.Group):
             raise
 
 
+def _version(ctx, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .catalog import load_catalog
+
+    click.echo(f"rulegen, version {__version__}")
+    click.echo('catalog: CircleCI Server "Hardening your cluster", by release line:')
+    for line in load_catalog().summary():
+        click.echo(line)
+    ctx.exit()
+
+
 def fail(problems) -> None:
     """Errors exit 1 (see EXIT_CODES)."""
     for problem in problems:
@@ -92,7 +104,14 @@ def warn(warnings) -> None:
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EXIT_CODES,
 )
-@click.version_option(__version__, prog_name="rulegen")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _, value: _version(ctx, value),
+    help="Show the version and the rule catalog it carries, and exit.",
+)
 def main() -> None:
     """Firewall rules for a self-hosted CircleCI Server install, from a profile."""
 
