@@ -300,3 +300,21 @@ def test_action_steps_post_the_diff_and_gate_on_unexpected(
         steps["diff"]["run"], pull_request, {**env, "PROFILE": "profiles/x.yaml"}
     )
     assert new.returncode == 0 and "nothing to compare" in new.stdout
+
+
+def test_readme_pre_commit_config_uses_the_hooks_and_their_options():
+    from click.testing import CliRunner
+
+    from generator.hooks import main
+
+    readme = (ROOT / "README.md").read_text().split("## In CI and pre-commit")[1]
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme, re.S)[1])
+    manifest = {
+        h["id"]: h
+        for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    }
+    for hook in config["repos"][0]["hooks"]:
+        command = manifest[hook["id"]]["entry"].split()[1]
+        # The args as pre-commit passes them: before the file names (none here).
+        result = CliRunner().invoke(main, [command, *hook.get("args", [])])
+        assert result.exit_code == 0, result.output
