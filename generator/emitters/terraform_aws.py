@@ -52,9 +52,8 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     )
     files["README.md"] = tfdocs.readme(
         f"CircleCI Server firewall: {profile.name} (AWS security groups)",
-        [f"<!-- {line} -->" for line in head]
+        ["\n".join(f"<!-- {line} -->" for line in head)]
         + [
-            "",
             "One security group per role (more past the rules quota) with the rules"
             " of the install's profile. `examples/eks` wires it next to the EKS"
             " cluster.",

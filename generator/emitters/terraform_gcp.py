@@ -102,9 +102,8 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     }
     files["README.md"] = tfdocs.readme(
         f"CircleCI Server firewall: {profile.name} (GCP firewall rules)",
-        [f"<!-- {line} -->" for line in head]
+        ["\n".join(f"<!-- {line} -->" for line in head)]
         + [
-            "",
             "One `google_compute_firewall` rule per rule of the install's profile;"
             " give every instance of a role the tag or service account"
             " `role_addresses` lists.",

@@ -87,8 +87,9 @@ def _code(value: str) -> str:
 
 
 def readme(title: str, intro: list[str], files: dict[str, str], usage: str = "") -> str:
-    """README.md of the module whose files (by name) are given."""
-    lines = [f"# {title}", "", *intro, ""]
+    """README.md of the module whose files (by name) are given; `intro` starts it
+    (the generator's header first), then the title's paragraph."""
+    lines = [*intro[:1], "", f"# {title}", "", *intro[1:], ""]
     if usage:
         lines += ["## Usage", "", "```hcl", usage.rstrip("\n"), "```", ""]
     lines += ["<!-- BEGIN_TF_DOCS -->", "## Requirements", ""]
