@@ -128,7 +128,9 @@ def terraform_split(files: dict[str, str], tmp_path: Path) -> dict:
     folder = tmp_path / "terraform-aws"
     folder.mkdir(parents=True)
     for name in FILES["terraform-aws"]:
-        hcl2.loads(files[f"terraform-aws/{name}"])  # raises on a syntax error
+        if name.endswith(".tf"):
+            hcl2.loads(files[f"terraform-aws/{name}"])  # raises on a syntax error
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(files[f"terraform-aws/{name}"])
     fmt = terraform_fmt_check(folder)
     assert fmt.retcode == 0, fmt.value
