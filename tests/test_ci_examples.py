@@ -115,6 +115,7 @@ def test_pre_commit_hooks_manifest_names_commands_that_exist():
 
 
 @needs_git
+@pytest.mark.wheel  # pre-commit builds and installs this package in a fresh venv
 def test_pre_commit_try_repo_runs_the_hooks(tmp_path, tools):
     pytest.importorskip("pre_commit", reason="pre-commit is not installed")
     if not (ROOT / ".git").exists():

@@ -282,7 +282,17 @@ def _completion(command: str, env, work) -> None:
 
 
 @pytest.mark.parametrize(
-    "commands", _examples(), ids=lambda c: " ".join(c[0].split()[:3])[:40]
+    "commands",
+    [
+        # The host exports run in network namespaces: the netns tier.
+        (
+            pytest.param(c, marks=pytest.mark.netns)
+            if any(cmd.split()[0] in HOST_TOOLS for cmd in c)
+            else c
+        )
+        for c in _examples()
+    ],
+    ids=lambda c: " ".join(c[0].split()[:3])[:40],
 )
 def test_every_shell_example_runs(commands, shell):
     work, env = shell
