@@ -507,6 +507,8 @@ def test_checkov_on_a_split_output(tmp_path):
     skip_line = "#checkov:skip=CKV2_AWS_5:"
     for variant in ("as-generated", "no-skips"):
         for path, text in files.items():
+            if "/examples/" in path:
+                continue  # checkov follows its `source = "../.."`: the same findings
             if variant == "no-skips":
                 text = "\n".join(l for l in text.splitlines() if skip_line not in l)
             dest = tmp_path / variant / path
