@@ -285,6 +285,11 @@ class TrafficDiff:
     def expected(self) -> list[Change]:
         return [c for c in self.changes if c.expected]
 
+    @property
+    def unexpected(self) -> list[Change]:
+        """Breaking changes the new page's upgrade notes do not call for."""
+        return [c for c in self.breaking if not c.expected]
+
 
 def _unique(values) -> list[str]:
     out: list[str] = []
@@ -515,9 +520,12 @@ class Report:
         )
 
     def exit_code(self, fail_on: str | None = None) -> int:
-        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 breaking."""
+        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 when
+        --fail-on matches (breaking: any; unexpected: what the page does not expect)."""
         breaking = self.traffic.breaking or (self.acls and self.acls.breaking)
         if fail_on == "breaking" and breaking:
+            return 3
+        if fail_on == "unexpected" and self.traffic.unexpected:
             return 3
         return 2 if self.changed else 0
 

@@ -193,6 +193,15 @@ def _schema_problems(data, lines, source) -> list[str]:
     return problems or [first]
 
 
+# aws.existing_groups says what kind of group is passed in; its ID is known only to
+# the code that creates or looks the group up.
+_GROUP_IDS = (
+    "; a security group ID (sg-...) goes to the Terraform module's"
+    " existing_security_group_ids (CloudFormation: the Existing<Role>SecurityGroupId"
+    " parameter), not to the profile"
+)
+
+
 def _explain(error) -> list[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
     schema = error.schema
@@ -214,6 +223,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
                 if guess
                 else f"; expected one of {', '.join(known)}"
             )
+            if path == ("aws", "existing_groups"):
+                message += _GROUP_IDS
             out.append((path + (key,), message))
         return out
     if error.validator == "required":
@@ -246,7 +257,10 @@ def _explain(error) -> list[tuple[tuple, str]]:
         ]
     if error.validator == "enum":
         options = ", ".join(str(v) for v in schema["enum"])
-        return [(path, f"{shorten(error.instance)} is not one of: {options}")]
+        message = f"{shorten(error.instance)} is not one of: {options}"
+        if path[:2] == ("aws", "existing_groups"):
+            message += _GROUP_IDS
+        return [(path, message)]
     if error.validator == "pattern":
         pattern = schema["pattern"].removesuffix("\\Z") + "$"
         what = PATTERNS.get(pattern, f"does not match the pattern {pattern}")

@@ -82,6 +82,7 @@ def module_files(prof) -> dict[str, str]:
 def write_module(folder: Path, prof) -> None:
     folder.mkdir(parents=True)
     for name, text in module_files(prof).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
 
 
@@ -374,3 +375,55 @@ def test_the_network_acls_plan_with_their_entries(terraform):
                 assert after["cidr_block"] == e.cidr
                 if e.ports and e.protocol != "all":
                     assert (after["from_port"], after["to_port"]) == e.ports
+
+
+@pytest.mark.parametrize("eks", [False, True])
+def test_the_eks_example_root_module_validates(terraform, eks):
+    from generator.profile import parse_profile
+
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    if eks:
+        text += "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
+    module = terraform.root / f"eks-example-{eks}" / "module"
+    write_module(module, parse_profile(text, "p.yaml"))
+    example_root = module / "examples" / "eks"
+    terraform.init(example_root)
+    result = terraform.run(example_root, "validate", "-json")
+    report = json.loads(result.stdout)
+    assert report["valid"], report["diagnostics"]
+    assert report["warning_count"] == 0, report["diagnostics"]
+
+
+IDS = """
+module "firewall" {
+  source = "./module"
+  vpc_id = VPC
+  existing_security_group_ids = {
+    nomad_clients = GROUP
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "vpc, group, message",
+    [
+        ('"vpc-0123abcd"', '"sg-0123456789abcdef0"', None),
+        ('"vpc-123"', '"sg-0123456789abcdef0"', "vpc_id: expected a VPC ID"),
+        ('"my-vpc"', '"sg-0123abcd"', "vpc_id: expected a VPC ID"),
+        ('"vpc-0123abcd"', '"ci-nomad"', "values must be security group IDs"),
+        ('"vpc-0123abcd"', '"subnet-0123abcd"', "values must be security group IDs"),
+    ],
+)
+def test_ids_are_checked_before_anything_is_planned(terraform, vpc, group, message):
+    root = terraform.root / "ids"
+    if not (root / "module").exists():
+        write_module(root / "module", example("aws-private-vpn"))
+    root_module(root, IDS.replace("VPC", vpc).replace("GROUP", group))
+    if not (root / ".terraform").exists():
+        terraform.init(root)
+    result = terraform.run(root, "validate")
+    if message is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1 and message in result.stderr, result.stderr

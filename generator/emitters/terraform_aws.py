@@ -14,7 +14,7 @@ import json
 from ..matrix import DIRECTIONS, ROLE_TITLES, Matrix
 from ..quotas import quotas_for
 from ..templating import render
-from . import Target, header
+from . import Target, header, tfdocs
 from .aws import (
     INGRESS_PORT_CHECKS,
     UNATTACHED_CHECK,
@@ -48,6 +48,47 @@ EXISTING_KINDS = {
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
+    files = _module(matrix, profile, target)
+    eks_cluster = (
+        aws_options(profile).existing_kind("kubernetes_nodes") == "eks_cluster"
+    )
+    head = header(matrix, target.name)
+    files["examples/eks/main.tf"] = render(
+        "terraform-aws/examples/eks/main.tf.j2",
+        header=head,
+        eks_cluster=eks_cluster,
+        name=profile.name,
+    )
+    files["README.md"] = tfdocs.readme(
+        f"CircleCI Server firewall: {profile.name} (AWS security groups)",
+        ["\n".join(f"<!-- {line} -->" for line in head)]
+        + [
+            "One security group per role (more past the rules quota) with the rules"
+            " of the install's profile. `examples/eks` wires it next to the EKS"
+            " cluster.",
+        ],
+        files,
+        usage=(USAGE_EKS if eks_cluster else USAGE).replace("NAME", profile.name),
+    )
+    return files
+
+
+USAGE = """module "circleci_firewall" {
+  source = "./out/NAME/terraform-aws"
+  vpc_id = module.vpc.vpc_id
+}
+"""
+USAGE_EKS = """module "circleci_firewall" {
+  source = "./out/NAME/terraform-aws"
+  vpc_id = module.vpc.vpc_id
+  existing_security_group_ids = {
+    kubernetes_nodes = module.eks.cluster_security_group_id   # required by the profile
+  }
+}
+"""
+
+
+def _module(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     options = aws_options(profile)
     by_role = split(target, matrix, quotas_for(profile), options)
     roles = list(by_role)
