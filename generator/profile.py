@@ -55,6 +55,9 @@ class Profile:
     warnings: tuple[str, ...] = ()
     source: str = ""
     site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
+    # aws.network_acls: a network ACL per role's subnets (see generator/nacl.py)
+    network_acls: bool = False
+    nat_gateways_in: str | None = None  # the role whose subnets hold the NAT gateways
 
     def with_version(self, version: str) -> Profile:
         """This profile on another release, without the version's checks: for a
@@ -228,6 +231,15 @@ def _floats_at_integers(root, schema, data, path):
             yield from _floats_at_integers(root, schema["items"], value, path + (i,))
 
 
+# aws.existing_groups says what kind of group is passed in; its ID is known only to
+# the code that creates or looks the group up.
+_GROUP_IDS = (
+    "; a security group ID (sg-...) goes to the Terraform module's"
+    " existing_security_group_ids (CloudFormation: the Existing<Role>SecurityGroupId"
+    " parameter), not to the profile"
+)
+
+
 def _explain(error) -> list[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
     schema = error.schema
@@ -249,6 +261,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
                 if guess
                 else f"; expected one of {', '.join(known)}"
             )
+            if path == ("aws", "existing_groups"):
+                message += _GROUP_IDS
             out.append((path + (key,), message))
         return out
     if error.validator == "required":
@@ -281,7 +295,10 @@ def _explain(error) -> list[tuple[tuple, str]]:
         ]
     if error.validator == "enum":
         options = ", ".join(str(v) for v in schema["enum"])
-        return [(path, f"{shorten(error.instance)} is not one of: {options}")]
+        message = f"{shorten(error.instance)} is not one of: {options}"
+        if path[:2] == ("aws", "existing_groups"):
+            message += _GROUP_IDS
+        return [(path, message)]
     if error.validator == "pattern":
         pattern = schema["pattern"].removesuffix("\\Z") + "$"
         what = PATTERNS.get(pattern, f"does not match the pattern {pattern}")
@@ -371,6 +388,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         sections.check_cloud_sections(data, network, at),
         sections.check_cluster_ranges(network, at),
         sections.check_host_firewall(data, host_fw, at),
+        sections.check_network_acls(data, network, at),
     ):
         found.merge(checked)
     facing = found.take(sections.read_internet_facing(data, network, peers, lb_ips, at))
@@ -403,5 +421,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
+        network_acls=data.get("aws", {}).get("network_acls", False),
+        nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )
     return profile, found.problems
