@@ -337,17 +337,17 @@ def _obsolete_hints(matrix: Matrix, verdict: Verdict, transparent_lb: bool):
     for flow in load_catalog().flows:
         if flow.id not in left_out or verdict.protocol not in flow.protocols:
             continue
-        if flow.ports is not None and not any(
-            lo <= verdict.port <= hi for lo, hi in flow.ports
-        ):
+        ports = flow.ports_for(matrix.release_line)
+        if ports is not None and not any(lo <= verdict.port <= hi for lo, hi in ports):
             continue
         if ends(flow.sources, verdict.source) and ends(
             flow.destinations, verdict.destination
         ):
             hints.append(
                 f"flow {flow.id} ({flow.purpose}) would allow this: the"
-                f" {matrix.release_line} page still prints it, but its upgrade notes"
-                " call it stale, so it is left out (include_obsolete: true keeps it)"
+                f" {matrix.release_line} page still prints one end, but its own egress"
+                f" tables drop it ({flow.dropped_by(matrix.release_line)}), so it is"
+                " left out (include_obsolete: true keeps it)"
             )
     return hints
 

@@ -25,10 +25,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         if flow.note(line):
             notes.append(flow.note(line))
         if status == "obsolete" and not profile.include_obsolete:
-            notes.append(
-                f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"
-                " call it stale (include_obsolete: true keeps it)"
-            )
+            notes.append(obsolete_note(flow, line))
             continue
         _add_rules(rules, notes, flow, profile, catalog, line, status == "obsolete")
         for since, text in sorted(flow.caution.items()):
@@ -144,7 +141,7 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                 if not flow.acknowledge_isolation:
                     continue
             for protocol in flow.protocols:
-                for ports in flow.ports or (None,):
+                for ports in flow.ports_for(line) or (None,):
                     common = dict(
                         protocol=protocol,
                         ports=ports,
@@ -158,7 +155,7 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                         and destination == "load_balancer"
                     )
                     if dst in ROLES:
-                        ref = _reference(title, flow, "ingress", moved)
+                        ref = _reference(title, flow, line, "ingress", moved)
                         yield Rule(
                             role=dst,
                             direction="ingress",
@@ -181,13 +178,21 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                                 else _peer(dst, flow, profile, ingress=False)
                             ),
                             purpose=purpose,
-                            reference=_reference(title, flow, "egress", moved)
+                            reference=_reference(title, flow, line, "egress", moved)
                             + (PUBLIC_LB if public_lb else ""),
                             **common,
                         )
 
 
-def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
+def obsolete_note(flow: Flow, line: str) -> str:
+    """Why a flow the page still half prints is left out (diff and explain read it)."""
+    return (
+        f"{flow.id}: left out, the {line} page still prints one end but its own egress"
+        f" tables drop it ({flow.dropped_by(line)}); include_obsolete: true keeps it"
+    )
+
+
+def _reference(title: str, flow: Flow, line: str, end: str, moved: bool) -> str:
     if flow.site:
         # Never "; ": merged rules join their references with it.
         text = f"Site flow {flow.id}" + (
@@ -196,10 +201,11 @@ def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
         if moved and end == "ingress":
             text += " (transparent load balancer: applied to the Kubernetes nodes)"
         return text
-    section = flow.refs.get(end)
+    refs = flow.refs_for(line)
+    section = refs.get(end)
     if section is None:
         other = "egress" if end == "ingress" else "ingress"
-        section = f"{flow.refs[other]} (other end of the flow)"
+        section = f"{refs[other]} (other end of the flow)"
     if moved and end == "ingress":
         section += " (transparent load balancer: applied to the Kubernetes nodes)"
     return f"{title} > {section}"
