@@ -402,7 +402,7 @@ def _dropped_by(flows: list[str], line: str) -> str:
     tables = _unique(
         by_id[f].dropped_by(line) for f in flows if f in by_id and by_id[f].obsolete
     )
-    where = f": {'; '.join(tables)}" if tables else ""
+    where = f" ({'; '.join(tables)})" if tables else ""
     return f"the {line} page's egress tables drop it{where}"
 
 

@@ -260,7 +260,7 @@ def line_table(flow_id: str, line: str) -> str:
     flow = next(f for f in load_catalog().flows if f.id == flow_id)
     table = flow.dropped_by(line)
     # Each names one of the page's egress tables, and what that table still lists.
-    assert table.split(",")[0] in (
+    assert table.split(":")[0] in (
         "Nomad clients > Egress",
         "Kubernetes nodes > Egress",
     )

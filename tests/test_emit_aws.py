@@ -400,7 +400,7 @@ def test_keys_do_not_move_when_a_cidr_is_added():
         keys[label] = (tf, cfn)
     for old, new in zip(keys["before"], keys["after"]):
         assert old < new
-        assert len(new - old) == 2  # the new CIDR, on the Nomad clients and VMs
+        assert len(new - old) == 3  # the new CIDR, on the nodes, Nomad clients and VMs
 
 
 # --- CloudFormation: cfn-lint, and what the resources mean ---------------------

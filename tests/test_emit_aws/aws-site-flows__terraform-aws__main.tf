@@ -224,6 +224,15 @@ resource "aws_vpc_security_group_egress_rule" "kubernetes_nodes" {
       cidr_ipv6                    = null
       referenced_security_group_id = local.security_group_ids.kubernetes_nodes
     }
+    "kubernetes_nodes_egress_tcp_22_vcs_192.0.2.0/24" = {
+      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = "192.0.2.0/24"
+      cidr_ipv6                    = null
+      referenced_security_group_id = null
+    }
     "kubernetes_nodes_egress_tcp_53_dns_10.0.0.2/32" = {
       description                  = "Name resolution through the VPCs DNS servers. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Egress"
       ip_protocol                  = "tcp"

@@ -46,7 +46,7 @@ case "$role" in
     sets="" ;;
   kubernetes_nodes)
     hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT FORWARD:RULEGEN-FWD"
-    sets="" ;;
+    sets="rg-vcs" ;;
   nomad_clients)
     hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD"
     sets="rg-vcs" ;;
