@@ -35,7 +35,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 and note not in notes
             ):
                 notes.append(note)
-    warnings = list(profile.warnings)
+    warnings = list(profile.warnings) + eks_cluster_warnings(profile)
     page_rules = list(rules)
     for flow in profile.site_flows:
         site_rules: list[Rule] = []
@@ -74,6 +74,26 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         rules=_merge(rules),
         warnings=tuple(warnings),
         notes=tuple(notes),
+    )
+
+
+EKS_CLUSTER_EGRESS = (
+    "aws.existing_groups.kubernetes_nodes: eks_cluster: the nodes' egress rules go into"
+    " the EKS cluster security group, whose allow-all egress (0.0.0.0/0) stays, so in"
+    " AWS they restrict nothing. Give the node group a security group of its own and"
+    " pass that in instead (no existing_groups), or accept the open egress knowingly"
+    " (removing that rule also cuts the control plane's network interfaces, which carry"
+    " the same group)"
+)
+
+
+def eks_cluster_warnings(profile: Profile) -> list[str]:
+    """A passed-in group whose own rules undo what the matrix asks of it."""
+    existing = (profile.aws or {}).get("existing_groups", {})
+    return (
+        [EKS_CLUSTER_EGRESS]
+        if existing.get("kubernetes_nodes") == "eks_cluster"
+        else []
     )
 
 
