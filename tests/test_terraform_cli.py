@@ -248,6 +248,9 @@ module "firewall" {
   existing_security_group_ids = {
     kubernetes_nodes = aws_security_group.cluster.id
   }
+  existing_group_kinds = {
+    kubernetes_nodes = "eks_cluster"
+  }
 }
 
 module "forgotten" {
@@ -296,3 +299,70 @@ def test_the_eks_cluster_group_wiring_plans_and_is_required(terraform):
     rules = [a for a in created if ".aws_vpc_security_group_" in a]
     assert len(rules) == declared_rules(prof)
     assert not any("ingress_all_all_kubernetes_nodes" in a for a in rules)
+
+
+def test_the_eks_cluster_group_passed_to_a_module_made_without_existing_groups_stops_at_plan(
+    terraform,
+):
+    # The profile forgot aws.existing_groups, so the module holds the nodes' self
+    # rule; the EKS group, passed in and said to be one, already has it. AWS would
+    # refuse the duplicate at apply: plan stops with the module's message instead,
+    # though the group's ID is unknown until apply.
+    root = terraform.root / "eks-forgotten"
+    prof = example("aws-private-vpn")
+    write_module(root / "module", prof)
+    root_module(root, EKS.split('module "forgotten"')[0])
+    terraform.init(root)
+    result = terraform.run(root, "plan", "-input=false", "-lock=false")
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.count("Error:") == 1, result.stderr
+    message = " ".join(result.stderr.replace("│", " ").split())
+    assert "Resource precondition failed" in message
+    assert (
+        "existing_group_kinds.kubernetes_nodes = eks_cluster, but this module was"
+        " generated from a profile without aws.existing_groups.kubernetes_nodes:"
+        " eks_cluster" in message
+    )
+    assert "InvalidPermission.Duplicate" in message
+    # Once, on the self rule's instance only.
+    assert 'each.key is "kubernetes_nodes_ingress_all_all_kubernetes_nodes"' in message
+
+    # Without the kind the module cannot tell the EKS group from any other: it plans,
+    # the self rule included; so does a module that creates the nodes' group itself.
+    body = EKS.split('module "forgotten"')[0]
+    kinds = body[body.index("  existing_group_kinds") : body.index("}\n}") + 2]
+    (root / "main.tf").write_text(PROVIDER_BLOCK + body.replace(kinds, ""))
+    created = planned(terraform.plan(root))
+    assert any(
+        a.endswith('["kubernetes_nodes_ingress_all_all_kubernetes_nodes"]')
+        for a in created
+    )
+    ids = body[
+        body.index("  existing_security_group_ids") : body.index(
+            "  existing_group_kinds"
+        )
+    ]
+    (root / "main.tf").write_text(PROVIDER_BLOCK + body.replace(ids, ""))
+    created = planned(terraform.plan(root))
+    assert "module.firewall.aws_security_group.kubernetes_nodes[0]" in created
+
+
+def test_existing_group_kinds_takes_roles_and_known_kinds_only(terraform):
+    root = terraform.root / "kinds"
+    write_module(root / "module", example("aws-private-vpn"))
+    root_module(
+        root,
+        """
+module "firewall" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  existing_group_kinds = {
+    kubernetes_node = "eks_cluster"
+  }
+}
+""",
+    )
+    terraform.init(root)
+    result = terraform.run(root, "plan", "-input=false", "-lock=false")
+    assert result.returncode == 1
+    assert "existing_group_kinds: keys must be roles of this module" in result.stderr
