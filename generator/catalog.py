@@ -14,7 +14,18 @@ from typing import Callable
 from .matrix import ROLES, ROLE_TITLES
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
-PEERS = ("external", "internet", "vcs", "dns", "ssh_admin", "ssh_rerun")
+PEERS = (
+    "external",
+    "internet",
+    "vcs",
+    "dns",
+    "ssh_admin",
+    "ssh_rerun",
+    # Nomad servers outside the cluster: where their balancer is reached, and where
+    # its health checks come from.
+    "nomad_server_balancer",
+    "nomad_server_health_checks",
+)
 PROTOCOL_NAMES = ("tcp", "udp", "all")
 # Why the page forbids traffic between two instances of one role.
 ISOLATION_REASONS = {
@@ -44,6 +55,7 @@ class Flow:
     notes: dict  # release line (or "all") -> how an unclear row was read
     ports_by_line: dict = field(default_factory=dict)
     refs_by_line: dict = field(default_factory=dict)
+    document: str | None = None  # the source of a flow the page does not print
     # Site flows (a profile's own): always current, cited by their reference.
     site: bool = False
     reference: str | None = None
@@ -249,6 +261,7 @@ def read_flow(
             for line, value in (raw.get("ports_by_line") or {}).items()
         },
         refs_by_line=raw.get("refs_by_line") or {},
+        document=raw.get("document"),
         site=site,
         reference=raw.get("reference"),
         key=key,

@@ -60,6 +60,7 @@ FORWARD_ATTACH = {
     "load_balancer": "forward",
     "kubernetes_nodes": "forward",
     "nomad_clients": "docker-user",
+    "nomad_servers": "forward",
     "external_vms": "docker-user",
 }
 # The cloud's link-local services (AWS: Amazon Time Sync and IMDS; GCP: the metadata

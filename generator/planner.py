@@ -143,16 +143,31 @@ def _applies(flow: Flow, profile: Profile) -> bool:
         return False
     if "ssh_admin" in when and when["ssh_admin"] != bool(profile.peers["ssh_admin"]):
         return False
+    for key, default in TOPOLOGY.items():
+        if key in when and when[key] != getattr(profile, key, default):
+            return False
     return True
 
 
+# Profile words that choose between flows, with the page's own topology as default.
+TOPOLOGY = {"nomad_servers": "in_cluster", "container_runtime": "docker"}
+
+
+def _present(end: str, profile: Profile) -> bool:
+    """Is this end part of the install? The Nomad servers are a role only outside the
+    cluster; inside it they are pods on the Kubernetes nodes."""
+    return end != "nomad_servers" or getattr(profile, "nomad_servers", "") == "external"
+
+
 def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):
-    title = catalog.title(line)
+    title = " ".join(flow.document.split()) if flow.document else catalog.title(line)
     purpose = flow.purpose_by_line.get(line, flow.purpose)
     site = dict(site=True) if flow.site else {}
     transparent = profile.transparent_lb
     for source in flow.sources:
         for destination in flow.destinations:
+            if not (_present(source, profile) and _present(destination, profile)):
+                continue
             src, dst = source, destination
             moved = transparent and dst == "load_balancer"
             if moved:
@@ -263,7 +278,7 @@ def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
         return Peer(role=end)
     if end == "dns":
         return Peer(cidrs=profile.dns_servers, name="dns")
-    return Peer(cidrs=profile.peers[end], name=end)
+    return Peer(cidrs=tuple(profile.peers.get(end, ())), name=end)
 
 
 def _return_rule(rule: Rule, ephemeral: tuple[int, int]) -> Rule:

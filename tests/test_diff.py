@@ -16,7 +16,12 @@ from generator.planner import plan
 
 # --- the page's upgrade facts -------------------------------------------------
 
-LB, K8S, NOMAD, VM = ROLES
+LB, K8S, NOMAD, VM = (
+    "load_balancer",
+    "kubernetes_nodes",
+    "nomad_clients",
+    "external_vms",
+)
 
 
 def flows(diff, kind=None) -> set[tuple]:
