@@ -531,7 +531,9 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     prof = load(profile, server_version, code=2)
     try:
         peers = {**prof.peers, "dns": prof.dns_servers}
-        src, dst = endpoint(source, peers), endpoint(destination, peers)
+        roles = prof.roles()
+        src = endpoint(source, peers, roles)
+        dst = endpoint(destination, peers, roles)
     except ExplainError as exc:
         fail([str(exc)], code=2)
     warn(e.warning for e in (src, dst) if e.warning)

@@ -42,9 +42,14 @@ class Endpoint:
         return self.role or str(self.network)
 
 
-def endpoint(text: str, peers: dict | None = None) -> Endpoint:
-    """A role name, a peer list's name (its first block stands for it), or an
-    address or CIDR; bad input gives ExplainError."""
+def endpoint(text: str, peers: dict | None = None, roles=ROLES) -> Endpoint:
+    """A role name (one of the install's `roles`), a peer list's name (its first
+    block stands for it), or an address or CIDR; bad input gives ExplainError."""
+    if text in ROLES and text not in roles:
+        raise ExplainError(
+            f"{text} is not a role of this install: its Nomad servers run in the"
+            " cluster, as pods on the Kubernetes nodes (nomad.servers: in_cluster)"
+        )
     if text in ROLES:
         return Endpoint(role=text)
     if peers and text in peers:

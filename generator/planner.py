@@ -143,20 +143,16 @@ def _applies(flow: Flow, profile: Profile) -> bool:
         return False
     if "ssh_admin" in when and when["ssh_admin"] != bool(profile.peers["ssh_admin"]):
         return False
-    for key, default in TOPOLOGY.items():
-        if key in when and when[key] != getattr(profile, key, default):
+    for key in ("nomad_servers", "container_runtime"):
+        if key in when and when[key] != getattr(profile, key):
             return False
     return True
 
 
-# Profile words that choose between flows, with the page's own topology as default.
-TOPOLOGY = {"nomad_servers": "in_cluster", "container_runtime": "docker"}
-
-
 def _present(end: str, profile: Profile) -> bool:
-    """Is this end part of the install? The Nomad servers are a role only outside the
-    cluster; inside it they are pods on the Kubernetes nodes."""
-    return end != "nomad_servers" or getattr(profile, "nomad_servers", "") == "external"
+    """Is this end part of the install? (Profile.roles: the Nomad servers are a role
+    only outside the cluster.)"""
+    return end not in ROLES or end in profile.roles()
 
 
 def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):

@@ -417,3 +417,85 @@ def test_every_release_line_covers_its_versions():
     assert sorted(versions) == sorted(
         load_schema()["properties"]["server_version"]["enum"]
     )
+
+
+# --- topologies beyond the page: every row it changes, with the note saying why ----
+
+EXTERNAL_SERVERS = """
+nomad:
+  servers: external
+"""
+# Rows a 4.8+ install with the Nomad servers outside the cluster adds (SRV: the
+# servers' role; the balancer and its health checks are peer lists), each with the
+# note that says why.
+ADDED_EXTERNAL = {
+    "K8S out tcp 4646 SRV": "nomad-servers-api",
+    "K8S out tcp 4647 SRV": "nomad-servers-api",
+    "K8S out tcp 4646 nomad_server_balancer": "nomad-servers-api",
+    "K8S out tcp 4647 nomad_server_balancer": "nomad-servers-api",
+    "SRV in tcp 4646 K8S": "nomad-servers-api",
+    "SRV in tcp 4647 K8S": "nomad-servers-api",
+    "NOMAD out tcp 4647 SRV": "nomad-servers-rpc",
+    "NOMAD out tcp 4647 nomad_server_balancer": "nomad-servers-rpc",
+    "SRV in tcp 4647 NOMAD": "nomad-servers-rpc",
+    "SRV out tcp 4647 NOMAD": "nomad-servers-to-clients",
+    "NOMAD in tcp 4647 SRV": "nomad-servers-to-clients",
+    "SRV in tcp 4647-4648 SRV": "nomad-servers-api",
+    "SRV out tcp 4647-4648 SRV": "nomad-servers-api",
+    "SRV in udp 4648 SRV": "nomad-servers-api",
+    "SRV out udp 4648 SRV": "nomad-servers-api",
+    "SRV in tcp 4646 nomad_server_health_checks": "nomad-servers-health",
+    # The common rules: the servers are compute too.
+    "SRV in tcp 22 ssh_admin": "nomad-servers-health",
+    "SRV out udp 53 dns": "nomad-servers-health",
+    "SRV out tcp 53 dns": "nomad-servers-health",
+    "SRV out tcp 80 internet": "nomad-servers-health",
+    "SRV out tcp 443 internet": "nomad-servers-health",
+}
+# The page's rows of servers inside the cluster, which move to the servers' role.
+DROPPED_EXTERNAL = {
+    "LB in tcp 4647 NOMAD": "nomad-servers-rpc",
+    "NOMAD out tcp 4647 LB": "nomad-servers-rpc",
+    "K8S out tcp 4647 NOMAD": "nomad-servers-to-clients",
+    "NOMAD in tcp 4647 K8S": "nomad-servers-to-clients",
+}
+
+
+def _rows(text: str) -> set[tuple]:
+    """rows(), with SRV for the Nomad servers."""
+    ABBR["SRV"] = "nomad_servers"
+    try:
+        return rows(text)
+    finally:
+        del ABBR["SRV"]
+
+
+def noted(matrix, flow: str) -> bool:
+    return any(n.startswith(f"{flow}: ") for n in matrix.notes)
+
+
+@pytest.mark.parametrize("version", ["4.8", "4.9", "4.10"])
+def test_nomad_servers_outside_the_cluster_change_the_page_with_notes(version):
+    text = FULL.format(version=version, obsolete="false") + EXTERNAL_SERVERS
+    text = text.replace("peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.0/24]\n")
+    matrix = plan(profile_from(text))
+    got = set(rule_flows(matrix))
+    page = rows(PAGE_4_3) - rows("\n".join(DROPPED["4.3-4.10"]))
+    assert got - page == _rows("\n".join(ADDED_EXTERNAL))
+    assert page - got == rows("\n".join(DROPPED_EXTERNAL))
+    for note in set(ADDED_EXTERNAL.values()) | set(DROPPED_EXTERNAL.values()):
+        assert noted(matrix, note), note
+    # The balancer's health checks default to its own addresses (an AWS NLB's).
+    (check,) = [r for r in matrix.rules if r.peer.name == "nomad_server_health_checks"]
+    assert check.peer.cidrs == ("10.0.64.0/24",)
+
+
+def test_podman_widens_the_nomad_clients_re_run_range_with_a_note():
+    text = FULL.format(version="4.10", obsolete="false")
+    matrix = plan(profile_from(text + "nomad:\n  container_runtime: podman\n"))
+    got = set(rule_flows(matrix))
+    page = rows(PAGE_4_3) - rows("\n".join(DROPPED["4.3-4.10"]))
+    assert got - page == rows("NOMAD in tcp 32768-65535 ssh_rerun")
+    assert page - got == rows("NOMAD in tcp 64535-65535 ssh_rerun")
+    (note,) = [n for n in matrix.notes if n.startswith("nomad-rerun-ssh-podman: ")]
+    assert "32768-60999" in note and "use_podman" in note
