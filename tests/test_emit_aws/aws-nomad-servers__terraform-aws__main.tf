@@ -289,12 +289,12 @@ resource "aws_vpc_security_group_egress_rule" "kubernetes_nodes" {
       cidr_ipv6                    = null
       referenced_security_group_id = local.security_group_ids.nomad_servers
     }
-    "kubernetes_nodes_egress_tcp_4646_4647_nomad_server_balancer_10.0.64.0/24" = {
+    "kubernetes_nodes_egress_tcp_4646_4647_nomad_server_balancer_10.0.65.0/28" = {
       description                  = "The application in the cluster to the Nomad servers HTTP API and RPC. Source: CircleCI Server 4.9-4.10, Phase 3 - execution environments (Nomad servers outside the cluster) / Kubernetes nodes"
       ip_protocol                  = "tcp"
       from_port                    = 4646
       to_port                      = 4647
-      cidr_ipv4                    = "10.0.64.0/24"
+      cidr_ipv4                    = "10.0.65.0/28"
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
@@ -420,12 +420,12 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
       cidr_ipv6                    = null
       referenced_security_group_id = local.security_group_ids.nomad_servers
     }
-    "nomad_clients_egress_tcp_4647_nomad_server_balancer_10.0.64.0/24" = {
+    "nomad_clients_egress_tcp_4647_nomad_server_balancer_10.0.65.0/28" = {
       description                  = "Nomad clients to the Nomad servers RPC (servers outside the cluster). Source: CircleCI Server 4.9-4.10, Phase 3 - execution environments (Nomad servers outside the cluster) / Nomad clients"
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
-      cidr_ipv4                    = "10.0.64.0/24"
+      cidr_ipv4                    = "10.0.65.0/28"
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
@@ -454,12 +454,12 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_servers" {
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
-    "nomad_servers_ingress_tcp_4646_nomad_server_health_checks_10.0.64.0/24" = {
+    "nomad_servers_ingress_tcp_4646_nomad_server_health_checks_10.0.65.0/28" = {
       description                  = "The Nomad servers balancers health checks (HTTP /v1/agent/health). Source: CircleCI Server 4.9-4.10, Phase 3 - execution environments (Nomad servers outside the cluster) / Nomad servers"
       ip_protocol                  = "tcp"
       from_port                    = 4646
       to_port                      = 4646
-      cidr_ipv4                    = "10.0.64.0/24"
+      cidr_ipv4                    = "10.0.65.0/28"
       cidr_ipv6                    = null
       referenced_security_group_id = null
     }
