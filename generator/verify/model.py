@@ -29,6 +29,8 @@ class Host:
     # A container behind this host (a bridge, MASQUERADE out, DNAT in for `published`).
     parent: Host | None = None
     published: list = field(default_factory=list)  # port ranges DNAT'd to the container
+    container_port: int | None = None  # where published ports land (None: the same)
+    bridge: str = "cbr0"  # the container's bridge on its host (Docker's: docker0, br-*)
     drops: list = field(default_factory=list)  # (source, port): the operator's DROPs
 
     @property
@@ -54,10 +56,13 @@ class Probe:
     port: int
     expect: bool
     why: list[str] = field(default_factory=list)
-    # "matrix" (the page's flows), "essential", "ipv6", "forward", "operator",
-    # "rollback": all but the first go beyond what `explain` answers.
+    # "matrix" (the page's flows), "essential", "ipv6", "forward" (pods' and
+    # containers' egress), "dnat" (published ports), "jobs" (job containers), "replies"
+    # (stateless return rules), "operator", "rollback": all but the first go beyond
+    # what `explain` answers.
     kind: str = "matrix"
     tag: str = ""
+    sport: int | None = None  # TCP from this source port (else the kernel's choice)
 
     @property
     def six(self) -> bool:
@@ -107,13 +112,19 @@ class Draft:
     probes: dict[tuple, Probe] = field(default_factory=dict)
     serves: dict[str, set] = field(default_factory=dict)  # role -> (protocol, port)
 
-    def add(self, src, dst, protocol, port, expect, why, kind="matrix") -> None:
+    def add(
+        self, src, dst, protocol, port, expect, why, kind="matrix", tag="", sport=None
+    ) -> None:
         """One probe; the same probe asked for again gains a reason, never a
-        contradiction."""
-        key = (src.key, dst.key, protocol, port, kind == "ipv6")
+        contradiction. A source port makes a probe of its own."""
+        key = (src.key, dst.key, protocol, port, kind == "ipv6") + (
+            (sport,) if sport else ()
+        )
         probe = self.probes.get(key)
         if probe is None:
-            self.probes[key] = Probe(src, dst, protocol, port, expect, [why], kind)
+            self.probes[key] = Probe(
+                src, dst, protocol, port, expect, [why], kind, tag, sport
+            )
             return
         if probe.expect != expect:
             raise VerifyError(
