@@ -588,7 +588,28 @@ SAFETY = {
         lambda files: {r: t.replace(GUARD_LINE, "true & #") for r, t in files.items()},
         "rollback",
     ),
+    # the rollback of old: a copy of the whole filter table, restored whole
+    "rollback-only-rulegen": (
+        lambda files: in_apply(
+            files,
+            ('ours_saved "$tool" >', '"$tool-save" -t filter >'),
+            (
+                'put_back "$tool" "$saved.$tool"',
+                '"$tool-restore" --wait -T filter < "$saved.$tool"',
+            ),
+        ),
+        "rollback",
+    ),
 }
+
+
+def in_apply(files: dict, *replacements: tuple[str, str]) -> dict:
+    """The files with apply.sh edited; each replaced text must be there."""
+    text = files["apply.sh"]
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return {**files, "apply.sh": text}
 
 
 def nft_without(pattern: str):
@@ -655,6 +676,18 @@ SAFETY_NFT = {
         nft_without(r" tcp flags & \(fin \| syn \| rst \| ack\) != syn"),
         "replies",
     ),
+    # the whole ruleset saved and restored, not rulegen's table alone
+    "rollback-only-its-table": (
+        lambda files: in_apply(
+            files,
+            ("nft list table inet rulegen >", "nft list ruleset >"),
+            (
+                '{ echo "table inet rulegen {}"; echo "delete table inet rulegen";',
+                "{ echo 'flush ruleset';",
+            ),
+        ),
+        "rollback",
+    ),
 }
 # Where each property shows (the rest: generic-baremetal): jobs that may reach
 # 0.0.0.0/0 on 80 and 443, the DNS server in a role's subnet, a stateless ruleset.
@@ -668,6 +701,8 @@ SAFETY_TAGS = {
     "forward-direction": {"unopened"},
     "jobs-policy": {"metadata", "host-only", "internal"},
     "replies-only": {"syn"},
+    "rollback-only-rulegen": {"others-kept"},
+    "rollback-only-its-table": {"others-kept"},
 }
 
 
@@ -748,7 +783,7 @@ def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_pa
         extra, seen = rollback(
             bed, test_plan, matrix, prof, tmp_path, change, engine=engine
         )
-    assert [p.tag for p in extra] == ["cut", "restored"]
+    assert [p.tag for p in extra] == ["cut", "restored", "others-kept"]
     observed.update(seen)
     plan = ProbePlan(test_plan.hosts, test_plan.probes + extra, test_plan.unlisted)
     outcome = Outcome(matrix, plan, observed, 0.0)
