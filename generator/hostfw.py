@@ -569,9 +569,8 @@ def _forward(role, family, ess, inbound, outbound, jobs) -> Chain:
     )
     entries.append(_essential("drop", flow="dnat", what=what, ctstate=("DNAT",)))
     if jobs is not None:
-        what = (
-            "Job containers (the container runtime's bridges): the jobs chain decides"
-        )
+        runtime = "Podman" if jobs.bridges == PODMAN_BRIDGES else "Docker"
+        what = f"Job containers ({runtime}'s bridges): the jobs chain decides"
         for i, bridge in enumerate(jobs.bridges):
             notes = _note(what, JOBS) if not i else ()
             entries.append(Entry("goto", bridge=bridge, goto="jobs", notes=notes))
