@@ -104,6 +104,21 @@ class Catalog:
     def title(self, line: str) -> str:
         return self.release_lines[line]["title"]
 
+    def summary(self) -> list[str]:
+        """The release lines, the versions each covers and the page it was read from."""
+        rows = []
+        for line, info in self.release_lines.items():
+            versions = info["versions"]
+            covers = (
+                versions[0] if len(versions) == 1 else f"{versions[0]}-{versions[-1]}"
+            )
+            rows.append((line, f"server {covers}", info.get("read_from", "")))
+        width = [max(len(row[i]) for row in rows) for i in range(2)]
+        return [
+            f"  {a.ljust(width[0])}  {b.ljust(width[1])}  read from {c}"
+            for a, b, c in rows
+        ]
+
 
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
@@ -202,6 +217,8 @@ def read_flow(
     sources = _ends(raw, "from", known, problem, what)
     destinations = _ends(raw, "to", known, problem, what)
     protocols = _tuple(raw.get("protocol"))
+    if not protocols:  # protocol: [] would make no rule, silently
+        problem(("protocol",), "expected tcp, udp or all, or a list of tcp and udp")
     for i, protocol in enumerate(protocols):
         if protocol not in PROTOCOL_NAMES:
             path = ("protocol",) if len(protocols) == 1 else ("protocol", i)

@@ -116,8 +116,12 @@ def _beyond_page(flow: Flow, site_rules, page_rules, warnings) -> list[Rule]:
 
     cache: dict = {}
     kept = []
+    by_side: dict[tuple, list[Rule]] = {}  # a rule covers only its own role's side
+    for p in page_rules:
+        by_side.setdefault((p.role, p.direction), []).append(p)
     for rule in site_rules:
-        page = next((p for p in page_rules if covers(p, rule, cache)), None)
+        side_rules = by_side.get((rule.role, rule.direction), ())
+        page = next((p for p in side_rules if covers(p, rule, cache)), None)
         if page is None:
             kept.append(rule)
             continue

@@ -157,6 +157,8 @@ def read_network(data, source: Source) -> tuple[Network, Findings]:
 def check_network(network: Network, source: Source) -> Findings:
     """Roles' subnets apart from each other and inside the VPC, DNS servers in it."""
     found = source.findings()
+    for role, nets in network.subnets.items():
+        _refuse_everywhere(("network", "subnets", role), nets, "a role's", found)
     _check_overlaps(network.subnets, found)
     vpc = network.vpc
     if not vpc:
@@ -181,10 +183,25 @@ def check_network(network: Network, source: Source) -> Findings:
     return found
 
 
+def _refuse_everywhere(path, nets, whose: str, found: Findings) -> None:
+    """0.0.0.0/0 or ::/0 as a role's or the cluster's own range: every rule about
+    that range would be about every address (explain would allow anything)."""
+    for i, net in enumerate(nets):
+        if net in ANYWHERE:
+            family = "IPv4" if "." in net else "IPv6"
+            found.error(
+                path + (i,),
+                f"{net} is every {family} address, not {whose} own range; list the"
+                " subnets it really uses",
+            )
+
+
 def _check_overlaps(subnets, found: Findings) -> None:
     seen: list[tuple[ipaddress._BaseNetwork, str, int]] = []
     for role in ROLES:
         for i, net in enumerate(subnets[role]):
+            if net in ANYWHERE:
+                continue  # refused on its own
             n = ipaddress.ip_network(net)
             for other, other_role, j in seen:
                 if (
@@ -201,10 +218,16 @@ def _check_overlaps(subnets, found: Findings) -> None:
 
 
 def check_cluster_ranges(network: Network, source: Source) -> Findings:
-    """Pod and service ranges apart from every role's subnets."""
+    """Pod and service ranges apart from every role's subnets and from each other."""
     found = source.findings()
-    for key, nets in (("pod_cidrs", network.pods), ("service_cidrs", network.services)):
+    ranges = (("pod_cidrs", network.pods), ("service_cidrs", network.services))
+    for key, nets in ranges:
+        _refuse_everywhere(("network", key), nets, "the cluster's", found)
+    pods = [ipaddress.ip_network(o) for o in network.pods if o not in ANYWHERE]
+    for key, nets in ranges:
         for i, net in enumerate(nets):
+            if net in ANYWHERE:
+                continue
             n = ipaddress.ip_network(net)
             for role, role_nets in network.subnets.items():
                 if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
@@ -213,6 +236,14 @@ def check_cluster_ranges(network: Network, source: Source) -> Findings:
                         f"{n} overlaps the {role} subnets; pod and service ranges"
                         " are the cluster's own",
                     )
+            clash = [p for p in pods if key == "service_cidrs" and n.overlaps(p)]
+            if clash:
+                found.error(
+                    ("network", key, i),
+                    f"{n} {'is' if clash[0] == n else 'overlaps'} the pod range"
+                    f" {clash[0]} (network.pod_cidrs); Kubernetes gives services and"
+                    " pods distinct ranges",
+                )
     return found
 
 
@@ -550,6 +581,17 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
             near=("cloud",),
         )
     gcp = data.get("gcp", {})
+    network_path = gcp.get("network", "").split("/")
+    if "project" in gcp and "projects" in network_path:
+        owner = network_path[network_path.index("projects") + 1]
+        if owner != gcp["project"]:
+            found.error(
+                ("gcp", "network"),
+                f"the network is project {owner}'s but the rules are made in"
+                f" gcp.project {gcp['project']}: a firewall rule belongs to its"
+                f" network's project; set gcp.project to {owner} or name a network"
+                f" of {gcp['project']}",
+            )
     tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
     for role in needed:
         if role == "load_balancer":
@@ -638,6 +680,36 @@ def read_nomad(data, network: Network, peers, source: Source) -> tuple[dict, Fin
             f" (use_podman); server_version is {data['server_version']}",
         )
     return peers, found
+
+
+def check_network_acls(data, network: Network, source: Source) -> Findings:
+    """aws.network_acls: every role's subnets, which the ACLs attach to and name."""
+    found = source.findings()
+    aws = data.get("aws", {})
+    transparent = data.get("load_balancer", {}).get("transparent", False)
+    nat = aws.get("nat_gateways_in")
+    if not aws.get("network_acls", False):
+        if nat:
+            found.warn(("aws", "nat_gateways_in"), "ignored: aws.network_acls is false")
+        return found
+    for role in ROLES:
+        if role == "load_balancer" and transparent:
+            continue
+        if role == "nomad_servers" and nomad_servers(data) != "external":
+            continue
+        if not network.subnets[role]:
+            found.error(
+                ("network", "subnets", role),
+                "missing: aws.network_acls attaches an ACL to each role's subnets"
+                " and names the other roles by them",
+                near=("aws", "network_acls"),
+            )
+    if nat == "load_balancer" and transparent:
+        found.error(
+            ("aws", "nat_gateways_in"),
+            "the load balancer is transparent: it has no subnets of its own",
+        )
+    return found
 
 
 # --- top level: name, ephemeral ports, quotas ----------------------------------------

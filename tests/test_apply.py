@@ -556,3 +556,20 @@ def test_the_forward_chain_comes_before_cni_forward_accepts(
         apply("--remove", ROLE)  # the plugin's chain stays, without rulegen's jump
         assert len(forward_rules(netns, "CNI-FORWARD")) == 3
         assert reaches(job, OUTSIDE, 9)
+
+
+@needs_root
+@needs_tools
+@pytest.mark.parametrize("engine", ENGINES)
+def test_yes_says_what_it_loaded(engine, netns, tmp_path):
+    files = files_for(engine)
+    folder = write(tmp_path / "rules", files)
+    said = Apply(netns, folder, tmp_path / "state")("--yes", ROLE).stderr.splitlines()
+    if engine == "iptables":
+        counts = ", ".join(
+            f"{tool} {files[f'{ROLE}.{tool}'].count(chr(10) + '-A ')} rules"
+            for tool in ("iptables", "ip6tables")
+        )
+        assert said[-1].startswith(f"rulegen: loaded {ROLE}: {counts}"), said
+    else:
+        assert said == [f"rulegen: loaded {ROLE}: table inet rulegen from {ROLE}.nft"]

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from generator.audit import audit, render, render_text
 from generator.cli import main
 from generator.emitters import TARGETS
+from generator.matrix import ROLES
 from generator.pipeline import files_for, shipped_matrix
 from generator.readers import READERS, Context, ReadError
 
@@ -195,7 +196,7 @@ def test_unknown_constructs_are_reported_and_assumed_not_to_match():
     whys = [f.why for f in result.live.unknown]
     assert any("match module 'owner'" in w for w in whys), whys
     assert any("interface eth0" in w for w in whys), whys
-    assert result.exit_code() == 2
+    assert result.exit_code() == 4  # not evaluated: the reader cannot say
     # Told which interface the host uses, the -i rule is evaluated: tcp/7 is excess.
     known = iptables_audit(prof, "nomad_clients", odd, ipset=SETS, interface="eth0")
     assert "tcp/7 from 0.0.0.0/0 except 127.0.0.0/8" in lines(known.excess)
@@ -443,7 +444,7 @@ def gcp_messy(*args):
 
 def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
     result = gcp_messy()
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # findings, and rules it cannot evaluate
     report = json.loads(result.stdout)
 
     def found(kind, role, direction):
@@ -487,8 +488,22 @@ def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
     assert "source tag bastion" in unknown
     assert any(k.startswith("destinationFqdns: ") for k in unknown), unknown
     assert any(k.startswith('allowed {"IPProtocol": "gre"') for k in unknown), unknown
-    icmp = [f for f in report["not_compared"] if f["why"].startswith("ICMP from")]
-    assert icmp and all("circleci-allow-icmp" in f["rule"] for f in icmp)
+    # ICMP is compared by type: the page asks for none on GCP, so every type the
+    # allow-icmp rule lets in is an excess, named with the rule.
+    icmp = {
+        (c["direction"], tuple(p["icmp_types"]), by)
+        for c in report["excess"]
+        for p in c["traffic"]
+        if p["protocol"] == "icmp"
+        for by in c["allowed_by"]
+    }
+    assert {by for d, _, by in icmp if d == "ingress"} == {
+        "circleci-allow-icmp (priority 65534)"
+    }
+    assert {by for d, _, by in icmp if d == "egress"} == {
+        "implied allow-all egress rule (priority 65535)"
+    }
+    assert {types for _, types, _ in icmp} == {(0, 255)}  # GCP has no ICMP types
 
 
 def test_fail_on_matches_and_role_narrows_a_cloud_audit():
@@ -631,7 +646,7 @@ def aws_messy(*args):
 
 def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists():
     result = aws_messy("--format", "json")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 4, result.output  # findings, and a prefix list
     report = json.loads(result.stdout)
     missing = [
         (p["ports"], p["peer"]["cidrs"])
@@ -646,9 +661,13 @@ def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists(
         for c in excess
         for by in c["allowed_by"]
     )
-    ipv6 = [c for c in excess if c["direction"] == "ingress"]
-    pieces = [p for c in ipv6 for p in c["traffic"]]
+    ingress = [c for c in excess if c["direction"] == "ingress"]
+    pieces = [p for c in ingress for p in c["traffic"] if p["protocol"] != "icmp"]
     assert [p["ports"] for p in pieces] == [[22, 22]]
+    icmp = [p for c in ingress for p in c["traffic"] if p["protocol"] == "icmp"]
+    assert [(p["icmp_types"], p["peer"]["cidrs"]) for p in icmp] == [
+        ([0, 255], ["10.0.0.0/16"])
+    ]
     assert "8000::/1" in pieces[0]["peer"]["cidrs"]  # ::/0, less loopback
     assert all(":" in cidr for cidr in pieces[0]["peer"]["cidrs"])
     assert any("repeats" in n and "ci-nomad" in n for n in report["notes"])
@@ -726,9 +745,9 @@ def test_nft_export_of_a_hand_written_ruleset_audits_clean():
     result = nft_audit((DATA / "k8s-nodes.nft.json").read_text())
     assert not result.different, (result.traffic.changes, result.live.unknown)
     assert result.live.stateful
-    # ICMP (IPv6 neighbour discovery, the errors) is within the host essentials'
-    # ICMP errors from anywhere: never compared, nothing left to list apart.
-    assert result.live.not_compared == []
+    # ICMP is compared by type: neighbour discovery, the errors from anywhere and
+    # echo from the admins are the host essentials, so none of it is excess.
+    assert result.live.icmp and not result.excess
 
 
 def test_nft_without_a_base_chain_accepts_everything():
@@ -867,7 +886,7 @@ def test_markdown_and_text_name_the_page_and_the_live_rule():
     )
     assert "Hardening your cluster > Nomad clients > Ingress" in markdown
     text = aws_messy().stdout
-    assert "Result: 1 missing, 3 excess, 3 not evaluated" in text
+    assert "Result: 1 missing, 5 excess, 3 not evaluated" in text  # ICMP: 2
     assert "allowed by: sg-0a1b2c3d4e5f60001 (ci-nomad) IpPermissionsEgress[0]" in text
     # An allow-all less the required flows reads as the rule, not as its pieces.
     assert "tcp/all to 0.0.0.0/0, less the required flows" in text
@@ -1254,3 +1273,146 @@ def test_a_forward_path_that_drops_what_the_role_publishes_is_missing_it():
     result = iptables_audit(prof, "kubernetes_nodes", cut)
     missing = lines([c for c in result.missing if c in result.forward_changes])
     assert missing == ["tcp/30000-32767 from load_balancer: 192.168.1.0/28"]
+
+
+# --- AWS network ACLs (aws.network_acls) ---------------------------------------------
+
+ACL_PROFILE = ROOT / "tests" / "data" / "aws-private-acls.yaml"
+
+
+def acl_export(prof) -> dict:
+    """What describe-network-acls returns once the generated main.tf is applied: read
+    from the module's own entries, as Terraform would create them."""
+    import hcl2
+
+    from generator.emitters import emit
+
+    text = emit(shipped_matrix(prof), prof, [TARGETS["terraform-aws"]])
+    parsed = hcl2.loads(text["terraform-aws/main.tf"])
+    acls = {}
+    for resource in parsed["resource"]:
+        for rtype, blocks in resource.items():
+            if rtype.strip('"') != "aws_network_acl_rule":
+                continue
+            for name, block in blocks.items():
+                role = max((r for r in ROLES if name.strip('"').startswith(r)), key=len)
+                for raw in block["for_each"].values():
+                    item = {
+                        k: v.strip('"') if isinstance(v, str) else v
+                        for k, v in raw.items()
+                    }
+                    entry = {
+                        "RuleNumber": item["rule_number"],
+                        "Protocol": item["protocol"],
+                        "RuleAction": item["rule_action"],
+                        "Egress": item["egress"],
+                        "CidrBlock": item["cidr_block"],
+                    }
+                    if item["protocol"] != "-1":
+                        entry["PortRange"] = {
+                            "From": item["from_port"],
+                            "To": item["to_port"],
+                        }
+                    acls.setdefault(role, []).append(entry)
+    out = []
+    for i, (role, entries) in enumerate(sorted(acls.items())):
+        default = [
+            {
+                "RuleNumber": 32767,
+                "Protocol": "-1",
+                "RuleAction": "deny",
+                "Egress": e,
+                "CidrBlock": "0.0.0.0/0",
+            }
+            for e in (False, True)
+        ]
+        out.append(
+            {
+                "NetworkAclId": f"acl-{i:017x}",
+                "Entries": entries + default,
+                "Tags": [{"Key": "rulegen:role", "Value": role}],
+                "Associations": [],
+            }
+        )
+    return {"NetworkAcls": out}
+
+
+def test_aws_network_acls_as_applied_audit_clean_and_changes_are_traffic(tmp_path):
+    from generator.profile import load_profile
+
+    prof = load_profile(ACL_PROFILE)
+    (tmp_path / "groups.json").write_text(json.dumps(aws_export(prof)))
+    export = acl_export(prof)
+    acls = tmp_path / "acls.json"
+    acls.write_text(json.dumps(export))
+    args = ["audit", ACL_PROFILE, "--aws", tmp_path / "groups.json", "--aws-acls", acls]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "Network ACLs: 0 difference(s)" in result.output
+    # The nomad clients' deny of 4647 removed: the reply range opens it to anyone.
+    nomad = next(
+        a for a in export["NetworkAcls"] if a["Tags"][0]["Value"] == "nomad_clients"
+    )
+    nomad["Entries"] = [
+        e
+        for e in nomad["Entries"]
+        if not (
+            e["RuleAction"] == "deny" and e.get("PortRange", {}).get("From") == 4647
+        )
+    ]
+    # The VMs' replies to the internet dropped: every connection of theirs breaks.
+    vms = next(
+        a for a in export["NetworkAcls"] if a["Tags"][0]["Value"] == "external_vms"
+    )
+    vms["Entries"] = [
+        e
+        for e in vms["Entries"]
+        if not (
+            e["CidrBlock"] == "0.0.0.0/0"
+            and e.get("PortRange", {}).get("To") == 65535
+            and not e["Egress"]
+        )
+    ]
+    acls.write_text(json.dumps(export))
+    result = run(*args, "--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.output)["network_acls"]
+    excess = [
+        (c["role"], c["direction"], p["ports"])
+        for c in report["excess"]
+        for p in c["traffic"]
+    ]
+    assert ("nomad_clients", "ingress", [4647, 4647]) in excess
+    missing = {(c["role"], c["direction"]) for c in report["missing"]}
+    assert missing == {("external_vms", "ingress")}
+
+
+def test_aws_network_acls_export_problems_are_clear(tmp_path):
+    from generator.profile import load_profile
+
+    (tmp_path / "g.json").write_text(json.dumps(aws_export(load_profile(ACL_PROFILE))))
+    (tmp_path / "a.json").write_text(
+        '{"NetworkAcls": [{"Entries": [{"RuleNumber": 100}], "Tags": [{"Key": "rulegen:role", "Value": "nomad_clients"}]}]}'
+    )
+    result = run(
+        "audit",
+        ACL_PROFILE,
+        "--aws",
+        tmp_path / "g.json",
+        "--aws-acls",
+        tmp_path / "a.json",
+    )
+    assert result.exit_code == 1
+    assert (
+        "NetworkAcls[0].Entries[0]: an entry needs a RuleAction and a CIDR block"
+        in result.output
+    )
+    result = run(
+        "audit",
+        ACL_PROFILE,
+        "--gcp",
+        tmp_path / "g.json",
+        "--aws-acls",
+        tmp_path / "a.json",
+    )
+    assert result.exit_code == 1 and "--aws-acls goes with --aws" in result.output

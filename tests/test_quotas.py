@@ -341,6 +341,7 @@ LOWER = (
     "profile",
     "profile_sections",
     "profile_yaml",
+    "nacl",
 )
 UPPER = ("emitters", "pipeline", "cli", "readers", "audit", "snapshot", "verify")
 

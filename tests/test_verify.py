@@ -320,7 +320,7 @@ def test_explain_command():
     path = str(ROOT / "profiles" / "aws-public-ip.yaml")
     args = ["explain", path, "--from", "kubernetes_nodes", "--to", "external_vms"]
     result = runner.invoke(main, args + ["--port", "22"])
-    assert result.exit_code == 1, result.output  # blocked
+    assert result.exit_code == 2, result.output  # blocked
     assert "blocked by ingress on external_vms" in result.output
     assert "nat_gateway" in result.output  # where the page expects that flow from
     result = runner.invoke(
@@ -335,7 +335,7 @@ def test_explain_command():
     bad = runner.invoke(
         main, ["explain", path, "--from", "nomad", "--to", "x"] + ["--port", "1"]
     )
-    assert bad.exit_code == 2 and "neither a role" in bad.output
+    assert bad.exit_code == 1 and "neither a role" in bad.output
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 
@@ -405,6 +405,46 @@ def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
 
 @needs_root
 @needs_tools
+def test_verify_tells_a_terminal_each_phase_as_it_starts():
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "verify"]
+        + [str(ROOT / "profiles" / "generic-baremetal.yaml")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the other end closed: verify is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.communicate(timeout=120)[0]
+    os.close(leader)
+    assert proc.returncode == 0, seen
+    phases = [l for l in seen.decode().splitlines() if l.startswith("verify: ")]
+    assert [p.split(" (")[0].split(":")[1].split()[0] for p in phases] == [
+        "planned",
+        "building",
+        "loading",
+        "sending",
+        "proving",
+        "removing",
+    ]
+    assert all(p.endswith(" s)") for p in phases)
+    assert "verify: " not in out and "0 mismatches" in out  # the result on stdout
+
+
+@needs_root
+@needs_tools
 @pytest.mark.parametrize("engine", ENGINES)
 def test_verify_command_fails_naming_the_flow(engine):
     path = ROOT / "profiles" / "generic-baremetal.yaml"
@@ -417,7 +457,8 @@ def test_verify_command_fails_naming_the_flow(engine):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr  # a finding
+    assert "verify: sending" not in result.stderr  # no progress into a pipe
     misses = [l for l in result.stdout.splitlines() if l.startswith("MISMATCH")]
     assert misses and all("vm-rerun-ssh" in l for l in misses)
     assert "1 mismatch," in result.stdout.splitlines()[-1]
@@ -543,7 +584,7 @@ def test_a_signal_at_any_moment_removes_the_test_bed():
         assert not _rules_folders(prefixes), label
         if prefixes:
             seen_bed += 1
-            assert "the test bed was removed" in err or proc.returncode in (0, 1)
+            assert "the test bed was removed" in err or proc.returncode in (0, 2)
     assert seen_bed, "no signal landed while a test bed existed"
 
 

@@ -201,15 +201,25 @@ def rollback(
     return [cut, back, kept], observed
 
 
-def run(matrix: Matrix, profile, drop_names=(), engine: str = "iptables") -> Outcome:
-    """Build the bed, load the (possibly thinned) rules, probe, and clean up."""
+def run(
+    matrix: Matrix, profile, drop_names=(), engine: str = "iptables", progress=None
+) -> Outcome:
+    """Build the bed, load the (possibly thinned) rules, probe, and clean up.
+
+    `progress(line)`, if given, hears of each phase as it starts."""
     started = time.monotonic()
+
+    def phase(text: str) -> None:
+        if progress:
+            progress(f"verify: {text} ({time.monotonic() - started:.1f} s)")
+
     dropped = find_rules(matrix, drop_names)
     plan = make_plan(matrix, profile.subnets, profile)
     files = ruleset(matrix, profile, dropped, engine)
     preflight(any(rel.endswith(".ipset") for rel in files), engine)
     bed = NamespaceBed(plan.hosts)
     root = None
+    phase(f"planned {len(plan.probes)} probes on {len(plan.hosts)} hosts")
     try:
         with signals_raise():
             bed._claim()  # before the first file: --cleanup tells a live run by it
@@ -219,15 +229,20 @@ def run(matrix: Matrix, profile, drop_names=(), engine: str = "iptables") -> Out
             folder = root / "rules"
             folder.mkdir()
             write_files(folder, files)
+            phase("building the test bed: network namespaces, bridge, listeners")
             with bed:
+                phase(f"loading the {engine} rules of every role")
                 bed.load(folder)
+                phase(f"sending {len(plan.probes)} probes")
                 observed = observe_with_retry(bed, plan.probes, matrix)
                 if not dropped:
+                    phase("proving apply.sh's rollback guard")
                     extra, seen = rollback(
                         bed, plan, matrix, profile, root, engine=engine
                     )
                     plan.probes.extend(extra)
                     observed.update(seen)
+                phase("removing the test bed")
     except KeyboardInterrupt:
         raise Interrupted(bed.started, sorted(bed._left_behind())) from None
     finally:
