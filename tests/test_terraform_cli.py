@@ -497,3 +497,67 @@ def test_ids_are_checked_before_anything_is_planned(terraform, vpc, group, messa
         assert result.returncode == 0, result.stderr
     else:
         assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+EKS_EXAMPLE_TEST = """
+# The EKS cluster, mocked: plan runs without AWS.
+mock_provider "aws" {
+  mock_data "aws_eks_cluster" {
+    defaults = {
+      vpc_config = [{
+        vpc_id                    = "vpc-0123456789abcdef0"
+        cluster_security_group_id = "sg-0123456789abcdef0"
+        subnet_ids                = []
+        security_group_ids        = []
+        endpoint_private_access   = true
+        endpoint_public_access    = false
+        public_access_cidrs       = []
+      }]
+    }
+  }
+}
+
+variables {
+  region       = "us-east-1"
+  cluster_name = "circleci"
+}
+
+run "plan" {
+  command = plan
+}
+"""
+
+
+@pytest.mark.parametrize("said", [True, False])
+def test_the_eks_example_plans_only_with_a_module_that_knows_the_cluster_group(
+    terraform, said
+):
+    """The EKS example of a profile with aws.existing_groups passes the cluster group
+    in; next to a module generated without it, terraform plan stops with the
+    module's message (the precondition), before AWS would refuse the duplicate."""
+    from generator.profile import parse_profile
+
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    eks = parse_profile(
+        text + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n", "p.yaml"
+    )
+    module = terraform.root / f"eks-example-plan-{said}" / "module"
+    write_module(module, eks if said else example("aws-private-vpn"))
+    example_root = module / "examples" / "eks"
+    (example_root / "main.tf").write_text(module_files(eks)["examples/eks/main.tf"])
+    (example_root / "eks.tftest.hcl").write_text(EKS_EXAMPLE_TEST)
+    terraform.init(example_root)
+    result = terraform.run(example_root, "test")
+    output = " ".join((result.stdout + result.stderr).replace("│", " ").split())
+    if said:
+        assert result.returncode == 0, output
+        assert "1 passed, 0 failed" in output
+        return
+    assert result.returncode == 1, output
+    assert "Resource precondition failed" in output
+    assert (
+        "existing_group_kinds.kubernetes_nodes = eks_cluster, but this module was"
+        " generated from a profile without aws.existing_groups.kubernetes_nodes:"
+        " eks_cluster" in output
+    )
+    assert "0 passed, 1 failed" in output

@@ -89,6 +89,9 @@ USAGE_EKS = """module "circleci_firewall" {
   existing_security_group_ids = {
     kubernetes_nodes = module.eks.cluster_security_group_id   # required by the profile
   }
+  existing_group_kinds = {
+    kubernetes_nodes = "eks_cluster"   # the profile's words: checked at plan
+  }
 }
 """
 
