@@ -491,7 +491,7 @@ def snapshot(profile: str, output: str | None, server_version: str | None) -> No
     "--fail-on",
     type=Choice(["breaking", "unexpected"]),
     help="Exit 3 when a flow is removed or narrowed (breaking), or only when one"
-    " is that the new page's upgrade notes do not expect (unexpected).",
+    " is that the new page's own egress tables do not drop (unexpected).",
 )
 def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
     """Compare the traffic two profiles or snapshots allow, and their emitted files.
@@ -651,7 +651,9 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     prof = load(profile, server_version)
     try:
         peers = {**prof.peers, "dns": prof.dns_servers}
-        src, dst = endpoint(source, peers), endpoint(destination, peers)
+        roles = prof.roles()
+        src = endpoint(source, peers, roles)
+        dst = endpoint(destination, peers, roles)
     except ExplainError as exc:
         fail([str(exc)])
     warn(e.warning for e in (src, dst) if e.warning)

@@ -25,10 +25,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         if flow.note(line):
             notes.append(flow.note(line))
         if status == "obsolete" and not profile.include_obsolete:
-            notes.append(
-                f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"
-                " call it stale (include_obsolete: true keeps it)"
-            )
+            notes.append(obsolete_note(flow, line))
             continue
         _add_rules(rules, notes, flow, profile, catalog, line, status == "obsolete")
         for since, text in sorted(flow.caution.items()):
@@ -38,7 +35,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 and note not in notes
             ):
                 notes.append(note)
-    warnings = list(profile.warnings)
+    warnings = list(profile.warnings) + eks_cluster_warnings(profile)
     page_rules = list(rules)
     for flow in profile.site_flows:
         site_rules: list[Rule] = []
@@ -77,6 +74,26 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         rules=_merge(rules),
         warnings=tuple(warnings),
         notes=tuple(notes),
+    )
+
+
+EKS_CLUSTER_EGRESS = (
+    "aws.existing_groups.kubernetes_nodes: eks_cluster: the nodes' egress rules go into"
+    " the EKS cluster security group, whose allow-all egress (0.0.0.0/0) stays, so in"
+    " AWS they restrict nothing. Give the node group a security group of its own and"
+    " pass that in instead (no existing_groups), or accept the open egress knowingly"
+    " (removing that rule also cuts the control plane's network interfaces, which carry"
+    " the same group)"
+)
+
+
+def eks_cluster_warnings(profile: Profile) -> list[str]:
+    """A passed-in group whose own rules undo what the matrix asks of it."""
+    existing = (profile.aws or {}).get("existing_groups", {})
+    return (
+        [EKS_CLUSTER_EGRESS]
+        if existing.get("kubernetes_nodes") == "eks_cluster"
+        else []
     )
 
 
@@ -130,16 +147,27 @@ def _applies(flow: Flow, profile: Profile) -> bool:
         return False
     if "ssh_admin" in when and when["ssh_admin"] != bool(profile.peers["ssh_admin"]):
         return False
+    for key in ("nomad_servers", "container_runtime"):
+        if key in when and when[key] != getattr(profile, key):
+            return False
     return True
 
 
+def _present(end: str, profile: Profile) -> bool:
+    """Is this end part of the install? (Profile.roles: the Nomad servers are a role
+    only outside the cluster.)"""
+    return end not in ROLES or end in profile.roles()
+
+
 def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):
-    title = catalog.title(line)
+    title = " ".join(flow.document.split()) if flow.document else catalog.title(line)
     purpose = flow.purpose_by_line.get(line, flow.purpose)
     site = dict(site=True) if flow.site else {}
     transparent = profile.transparent_lb
     for source in flow.sources:
         for destination in flow.destinations:
+            if not (_present(source, profile) and _present(destination, profile)):
+                continue
             src, dst = source, destination
             moved = transparent and dst == "load_balancer"
             if moved:
@@ -148,7 +176,7 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                 if not flow.acknowledge_isolation:
                     continue
             for protocol in flow.protocols:
-                for ports in flow.ports or (None,):
+                for ports in flow.ports_for(line) or (None,):
                     common = dict(
                         protocol=protocol,
                         ports=ports,
@@ -162,7 +190,7 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                         and destination == "load_balancer"
                     )
                     if dst in ROLES:
-                        ref = _reference(title, flow, "ingress", moved)
+                        ref = _reference(title, flow, line, "ingress", moved)
                         yield Rule(
                             role=dst,
                             direction="ingress",
@@ -185,13 +213,21 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                                 else _peer(dst, flow, profile, ingress=False)
                             ),
                             purpose=purpose,
-                            reference=_reference(title, flow, "egress", moved)
+                            reference=_reference(title, flow, line, "egress", moved)
                             + (PUBLIC_LB if public_lb else ""),
                             **common,
                         )
 
 
-def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
+def obsolete_note(flow: Flow, line: str) -> str:
+    """Why a flow the page still half prints is left out (diff and explain read it)."""
+    return (
+        f"{flow.id}: left out, the {line} page still prints one end but its own egress"
+        f" tables drop it ({flow.dropped_by(line)}); include_obsolete: true keeps it"
+    )
+
+
+def _reference(title: str, flow: Flow, line: str, end: str, moved: bool) -> str:
     if flow.site:
         # Never "; ": merged rules join their references with it.
         text = f"Site flow {flow.id}" + (
@@ -200,10 +236,11 @@ def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
         if moved and end == "ingress":
             text += " (transparent load balancer: applied to the Kubernetes nodes)"
         return text
-    section = flow.refs.get(end)
+    refs = flow.refs_for(line)
+    section = refs.get(end)
     if section is None:
         other = "egress" if end == "ingress" else "ingress"
-        section = f"{flow.refs[other]} (other end of the flow)"
+        section = f"{refs[other]} (other end of the flow)"
     if moved and end == "ingress":
         section += " (transparent load balancer: applied to the Kubernetes nodes)"
     return f"{title} > {section}"
@@ -241,7 +278,7 @@ def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
         return Peer(role=end)
     if end == "dns":
         return Peer(cidrs=profile.dns_servers, name="dns")
-    return Peer(cidrs=profile.peers[end], name=end)
+    return Peer(cidrs=tuple(profile.peers.get(end, ())), name=end)
 
 
 def _return_rule(rule: Rule, ephemeral: tuple[int, int]) -> Rule:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import profile_sections as sections
+from .matrix import ROLES
 from .problems import ProblemError, clip, read_text, shorten
 from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
 from .profile_yaml import dotted, line_of, read_yaml, type_name, where
@@ -55,6 +56,16 @@ class Profile:
     warnings: tuple[str, ...] = ()
     source: str = ""
     site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
+    nomad_servers: str = "in_cluster"  # or external: a role of their own (4.8+)
+    container_runtime: str = "docker"  # the Nomad clients'; or podman (4.10)
+
+    def roles(self) -> tuple[str, ...]:
+        """The install's roles: the Nomad servers are one only outside the cluster
+        (inside it they are pods on the Kubernetes nodes)."""
+        return tuple(
+            r for r in ROLES if r != "nomad_servers" or self.nomad_servers == "external"
+        )
+
     # aws.network_acls: a network ACL per role's subnets (see generator/nacl.py)
     network_acls: bool = False
     nat_gateways_in: str | None = None  # the role whose subnets hold the NAT gateways
@@ -376,6 +387,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
     lb_ips = found.take(sections.read_load_balancer(data, at))
     if found.problems:
         return None, found.problems
+    peers = found.take(sections.read_nomad(data, network, peers, at))
 
     # In this order, which is the order of the messages.
     for checked in (
@@ -421,6 +433,8 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
+        nomad_servers=sections.nomad_servers(data),
+        container_runtime=sections.container_runtime(data),
         network_acls=data.get("aws", {}).get("network_acls", False),
         nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )

@@ -76,7 +76,7 @@ CASES = [
         GOOD + "owner: blue\n",
         [
             "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, ephemeral_ports,"
-            " gcp, host_firewall, include_obsolete, load_balancer, name, network, peers, quotas,"
+            " gcp, host_firewall, include_obsolete, load_balancer, name, network, nomad, peers, quotas,"
             " server_version, site_flows, stateful,"
             " vm_service"
         ],
@@ -692,3 +692,112 @@ def test_dash_reads_standard_input(tmp_path):
     bad = CliRunner().invoke(main, ["plan", "-"], input=GOOD.replace("vpn", "vpm"))
     assert bad.exit_code == 1
     assert bad.stderr.startswith("error: <stdin>:4: access: 'vpm' is not one of")
+
+
+# --- nomad: servers outside the cluster, the clients' container runtime -------------
+
+EXTERNAL = (GOOD.replace('"4.2"', '"4.8"') + "nomad:\n  servers: external\n").replace(
+    "peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.0/24]\n"
+)
+
+
+def test_nomad_servers_outside_the_cluster_and_podman_are_read():
+    profile = parse_profile(EXTERNAL, "p.yaml")
+    assert profile.nomad_servers == "external"
+    assert profile.container_runtime == "docker"
+    assert "nomad_servers" in profile.roles()
+    assert profile.peers["nomad_server_balancer"] == ("10.0.64.0/24",)
+    # The health checks come from the balancer unless said otherwise.
+    assert profile.peers["nomad_server_health_checks"] == ("10.0.64.0/24",)
+    assert profile.warnings == ()
+    plain = parse_profile(GOOD, "p.yaml")
+    assert plain.nomad_servers == "in_cluster" and "nomad_servers" not in plain.roles()
+    podman = parse_profile(
+        GOOD.replace('"4.2"', '"4.10"') + "nomad:\n  container_runtime: podman\n",
+        "p.yaml",
+    )
+    assert podman.container_runtime == "podman"
+
+
+NOMAD_CASES = [
+    (
+        "external servers before 4.8",
+        EXTERNAL.replace('"4.8"', '"4.7"'),
+        [
+            "p.yaml:19: nomad.servers: external: Nomad servers outside the cluster come"
+            " with 4.8 (CircleCI's Terraform deploy_nomad_server_instances);"
+            " server_version is 4.7"
+        ],
+    ),
+    (
+        "external servers without their balancer",
+        EXTERNAL.replace("  nomad_server_balancer: [10.0.64.0/24]\n", ""),
+        [
+            "p.yaml:18: peers.nomad_server_balancer: missing: with nomad.servers:"
+            " external, list where the servers' balancer is reached (an internal NLB's"
+            " subnets, a forwarding rule's address)"
+        ],
+    ),
+    (
+        "podman before 4.10",
+        GOOD + "nomad:\n  container_runtime: podman\n",
+        [
+            "p.yaml:18: nomad.container_runtime: podman: CircleCI's Nomad client modules"
+            " run Podman from 4.10 (use_podman); server_version is 4.2"
+        ],
+    ),
+    (
+        "unknown runtime",
+        GOOD + "nomad:\n  container_runtime: containerd\n",
+        [
+            "p.yaml:18: nomad.container_runtime: 'containerd' is not one of: docker, podman"
+        ],
+    ),
+    (
+        "misspelt key",
+        GOOD + "nomad:\n  server: external\n",
+        ["p.yaml:18: nomad.server: unknown key 'server'; did you mean 'servers'?"],
+    ),
+    (
+        "bad balancer address",
+        EXTERNAL.replace("[10.0.64.0/24]", "[10.0.64.1/24]"),
+        [
+            "p.yaml:14: peers.nomad_server_balancer[0]: '10.0.64.1/24' has host bits set;"
+            " did you mean 10.0.64.0/24?"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "label,text,expected", NOMAD_CASES, ids=[c[0] for c in NOMAD_CASES]
+)
+def test_nomad_keys_are_validated(label, text, expected):
+    assert problems(text) == expected
+
+
+def test_nomad_server_addresses_are_ignored_with_servers_in_the_cluster():
+    text = GOOD.replace("peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.0/24]\n")
+    text = text.replace(
+        "    load_balancer: [10.0.48.0/24]\n",
+        "    load_balancer: [10.0.48.0/24]\n    nomad_servers: [10.0.64.0/24]\n",
+    )
+    assert parse_profile(text, "p.yaml").warnings == (
+        "peers.nomad_server_balancer: ignored: nomad.servers is in_cluster",
+        "network.subnets.nomad_servers: ignored: nomad.servers is in_cluster",
+    )
+
+
+def test_gcp_external_servers_need_their_subnets_and_say_where_checks_come_from():
+    gcp = GCP.replace("TAG", "nomad").replace('"4.2"', '"4.9"')
+    gcp += "nomad:\n  servers: external\n"
+    gcp = gcp.replace("peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.5/32]\n")
+    (problem,) = problems(gcp)
+    assert "network.subnets.nomad_servers: missing: GCP egress rules" in problem
+    gcp = gcp.replace(
+        "    external_vms: [10.0.32.0/20]\n",
+        "    external_vms: [10.0.32.0/20]\n    nomad_servers: [10.0.64.0/24]\n",
+    )
+    (warning,) = [w for w in parse_profile(gcp, "p.yaml").warnings if "nomad" in w]
+    assert warning.startswith("peers.nomad_server_health_checks: empty:")
+    assert "35.191.0.0/16, 130.211.0.0/22" in warning

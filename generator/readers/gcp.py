@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 
-from ..matrix import ROLES
 from . import Finding, Live, ReadError, load_json
 from .engine import (
     ICMP,
@@ -314,7 +313,7 @@ def read(sources: dict, context) -> Live:
     _check(rules, path)
     profile = context.profile
     network = (profile.gcp or {}).get("network", "default")
-    roles = [r for r in ROLES if r in TARGETS["gcp-firewall"].roles]
+    roles = [r for r in profile.roles() if r in TARGETS["gcp-firewall"].roles]
     try:
         addr = addresses(profile, roles)
     except EmitError as exc:

@@ -317,6 +317,8 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
         box = Host(f"{own.key}/container", net[2], labels=[f"container on {own.key}"])
         box.parent, box.container_port = own, CONTAINER_PORT
         box.bridge = JOB_BRIDGES.get(role, box.bridge)
+        if role == "nomad_clients" and profile.container_runtime == "podman":
+            box.bridge = "podman0"  # netavark's default network
         hosts.insert(hosts.index(own) + 1, box)
         published = [
             r

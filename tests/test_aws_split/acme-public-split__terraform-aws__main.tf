@@ -332,6 +332,15 @@ resource "aws_vpc_security_group_ingress_rule" "kubernetes_nodes" {
   cidr_ipv6                    = each.value.cidr_ipv6
   referenced_security_group_id = each.value.referenced_security_group_id
   tags                         = var.tags
+
+  lifecycle {
+    # A group passed in with a kind (existing_group_kinds) may hold one of these rules
+    # already: stop at plan rather than at apply.
+    precondition {
+      condition     = each.key != "kubernetes_nodes_ingress_all_all_kubernetes_nodes" || !contains(keys(var.existing_security_group_ids), "kubernetes_nodes") || lookup(var.existing_group_kinds, "kubernetes_nodes", null) != "eks_cluster"
+      error_message = "existing_group_kinds.kubernetes_nodes = eks_cluster, but this module was generated from a profile without aws.existing_groups.kubernetes_nodes: eks_cluster: rule kubernetes_nodes_ingress_all_all_kubernetes_nodes is already in that group, and AWS refuses it again at apply (InvalidPermission.Duplicate). Add aws.existing_groups.kubernetes_nodes: eks_cluster to the profile and run rulegen generate again."
+    }
+  }
 }
 
 # Kubernetes nodes, group 1 of 2: egress rules.
