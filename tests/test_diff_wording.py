@@ -52,6 +52,7 @@ def test_narrowed_says_what_was_lost_and_what_remains(tmp_path):
 def test_files_changed_only_in_the_release_they_name():
     result = diff(VPN, VPN, "--old-version", "4.0")
     assert "Traffic: no change" in result.stdout
+    # The module, its README and its EKS example, and the CloudFormation template.
     assert "7 changed (7 only where they name the server release)" in result.stdout
     assert "  changed terraform-aws/main.tf (only the server release it names)" in (
         result.stdout

@@ -205,7 +205,7 @@ def test_nomad_servers_outside_the_cluster_are_a_role_to_ask_about():
         "--port",
         4647,
     )
-    assert lb.exit_code == 1
+    assert lb.exit_code == 2 and ": blocked" in lb.stdout  # blocked
     # Podman's re-run range.
     rerun = explain(
         NOMAD_SERVERS, "--from", "ssh_rerun", "--to", "nomad_clients", "--port", 40000
