@@ -374,8 +374,18 @@ confirm() {
   settle restore "not confirmed within ${timeout}s"
 }
 
+# What --yes loaded, said once on stderr (a boot or automation log reads it).
+loaded() {
+  what=""
+  for tool in $tools; do
+    [ -f "$role.$tool" ] && what="$what${what:+, }$tool $(grep -c -- '^-A ' "$role.$tool") rules"
+  done
+  [ -z "$sets" ] || what="$what, $(echo $sets | wc -w) ipsets"
+  echo "rulegen: loaded $role: $what" >&2
+}
+
 case "$mode" in
-  yes) load ;;
+  yes) load && loaded ;;
   remove) remove ;;
   guard) guard ;;
   boot)

@@ -189,8 +189,13 @@ confirm() {
   settle restore "not confirmed within ${timeout}s"
 }
 
+# What --yes loaded, said once on stderr (a boot or automation log reads it).
+loaded() {
+  echo "rulegen: loaded $role: table inet rulegen from $role.nft" >&2
+}
+
 case "$mode" in
-  yes) load ;;
+  yes) load && loaded ;;
   remove) remove ;;
   guard) guard ;;
   boot)
