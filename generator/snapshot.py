@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from . import __version__
-from .diff import Side
+from .filediff import Side
 from .matrix import Matrix
 from .problems import ProblemError, clip, read_text, shorten
 
