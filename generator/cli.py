@@ -527,6 +527,7 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     from .explain import explain as make_explain
     from .explain import render
     from .pipeline import shipped_matrix
+    from .planner import paths_of
 
     prof = load(profile, server_version, code=2)
     try:
@@ -543,6 +544,7 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
         protocol,
         prof.subnets,
         transparent_lb=prof.transparent_lb,
+        paths=paths_of(prof),
     )
     if fmt == "json":
         click.echo(json.dumps(verdict.to_dict(), indent=2))

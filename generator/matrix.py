@@ -61,6 +61,9 @@ class Rule:
     source_ports: tuple[int, int] | None = None
     obsolete: bool = False
     site: bool = False  # from the profile's site_flows, not from the page
+    # The hop that decided the peer (generator/paths.py): "from the NAT gateways
+    # (...) because ..."; empty when the peer is the other end itself.
+    via: str = ""
 
     @property
     def is_return(self) -> bool:
@@ -118,6 +121,8 @@ class Rule:
             data["obsolete"] = True
         if self.site:
             data["site"] = True
+        if self.via:
+            data["via"] = self.via
         return data
 
     @classmethod
@@ -136,6 +141,7 @@ class Rule:
             ),
             obsolete=bool(data.get("obsolete", False)),
             site=bool(data.get("site", False)),
+            via=data.get("via", ""),
         )
 
 

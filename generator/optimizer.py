@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .matrix import Matrix, Peer, Rule
+from .paths import join_via
 
 FULL = (0, 65535)
 ALL_PROTOCOLS = frozenset({"tcp", "udp", "other"})
@@ -284,6 +285,7 @@ def _combined(rules: list[Rule], **changes) -> Rule:
         purpose=joined((r.purpose for r in rules), "; "),
         reference=joined((r.reference for r in rules), "; "),
         flow=joined((r.flow for r in rules), "+"),
+        via=join_via(r.via for r in rules),
         obsolete=all(r.obsolete for r in rules),
         **changes,
     )

@@ -290,11 +290,16 @@ def test_explain_names_both_ends_and_the_blocking_end():
 def test_explain_command():
     runner = CliRunner()
     path = str(ROOT / "profiles" / "aws-public-ip.yaml")
-    args = ["explain", path, "--from", "kubernetes_nodes", "--to", "external_vms"]
-    result = runner.invoke(main, args + ["--port", "22"])
-    assert result.exit_code == 1, result.output  # blocked
-    assert "blocked by ingress on external_vms" in result.output
-    assert "nat_gateway" in result.output  # where the page expects that flow from
+    for source, port, seen in (
+        ("kubernetes_nodes", 22, "nat_gateway (198.51.100.10/32, 198.51.100.11/32)"),
+        ("nomad_clients", 2376, "nomad_client_public_ips (198.51.100.64/27)"),
+    ):
+        args = ["explain", path, "--from", source, "--to", "external_vms"]
+        result = runner.invoke(main, args + ["--port", str(port)])
+        # The VMs are reached on their public addresses: allowed through the hop.
+        assert result.exit_code == 0, result.output
+        assert f"ingress on external_vms (from {seen}):" in result.output
+        assert "egress on" in result.output and "vm_public_ips" in result.output
     result = runner.invoke(
         main,
         ["explain", path, "--from", "198.51.100.10", "--to", "external_vms"]
@@ -304,6 +309,14 @@ def test_explain_command():
     assert data["allowed"] and data["checks"][0]["rules"][0]["flow"].startswith(
         "k8s-vm-docker"
     )
+    # An address outside the NAT (a node's own) is blocked at the VMs.
+    result = runner.invoke(
+        main,
+        ["explain", path, "--from", "10.1.0.10", "--to", "external_vms"]
+        + ["--port", "2376"],
+    )
+    assert result.exit_code == 1
+    assert "blocked by ingress on external_vms" in result.output
     bad = runner.invoke(
         main, ["explain", path, "--from", "nomad", "--to", "x"] + ["--port", "1"]
     )

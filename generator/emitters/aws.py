@@ -84,7 +84,10 @@ def rule_description(rule: Rule) -> str:
     stale = (
         " (stale on this release; kept by include_obsolete)" if rule.obsolete else ""
     )
-    return sanitize(f"{rule.purpose}{stale}. Source: {_references(rule.reference)}")
+    path = f". Path: {rule.via}" if rule.via else ""
+    return sanitize(
+        f"{rule.purpose}{stale}. Source: {_references(rule.reference)}{path}"
+    )
 
 
 def _references(reference: str) -> str:
