@@ -28,6 +28,10 @@ class Endpoint:
     peer: str | None = None  # the profile's peer list it was named by
     more: tuple = ()  # further networks: a translated end is a list (NAT gateways)
     pod: bool = False  # a pod on a host of the role, with an address of its own
+    # A role's host at an address the application reaches it on (its public IP,
+    # the balancer's): the path's translations apply. A role's host at its own
+    # private address is reached directly; a role without an address, by its path.
+    routed: bool = False
 
     @property
     def nets(self) -> tuple:
@@ -267,7 +271,8 @@ def _seen(end, original: Endpoint) -> Endpoint:
 def _steps(source, destination, port, protocol, paths):
     """(role, direction, the other end as seen there, port there) per firewall on
     the request's way, and the hops in between."""
-    if paths is None:
+    direct = destination.role and destination.network and not destination.routed
+    if paths is None or direct:
         steps = []
         if source.role:
             steps.append((source.role, "egress", destination, port))
