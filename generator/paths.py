@@ -358,7 +358,76 @@ class Paths:
         p = self.profile
         if name == "dns":
             return Peer(cidrs=p.dns_servers, name="dns")
+        if name == "webhooks":
+            return Peer(cidrs=tuple(p.webhooks["cidrs"]), name="webhooks")
         return Peer(cidrs=p.peers[name], name=name)
+
+    def notes(self) -> list[str]:
+        """What the matrix should say about the paths it was built for."""
+        p, bal, out = self.profile, self.balancer, []
+        if bal.kind not in ("own", "transparent"):
+            seen = (
+                "the clients' addresses"
+                if bal.keeps_client
+                else f"its own addresses {_list(bal.own.cidrs)}"
+            )
+            where = "NodePorts" if bal.nodeports else "listeners' ports"
+            out.append(
+                f"load_balancer.kind: {bal.title}"
+                + (
+                    " has a firewall of its own; the nodes take its traffic by"
+                    " reference to it"
+                    if bal.firewall
+                    else f" has no firewall of its own; the nodes see {seen} on"
+                    f" their {where}"
+                )
+            )
+        if not getattr(p, "webhooks", None):
+            from .profile_paths import uncovered
+
+            missing = uncovered(p.peers["vcs"], p.peers["external"])
+            if missing:
+                out.append(
+                    "webhooks: not set, and peers.external does not cover peers.vcs"
+                    f" {_list(missing)}: if the VCS sends its webhooks (which trigger"
+                    " builds) from there, they cannot reach 443 on the load"
+                    " balancer; say where they come from under webhooks"
+                )
+        return out
+
+    def webhooks_flow(self):
+        """The webhooks' way in to 443 on the load balancer, when peers.external
+        does not already let them in (a flow of the profile's own, like a site flow)."""
+        from .catalog import Flow
+        from .profile_paths import uncovered
+
+        hooks = getattr(self.profile, "webhooks", None) or {}
+        if not hooks or not uncovered(hooks["cidrs"], self.profile.peers["external"]):
+            return None
+        what = (
+            "the VCS's published hook ranges"
+            if hooks["from"] == "vcs"
+            else "the webhook relay"
+        )
+        return Flow(
+            id="webhooks",
+            sources=("webhooks",),
+            destinations=("load_balancer",),
+            protocols=("tcp",),
+            ports=((443, 443),),
+            purpose=f"VCS webhooks that trigger builds, from {what}",
+            purpose_by_line={},
+            lines=(),
+            obsolete=(),
+            when={},
+            public_ip=None,
+            refs={},
+            caution={},
+            notes={},
+            site=True,
+            reference=f"webhooks.from: {hooks['from']}",
+            key="webhooks",
+        )
 
     # --- the planner's legs ---------------------------------------------------
 
@@ -439,11 +508,17 @@ class Paths:
     def _unenforced(self, source: str, clients: list[End]) -> None:
         if all(e.peer.cidrs in (ANYWHERE, ("0.0.0.0/0", "::/0")) for e in clients):
             return
-        who = source if source not in ROLES else ROLE_TITLES[source]
+        who = f"peers.{source}" if source not in ROLES else ROLE_TITLES[source]
+        fix = (
+            "restrict it with a Cloud Armor policy on the balancer"
+            if self.balancer.kind == "proxy"
+            else "an NLB takes a security group only when created: create it with"
+            " one (load_balancer.security_group: true), or keep the client's address"
+        )
         warning = (
             f"load_balancer.kind: {self.balancer.title} does not keep the client's"
             f" address, so no firewall of the nodes can tell {who} from anyone"
-            " else; restrict it on the balancer (a security group, Cloud Armor)"
+            f" else; {fix}"
         )
         if warning not in self.warnings:
             self.warnings.append(warning)

@@ -39,7 +39,8 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 notes.append(note)
     warnings = list(profile.warnings)
     page_rules = list(rules)
-    for flow in profile.site_flows:
+    hooks = paths_of(profile).webhooks_flow()
+    for flow in ((hooks,) if hooks else ()) + tuple(profile.site_flows):
         site_rules: list[Rule] = []
         _add_rules(site_rules, notes, flow, profile, catalog, line, False)
         rules.extend(_beyond_page(flow, site_rules, page_rules, warnings))
@@ -63,6 +64,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
             + " and their egress goes to "
             + ("load_balancer.public_ips" if profile.lb_public_ips else "0.0.0.0/0")
         )
+    notes += paths_of(profile).notes()
     if profile.transparent_lb:
         notes.append(
             "transparent load balancer: its ingress rules apply to the Kubernetes nodes,"

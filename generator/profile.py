@@ -18,6 +18,7 @@ from pathlib import Path
 from .addresses import network_text
 from .matrix import ROLES
 from .problems import ProblemError, clip, read_text, shorten
+from .profile_paths import balancer_kind, read_paths
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 # The peer lists the page's flows use, with their defaults; any other name under
@@ -67,6 +68,10 @@ class Profile:
     warnings: tuple[str, ...] = ()
     source: str = ""
     site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
+    # Path settings (generator/profile_paths.py, meaning in generator/paths.py).
+    lb: dict = field(default_factory=dict)  # load_balancer.kind and its options
+    egress_proxy: dict = field(default_factory=dict)  # addresses, port
+    webhooks: dict = field(default_factory=dict)  # from, cidrs
 
     def with_version(self, version: str) -> Profile:
         """This profile on another release, without the version's checks: for a
@@ -151,7 +156,11 @@ def parse_profile(
     problems = _schema_problems(data, lines, source)
     if not problems:
         problems, warnings = [], []
+        error, warn = _reporters(lines, source, problems, warnings)
+        balancer_kind(data, lambda path: path in lines, error)
         profile = _build(data, lines, source, problems, warnings)
+        if not problems:
+            profile = _with_paths(data, profile, lines, source, problems, warnings)
     if problems:
         if version is not None:
             problems.append(
@@ -160,6 +169,44 @@ def parse_profile(
             )
         raise ProfileError(problems)
     return profile
+
+
+def _reporters(lines, source, problems, warnings):
+    """error(path, message, near=None) and warn(path, message), placed by key path."""
+
+    def error(path, message, near=None):
+        # A key that is absent has no line: point at the one that asked for it.
+        line_path = path if path in lines or near is None else near
+        problems.append(
+            f"{_where(source, lines, line_path)}: {_dotted(path)}: {message}"
+        )
+
+    def warn(path, message):
+        text = f"{_dotted(path)}: {message}"
+        if text not in warnings:
+            warnings.append(text)
+
+    return error, warn
+
+
+def _with_paths(data, profile, lines, source, problems, warnings) -> Profile:
+    """The profile with its path settings read (generator/profile_paths.py)."""
+    error, warn = _reporters(lines, source, problems, warnings)
+
+    def cidrs(path, values) -> tuple[str, ...]:
+        nets = (
+            _parse_cidr(value, path + (i,), error) for i, value in enumerate(values)
+        )
+        return tuple(str(net) for net in nets if net is not None)
+
+    if data.get("load_balancer", {}).get("kind") == "nlb":
+        # The NLB's own subnets: its address and its health checks' source.
+        ignored = (
+            "network.subnets.load_balancer: ignored: the load balancer is transparent"
+        )
+        warnings[:] = [w for w in warnings if w != ignored]
+    fields = read_paths(data, profile, cidrs, error, warn)
+    return replace(profile, **fields, warnings=tuple(warnings))
 
 
 # --- YAML with line numbers -------------------------------------------------
@@ -686,12 +733,13 @@ def _build(data, lines, source, problems, warnings) -> Profile:
                 "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
                 near=path,
             )
-        # Nomad clients -> VMs on 22 is current on every 4.x line.
+        # Nomad clients -> VMs on 22 is current on every 4.x line. Behind the NAT
+        # gateways, the VMs see those (generator/paths.py).
         ports = "22 and 2376" if vm_rows else "22"
-        if not peers["nomad_client_public_ips"] and version != "3":
+        if not peers["nomad_client_public_ips"] and not nat and version != "3":
             warn(
                 ("peers", "nomad_client_public_ips"),
-                f"empty with assign_public_ip: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
+                f"empty with assign_public_ip and no network.nat_gateway_ips: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs, or the NAT gateways they leave through, to narrow it",
             )
         if not peers["vm_public_ips"] and version != "3":
             warn(
