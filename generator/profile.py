@@ -2,38 +2,26 @@
 
 Every problem is reported with its key path and YAML line; nothing here raises a
 traceback at the user. The JSON Schema (profile.schema.json) is the contract for
-shape; the checks below it are the ones a schema cannot say (addresses, overlaps,
-combinations of settings).
+shape; the checks after it are the ones a schema cannot say (addresses, overlaps,
+combinations of settings). Three rooms: this module (the model, the entry points,
+the shape check, the assembly), profile_yaml.py (YAML with line numbers) and
+profile_sections.py (one reader per section, and the checks across sections).
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import json
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .addresses import network_text
-from .matrix import ROLES
+from . import profile_sections as sections
 from .problems import ProblemError, clip, read_text, shorten
 from .profile_paths import balancer_kind, read_paths
+from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
+from .profile_yaml import dotted, line_of, read_yaml, type_name, where
 
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
-# The peer lists the page's flows use, with their defaults; any other name under
-# peers: is a named list for site flows.
-PEER_DEFAULTS = {
-    "external": ["0.0.0.0/0"],
-    "internet": ["0.0.0.0/0"],
-    "vcs": [],
-    "ssh_admin": [],
-    "ssh_rerun": ["0.0.0.0/0"],
-    "nomad_client_public_ips": [],
-    "vm_public_ips": [],
-}
 PEER_NAME_PATTERN = "^[a-z][a-z0-9_]{0,30}$"
-ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
 class ProfileError(ProblemError):
@@ -155,12 +143,7 @@ def parse_profile(
         data["server_version"] = version
     problems = _schema_problems(data, lines, source)
     if not problems:
-        problems, warnings = [], []
-        error, warn = _reporters(lines, source, problems, warnings)
-        balancer_kind(data, lambda path: path in lines, error)
-        profile = _build(data, lines, source, problems, warnings)
-        if not problems:
-            profile = _with_paths(data, profile, lines, source, problems, warnings)
+        profile, problems = _build(data, lines, source)
     if problems:
         if version is not None:
             problems.append(
@@ -171,290 +154,8 @@ def parse_profile(
     return profile
 
 
-def _reporters(lines, source, problems, warnings):
-    """error(path, message, near=None) and warn(path, message), placed by key path."""
-
-    def error(path, message, near=None):
-        # A key that is absent has no line: point at the one that asked for it.
-        line_path = path if path in lines or near is None else near
-        problems.append(
-            f"{_where(source, lines, line_path)}: {_dotted(path)}: {message}"
-        )
-
-    def warn(path, message):
-        text = f"{_dotted(path)}: {message}"
-        if text not in warnings:
-            warnings.append(text)
-
-    return error, warn
-
-
-def _with_paths(data, profile, lines, source, problems, warnings) -> Profile:
-    """The profile with its path settings read (generator/profile_paths.py)."""
-    error, warn = _reporters(lines, source, problems, warnings)
-
-    def cidrs(path, values) -> tuple[str, ...]:
-        nets = (
-            _parse_cidr(value, path + (i,), error) for i, value in enumerate(values)
-        )
-        return tuple(str(net) for net in nets if net is not None)
-
-    if data.get("load_balancer", {}).get("kind") == "nlb":
-        # The NLB's own subnets: its address and its health checks' source.
-        ignored = (
-            "network.subnets.load_balancer: ignored: the load balancer is transparent"
-        )
-        warnings[:] = [w for w in warnings if w != ignored]
-    fields = read_paths(data, profile, cidrs, error, warn)
-    return replace(profile, **fields, warnings=tuple(warnings))
-
-
-# --- YAML with line numbers -------------------------------------------------
-
-
-MAX_DEPTH = 64  # a profile nests 4 levels deep
-MAX_NODES = 1_000_000  # values once aliases are expanded; 70,000 addresses are 71,000
-MERGE_TAG = "tag:yaml.org,2002:merge"
-# Scalars kept as written: a profile holds no dates, and '=' is YAML 1.1's "value" key.
-TEXT_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", MERGE_TAG)
-
-
-class _Refused(Exception):
-    def __init__(self, mark, message):
-        super().__init__(message)
-        self.mark, self.message = mark, message
-
-
-@functools.lru_cache(maxsize=None)
-def _loader_class():
-    """libyaml's parser (ten times faster on long lists) under a composer that takes
-    plain data only: no tags, no recursive aliases, bounded depth."""
-    import yaml
-    from yaml.composer import Composer
-    from yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
-
-    class PlainComposer(Composer):
-        def compose_node(self, parent, index):
-            event = self.peek_event()
-            if isinstance(event, AliasEvent):
-                if event.anchor in self.open_anchors:
-                    raise _Refused(
-                        event.start_mark,
-                        f"alias *{event.anchor} is inside the value it names"
-                        " (a recursive alias)",
-                    )
-                return super().compose_node(parent, index)
-            if isinstance(event, (ScalarEvent, CollectionStartEvent)) and event.tag:
-                tag = event.tag.replace("tag:yaml.org,2002:", "!!")
-                raise _Refused(
-                    event.start_mark,
-                    f"YAML tag {shorten(tag)} is not allowed: a profile is plain"
-                    " data; remove the tag",
-                )
-            if len(self.open_anchors) + self.depth >= MAX_DEPTH:
-                raise _Refused(
-                    event.start_mark, f"nested more than {MAX_DEPTH} levels deep"
-                )
-            self.depth += 1
-            self.open_anchors.append(event.anchor)
-            try:
-                return super().compose_node(parent, index)
-            finally:
-                self.open_anchors.pop()
-                self.depth -= 1
-
-    try:
-        from yaml.cyaml import CParser as parser
-    except ImportError:  # PyYAML built without libyaml
-        parser = None
-
-    class Loader(PlainComposer, parser or yaml.SafeLoader, yaml.resolver.Resolver):
-        def __init__(self, stream):
-            (parser or yaml.SafeLoader).__init__(self, stream)
-            Composer.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
-            self.open_anchors, self.depth = [], 0
-
-    return Loader
-
-
 def _read_yaml(text: str, source: str) -> tuple[object, dict]:
-    import yaml
-
-    try:
-        if any(mark in text for mark in "!&*"):  # maybe tags, anchors or aliases
-            loader = _loader_class()(text)
-            try:
-                node = loader.get_single_node()
-            finally:
-                loader.dispose()
-            if node is not None:
-                _expanded_size(node, {})
-        else:  # plain data: libyaml's own composer, twice as fast
-            node = yaml.compose(
-                text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            )
-    except _Refused as exc:
-        raise ProfileError([f"{source}:{exc.mark.line + 1}: {exc.message}"]) from None
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
-        line = text.count("\n", 0, exc.position) + 1
-        char = exc.character
-        code = char if isinstance(char, int) else ord(char)
-        raise ProfileError(
-            [f"{source}:{line}: not valid YAML: character #x{code:04x} is not allowed"]
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError([f"{where}: not valid YAML: {problem}"]) from None
-    if node is None:
-        raise ProfileError([f"{source}: the profile is empty"])
-    lines: dict[tuple, int] = {}
-    problems: list[str] = []
-    constructor = yaml.constructor.SafeConstructor()
-    data = _walk(node, (), lines, problems, source, constructor)
-    if problems:
-        raise ProfileError(problems)
-    return data, lines
-
-
-def _expanded_size(node, memo: dict) -> int:
-    """How many values `node` stands for once aliases are expanded; refuses an
-    alias bomb (a few lines that expand to billions) before anything is built."""
-    import yaml
-
-    if id(node) in memo:
-        return memo[id(node)]
-    if isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size = 1 + sum(
-            _expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value
-        )
-    else:
-        size = 1
-    if size > MAX_NODES:
-        raise _Refused(
-            node.start_mark,
-            f"more than {MAX_NODES:,} values once aliases are expanded; not read",
-        )
-    memo[id(node)] = size
-    return size
-
-
-def _scalar(node, constructor):
-    if node.tag in TEXT_TAGS:
-        return node.value
-    return constructor.construct_object(node)
-
-
-def _walk(node, path, lines, problems, source, constructor):
-    import yaml
-
-    lines[path] = node.start_mark.line + 1
-
-    def problem(at, message):
-        problems.append(
-            f"{source}:{at.start_mark.line + 1}: {_dotted(path) or 'top level'}: {message}"
-        )
-
-    if len(path) >= MAX_DEPTH:
-        problem(node, f"nested more than {MAX_DEPTH} levels deep")
-        return None
-
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        merges = []
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                problem(key_node, "a key must be a string, not a list or a mapping")
-                continue
-            if key_node.tag == MERGE_TAG:
-                merges.append(value_node)
-                continue
-            try:
-                key = _scalar(key_node, constructor)
-            except (yaml.YAMLError, ValueError, OverflowError):
-                key = key_node.value
-            if not isinstance(key, str):
-                problem(key_node, f"key {shorten(key)} must be a string")
-                continue
-            if _CONTROL.search(key):
-                problem(key_node, f"key {shorten(key)} holds a control character")
-                continue
-            if key in out:
-                problems.append(
-                    f"{source}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}:"
-                    f" duplicate key (first at line {lines[path + (key,)]})"
-                )
-                continue
-            out[key] = _walk(
-                value_node, path + (key,), lines, problems, source, constructor
-            )
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        # '<<: *defaults' (YAML merge keys): keys written in the mapping win, then
-        # the merged mappings in order.
-        for value_node in merges:
-            items = (
-                value_node.value
-                if isinstance(value_node, yaml.SequenceNode)
-                else [value_node]
-            )
-            for item in items:
-                if not isinstance(item, yaml.MappingNode):
-                    problem(item, "'<<' merges a mapping or a list of mappings")
-                    continue
-                merged_lines: dict[tuple, int] = {}
-                merged = _walk(item, path, merged_lines, problems, source, constructor)
-                for key, value in merged.items():
-                    if key not in out:
-                        out[key] = value
-                        for p, line in merged_lines.items():
-                            if p[: len(path) + 1] == path + (key,):
-                                lines[p] = line
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _walk(item, path + (i,), lines, problems, source, constructor)
-            for i, item in enumerate(node.value)
-        ]
-    try:
-        value = _scalar(node, constructor)
-    except (yaml.YAMLError, ValueError, OverflowError):
-        problem(node, f"cannot read the value {shorten(node.value)}")
-        return None
-    if isinstance(value, str) and _CONTROL.search(value):
-        problem(node, f"{shorten(value)} holds a control character (a line break?)")
-    return value
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def _dotted(path) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    if len(out) > 120:  # a deep or long path, as a hostile input makes
-        out = f"{out[:50]}...{out[-50:]}"
-    return out
-
-
-def _line_of(lines, path) -> int:
-    """The line of path, or of its nearest ancestor with one; 0 if none has."""
-    path = tuple(path)
-    while path and path not in lines:
-        path = path[:-1]
-    return lines.get(path, 0)
-
-
-def _where(source, lines, path) -> str:
-    line = _line_of(lines, path)
-    return f"{source}:{line}" if line else source
+    return read_yaml(text, source, ProfileError)
 
 
 # --- shape: JSON Schema -------------------------------------------------------
@@ -478,7 +179,7 @@ def _schema_problems(data, lines, source) -> list[str]:
     errors = sorted(
         validator.iter_errors(data),
         key=lambda e: (
-            _line_of(lines, e.absolute_path),
+            line_of(lines, e.absolute_path),
             str(e.path),
             e.validator != "type",
         ),
@@ -489,8 +190,8 @@ def _schema_problems(data, lines, source) -> list[str]:
             if path in seen:  # one problem per key: its type before its value
                 continue
             seen.add(path)
-            where = _where(source, lines, path)
-            problems.append(f"{where}: {_dotted(path) or 'top level'}: {message}")
+            at = where(source, lines, path)
+            problems.append(f"{at}: {dotted(path) or 'top level'}: {message}")
     return problems or [first]
 
 
@@ -522,7 +223,7 @@ def _explain(error) -> list[tuple[tuple, str]]:
         return [(path, f"missing required key {missing!r}")]
     if error.validator == "type":
         expected = schema["type"]
-        got = _type_name(error.instance)
+        got = type_name(error.instance)
         if path == ("server_version",) and type(error.instance) in (int, float):
             return [(path, _unquoted_version(error.instance))]
         return [
@@ -589,18 +290,6 @@ def _unquoted_version(number) -> str:
     return message
 
 
-def _type_name(value) -> str:
-    return {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-        type(None): "nothing",
-    }.get(type(value), type(value).__name__)
-
-
 def _article(expected) -> str:
     if isinstance(expected, list):
         return " or ".join(_article(e) for e in expected)
@@ -613,424 +302,68 @@ def _article(expected) -> str:
     }.get(expected, str(expected))
 
 
-# --- meaning: addresses and combinations -------------------------------------
+# --- meaning: the sections, read and checked (profile_sections.py) -----------------
 
 
-def _build(data, lines, source, problems, warnings) -> Profile:
-    def error(path, message, near=None):
-        # A key that is absent has no line: point at the one that asked for it.
-        line_path = path if path in lines or near is None else near
-        problems.append(
-            f"{_where(source, lines, line_path)}: {_dotted(path)}: {message}"
-        )
+def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
+    """The model of schema-valid `data`, with every problem found. None (with
+    problems) when an address cannot be read: the checks across sections need them.
+    A profile with problems is not to be used; parse_profile raises them."""
+    at = sections.Source(source, lines)
+    found = at.findings()
+    # First: the kind decides load_balancer.transparent, which the checks read.
+    found.take(balancer_kind(data, at))
+    network = found.take(sections.read_network(data, at))
+    host_fw = found.take(sections.read_host_firewall(data, at))
+    peers = found.take(sections.read_peers(data, at))
+    site_flows = found.take(sections.read_site_flows(data, peers, at))
+    lb_ips = found.take(sections.read_load_balancer(data, at))
+    if found.problems:
+        return None, found.problems
 
-    def warn(path, message):
-        text = f"{_dotted(path)}: {message}"
-        if text not in warnings:
-            warnings.append(text)
+    # In this order, which is the order of the messages.
+    for checked in (
+        sections.check_peer_names(data, site_flows, at),
+        sections.check_site_flows(site_flows, peers, at),
+        sections.check_quotas(data, at),
+        sections.check_network(network, at),
+        sections.check_ephemeral_ports(data, at),
+        sections.check_vm_service(data, network, peers, at),
+        sections.check_cloud_sections(data, network, at),
+        sections.check_cluster_ranges(network, at),
+        sections.check_host_firewall(data, host_fw, at),
+    ):
+        found.merge(checked)
+    facing = found.take(sections.read_internet_facing(data, network, peers, lb_ips, at))
+    found.merge(sections.check_ssh_and_ui_exposure(data, peers, at))
+    found.merge(sections.check_name(data, at))
 
-    def cidrs(path, values) -> tuple[str, ...]:
-        out = []
-        for i, value in enumerate(values):
-            net = _parse_cidr(value, path + (i,), error)
-            if net is not None:
-                out.append(str(net))
-        return tuple(out)
-
-    network = data["network"]
-    peers_in = data["peers"]
-    cloud = data["cloud"]
-    transparent = data.get("load_balancer", {}).get("transparent", False)
-    public_ip = data.get("vm_service", {}).get("assign_public_ip", False)
-
-    vpc = None
-    if "vpc_cidr" in network:
-        parsed = _parse_cidr(network["vpc_cidr"], ("network", "vpc_cidr"), error)
-        vpc = str(parsed) if parsed else None
-
-    subnets = {
-        role: cidrs(
-            ("network", "subnets", role), network.get("subnets", {}).get(role, [])
-        )
-        for role in ROLES
-    }
-    dns = cidrs(("network", "dns_servers"), network["dns_servers"])
-    nat = cidrs(("network", "nat_gateway_ips"), network.get("nat_gateway_ips", []))
-    pods = cidrs(("network", "pod_cidrs"), network.get("pod_cidrs", []))
-    services = cidrs(("network", "service_cidrs"), network.get("service_cidrs", []))
-    host_fw = dict(data.get("host_firewall", {}))
-    if "ntp_servers" in host_fw:
-        host_fw["ntp_servers"] = cidrs(
-            ("host_firewall", "ntp_servers"), host_fw["ntp_servers"]
-        )
-    peers = {}
-    for key in PEER_DEFAULTS:
-        peers[key] = cidrs(("peers", key), peers_in.get(key, PEER_DEFAULTS[key]))
-    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:  # in file order
-        if key in ROLES or key == "dns":
-            what = "a role" if key in ROLES else "the DNS servers (network.dns_servers)"
-            error(("peers", key), f"{key!r} already names {what}; choose another name")
-        peers[key] = cidrs(("peers", key), peers_in[key])
-    site_flows = _site_flows(data, peers, transparent, error)
-
-    lb_section = data.get("load_balancer", {})
-    lb_ips = cidrs(("load_balancer", "public_ips"), lb_section.get("public_ips", []))
-
-    if problems:
-        return None
-    _check_named_peers(peers_in, site_flows, error, warn)
-    _check_site_flows(site_flows, peers, warn)
-
-    from .quotas import profile_problems
-
-    for path, message in profile_problems(data.get("quotas", {})):
-        error(("quotas",) + path, message)
-    _check_overlaps(subnets, error)
-    if vpc:
-        vpc_net = ipaddress.ip_network(vpc)
-        for role, nets in subnets.items():
-            for i, net in enumerate(nets):
-                n = ipaddress.ip_network(net)
-                if n.version != vpc_net.version or not n.subnet_of(vpc_net):
-                    warn(
-                        ("network", "subnets", role, i),
-                        f"{net} is outside vpc_cidr {vpc}",
-                    )
-        for i, net in enumerate(dns):
-            n = ipaddress.ip_network(net)
-            outside = n.version != vpc_net.version or not n.subnet_of(vpc_net)
-            if outside and not n.network_address.is_link_local:
-                warn(
-                    ("network", "dns_servers", i),
-                    f"{net} is outside vpc_cidr {vpc}; the page asks for the DNS servers in the VPC",
-                )
-
-    low, high = data.get("ephemeral_ports", (1024, 65535))
-    if low > high:
-        error(
-            ("ephemeral_ports",),
-            f"[{low}, {high}] is reversed; write the lower port first: [{high}, {low}]",
-        )
-
-    version = data["server_version"]
-    # The VM rows that assign_public_ip rewrites exist on 4.0-4.2 (and 4.3+ when kept).
-    vm_rows = version in ("4.0", "4.1", "4.2") or data.get("include_obsolete", False)
-    if public_ip:
-        path = ("vm_service", "assign_public_ip")
-        if cloud != "aws":
-            error(
-                path,
-                f"assign_public_ip is an AWS EC2 setting; it cannot be true with cloud: {cloud}",
-            )
-        elif version == "3":
-            error(
-                path,
-                "assign_public_ip has no rules on the 3.x page; it is documented from 4.0",
-            )
-        elif not nat and vm_rows:
-            error(
-                ("network", "nat_gateway_ips"),
-                "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
-                near=path,
-            )
-        # Nomad clients -> VMs on 22 is current on every 4.x line. Behind the NAT
-        # gateways, the VMs see those (generator/paths.py).
-        ports = "22 and 2376" if vm_rows else "22"
-        if not peers["nomad_client_public_ips"] and not nat and version != "3":
-            warn(
-                ("peers", "nomad_client_public_ips"),
-                f"empty with assign_public_ip and no network.nat_gateway_ips: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs, or the NAT gateways they leave through, to narrow it",
-            )
-        if not peers["vm_public_ips"] and version != "3":
-            warn(
-                ("peers", "vm_public_ips"),
-                f"empty with assign_public_ip: the egress to the VMs on {ports} goes to 0.0.0.0/0; list the VMs' public range (an Elastic IP pool, the region's EC2 ranges) to narrow it",
-            )
-    else:
-        for key in ("nomad_client_public_ips", "vm_public_ips"):
-            if peers[key]:
-                warn(("peers", key), "ignored: assign_public_ip is false")
-
-    needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
-    if "aws" in data and cloud != "aws":
-        error(("aws",), f"the aws section only applies to cloud: aws, not {cloud}")
-    if cloud == "gcp":
-        if not transparent:
-            error(
-                ("load_balancer", "transparent"),
-                "GCP load balancers have no firewall of their own: set transparent: true so their rules apply to the Kubernetes nodes",
-                near=("cloud",),
-            )
-        gcp = data.get("gcp", {})
-        tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
-        for role in needed:
-            if role == "load_balancer":
-                continue
-            if role in tags and role in accounts:
-                error(
-                    ("gcp", "tags", role),
-                    "a role is addressed by a tag or a service account, not both (GCP rules cannot mix them)",
-                )
-            if not subnets[role]:
-                error(
-                    ("network", "subnets", role),
-                    "missing: GCP egress rules reach a role only through its CIDR ranges",
-                    near=("network", "subnets"),
-                )
-    else:
-        if "gcp" in data:
-            error(("gcp",), f"the gcp section only applies to cloud: gcp, not {cloud}")
-        # AWS targets address roles by security group: a subnet is needed only by a
-        # target that addresses roles by address (iptables), checked when it is chosen.
-        for role in needed if cloud != "aws" else ():
-            if not subnets[role]:
-                error(
-                    ("network", "subnets", role),
-                    f"missing: on {cloud}, a role is addressed through its subnets",
-                    near=("network", "subnets"),
-                )
-    for key, nets in (("pod_cidrs", pods), ("service_cidrs", services)):
-        for i, net in enumerate(nets):
-            n = ipaddress.ip_network(net)
-            for role, role_nets in subnets.items():
-                if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
-                    error(
-                        ("network", key, i),
-                        f"{n} overlaps the {role} subnets; pod and service ranges"
-                        " are the cluster's own",
-                    )
-    if cloud == "generic" and not host_fw.get("ntp_servers"):
-        warn(
-            ("host_firewall", "ntp_servers"),
-            "empty: the host firewalls let no NTP through; list your time servers",
-        )
-    if transparent and subnets["load_balancer"]:
-        warn(
-            ("network", "subnets", "load_balancer"),
-            "ignored: the load balancer is transparent",
-        )
-
-    # 3.x's nomad, vm-service and output-processor balancers are internal by default.
-    facing = lb_section.get(
-        "internet_facing",
-        data["access"] == "public" and cloud in ("aws", "gcp") and version != "3",
-    )
-    facing_path = ("load_balancer", "internet_facing")
-    if facing:
-        why = (
-            ""
-            if "internet_facing" in lb_section
-            else " (the default with access: public; set load_balancer.internet_facing:"
-            " false for an internal one)"
-        )
-        if not nat and not peers["nomad_client_public_ips"]:
-            error(
-                ("network", "nat_gateway_ips"),
-                f"the load balancer is internet-facing{why}: Nomad clients reach it on"
-                " its public address, through the NAT gateways or their own public IPs;"
-                " list network.nat_gateway_ips or peers.nomad_client_public_ips",
-                near=facing_path if "internet_facing" in lb_section else ("access",),
-            )
-        if not lb_ips:
-            warn(
-                ("load_balancer", "public_ips"),
-                "empty with an internet-facing load balancer: the Nomad clients' egress"
-                " to it goes to 0.0.0.0/0; list its public addresses to narrow it",
-            )
-    elif lb_ips:
-        warn(("load_balancer", "public_ips"), "ignored: the load balancer is internal")
-
-    for key in ("ssh_admin", "ssh_rerun"):
-        if any(c in ANYWHERE for c in peers[key]):
-            what = (
-                "administrative SSH" if key == "ssh_admin" else "SSH into re-run jobs"
-            )
-            warn(
-                ("peers", key),
-                f"{what} is open to the whole internet; narrow it to your users' ranges",
-            )
-    if data["access"] == "vpn" and any(c in ANYWHERE for c in peers["external"]):
-        warn(
-            ("peers", "external"),
-            "access is vpn but the UI is open to 0.0.0.0/0; narrow it to the VPN's range",
-        )
-
-    if cloud == "aws" and data["name"].startswith("sg-"):
-        error(
-            ("name",),
-            f"{data['name']!r} starts with 'sg-': AWS refuses security group names that"
-            " start with sg- (they would read as group IDs); choose another name",
-        )
-
-    return Profile(
+    profile = Profile(
         name=data["name"],
-        server_version=version,
-        cloud=cloud,
+        server_version=data["server_version"],
+        cloud=data["cloud"],
         access=data["access"],
         stateful=data.get("stateful", True),
         ephemeral_ports=tuple(data.get("ephemeral_ports", (1024, 65535))),
         include_obsolete=data.get("include_obsolete", False),
-        transparent_lb=transparent,
-        assign_public_ip=public_ip,
-        vpc_cidr=vpc,
-        subnets=subnets,
-        dns_servers=dns,
-        nat_gateway_ips=nat,
+        transparent_lb=data.get("load_balancer", {}).get("transparent", False),
+        assign_public_ip=data.get("vm_service", {}).get("assign_public_ip", False),
+        vpc_cidr=network.vpc,
+        subnets=network.subnets,
+        dns_servers=network.dns,
+        nat_gateway_ips=network.nat,
         peers=peers,
         gcp=data.get("gcp", {}),
         aws=data.get("aws", {}),
         lb_internet_facing=facing,
         lb_public_ips=lb_ips,
-        pod_cidrs=pods,
-        service_cidrs=services,
+        pod_cidrs=network.pods,
+        service_cidrs=network.services,
         host_firewall=host_fw,
         quotas=data.get("quotas", {}),
-        warnings=tuple(warnings),
+        warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
     )
-
-
-# --- site flows ------------------------------------------------------------------
-
-
-def _site_flows(data, peers, transparent, error) -> list:
-    """The site_flows section, read by the catalog's flow parser; problems go to error."""
-    raw_flows = data.get("site_flows", [])
-    if not raw_flows:
-        return []
-    from .catalog import PEERS, load_catalog, read_flow
-
-    catalog = load_catalog()
-    page_ids = {f.id for f in catalog.flows}
-    known = (*ROLES, *PEERS, *peers)
-    flows, ids = [], {}
-    for i, raw in enumerate(raw_flows):
-        base = ("site_flows", i)
-        flow = read_flow(
-            raw,
-            dict.fromkeys(known),
-            lambda path, message, base=base: error(base + path, message),
-            site=True,
-            isolated=catalog.isolated_roles,
-            key=f"site_flows[{i}]",
-        )
-        if "id" in raw:
-            if flow.id in page_ids:
-                error(
-                    base + ("id",), f"{flow.id!r} is a page flow's id; choose another"
-                )
-            elif flow.id in ids:
-                error(
-                    base + ("id",),
-                    f"{flow.id!r} is already the id of site_flows[{ids[flow.id]}]",
-                )
-            ids.setdefault(flow.id, i)
-        if transparent and "load_balancer" in flow.sources:
-            error(
-                base + ("from",),
-                "the load balancer is transparent: traffic leaves from the Kubernetes"
-                " nodes; write kubernetes_nodes",
-            )
-        flows.append(flow)
-    return flows
-
-
-def _check_named_peers(peers_in, site_flows, error, warn) -> None:
-    used = {end for f in site_flows for end in f.sources + f.destinations}
-    for key in [k for k in peers_in if k not in PEER_DEFAULTS]:
-        if key in used:
-            continue
-        import difflib  # only for an unused peer list
-
-        guess = difflib.get_close_matches(key, list(PEER_DEFAULTS), n=1, cutoff=0.8)
-        if guess:
-            # Most likely a misspelt page peer, whose default would apply silently.
-            error(
-                ("peers", key),
-                f"unknown key {key!r}; did you mean {guess[0]!r}? (no site flow uses"
-                " it as a named peer list)",
-            )
-        else:
-            warn(("peers", key), "a named peer list that no site flow uses")
-
-
-def _check_site_flows(site_flows, peers, warn) -> None:
-    """Warnings for site flows that open SSH or a whole role to anywhere."""
-    from .matrix import ROLE_TITLES
-
-    for i, flow in enumerate(site_flows):  # one flow per entry, in order
-        path = ("site_flows", i)
-        ports = flow.ports or ((1, 65535),)
-        tcp = any(p in ("tcp", "all") for p in flow.protocols)
-        ssh = tcp and any(lo <= 22 <= hi for lo, hi in ports)
-        whole = "all" in flow.protocols or any(
-            lo <= 1 and hi >= 65535 for lo, hi in ports
-        )
-        for src in flow.sources:
-            for dst in flow.destinations:
-                role, peer = (dst, src) if dst in ROLES else (src, dst)
-                if peer in ROLES or peer == "dns":
-                    continue
-                if not any(c in ANYWHERE for c in peers.get(peer, ())):
-                    continue
-                side = "from" if peer == src else "to"
-                if whole:
-                    warn(
-                        path,
-                        f"opens every port of {ROLE_TITLES[role]} {side} 0.0.0.0/0"
-                        f" (peers.{peer}); narrow the peer list or the ports",
-                    )
-                elif ssh and peer == src:
-                    warn(
-                        path,
-                        f"opens SSH (tcp/22) on {ROLE_TITLES[role]} to the whole"
-                        f" internet (peers.{peer}); narrow it to your users' ranges",
-                    )
-
-
-def _parse_cidr(value, path, error):
-    if not isinstance(value, str):
-        error(
-            path,
-            f"expected an address or CIDR as a string, got {_type_name(value)} {shorten(value)}",
-        )
-        return None
-    if "%" in value:  # fe80::1%eth0: a zone means nothing in a firewall rule
-        error(
-            path,
-            f"{shorten(value)}: a zone index (%...) is not allowed; write the address alone",
-        )
-        return None
-    try:
-        return network_text(value)
-    except ValueError:
-        pass
-    try:
-        fixed = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        error(
-            path, f"{shorten(value)} is not a valid IPv4 or IPv6 address or CIDR block"
-        )
-        return None
-    error(path, f"{shorten(value)} has host bits set; did you mean {fixed}?")
-    return None
-
-
-def _check_overlaps(subnets, error) -> None:
-    seen: list[tuple[ipaddress._BaseNetwork, str, int]] = []
-    for role in ROLES:
-        for i, net in enumerate(subnets[role]):
-            n = ipaddress.ip_network(net)
-            for other, other_role, j in seen:
-                if (
-                    other_role != role
-                    and n.version == other.version
-                    and n.overlaps(other)
-                ):
-                    error(
-                        ("network", "subnets", role, i),
-                        f"{n} overlaps {other} of {other_role}; roles need distinct subnets"
-                        " so that rules can tell them apart",
-                    )
-            seen.append((n, role, i))
+    fields = found.take(read_paths(data, profile, at))
+    return replace(profile, **fields, warnings=tuple(found.warnings)), found.problems

@@ -22,19 +22,25 @@ def has_firewall(lb: dict) -> bool:
     return kind == "clb" or (kind == "nlb" and bool(lb.get("security_group", False)))
 
 
-def balancer_kind(data: dict, written, error) -> None:
+def balancer_kind(data: dict, source) -> tuple[None, object]:
     """load_balancer.kind against the cloud and the other balancer keys; sets
-    load_balancer.transparent from the kind when it is not written (`written(path)`:
-    the key is in the file, not a schema default)."""
+    load_balancer.transparent from the kind when the file does not say it (a key
+    in the file has a line; a schema default has none)."""
+    found = source.findings()
+    error = found.error
+
+    def written(path) -> bool:
+        return path in source.lines
+
     lb = data.get("load_balancer")
     if not isinstance(lb, dict):
-        return
+        return None, found
     kind, cloud = lb.get("kind"), data.get("cloud")
     if kind is None:
         for key in NLB_ONLY + ("proxy_ranges",):
             if written(("load_balancer", key)):
                 error(("load_balancer", key), "needs load_balancer.kind")
-        return
+        return None, found
     allowed = KINDS.get(cloud, ())
     if kind not in allowed:
         error(
@@ -42,7 +48,7 @@ def balancer_kind(data: dict, written, error) -> None:
             f"{kind!r} is not a balancer kind of cloud: {cloud}; expected"
             f" {' or '.join(allowed) if allowed else 'none on cloud: generic'}",
         )
-        return
+        return None, found
     for key in NLB_ONLY:
         if written(("load_balancer", key)) and kind != "nlb":
             error(("load_balancer", key), f"applies to kind: nlb, not {kind}")
@@ -66,11 +72,13 @@ def balancer_kind(data: dict, written, error) -> None:
             + f" (it {why}); leave transparent out, the kind decides it",
         )
     lb["transparent"] = transparent
+    return None, found
 
 
-def read_paths(data: dict, profile, cidrs, error, warn) -> dict:
-    """The path settings as the Profile's fields (lb, egress_proxy, webhooks);
-    `cidrs(path, values)` reads addresses, reporting bad ones."""
+def read_paths(data: dict, profile, source) -> tuple[dict, object]:
+    """The path settings as the Profile's fields (lb, egress_proxy, webhooks)."""
+    found = source.findings()
+    error, warn, cidrs = found.error, found.warn, found.cidrs
     lb_in = data.get("load_balancer", {})
     lb = {k: v for k, v in lb_in.items() if k in ("kind",) + NLB_ONLY}
     if "proxy_ranges" in lb_in:
@@ -112,7 +120,7 @@ def read_paths(data: dict, profile, cidrs, error, warn) -> dict:
             " list the pod subnets (the ENIConfig subnets' ranges)",
             near=("aws", "custom_pod_networking"),
         )
-    return out
+    return out, found
 
 
 def uncovered(cidrs, covering) -> list[str]:

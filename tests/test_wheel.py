@@ -64,6 +64,8 @@ def test_the_wheel_carries_every_subpackage_and_template(dist):
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in subpackages():
         assert f"{package}/__init__.py" in names, package
+    for module in (ROOT / "generator").rglob("*.py"):  # every module of every package
+        assert str(module.relative_to(ROOT)) in names, module
     for template in templates():
         assert f"generator/templates/{template}" in names, template
     assert {"generator/catalog.yaml", "generator/profile.schema.json"} <= names
