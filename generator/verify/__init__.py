@@ -43,7 +43,14 @@ never from this file, which re-exports the public names):
 
 from .model import Draft, Host, Outcome, Probe, ProbePlan, VerifyError
 from .signals import CAUGHT, Interrupted, signals_raise
-from .probes import CONTAINER_POOL, ISOLATED, PUBLISHED_FLOWS, allows, sample_ports
+from .probes import (
+    CONTAINER_POOL,
+    ISOLATED,
+    PUBLISHED_FLOWS,
+    endpoint,
+    expected,
+    sample_ports,
+)
 from .plan import (
     HOSTS_PER_ROLE,
     STAND_IN6,
@@ -101,7 +108,8 @@ __all__ = [
     "TMP_PREFIX",
     "UNLISTED_CANDIDATES",
     "VerifyError",
-    "allows",
+    "endpoint",
+    "expected",
     "cleanup",
     "client_ports",
     "find_rules",

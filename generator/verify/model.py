@@ -30,6 +30,16 @@ class Host:
     parent: Host | None = None
     published: list = field(default_factory=list)  # port ranges DNAT'd to the container
     drops: list = field(default_factory=list)  # (source, port): the operator's DROPs
+    # Packet paths (generator/paths.py): a pod keeps its own address (no MASQUERADE,
+    # the others route its range through its node); a public address the host is
+    # also reached at; routes of its own ((address, via, source)); a hop's NAT.
+    masquerade: bool = True
+    public: ipaddress.IPv4Address | None = None
+    routes: list = field(default_factory=list)
+    snat_from: list = field(default_factory=list)  # NAT gateway: SNAT these to itself
+    dnat: list = field(default_factory=list)  # balancer: (port, to address, to port)
+    snat_to: ipaddress.IPv4Address | None = None  # balancer: not keeping the client
+    stands_for: str | None = None  # the role a hop host is reached as (a balancer)
 
     @property
     def title(self) -> str:
@@ -43,7 +53,12 @@ class Host:
     @property
     def seen_as(self) -> ipaddress.IPv4Address:
         """The address others see (a container is masqueraded behind its host)."""
-        return self.parent.address if self.parent else self.address
+        return self.parent.address if self.parent and self.masquerade else self.address
+
+    @property
+    def hop(self) -> bool:
+        """A translation on the way (a NAT gateway, a balancer), no firewall of ours."""
+        return bool(self.snat_from or self.dnat)
 
 
 @dataclass
@@ -58,6 +73,7 @@ class Probe:
     # "rollback": all but the first go beyond what `explain` answers.
     kind: str = "matrix"
     tag: str = ""
+    to: ipaddress.IPv4Address | None = None  # "path": the address the source uses
 
     @property
     def six(self) -> bool:
@@ -71,7 +87,7 @@ class Probe:
 
     @property
     def target(self) -> str:
-        return str(self.dst.address6 if self.six else self.dst.address)
+        return str(self.dst.address6 if self.six else self.to or self.dst.address)
 
     def text(self) -> str:
         src = self.src.address6 if self.six else self.src.address
@@ -106,14 +122,18 @@ class Draft:
     skipped: list[str] = field(default_factory=list)
     probes: dict[tuple, Probe] = field(default_factory=dict)
     serves: dict[str, set] = field(default_factory=dict)  # role -> (protocol, port)
+    paths: object = None  # generator.paths.Paths of the profile, when given
 
-    def add(self, src, dst, protocol, port, expect, why, kind="matrix") -> None:
+    def add(self, src, dst, protocol, port, expect, why, kind="matrix", to=None):
         """One probe; the same probe asked for again gains a reason, never a
         contradiction."""
-        key = (src.key, dst.key, protocol, port, kind == "ipv6")
+        key = (src.key, dst.key, protocol, port, kind == "ipv6", to)
         probe = self.probes.get(key)
         if probe is None:
             self.probes[key] = Probe(src, dst, protocol, port, expect, [why], kind)
+            if to is not None:
+                self.probes[key].to = to
+                self.probes[key].tag = "path"
             return
         if probe.expect != expect:
             raise VerifyError(

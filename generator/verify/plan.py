@@ -52,6 +52,10 @@ def stand_in(profile_nets: list) -> ipaddress.IPv4Address:
 def make_plan(matrix: Matrix, subnets: dict, profile=None) -> ProbePlan:
     """Hosts and probes; with the profile, also the host-firewall test bed."""
     draft = Draft(matrix, subnets, unlisted_port(matrix))
+    if profile is not None:
+        from ..planner import paths_of
+
+        draft.paths = paths_of(profile)
     profile_nets = [n for nets in subnets.values() for n in _v4(nets)]
     profile_nets += [n for r in matrix.rules for n in _v4(r.peer.cidrs)]
     _place_roles(draft)
