@@ -101,9 +101,10 @@ def detected(matrix, rule, probes, prof) -> bool:
 
 
 def essential_covers(rule, prof) -> bool:
-    """A host essential allows all of the rule's traffic (pods reach their node)."""
+    """A host essential allows all of the rule's traffic (pods and their node reach
+    each other)."""
     essential = hostfw.essentials_for(prof, rule.role).pods
-    if rule.direction != "ingress" or not rule.peer.cidrs or not essential:
+    if not rule.peer.cidrs or not essential:
         return False
     pods = [ipaddress.ip_network(c) for c in essential]
     nets = [ipaddress.ip_network(c) for c in rule.peer.cidrs]

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 from ..matrix import Matrix, Rule
 
+# 198.18.0.0/15, the benchmarking range (never routed): stand-ins for 0.0.0.0/0 and
+# for public addresses a profile does not list.
+STAND_IN_RANGE = ipaddress.ip_network("198.18.0.0/15")
+
 
 class VerifyError(Exception):
     """The test bed cannot be built or run; str() says why."""
@@ -40,6 +44,7 @@ class Host:
     dnat: list = field(default_factory=list)  # balancer: (port, to address, to port)
     snat_to: ipaddress.IPv4Address | None = None  # balancer: not keeping the client
     stands_for: str | None = None  # the role a hop host is reached as (a balancer)
+    front_of: Host | None = None  # the host a hop forwards to
 
     @property
     def title(self) -> str:

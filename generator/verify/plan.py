@@ -10,7 +10,17 @@ from __future__ import annotations
 import ipaddress
 
 from ..matrix import Matrix
-from .model import Draft, Host, Probe, ProbePlan, VerifyError, _pick, _v4
+from .hops import packet_paths
+from .model import (  # noqa: F401 (STAND_IN_RANGE: a public name)
+    STAND_IN_RANGE,
+    Draft,
+    Host,
+    Probe,
+    ProbePlan,
+    VerifyError,
+    _pick,
+    _v4,
+)
 from .probes import (
     flows,
     host_firewall,
@@ -21,7 +31,6 @@ from .probes import (
     unlisted_between_roles,
 )
 
-STAND_IN_RANGE = ipaddress.ip_network("198.18.0.0/15")
 HOSTS_PER_ROLE = {
     "load_balancer": 1,
     "kubernetes_nodes": 2,
@@ -69,6 +78,7 @@ def make_plan(matrix: Matrix, subnets: dict, profile=None) -> ProbePlan:
     outsiders(draft)
     if profile is not None:
         host_firewall(draft, profile)
+        packet_paths(draft, profile)
         for i, host in enumerate(h for h in draft.hosts if not h.parent):
             host.address6 = STAND_IN6[i + 10]
         settle_ipv6(draft)

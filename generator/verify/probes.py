@@ -48,7 +48,9 @@ def endpoint(host: Host, six: bool = False, to=None):
     net = ipaddress.ip_network(address)
     if host.parent:  # a pod with its own address
         return Endpoint(role=host.parent.role, network=net, pod=True)
-    role = host.role or host.stands_for
+    # A hop (a balancer's host) is the role it stands for only as the destination
+    # of a path probe; as a source it is an address without a firewall of ours.
+    role = host.role or (host.stands_for if to is not None else None)
     return Endpoint(role=role, network=net, routed=to is not None)
 
 
