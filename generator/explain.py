@@ -260,8 +260,12 @@ def allowed(matrix, source, destination, port, protocol, subnets, paths) -> bool
 
 def _seen(end, original: Endpoint) -> Endpoint:
     """A path's end (generator.paths.End) as explain's endpoint."""
-    if end is None or (end.hop is None and end.peer.role in (None, original.role)):
+    if end is None:
         return original
+    if end.hop is None and end.peer.role and end.peer.role == original.role:
+        return original  # seen as itself
+    if end.hop is None and not end.peer.role and end.peer.name == original.peer:
+        return original  # a peer list, asked for by its name
     if end.peer.role:
         return Endpoint(role=end.peer.role)
     nets = _networks(end.peer.cidrs)

@@ -17,7 +17,7 @@ import ipaddress
 
 from ..paths import nodeport
 from .model import STAND_IN_RANGE, Draft, Host, _pick, _v4
-from .probes import expected
+from .probes import _verdict
 
 
 def packet_paths(draft: Draft, profile) -> None:
@@ -131,9 +131,14 @@ class _Hops:
         for protocol, port in ports:
             if protocol != "tcp":
                 continue
-            ok = expected(self.draft, src, dst, protocol, port, to=address)
-            why = f"the path to {destination} on {address}"
-            self.draft.add(src, dst, protocol, port, ok, why, "path", to=address)
+            verdict = _verdict(self.draft, src, dst, protocol, port, to=address)
+            names = [r.name for c in verdict.checks for r in c.rules]
+            why = f"the path to {destination} on {address}" + (
+                f" ({', '.join(dict.fromkeys(names))})" if names else ""
+            )
+            self.draft.add(
+                src, dst, protocol, port, verdict.allowed, why, "path", to=address
+            )
 
 
 def _balancer_address(draft: Draft, profile, hops: _Hops):

@@ -57,16 +57,20 @@ def endpoint(host: Host, six: bool = False, to=None):
 def expected(draft: Draft, src: Host, dst: Host, protocol, port, six=False, to=None):
     """Will the probe connect? explain's answer (the one semantics of the matrix),
     through the paths of the profile when verify has it."""
-    from ..explain import allowed
+    return _verdict(draft, src, dst, protocol, port, six, to).allowed
 
-    return allowed(
+
+def _verdict(draft: Draft, src, dst, protocol, port, six=False, to=None):
+    from ..explain import explain
+
+    return explain(
         draft.matrix,
         endpoint(src, six),
         endpoint(dst, six, to),
         port,
         protocol,
         draft.subnets,
-        draft.paths,
+        paths=draft.paths,
     )
 
 
@@ -141,8 +145,21 @@ def flows(draft: Draft) -> None:
         why = f"flow {rule.flow} ({rule.name}{_replies(matrix, rule)})"
         for protocol in protocols:
             for port in sample_ports(rule.ports, draft.unlisted):
-                ok = _settled(draft, src, dst, protocol, port, True, why)
-                draft.add(src, dst, protocol, port, ok, why)
+                verdict = _verdict(draft, src, dst, protocol, port)
+                # The rule lets its traffic through its own end; the other end may
+                # expect it through a hop (a balancer that delivers to a NodePort).
+                here = [
+                    c.passes
+                    for c in verdict.checks
+                    if (c.role, c.direction, c.packet)
+                    == (rule.role, rule.direction, "request")
+                ]
+                if not all(here):
+                    raise VerifyError(
+                        f"{protocol}/{port} {src.title} -> {dst.title}: the rules"
+                        f" block it at {rule.role}'s {rule.direction}, but {why}"
+                    )
+                draft.add(src, dst, protocol, port, verdict.allowed, why)
 
 
 def _representative(draft: Draft, rule: Rule, own: Host) -> Host | None:
