@@ -200,3 +200,12 @@ def _port_text(ports: tuple[int, int], sep: str) -> str:
 
 def port_text(ports: tuple[int, int] | None) -> str:
     return "all" if ports is None else _port_text(ports, "-")
+
+
+def describe(rule: Rule) -> str:
+    """A rule in one line, for the messages of every layer that refuses one."""
+    peer = rule.peer.role or f"{rule.peer.name} {','.join(rule.peer.cidrs)}"
+    return (
+        f"{rule.role} {rule.direction} {rule.protocol}/{port_text(rule.ports)}"
+        f" {'from' if rule.direction == 'ingress' else 'to'} {peer} ({rule.purpose})"
+    )

@@ -1,4 +1,4 @@
-"""Errors that carry every problem found, for the CLI to print one a line."""
+"""Errors more than one layer raises, and the reading of untrusted input files."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ class ProblemError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class EmitError(Exception):
+    """The matrix cannot be expressed by a target; str() says which rule and why.
+
+    Raised by the emitters and by the quotas below them (generator.emitters
+    re-exports it)."""
 
 
 def read_text(

@@ -22,9 +22,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from .emitters import EmitError
 from .optimizer import blocks, cidr_text, collapse
-from .problems import ProblemError
+from .problems import EmitError, ProblemError
 
 AWS_RULES_PER_INTERFACE = 1000  # hard: rules per group x groups per interface
 

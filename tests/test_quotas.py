@@ -326,3 +326,27 @@ def test_no_import_cycle_between_quotas_and_the_aws_emitters():
     assert "generator.quotas" in imports_of(
         root / "emitters" / "aws.py", "generator.emitters.aws"
     )
+
+
+# The stages below the emitters, and what sits above them.
+LOWER = ("problems", "addresses", "matrix", "catalog", "planner", "optimizer", "quotas")
+UPPER = ("emitters", "pipeline", "cli", "readers", "audit", "snapshot", "verify")
+
+
+@pytest.mark.parametrize("name", LOWER)
+def test_no_import_runs_back_up_the_layers(name):
+    root = Path(__file__).resolve().parent.parent / "generator"
+    upward = {
+        module
+        for module in imports_of(root / f"{name}.py", f"generator.{name}")
+        if module.split(".")[1:2] and module.split(".")[1] in UPPER
+    }
+    assert not upward, f"generator/{name}.py imports {sorted(upward)}"
+
+
+def test_emit_error_is_one_class_at_the_bottom():
+    from generator import emitters, matrix, problems, quotas
+
+    assert emitters.EmitError is problems.EmitError
+    assert issubclass(quotas.QuotaError, problems.EmitError)
+    assert emitters.describe is matrix.describe

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from importlib import import_module
 
 from .. import __version__
-from ..matrix import Matrix, Rule, port_text
 
-
-class EmitError(Exception):
-    """The matrix cannot be expressed by a target; str() says which rule and why."""
+# EmitError and describe serve layers below the emitters too; importable here.
+from ..matrix import Matrix, Rule, describe
+from ..problems import EmitError
 
 
 @dataclass(frozen=True)
@@ -94,14 +93,6 @@ class Line:
 
     spec: str
     notes: list[str] = field(default_factory=list)
-
-
-def describe(rule: Rule) -> str:
-    peer = rule.peer.role or f"{rule.peer.name} {','.join(rule.peer.cidrs)}"
-    return (
-        f"{rule.role} {rule.direction} {rule.protocol}/{port_text(rule.ports)}"
-        f" {'from' if rule.direction == 'ingress' else 'to'} {peer} ({rule.purpose})"
-    )
 
 
 def expressible(target: Target, matrix: Matrix) -> list[Rule]:

@@ -205,53 +205,71 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
     size = quotas_for(profile).gcp_ranges_per_rule
     out: list[GcpRule] = []
     for rule in rules:
-        me = addr[rule.role]
-        ingress = rule.direction == "ingress"
-        peer = rule.peer.role
-        base = [
-            profile.name,
-            SHORT[rule.role],
-            "in" if ingress else "out",
-            rule.protocol,
-            *(() if rule.ports is None else _ports(rule)),
-            *(("site",) if rule.site else ()),
-            SHORT[peer] if peer else rule.peer.label.replace("_", "-"),
-        ]
-        common = dict(
-            description=_description(rule),
-            direction="INGRESS" if ingress else "EGRESS",
-            priority=ALLOW_PRIORITY,
-            action="allow",
-            protocol=rule.protocol,
-            ports=_ports(rule),
-            target=me,
-            logging=logging,
-        )
-        if peer and ingress and addr[peer].kind == me.kind:
-            field = "source_tags" if me.kind == "tag" else "source_accounts"
-            out.append(
-                GcpRule(name=rule_name(*base), **common, **{field: (addr[peer].value,)})
-            )
-            continue
-        # Egress (GCP cannot aim it at tags) and ingress from a role addressed the
-        # other way (tags and service accounts do not mix): the role's subnets.
-        cidrs = profile.subnets[peer] if peer else rule.peer.cidrs
-        if not cidrs:  # GCP reads a rule without ranges as "anywhere"
-            raise EmitError(f"no addresses for rule {describe(rule)}")
-        for suffix, part in _range_parts(cidrs, size):
-            out.append(
-                GcpRule(
-                    name=rule_name(*base, suffix=suffix),
-                    ranges=part,
-                    skips=_skips(rule, part),
-                    **common,
-                )
-            )
+        out += _allow_rules(rule, profile, addr, size, logging)
     families = [""]
     if any(":" in c for r in out for c in r.ranges) or any(
         ":" in c for role in roles for c in profile.subnets[role]
     ):
         families.append("v6")
+    out += _deny_rules(profile, roles, addr, families, logging)
+    _check_names(out)
+    return GcpPlan(
+        profile=profile.name,
+        network=gcp.get("network", "default"),
+        project=gcp.get("project"),
+        addresses=addr,
+        rules=tuple(out),
+    )
+
+
+def _allow_rules(rule: Rule, profile, addr, size: int, logging: bool) -> list[GcpRule]:
+    """The GCP allow rules of one matrix rule: by tag or account, else by ranges."""
+    me = addr[rule.role]
+    ingress = rule.direction == "ingress"
+    peer = rule.peer.role
+    base = [
+        profile.name,
+        SHORT[rule.role],
+        "in" if ingress else "out",
+        rule.protocol,
+        *(() if rule.ports is None else _ports(rule)),
+        *(("site",) if rule.site else ()),
+        SHORT[peer] if peer else rule.peer.label.replace("_", "-"),
+    ]
+    common = dict(
+        description=_description(rule),
+        direction="INGRESS" if ingress else "EGRESS",
+        priority=ALLOW_PRIORITY,
+        action="allow",
+        protocol=rule.protocol,
+        ports=_ports(rule),
+        target=me,
+        logging=logging,
+    )
+    if peer and ingress and addr[peer].kind == me.kind:
+        field = "source_tags" if me.kind == "tag" else "source_accounts"
+        return [
+            GcpRule(name=rule_name(*base), **common, **{field: (addr[peer].value,)})
+        ]
+    # Egress (GCP cannot aim it at tags) and ingress from a role addressed the
+    # other way (tags and service accounts do not mix): the role's subnets.
+    cidrs = profile.subnets[peer] if peer else rule.peer.cidrs
+    if not cidrs:  # GCP reads a rule without ranges as "anywhere"
+        raise EmitError(f"no addresses for rule {describe(rule)}")
+    return [
+        GcpRule(
+            name=rule_name(*base, suffix=suffix),
+            ranges=part,
+            skips=_skips(rule, part),
+            **common,
+        )
+        for suffix, part in _range_parts(cidrs, size)
+    ]
+
+
+def _deny_rules(profile, roles, addr, families, logging: bool) -> list[GcpRule]:
+    """The deny-all rules under the allow rules, per role and address family."""
+    gcp = profile.gcp or {}
     denies = (
         ("restrict_egress", "out-deny-all", "EGRESS", DENY_PRIORITY, "egress", ""),
         (
@@ -264,6 +282,7 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
             " default-allow-ssh, at 65534) yield to it",
         ),
     )
+    out = []
     for key, label, direction, priority, what, extra in denies:
         if not gcp.get(key, True):
             continue
@@ -284,21 +303,18 @@ def build(matrix: Matrix, profile, target: Target) -> GcpPlan:
                         logging=logging,
                     )
                 )
-    seen: dict[str, GcpRule] = {}
-    for r in out:
+    return out
+
+
+def _check_names(rules: list[GcpRule]) -> None:
+    seen: set[str] = set()
+    for r in rules:
         if r.name in seen:
             raise EmitError(
                 f"two GCP firewall rules would both be named {r.name}; give the peer"
                 " lists distinct names"
             )
-        seen[r.name] = r
-    return GcpPlan(
-        profile=profile.name,
-        network=gcp.get("network", "default"),
-        project=gcp.get("project"),
-        addresses=addr,
-        rules=tuple(out),
-    )
+        seen.add(r.name)
 
 
 # --- layout: Compute API bodies ---------------------------------------------

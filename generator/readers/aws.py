@@ -14,6 +14,7 @@ named as such. Groups are mapped to roles by --group ROLE=ID|NAME, else by a tag
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..matrix import ROLES
 from . import Finding, Live, ReadError, load_json
@@ -21,11 +22,13 @@ from .engine import (
     ICMP,
     TCP,
     UDP,
+    Assembly,
+    Match,
     address_intervals,
     evaluate,
     full_match,
-    icmp_finding,
-    to_rules,
+    profile_ipv6,
+    subnet_space,
 )
 
 PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
@@ -124,17 +127,8 @@ def _mapping(groups, context) -> dict[str, list[str]]:
     return out
 
 
-def read(sources: dict, context) -> Live:
-    from ..matrix import Matrix
-
-    path, text = sources["aws"]
-    groups = _check(load_json(text, path), path)
-    profile = context.profile
-    roles_of = _mapping(groups, context)
-    titles = {
-        g["GroupId"]: f"{g['GroupId']} ({g.get('GroupName', '?')})" for g in groups
-    }
-    notes, unknown = [], []
+def _roles(groups, roles_of, titles, profile, path, notes: list) -> list[str]:
+    """The roles the export speaks for; notes on groups and roles left out."""
     unmapped = [titles[g["GroupId"]] for g in groups if g["GroupId"] not in roles_of]
     if unmapped:
         notes.append(
@@ -158,26 +152,161 @@ def read(sources: dict, context) -> Live:
             + ", ".join(missing)
             + ": not audited (--group ROLE=ID|NAME names one)"
         )
-    ipv6 = any(":" in c for nets in profile.subnets.values() for c in nets) or any(
-        "Ipv6Ranges" in p and p["Ipv6Ranges"]
-        for g in groups
-        for key in ("IpPermissions", "IpPermissionsEgress")
-        for p in g.get(key, [])
-    )
-    families = (4, 6) if ipv6 else (4,)
+    return roles
 
-    def role_space(role, at):
-        nets = profile.subnets.get(role, ())
-        if not nets:
+
+@dataclass
+class Permission:
+    """One IpPermission of a group, as read for one role."""
+
+    text: str  # "<group> IpPermissions[j]: tcp/443 from ..."
+    at: str
+    peers: list[str]
+    match: Match | None  # None: a protocol the matrix has no words for
+
+
+class Export:
+    """The groups of an export, mapped to roles: reads one permission at a time."""
+
+    def __init__(self, path: str, profile, roles_of, titles):
+        self.path, self.profile = path, profile
+        self.roles_of, self.titles = roles_of, titles
+
+    def role_space(self, role: str, at: str):
+        space = subnet_space(self.profile, role)
+        if not space:
             raise ReadError(
                 [
                     f"{at}: the group of {role} stands for its instances, and"
                     f" network.subnets.{role} is empty: list the role's subnets"
                 ]
             )
-        return [iv for c in nets for iv in address_intervals(c)]
+        return space
 
-    found, not_compared = [], []
+    def permission(self, role, direction, key, i, g, j, perm, unknown) -> Permission:
+        at = f"{self.path}: SecurityGroups[{i}].{key}[{j}]"
+        title = self.titles[g["GroupId"]]
+        space, peers = self._peers(role, at, title, perm, unknown)
+        proto = perm["IpProtocol"].lower()
+        what = _perm_text(perm, peers, direction)
+        if (
+            direction == "egress"
+            and proto == "-1"
+            and any(c in DEFAULT_EGRESS for c in peers)
+        ):
+            what += " (AWS's default allow-all egress rule, left in place)"
+        text = f"{title} {key}[{j}]: {what}"
+        match = full_match((4, 6))
+        match.restrict("peer", space)
+        if proto in PROTOCOLS:
+            p = PROTOCOLS[proto]
+            match.restrict("proto", [(p, p)])
+            match.restrict("dport", [(perm["FromPort"], perm["ToPort"])])
+        elif proto in ICMP_NAMES:
+            match.restrict("proto", [(ICMP, ICMP)])
+        elif proto != "-1":
+            unknown.append(
+                Finding(
+                    role,
+                    at,
+                    text,
+                    f"protocol {proto}: the matrix speaks of tcp, udp and"
+                    " all only; not evaluated",
+                )
+            )
+            match = None
+        return Permission(text, at, peers, match)
+
+    def _peers(self, role, at, title, perm, unknown):
+        """The addresses a permission names (intervals) and its peers in words."""
+        space, peers = [], []
+        for item in perm.get("IpRanges") or []:
+            space += address_intervals(item["CidrIp"])
+            peers.append(item["CidrIp"])
+        for item in perm.get("Ipv6Ranges") or []:
+            space += address_intervals(item["CidrIpv6"])
+            peers.append(item["CidrIpv6"])
+        for pair in perm.get("UserIdGroupPairs") or []:
+            ref = pair.get("GroupId") if isinstance(pair, dict) else None
+            if ref in self.roles_of and not pair.get("VpcPeeringConnectionId"):
+                for peer_role in self.roles_of[ref]:
+                    space += self.role_space(peer_role, at)
+                peers.append(self.titles.get(ref, ref))
+            else:
+                unknown.append(
+                    Finding(
+                        role,
+                        at,
+                        f"{title}: group pair {pair}",
+                        f"group {ref} is mapped to no role of the profile"
+                        " (or is across a peering): its instances'"
+                        " addresses are unknown; not evaluated",
+                    )
+                )
+        for item in perm.get("PrefixListIds") or []:
+            unknown.append(
+                Finding(
+                    role,
+                    at,
+                    f"{title}: prefix list {item.get('PrefixListId')}",
+                    "a prefix list's CIDRs are not in this export"
+                    " (aws ec2 get-managed-prefix-list-entries); not evaluated",
+                )
+            )
+        return space, peers
+
+
+def _direction(out: Assembly, export: Export, role, direction, key, mine, families):
+    """One role's permissions in one direction, as the union AWS allows."""
+    matches, labels, texts = [], [], {}
+    seen: dict[tuple, tuple] = {}
+    for i, g in mine:
+        for j, perm in enumerate(g.get(key, [])):
+            p = export.permission(role, direction, key, i, g, j, perm, out.unknown)
+            label = len(texts)
+            texts[label] = (p.text, p.at)
+            if p.match is None:
+                continue
+            proto = perm["IpProtocol"].lower()
+            for peer in p.peers:  # the same traffic in two groups of the role
+                twin = (proto, perm.get("FromPort"), perm.get("ToPort"), peer)
+                first = seen.setdefault(twin, (g["GroupId"], p.text))
+                if first[0] != g["GroupId"]:
+                    out.notes.append(
+                        f"{role} {direction}: {p.text} repeats"
+                        f" {first[1]} ({peer}): the union allows it once"
+                    )
+            matches.append(p.match)
+            labels.append(label)
+
+    def decide(tags):
+        return min(labels[t] for t in tags) if tags else None
+
+    def describe(label):
+        return texts[label]
+
+    boxes = evaluate(matches, decide, families)
+    out.allowed(role, direction, boxes, describe, families)
+
+
+def read(sources: dict, context) -> Live:
+    path, text = sources["aws"]
+    groups = _check(load_json(text, path), path)
+    profile = context.profile
+    roles_of = _mapping(groups, context)
+    titles = {
+        g["GroupId"]: f"{g['GroupId']} ({g.get('GroupName', '?')})" for g in groups
+    }
+    out = Assembly()
+    roles = _roles(groups, roles_of, titles, profile, path, out.notes)
+    ipv6 = profile_ipv6(profile) or any(
+        "Ipv6Ranges" in p and p["Ipv6Ranges"]
+        for g in groups
+        for key in ("IpPermissions", "IpPermissionsEgress")
+        for p in g.get(key, [])
+    )
+    families = (4, 6) if ipv6 else (4,)
+    export = Export(path, profile, roles_of, titles)
     for role in roles:
         mine = [
             (i, g)
@@ -188,117 +317,12 @@ def read(sources: dict, context) -> Live:
             ("ingress", "IpPermissions"),
             ("egress", "IpPermissionsEgress"),
         ):
-            matches, labels, texts = [], [], {}
-            seen: dict[tuple, tuple] = {}
-            for i, g in mine:
-                for j, perm in enumerate(g.get(key, [])):
-                    at = f"{path}: SecurityGroups[{i}].{key}[{j}]"
-                    label = len(texts)
-                    space = []
-                    peers = []
-                    for item in perm.get("IpRanges") or []:
-                        space += address_intervals(item["CidrIp"])
-                        peers.append(item["CidrIp"])
-                    for item in perm.get("Ipv6Ranges") or []:
-                        space += address_intervals(item["CidrIpv6"])
-                        peers.append(item["CidrIpv6"])
-                    for pair in perm.get("UserIdGroupPairs") or []:
-                        ref = pair.get("GroupId") if isinstance(pair, dict) else None
-                        if ref in roles_of and not pair.get("VpcPeeringConnectionId"):
-                            for peer_role in roles_of[ref]:
-                                space += role_space(peer_role, at)
-                            peers.append(titles.get(ref, ref))
-                        else:
-                            unknown.append(
-                                Finding(
-                                    role,
-                                    at,
-                                    f"{titles[g['GroupId']]}: group pair {pair}",
-                                    f"group {ref} is mapped to no role of the profile"
-                                    " (or is across a peering): its instances'"
-                                    " addresses are unknown; not evaluated",
-                                )
-                            )
-                    for item in perm.get("PrefixListIds") or []:
-                        unknown.append(
-                            Finding(
-                                role,
-                                at,
-                                f"{titles[g['GroupId']]}: prefix list {item.get('PrefixListId')}",
-                                "a prefix list's CIDRs are not in this export"
-                                " (aws ec2 get-managed-prefix-list-entries); not evaluated",
-                            )
-                        )
-                    proto = perm["IpProtocol"].lower()
-                    what = _perm_text(perm, peers, direction)
-                    if (
-                        direction == "egress"
-                        and proto == "-1"
-                        and any(c in DEFAULT_EGRESS for c in peers)
-                    ):
-                        what += " (AWS's default allow-all egress rule, left in place)"
-                    texts[label] = (f"{titles[g['GroupId']]} {key}[{j}]: {what}", at)
-                    match = full_match((4, 6))
-                    match.restrict("peer", space)
-                    if proto in PROTOCOLS:
-                        p = PROTOCOLS[proto]
-                        match.restrict("proto", [(p, p)])
-                        match.restrict("dport", [(perm["FromPort"], perm["ToPort"])])
-                    elif proto in ICMP_NAMES:
-                        match.restrict("proto", [(ICMP, ICMP)])
-                    elif proto != "-1":
-                        unknown.append(
-                            Finding(
-                                role,
-                                at,
-                                texts[label][0],
-                                f"protocol {proto}: the matrix speaks of tcp, udp and"
-                                " all only; not evaluated",
-                            )
-                        )
-                        continue
-                    for peer in peers:  # the same traffic in two groups of the role
-                        twin = (proto, perm.get("FromPort"), perm.get("ToPort"), peer)
-                        first = seen.setdefault(twin, (g["GroupId"], texts[label][0]))
-                        if first[0] != g["GroupId"]:
-                            notes.append(
-                                f"{role} {direction}: {texts[label][0]} repeats"
-                                f" {first[1]} ({peer}): the union allows it once"
-                            )
-                    matches.append(match)
-                    labels.append(label)
-
-            def decide(tags, labels=labels):
-                return min(labels[t] for t in tags) if tags else None
-
-            boxes = evaluate(matches, decide, families)
-
-            def describe(label, texts=texts):
-                return texts[label]
-
-            rules, icmp = to_rules(role, direction, boxes, describe, families)
-            found += rules
-            for label, ivs in icmp.items():
-                what, at = describe(label)
-                not_compared.append(icmp_finding(role, direction, at, what, ivs))
-    matrix = Matrix(
-        profile=profile.name,
-        server_version=profile.server_version,
-        release_line="live",
-        cloud="aws",
-        stateful=True,
-        rules=tuple(found),
-    )
+            _direction(out, export, role, direction, key, mine, families)
     if not ipv6:
-        notes.append("no IPv6 in the profile's subnets nor in the groups: IPv4 only")
-    return Live(
-        matrix=matrix,
-        roles=tuple(roles),
-        families=families,
-        unknown=unknown,
-        not_compared=not_compared,
-        notes=notes,
-    )
+        out.notes.append(
+            "no IPv6 in the profile's subnets nor in the groups: IPv4 only"
+        )
+    return out.live(profile, "aws", roles, families)
 
 
 def _perm_text(perm: dict, peers: list[str], direction: str) -> str:

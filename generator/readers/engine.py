@@ -292,3 +292,152 @@ def local_match(local: Intervals, values: Intervals, negate: bool) -> bool:
     raise Unknown(
         "depends on this host's address, which the role's subnets do not settle"
     )
+
+
+def subnet_space(profile, role: str) -> Intervals:
+    """A role's subnets as intervals of the peer axis (empty when none are listed)."""
+    return [iv for c in profile.subnets.get(role, ()) for iv in address_intervals(c)]
+
+
+def profile_ipv6(profile) -> bool:
+    return any(":" in c for nets in profile.subnets.values() for c in nets)
+
+
+class Assembly:
+    """The model a reader assembles from its records: rules, findings and notes."""
+
+    def __init__(self):
+        self.rules: list[Rule] = []
+        self.unknown: list = []
+        self.not_compared: list = []
+        self.notes: list[str] = []
+
+    def unknown_once(self, finding) -> None:
+        if finding not in self.unknown:
+            self.unknown.append(finding)
+
+    def allowed(self, role, direction, boxes, describe, families) -> None:
+        """The allowed boxes as rules of the matrix; ICMP apart, never compared."""
+        rules, icmp = to_rules(role, direction, boxes, describe, families)
+        self.rules += rules
+        for label, ivs in icmp.items():
+            what, at = describe(label)
+            self.not_compared.append(icmp_finding(role, direction, at, what, ivs))
+
+    def live(self, profile, cloud: str, roles, families, stateful: bool = True):
+        from . import Live
+        from ..matrix import Matrix
+
+        matrix = Matrix(
+            profile=profile.name,
+            server_version=profile.server_version,
+            release_line="live",
+            cloud=cloud,
+            stateful=stateful,
+            rules=tuple(self.rules),
+        )
+        return Live(
+            matrix=matrix,
+            roles=tuple(roles),
+            families=tuple(families),
+            stateful=stateful,
+            unknown=self.unknown,
+            not_compared=self.not_compared,
+            notes=self.notes,
+        )
+
+
+# --- host firewalls (iptables, nftables): chains of entries -------------------
+
+
+@dataclass
+class ChainEntry:
+    """One rule of a host firewall's chain, with the match it makes in the flow space."""
+
+    chain: str
+    where: str  # file:line, or file: table ... handle
+    text: str
+    match: Match
+    action: str = "continue"  # accept, drop, return, jump, goto, continue
+    target: str | None = None
+    replies: bool = False  # an ESTABLISHED packet of any flow matches it
+    state_new: bool = True  # conntrack state NEW passes its state match
+    state_reply: bool = True  # ESTABLISHED passes its state match
+    unknown: str | None = None
+
+
+def never() -> Match:
+    return Match([], [], [], [])
+
+
+def settle(entry: ChainEntry, family: int, read_matches) -> ChainEntry:
+    """The entry once read_matches() has read its matches into entry.match.
+
+    A new connection's packet is matched only when every match holds and its state
+    match lets NEW through; a rule that matches every ESTABLISHED packet carries
+    replies. A construct that cannot be evaluated makes the entry match nothing.
+    """
+    try:
+        holds = read_matches()
+        entry.replies = (
+            holds and entry.state_reply and entry.match == full_match((family,))
+        )
+        if not (holds and entry.state_new):
+            entry.match = never()
+    except Unknown as exc:
+        entry.unknown = str(exc)
+        entry.match = never()
+    return entry
+
+
+class HostSide:
+    """What a host firewall's matches say of a packet at one hook: the peer's
+    address, the host's own (settled from the role's subnets) and its interface."""
+
+    def __init__(self, direction: str, family: int, local: Intervals, interface):
+        self.direction, self.family = direction, family
+        self.local = local  # the role's own addresses, intervals of this family
+        self.interface = interface
+
+    def address(self, m: Match, peer: bool, values: Intervals, negate) -> bool:
+        if peer:
+            m.restrict("peer", values, negate)
+            return True
+        return local_match(self.local, values, negate)
+
+    def interface_match(self, names: list[str], wildcard: str, negate) -> bool:
+        if names == ["lo"]:
+            return negate  # traffic from the network never comes over loopback
+        if self.interface is None:
+            raise Unknown(
+                f"interface {','.join(names)}: pass --interface to say which one the host uses"
+            )
+        hit = any(
+            (
+                self.interface.startswith(n[:-1])
+                if n.endswith(wildcard)
+                else self.interface == n
+            )
+            for n in names
+        )
+        return hit != negate
+
+
+def chain_findings(out: Assembly, role, entries, reachable) -> None:
+    """Entries of chains a packet reaches that the reader could not evaluate."""
+    from . import Finding
+
+    for e in entries:
+        if e.unknown and e.chain in reachable:
+            out.unknown_once(
+                Finding(role, e.where, e.text, e.unknown + "; assumed not to match")
+            )
+
+
+def replies_pass(entries, reachable, decide) -> bool:
+    """Replies: an ESTABLISHED packet, of any flow, through the rules that match
+    every such packet (a state match, or none, and nothing else)."""
+    ordered = frozenset(
+        i for i, e in enumerate(entries) if e.replies and e.chain in reachable
+    )
+    return decide(ordered) is not None

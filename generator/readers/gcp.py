@@ -21,12 +21,13 @@ from .engine import (
     ICMP,
     TCP,
     UDP,
+    Assembly,
     Match,
     address_intervals,
     evaluate,
     full_match,
-    icmp_finding,
-    to_rules,
+    profile_ipv6,
+    subnet_space,
 )
 
 IMPLIED = "implied"
@@ -133,25 +134,8 @@ def _network(rule: dict, default: str) -> str:
     return str(rule["network"]).rstrip("/").rsplit("/", 1)[-1]
 
 
-def read(sources: dict, context) -> Live:
-    from ..emitters import TARGETS, EmitError
-    from ..emitters.gcp_firewall import addresses
-    from ..matrix import Matrix
-
-    path, text = sources["gcp"]
-    rules = load_json(text, path)
-    _check(rules, path)
-    profile = context.profile
-    network = (profile.gcp or {}).get("network", "default")
-    roles = [r for r in ROLES if r in TARGETS["gcp-firewall"].roles]
-    try:
-        addr = addresses(profile, roles)
-    except EmitError as exc:
-        raise ReadError([str(exc)]) from None
-    by_tag = {a.value: r for r, a in addr.items() if a.kind == "tag"}
-    by_account = {a.value: r for r, a in addr.items() if a.kind == "account"}
-    notes: list[str] = []
-    unknown: list[Finding] = []
+def _scope(rules, network: str, profile, notes: list):
+    """The enabled rules of the profile's network, and the address families."""
     others = sorted({_network(r, network) for r in rules} - {network})
     if others:
         notes.append(
@@ -163,7 +147,7 @@ def read(sources: dict, context) -> Live:
         notes.append(f"disabled rules, which GCP does not apply: {', '.join(disabled)}")
     enabled = [(i, r) for i, r in mine if not r.get("disabled")]
     # The implied IPv6 rules exist only on a network with IPv6 subnets.
-    ipv6 = any(":" in c for nets in profile.subnets.values() for c in nets) or any(
+    ipv6 = profile_ipv6(profile) or any(
         ":" in c
         for _, r in mine
         for k in ("sourceRanges", "destinationRanges")
@@ -171,23 +155,71 @@ def read(sources: dict, context) -> Live:
     )
     if not ipv6:
         notes.append("no IPv6 in the profile's subnets nor in the rules: IPv4 only")
-    families = (4, 6) if ipv6 else (4,)
+    return enabled, (4, 6) if ipv6 else (4,)
 
-    def where(i, rule) -> str:
-        return f"{path}: [{i}] {rule['name']}"
 
-    def role_space(role, i, rule, what):
-        nets = profile.subnets.get(role, ())
-        if not nets:
+class Export:
+    """The network's rules as the profile addresses its roles: reads one rule at
+    a time, for one role; what it cannot evaluate goes to out.unknown."""
+
+    def __init__(self, path: str, profile, addr, out: Assembly):
+        self.path, self.profile, self.addr, self.out = path, profile, addr, out
+        self.by_tag = {a.value: r for r, a in addr.items() if a.kind == "tag"}
+        self.by_account = {a.value: r for r, a in addr.items() if a.kind == "account"}
+
+    def where(self, i, rule) -> str:
+        return f"{self.path}: [{i}] {rule['name']}"
+
+    def targets(self, rule, role) -> bool:
+        tags = rule.get("targetTags", [])
+        accounts = rule.get("targetServiceAccounts", [])
+        if not (tags or accounts):
+            return True
+        a = self.addr[role]
+        return a.value in (tags if a.kind == "tag" else accounts)
+
+    def matches(self, i, rule, direction: str, role) -> list[Match]:
+        """The matches of one rule's entries (allowed or denied) in the flow space."""
+        for key in sorted(set(rule) - METADATA - READ):
+            self.out.unknown_once(
+                Finding(
+                    None,
+                    self.where(i, rule),
+                    f"{key}: {json.dumps(rule[key])[:80]}",
+                    f"{key} is not evaluated; the rule is read without it",
+                )
+            )
+        space = self._peers(i, rule, direction, role)
+        action = "allowed" if "allowed" in rule else "denied"
+        out = []
+        for entry in rule[action]:
+            match = _entry_match(entry, space)
+            if match is None:
+                self.out.unknown_once(
+                    Finding(
+                        None,
+                        self.where(i, rule),
+                        f"{action} {json.dumps(entry)}",
+                        f"protocol {entry['IPProtocol']}: the matrix speaks of tcp,"
+                        " udp and all only; not evaluated",
+                    )
+                )
+                continue
+            out.append(match)
+        return out
+
+    def _role_space(self, role, i, rule, what):
+        space = subnet_space(self.profile, role)
+        if not space:
             raise ReadError(
                 [
-                    f"{where(i, rule)}: {what} stands for the {role} instances, and"
+                    f"{self.where(i, rule)}: {what} stands for the {role} instances, and"
                     f" network.subnets.{role} is empty: list the role's subnets"
                 ]
             )
-        return [iv for c in nets for iv in address_intervals(c)]
+        return space
 
-    def peers(i, rule, direction, role):
+    def _peers(self, i, rule, direction, role):
         """The peer addresses (intervals) a rule matches, as far as they are known."""
         # A rule that names peers some other way (FQDNs, address groups, ...) does
         # not fall back to 0.0.0.0/0: those peers are reported, not guessed.
@@ -202,129 +234,98 @@ def read(sources: dict, context) -> Live:
             ranges = ["0.0.0.0/0"]  # what GCP applies when a rule names no source
         out = [iv for c in ranges for iv in address_intervals(c)]
         for kind, values, owners in (
-            ("source tag", tags, by_tag),
-            ("source service account", accounts, by_account),
+            ("source tag", tags, self.by_tag),
+            ("source service account", accounts, self.by_account),
         ):
             for value in values:
                 if value in owners:
-                    out += role_space(owners[value], i, rule, f"{kind} {value}")
+                    out += self._role_space(owners[value], i, rule, f"{kind} {value}")
                 else:
-                    finding = Finding(
-                        role,
-                        where(i, rule),
-                        f"{kind} {value}",
-                        f"{kind} {value} is on no role of the profile: its instances'"
-                        " addresses are unknown; that source is not evaluated",
+                    self.out.unknown_once(
+                        Finding(
+                            role,
+                            self.where(i, rule),
+                            f"{kind} {value}",
+                            f"{kind} {value} is on no role of the profile: its instances'"
+                            " addresses are unknown; that source is not evaluated",
+                        )
                     )
-                    if finding not in unknown:
-                        unknown.append(finding)
         return out
 
-    def targets(rule, role) -> bool:
-        tags = rule.get("targetTags", [])
-        accounts = rule.get("targetServiceAccounts", [])
-        if not (tags or accounts):
-            return True
-        a = addr[role]
-        return a.value in (tags if a.kind == "tag" else accounts)
 
-    found_rules, not_compared = [], []
-    untargeted = set()
-    for role in roles:
-        for direction, gcp_direction in (("ingress", "INGRESS"), ("egress", "EGRESS")):
-            applicable = [
-                (i, r)
-                for i, r in enabled
-                if r.get("direction", "INGRESS") == gcp_direction and targets(r, role)
-            ]
-            # Lowest priority number first; a deny before an allow at equal priority.
-            applicable.sort(
-                key=lambda item: (
-                    item[1].get("priority", DEFAULT_PRIORITY),
-                    "denied" not in item[1],
-                )
+def _direction(out, export: Export, enabled, role, direction, families) -> None:
+    """One role's rules in one direction, by priority, above the implied rules."""
+    gcp_direction = direction.upper()
+    applicable = [
+        (i, r)
+        for i, r in enabled
+        if r.get("direction", "INGRESS") == gcp_direction and export.targets(r, role)
+    ]
+    # Lowest priority number first; a deny before an allow at equal priority.
+    applicable.sort(
+        key=lambda item: (
+            item[1].get("priority", DEFAULT_PRIORITY),
+            "denied" not in item[1],
+        )
+    )
+    matches, owner = [], []
+    for order, (i, rule) in enumerate(applicable):
+        for match in export.matches(i, rule, gcp_direction, role):
+            matches.append(match)
+            owner.append(order)
+
+    def decide(tags):
+        if tags:
+            order = min(owner[t] for t in tags)
+            return order if "allowed" in applicable[order][1] else None
+        return IMPLIED if direction == "egress" else None
+
+    def describe(label):
+        if label == IMPLIED:
+            return (
+                "implied allow-all egress rule (priority 65535)",
+                "GCP network (not in the export)",
             )
-            matches, owner = [], []
-            for order, (i, rule) in enumerate(applicable):
-                for key in sorted(set(rule) - METADATA - READ):
-                    finding = Finding(
-                        None,
-                        where(i, rule),
-                        f"{key}: {json.dumps(rule[key])[:80]}",
-                        f"{key} is not evaluated; the rule is read without it",
-                    )
-                    if finding not in unknown:
-                        unknown.append(finding)
-                space = peers(i, rule, gcp_direction, role)
-                action = "allowed" if "allowed" in rule else "denied"
-                for entry in rule[action]:
-                    match = _entry_match(entry, space)
-                    if match is None:
-                        finding = Finding(
-                            None,
-                            where(i, rule),
-                            f"{action} {json.dumps(entry)}",
-                            f"protocol {entry['IPProtocol']}: the matrix speaks of tcp,"
-                            " udp and all only; not evaluated",
-                        )
-                        if finding not in unknown:
-                            unknown.append(finding)
-                        continue
-                    matches.append(match)
-                    owner.append(order)
+        i, rule = applicable[label]
+        priority = rule.get("priority", DEFAULT_PRIORITY)
+        return f"{rule['name']} (priority {priority})", export.where(i, rule)
 
-            def decide(
-                tags, applicable=applicable, owner=owner, egress=direction == "egress"
-            ):
-                if tags:
-                    order = min(owner[t] for t in tags)
-                    return order if "allowed" in applicable[order][1] else None
-                return IMPLIED if egress else None
+    boxes = evaluate(matches, decide, families)
+    out.allowed(role, direction, boxes, describe, families)
 
-            boxes = evaluate(matches, decide, families)
 
-            def describe(label, applicable=applicable, direction=direction):
-                if label == IMPLIED:
-                    return (
-                        "implied allow-all egress rule (priority 65535)",
-                        "GCP network (not in the export)",
-                    )
-                i, rule = applicable[label]
-                priority = rule.get("priority", DEFAULT_PRIORITY)
-                return (
-                    f"{rule['name']} (priority {priority})",
-                    where(i, rule),
-                )
+def read(sources: dict, context) -> Live:
+    from ..emitters import TARGETS
+    from ..emitters.gcp_firewall import addresses
+    from ..problems import EmitError
 
-            rules_here, icmp = to_rules(role, direction, boxes, describe, families)
-            found_rules += rules_here
-            for label, ivs in icmp.items():
-                what, at = describe(label)
-                not_compared.append(icmp_finding(role, direction, at, what, ivs))
-    for i, rule in enabled:
-        if not any(targets(rule, role) for role in roles):
-            untargeted.add(rule["name"])
+    path, text = sources["gcp"]
+    rules = load_json(text, path)
+    _check(rules, path)
+    profile = context.profile
+    network = (profile.gcp or {}).get("network", "default")
+    roles = [r for r in ROLES if r in TARGETS["gcp-firewall"].roles]
+    try:
+        addr = addresses(profile, roles)
+    except EmitError as exc:
+        raise ReadError([str(exc)]) from None
+    out = Assembly()
+    enabled, families = _scope(rules, network, profile, out.notes)
+    export = Export(path, profile, addr, out)
+    for role in roles:
+        for direction in ("ingress", "egress"):
+            _direction(out, export, enabled, role, direction, families)
+    untargeted = {
+        rule["name"]
+        for _, rule in enabled
+        if not any(export.targets(rule, role) for role in roles)
+    }
     if untargeted:
-        notes.append(
+        out.notes.append(
             "rules for targets no role of the profile carries, left out: "
             + ", ".join(sorted(untargeted))
         )
-    matrix = Matrix(
-        profile=profile.name,
-        server_version=profile.server_version,
-        release_line="live",
-        cloud="gcp",
-        stateful=True,
-        rules=tuple(found_rules),
-    )
-    return Live(
-        matrix=matrix,
-        roles=tuple(roles),
-        families=families,
-        unknown=unknown,
-        not_compared=not_compared,
-        notes=notes,
-    )
+    return out.live(profile, "gcp", roles, families)
 
 
 def _entry_match(entry: dict, space) -> Match | None:

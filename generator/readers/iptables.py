@@ -15,25 +15,29 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from ..matrix import Matrix
 from . import Finding, Live, ReadError
 from .engine import (
     ICMP,
     TCP,
     UDP,
+    Assembly,
+    ChainEntry,
+    HostSide,
     Match,
     Unknown,
     address_intervals,
+    chain_findings,
     evaluate,
     family_space,
     full_match,
     intersect,
-    local_match,
+    never,
     range_intervals,
-    icmp_finding,
+    replies_pass,
     run_chain,
+    settle,
+    subnet_space,
     subtract,
-    to_rules,
 )
 
 HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
@@ -45,20 +49,6 @@ CONTINUE = frozenset(
 )
 BLOCK = frozenset({"DROP", "REJECT"})
 PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "0": "all"}
-
-
-@dataclass
-class Entry:
-    chain: str
-    line: int
-    text: str
-    match: Match
-    action: str  # accept, drop, return, jump, goto, continue
-    target: str | None = None
-    replies: bool = False  # an ESTABLISHED packet of any flow matches it
-    state_new: bool = True  # conntrack state NEW passes its state match
-    state_reply: bool = True  # ESTABLISHED passes its state match
-    unknown: str | None = None
 
 
 @dataclass
@@ -215,56 +205,65 @@ def _protocol(name: str, family: int) -> list[tuple[int, int]]:
     raise Unknown(f"protocol {name}: the matrix speaks of tcp, udp and all only")
 
 
-class RuleParser:
-    """One -A line into an Entry with the match it makes in the flow space."""
+def _addr(text: str):
+    try:
+        return address_intervals(text)
+    except ValueError:
+        raise Unknown(f"{text!r} is not an address")
 
-    def __init__(self, direction, family, sets, local, interface, chains=()):
-        self.direction = direction
-        self.family = family
+
+def _set_values(sets, name: str, flags: str):
+    """The addresses of an ipset that --match-set names, on one side of the packet."""
+    values = sets.get(name) if sets is not None else None
+    if sets is None:
+        raise Unknown(f"set {name}: pass the `ipset save` output (--ipset)")
+    if name not in sets:
+        raise Unknown(f"set {name} is not in the ipset save output")
+    if values is None:
+        raise Unknown(f"set {name}: only hash:net and hash:ip sets are read")
+    if "," in flags:
+        raise Unknown(f"set {name}: multi-dimension match {flags}")
+    return values
+
+
+def _verdict(entry: ChainEntry, target: str, goto: bool, chains) -> None:
+    if target == "ACCEPT":
+        entry.action = "accept"
+    elif target in BLOCK:
+        entry.action = "drop"
+    elif target == "RETURN":
+        entry.action = "return"
+    elif target in CONTINUE:
+        entry.action = "continue"
+    elif target in chains:
+        entry.action, entry.target = ("goto" if goto else "jump"), target
+    else:  # NFQUEUE, a target of an extension, ...: the verdict is not ours to know
+        raise Unknown(f"target {target} is not evaluated")
+
+
+DPORTS = ("--dport", "--destination-port", "--dports", "--destination-ports")
+SPORTS = ("--sport", "--source-port", "--sports", "--source-ports")
+# Options that change nothing the flow space or the verdict depends on.
+IGNORED = ("--syn", "--return-nomatch", "--update-counters", "--update-subcounters")
+JUMPS = ("-j", "--jump", "-g", "--goto")
+
+
+class RuleParser(HostSide):
+    """One -A line into an entry with the match it makes in the flow space."""
+
+    def __init__(self, direction, family, sets, local, interface, chains=(), path=""):
+        super().__init__(direction, family, local, interface)
         self.sets = sets
-        self.local = local  # the role's own addresses, intervals of this family
-        self.interface = interface
         self.chains = set(chains)
+        self.path = path
 
-    def _address(self, m: Match, side: str, values, negate) -> bool:
-        peer_side = "src" if self.direction == "ingress" else "dst"
-        if side == peer_side:
-            m.restrict("peer", values, negate)
-            return True
-        return local_match(self.local, values, negate)
-
-    def _iface(self, flag: str, name: str, negate: bool) -> bool:
-        if flag != ("-i" if self.direction == "ingress" else "-o"):
-            raise Unknown(f"{flag} is not valid in {HOOKS[self.direction]}")
-        if name == "lo":
-            return negate  # traffic from the network never comes over loopback
-        if self.interface is None:
-            raise Unknown(
-                f"interface {name}: pass --interface to say which one the host uses"
-            )
-        hit = (
-            self.interface.startswith(name[:-1])
-            if name.endswith("+")
-            else self.interface == name
+    def parse(self, chain: str, number: int, text: str, tokens: list[str]):
+        entry = ChainEntry(
+            chain, f"{self.path}:{number}", text, full_match((self.family,))
         )
-        return hit != negate
+        return settle(entry, self.family, lambda: self._matches(tokens[2:], entry))
 
-    def parse(self, chain: str, number: int, text: str, tokens: list[str]) -> Entry:
-        m = full_match((self.family,))
-        entry = Entry(chain, number, text, m, "continue")
-        try:
-            holds = self._matches(tokens[2:], m, entry)
-            entry.replies = (
-                holds and entry.state_reply and m == full_match((self.family,))
-            )
-            if not (holds and entry.state_new):
-                entry.match = Match([], [], [], [])
-        except Unknown as exc:
-            entry.unknown = str(exc)
-            entry.match = Match([], [], [], [])
-        return entry
-
-    def _matches(self, tokens: list[str], m: Match, entry: Entry) -> bool:
+    def _matches(self, tokens: list[str], entry: ChainEntry) -> bool:
         holds = True
         module = None
         i = 0
@@ -284,77 +283,58 @@ class RuleParser:
                 raise Unknown("'!' at the end of the rule")
             opt = tokens[i]
             i += 1
-            if opt in ("-s", "--source", "-d", "--destination"):
-                values = [iv for a in arg().split(",") for iv in self._addr(a)]
-                side = "src" if opt in ("-s", "--source") else "dst"
-                holds &= self._address(m, side, values, negate)
-            elif opt in ("-p", "--protocol"):
-                m.restrict("proto", _protocol(arg(), self.family), negate)
-            elif opt in ("-i", "--in-interface", "-o", "--out-interface"):
-                holds &= self._iface(IFACE_FLAGS[opt], arg(), negate)
-            elif opt in ("-m", "--match"):
+            if opt in ("-m", "--match"):
                 module = arg()
                 if module not in KNOWN_MODULES:
                     raise Unknown(f"match module {module!r} is not evaluated")
-            elif opt in ("-j", "--jump", "-g", "--goto"):
-                target = arg()
-                self._target(entry, target, opt in ("-g", "--goto"))
-                i = len(tokens)  # what follows are the target's own options
-            elif opt in (
-                "--dport",
-                "--destination-port",
-                "--dports",
-                "--destination-ports",
-            ):
-                m.restrict("dport", _ports(arg()), negate)
-            elif opt in ("--sport", "--source-port", "--sports", "--source-ports"):
-                m.restrict("sport", _ports(arg()), negate)
-            elif opt in ("--ctstate", "--state"):
-                states = set(arg().upper().split(","))
-                entry.state_new = ("NEW" in states) != negate
-                entry.state_reply = ("ESTABLISHED" in states) != negate
-            elif opt == "--comment":
-                arg()
-            elif opt == "--match-set":
-                name, flags = arg(), arg()
-                values = self.sets.get(name) if self.sets is not None else None
-                if self.sets is None:
-                    raise Unknown(f"set {name}: pass the `ipset save` output (--ipset)")
-                if name not in self.sets:
-                    raise Unknown(f"set {name} is not in the ipset save output")
-                if values is None:
-                    raise Unknown(
-                        f"set {name}: only hash:net and hash:ip sets are read"
-                    )
-                if "," in flags:
-                    raise Unknown(f"set {name}: multi-dimension match {flags}")
-                holds &= self._address(m, flags, values, negate)
-            elif opt in ("--src-range", "--dst-range"):
-                values = range_intervals(*arg().split("-", 1))
-                holds &= self._address(m, opt[2:5], values, negate)
-            elif opt in ("--src-type", "--dst-type"):
-                holds &= self._addrtype(opt[2:5], arg(), negate)
-            elif opt in ("--icmp-type", "--icmpv6-type"):
-                arg()  # within ICMP, which is reported apart anyway
-            elif opt == "--syn":
-                pass  # the first packet of a new connection is a SYN
-            elif opt in (
-                "--return-nomatch",
-                "--update-counters",
-                "--update-subcounters",
-            ):
-                pass
+            elif opt in JUMPS:
+                _verdict(entry, arg(), opt in ("-g", "--goto"), self.chains)
+                break  # what follows are the target's own options
             else:
-                raise Unknown(
-                    f"option {opt} (module {module or 'none'}) is not evaluated"
-                )
+                holds &= self._option(opt, arg, negate, entry.match, entry, module)
         return holds
 
-    def _addr(self, text: str):
-        try:
-            return address_intervals(text)
-        except ValueError:
-            raise Unknown(f"{text!r} is not an address")
+    def _option(self, opt, arg, negate, m: Match, entry: ChainEntry, module) -> bool:
+        """Whether the packet's own side holds; the peer side restricts m."""
+        if opt in ("-s", "--source", "-d", "--destination"):
+            values = [iv for a in arg().split(",") for iv in _addr(a)]
+            side = "src" if opt in ("-s", "--source") else "dst"
+            return self._address(m, side, values, negate)
+        if opt in ("-i", "--in-interface", "-o", "--out-interface"):
+            return self._iface(IFACE_FLAGS[opt], arg(), negate)
+        if opt == "--match-set":
+            name, flags = arg(), arg()
+            values = _set_values(self.sets, name, flags)
+            return self._address(m, flags, values, negate)
+        if opt in ("--src-range", "--dst-range"):
+            values = range_intervals(*arg().split("-", 1))
+            return self._address(m, opt[2:5], values, negate)
+        if opt in ("--src-type", "--dst-type"):
+            return self._addrtype(opt[2:5], arg(), negate)
+        if opt in ("-p", "--protocol"):
+            m.restrict("proto", _protocol(arg(), self.family), negate)
+        elif opt in DPORTS:
+            m.restrict("dport", _ports(arg()), negate)
+        elif opt in SPORTS:
+            m.restrict("sport", _ports(arg()), negate)
+        elif opt in ("--ctstate", "--state"):
+            states = set(arg().upper().split(","))
+            entry.state_new = ("NEW" in states) != negate
+            entry.state_reply = ("ESTABLISHED" in states) != negate
+        elif opt in ("--comment", "--icmp-type", "--icmpv6-type"):
+            arg()  # ICMP types: within ICMP, which is reported apart anyway
+        elif opt not in IGNORED:  # --syn: a new connection's first packet is one
+            raise Unknown(f"option {opt} (module {module or 'none'}) is not evaluated")
+        return True
+
+    def _address(self, m: Match, side: str, values, negate) -> bool:
+        peer_side = "src" if self.direction == "ingress" else "dst"
+        return self.address(m, side == peer_side, values, negate)
+
+    def _iface(self, flag: str, name: str, negate: bool) -> bool:
+        if flag != ("-i" if self.direction == "ingress" else "-o"):
+            raise Unknown(f"{flag} is not valid in {HOOKS[self.direction]}")
+        return self.interface_match([name], "+", negate)
 
     def _addrtype(self, side: str, kinds: str, negate: bool) -> bool:
         local_side = "dst" if self.direction == "ingress" else "src"
@@ -364,20 +344,6 @@ class RuleParser:
         else:
             hit = "UNICAST" in types  # the peer is never this host
         return hit != negate
-
-    def _target(self, entry: Entry, target: str, goto: bool) -> None:
-        if target == "ACCEPT":
-            entry.action = "accept"
-        elif target in BLOCK:
-            entry.action = "drop"
-        elif target == "RETURN":
-            entry.action = "return"
-        elif target in CONTINUE:
-            entry.action = "continue"
-        elif target in self.chains:
-            entry.action, entry.target = ("goto" if goto else "jump"), target
-        else:  # NFQUEUE, a target of an extension, ...: the verdict is not ours to know
-            raise Unknown(f"target {target} is not evaluated")
 
 
 IFACE_FLAGS = {"-i": "-i", "--in-interface": "-i", "-o": "-o", "--out-interface": "-o"}
@@ -436,6 +402,23 @@ class Program:
     def _run(self, chain: str, ordered, depth: int):
         return run_chain(self.entries, chain, ordered)
 
+    def describe(self, label):
+        """(purpose, reference) of what allows: an entry, a RETURN, the policy."""
+        policy, line = self.policies.get(self.hook, ("ACCEPT", 0))
+        if label == "policy":
+            return (
+                f":{self.hook} {policy or 'ACCEPT'} (chain policy)",
+                f"{self.path}:{line}",
+            )
+        if isinstance(label, str):  # "return N"
+            entry = self.entries[int(label.split()[1])]
+            return (
+                f"{entry.text}, then :{self.hook} {policy or 'ACCEPT'} (chain policy)",
+                entry.where,
+            )
+        entry = self.entries[label]
+        return entry.text, entry.where
+
 
 def programs(
     tables: dict, path: str, family: int, direction: str, sets, local, interface
@@ -444,83 +427,57 @@ def programs(
     if table is None:
         return None
     _check_chains(table, path)
-    parser = RuleParser(direction, family, sets, local, interface, table.policies)
+    parser = RuleParser(direction, family, sets, local, interface, table.policies, path)
     return Program(table, path, family, direction, parser)
 
 
-@dataclass
-class FamilyResult:
-    boxes: list
-    describe: object
-    unknown: list[Finding]
-    stateful: bool
-    notes: list[str]
+def _note(out: Assembly, note: str) -> None:
+    if note not in out.notes:
+        out.notes.append(note)
 
 
-def evaluate_family(
-    tables: dict,
-    path: str,
-    family: int,
-    direction: str,
-    role: str,
-    sets,
-    local,
-    interface,
-) -> FamilyResult:
+def _hook(out: Assembly, tables, path, family, direction, role, sets, local, interface):
+    """One family's filter table at one hook into `out`; whether replies pass."""
     program = programs(tables, path, family, direction, sets, local, interface)
-    notes: list[str] = []
     if program is None:
-        notes.append(f"{path}: no filter table: {HOOKS[direction]} accepts everything")
-        return FamilyResult(
-            [(box, "none") for box in full_match((family,)).boxes()],
-            lambda label: (f"no filter table in {path}", path),
-            [],
-            False,
-            notes,
-        )
-    unknown = [
-        Finding(role, f"{path}:{e.line}", e.text, e.unknown + "; assumed not to match")
-        for e in program.entries
-        if e.unknown and e.chain in program.reachable
-    ]
-    # Replies: an ESTABLISHED packet, of any flow, through the rules that match
-    # every such packet (a state match, or none, and nothing else).
-    ordered = [
-        i
-        for i, e in enumerate(program.entries)
-        if e.replies and e.chain in program.reachable
-    ]
-    replies = program.decide(frozenset(ordered)) is not None
-    never = Match([], [], [], [])
+        _note(out, f"{path}: no filter table: {HOOKS[direction]} accepts everything")
+        boxes = [(box, "none") for box in full_match((family,)).boxes()]
+
+        def describe(label):
+            return f"no filter table in {path}", path
+
+        out.allowed(role, direction, boxes, describe, (family,))
+        return False
     matches = [
-        e.match if e.chain in program.reachable else never for e in program.entries
+        e.match if e.chain in program.reachable else never() for e in program.entries
     ]
     boxes = evaluate(matches, program.decide, (family,))
-
-    def describe(label):
-        if label == "policy":
-            policy, line = program.policies.get(program.hook, ("ACCEPT", 0))
-            return (
-                f":{program.hook} {policy or 'ACCEPT'} (chain policy)",
-                f"{path}:{line}",
-            )
-        if isinstance(label, str):  # "return N"
-            entry = program.entries[int(label.split()[1])]
-            policy, _ = program.policies.get(program.hook, ("ACCEPT", 0))
-            return (
-                f"{entry.text}, then :{program.hook} {policy or 'ACCEPT'}"
-                " (chain policy)",
-                f"{path}:{entry.line}",
-            )
-        entry = program.entries[label]
-        return entry.text, f"{path}:{entry.line}"
-
+    out.allowed(role, direction, boxes, program.describe, (family,))
+    chain_findings(out, role, program.entries, program.reachable)
     if any(e.chain == "FORWARD" for e in program.entries):
-        notes.append(
+        _note(
+            out,
             f"{path}: FORWARD (traffic routed through the host, to pods or containers)"
-            " is not audited"
+            " is not audited",
         )
-    return FamilyResult(boxes, describe, unknown, replies, notes)
+    return replies_pass(program.entries, program.reachable, program.decide)
+
+
+def _other_tables(out: Assembly, tables, path: str, role) -> None:
+    """Only the filter table is evaluated; a drop elsewhere (raw, mangle) is said."""
+    for name, table in sorted(tables.items()):
+        if name in ("filter", "nat"):
+            continue
+        for _, number, line, tokens in table.rules:
+            if _target_of(tokens) in BLOCK:
+                out.unknown.append(
+                    Finding(
+                        role,
+                        f"{path}:{number}",
+                        line,
+                        f"a drop in the {name} table is not evaluated",
+                    )
+                )
 
 
 def read(sources: dict, context) -> Live:
@@ -528,9 +485,8 @@ def read(sources: dict, context) -> Live:
 
     role = context.role
     sets = parse_ipsets(*reversed(sources["ipset"])) if "ipset" in sources else None
-    subnets = context.profile.subnets.get(role, ())
-    local_all = [iv for c in subnets for iv in address_intervals(c)]
-    rules, unknown, notes, not_compared = [], [], [], []
+    local_all = subnet_space(context.profile, role)
+    out = Assembly()
     families, stateful = [], []
     for family, key in ((4, "iptables"), (6, "ip6tables")):
         if key not in sources:
@@ -539,52 +495,25 @@ def read(sources: dict, context) -> Live:
         families.append(family)
         local = intersect(local_all, family_space((family,)))
         tables = parse_save(text, path)
-        # Only the filter table is evaluated; a drop elsewhere (raw, mangle) is said.
-        for name, table in sorted(tables.items()):
-            if name in ("filter", "nat"):
-                continue
-            for _, number, line, tokens in table.rules:
-                if _target_of(tokens) in BLOCK:
-                    unknown.append(
-                        Finding(
-                            role,
-                            f"{path}:{number}",
-                            line,
-                            f"a drop in the {name} table is not evaluated",
-                        )
-                    )
+        _other_tables(out, tables, path, role)
         for direction in ("ingress", "egress"):
-            result = evaluate_family(
-                tables, path, family, direction, role, sets, local, context.interface
+            stateful.append(
+                _hook(
+                    out,
+                    tables,
+                    path,
+                    family,
+                    direction,
+                    role,
+                    sets,
+                    local,
+                    context.interface,
+                )
             )
-            found, icmp = to_rules(
-                role, direction, result.boxes, result.describe, (family,)
-            )
-            rules += found
-            for label, ivs in icmp.items():
-                what, where = result.describe(label)
-                not_compared.append(icmp_finding(role, direction, where, what, ivs))
-            for finding in result.unknown:
-                if finding not in unknown:
-                    unknown.append(finding)
-            notes += [n for n in result.notes if n not in notes]
-            stateful.append(result.stateful)
-    matrix = Matrix(
-        profile=context.profile.name,
-        server_version=context.profile.server_version,
-        release_line="live",
-        cloud=context.profile.cloud,
-        stateful=all(stateful),
-        rules=tuple(rules),
-    )
     if any(stateful) and not all(stateful):
-        notes.append("replies are allowed by conntrack in one family or direction only")
-    return Live(
-        matrix=matrix,
-        roles=(role,),
-        families=tuple(families),
-        stateful=all(stateful),
-        unknown=unknown,
-        not_compared=not_compared,
-        notes=notes,
+        out.notes.append(
+            "replies are allowed by conntrack in one family or direction only"
+        )
+    return out.live(
+        context.profile, context.profile.cloud, (role,), families, all(stateful)
     )

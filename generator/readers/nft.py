@@ -17,23 +17,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from . import Finding, Live, ReadError, load_json
+from . import Live, ReadError, load_json
 from .engine import (
     ICMP,
     TCP,
     UDP,
+    Assembly,
+    ChainEntry,
+    HostSide,
     Match,
     Unknown,
     address_intervals,
+    chain_findings,
     evaluate,
     family_space,
     full_match,
-    icmp_finding,
     intersect,
-    local_match,
     range_intervals,
+    replies_pass,
     run_chain,
-    to_rules,
+    settle,
+    subnet_space,
 )
 
 HOOKS = {"ingress": "input", "egress": "output"}
@@ -41,21 +45,8 @@ TABLE_FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
 PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
 ICMP_NAMES = {4: ("icmp", "1"), 6: ("ipv6-icmp", "icmpv6", "58")}
 CONTINUE = frozenset({"counter", "log", "meta", "mangle", "notrack", "ct"})
+FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
 VERDICTS = {"accept": "accept", "drop": "drop", "reject": "drop", "return": "return"}
-
-
-@dataclass
-class Entry:
-    chain: str  # "family table chain"
-    where: str
-    text: str
-    match: Match
-    action: str = "continue"
-    target: str | None = None
-    replies: bool = False  # an ESTABLISHED packet of any flow matches it
-    state_new: bool = True
-    state_reply: bool = True
-    unknown: str | None = None
 
 
 def _load(text: str, path: str) -> list[dict]:
@@ -136,33 +127,132 @@ def rule_text(expr: list) -> str:
     return " ".join(out)
 
 
-class RuleReader:
-    def __init__(self, direction, family, sets, local, interface):
-        self.direction, self.family = direction, family
-        self.sets, self.local, self.interface = sets, local, interface
+def _elements(right) -> list:
+    """The elements of an anonymous set, or the one value."""
+    return right["set"] if isinstance(right, dict) and "set" in right else [right]
 
-    def entry(self, body: dict, where: str) -> Entry:
-        chain = _key(body, body["chain"])
-        text = rule_text(body["expr"])
-        if body.get("comment"):
-            text += f' comment "{body["comment"]}"'
-        m = full_match((self.family,))
-        entry = Entry(chain, where, text, m)
-        try:
+
+def _entry_text(body: dict) -> str:
+    text = rule_text(body["expr"])
+    if body.get("comment"):
+        text += f' comment "{body["comment"]}"'
+    return text
+
+
+def _values(right, body, kind: str, sets) -> list[tuple[int, int]]:
+    """A match's right-hand side as intervals: addresses or numbers."""
+    if isinstance(right, str) and right.startswith("@"):
+        key = _key(body, right[1:])
+        if key not in sets:
+            raise Unknown(f"set {right[1:]} is not in the ruleset")
+        elems = sets[key]
+        if elems is None:
+            raise Unknown(f"set {right[1:]}: only address and port sets are read")
+        return [iv for el in elems for iv in _values(el, body, kind, sets)]
+    if isinstance(right, dict) and "set" in right:
+        return [iv for el in right["set"] for iv in _values(el, body, kind, sets)]
+    if isinstance(right, dict) and "elem" in right:
+        return _values(right["elem"].get("val"), body, kind, sets)
+    try:
+        if kind == "address":
+            if isinstance(right, dict) and "prefix" in right:
+                p = right["prefix"]
+                return address_intervals(f"{p['addr']}/{p['len']}")
+            if isinstance(right, dict) and "range" in right:
+                return range_intervals(*map(str, right["range"]))
+            return address_intervals(str(right))
+        if isinstance(right, dict) and "range" in right:
+            lo, hi = (int(v) for v in right["range"])
+            return [(lo, hi)]
+        return [(int(right), int(right))]
+    except (ValueError, TypeError, KeyError):
+        raise Unknown(f"value {json.dumps(right)[:60]} is not evaluated")
+
+
+def _compare(op, values, top):
+    if op in ("==", "!=", "in"):
+        return values
+    v = values[0][0]
+    return {
+        "<": [(0, v - 1)],
+        "<=": [(0, v)],
+        ">": [(v + 1, top)],
+        ">=": [(v, top)],
+    }[op]
+
+
+def _protocols(right, family: int) -> list[tuple[int, int]]:
+    """The protocol axis that a protocol match (l4proto, ip protocol) names."""
+    values = []
+    for name in _elements(right):
+        name = str(name).lower()
+        if name in PROTOCOLS:
+            values.append((PROTOCOLS[name], PROTOCOLS[name]))
+        elif name in ICMP_NAMES[family]:
+            values.append((ICMP, ICMP))
+        elif name in ICMP_NAMES[10 - family]:
+            continue  # the other family's ICMP
+        else:
+            raise Unknown(
+                f"protocol {name}: the matrix speaks of tcp, udp and all only"
+            )
+    return values
+
+
+def _vmap_verdict(arg, family: int):
+    """A verdict map on the family (`meta nfproto vmap { ipv4 : jump ... }`).
+
+    Settled per family like an nfproto match: the family's (key, verdict) pair,
+    or None when the map has none for the family (the rule does not match).
+    """
+    key = arg.get("key") if isinstance(arg, dict) else None
+    data = arg.get("data") if isinstance(arg, dict) else None
+    if not (isinstance(key, dict) and key.get("meta", {}).get("key") == "nfproto"):
+        raise Unknown("verdict map on anything but meta nfproto")
+    pairs = data.get("set") if isinstance(data, dict) else None
+    if not isinstance(pairs, list):
+        raise Unknown("verdict map without its elements")
+    name = FAMILY_NAMES[family]
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise Unknown("verdict map element is not a key and a verdict")
+        if pair[0] == name:
+            return pair
+    return None
+
+
+def _ct_state(left, right, negate, entry: ChainEntry) -> bool:
+    if left["ct"].get("key") != "state":
+        raise Unknown(f"ct {left['ct'].get('key')}")
+    states = right if isinstance(right, list) else [right]
+    if isinstance(right, dict) and "set" in right:
+        states = right["set"]
+    states = {str(s).lower() for s in states}
+    entry.state_new = ("new" in states) != negate
+    entry.state_reply = ("established" in states) != negate
+    return True
+
+
+class RuleReader(HostSide):
+    """One rule of the ruleset into an entry with the match it makes."""
+
+    def __init__(self, direction, family, sets, local, interface):
+        super().__init__(direction, family, local, interface)
+        self.sets = sets
+
+    def entry(self, body: dict, where: str) -> ChainEntry:
+        chain, text = _key(body, body["chain"]), _entry_text(body)
+        entry = ChainEntry(chain, where, text, full_match((self.family,)))
+
+        def read_matches() -> bool:
             holds = True
             for e in body["expr"]:
-                holds &= self._expr(e, m, entry, body)
-            entry.replies = (
-                holds and entry.state_reply and m == full_match((self.family,))
-            )
-            if not (holds and entry.state_new):
-                entry.match = Match([], [], [], [])
-        except Unknown as exc:
-            entry.unknown = str(exc)
-            entry.match = Match([], [], [], [])
-        return entry
+                holds &= self._expr(e, entry.match, entry, body)
+            return holds
 
-    def _expr(self, e, m: Match, entry: Entry, body: dict) -> bool:
+        return settle(entry, self.family, read_matches)
+
+    def _expr(self, e, m: Match, entry: ChainEntry, body: dict) -> bool:
         if not isinstance(e, dict) or len(e) != 1:
             raise Unknown(f"expression {json.dumps(e)[:60]}")
         ((kind, arg),) = e.items()
@@ -177,59 +267,13 @@ class RuleReader:
         if kind in CONTINUE:
             return True
         if kind == "vmap":
-            return self._vmap(arg, entry, body)
+            pair = _vmap_verdict(arg, self.family)
+            if pair is None:
+                return False
+            return self._expr(pair[1], full_match((self.family,)), entry, body)
         raise Unknown(f"statement {kind!r} is not evaluated")
 
-    def _vmap(self, arg, entry: Entry, body: dict) -> bool:
-        """A verdict map on the family (`meta nfproto vmap { ipv4 : jump ... }`).
-
-        Settled per family like an nfproto match: the family's verdict, or no match.
-        """
-        key = arg.get("key") if isinstance(arg, dict) else None
-        data = arg.get("data") if isinstance(arg, dict) else None
-        if not (isinstance(key, dict) and key.get("meta", {}).get("key") == "nfproto"):
-            raise Unknown("verdict map on anything but meta nfproto")
-        pairs = data.get("set") if isinstance(data, dict) else None
-        if not isinstance(pairs, list):
-            raise Unknown("verdict map without its elements")
-        name = {4: "ipv4", 6: "ipv6"}[self.family]
-        for pair in pairs:
-            if not (isinstance(pair, list) and len(pair) == 2):
-                raise Unknown("verdict map element is not a key and a verdict")
-            if pair[0] == name:
-                return self._expr(pair[1], full_match((self.family,)), entry, body)
-        return False
-
-    def _values(self, right, body, kind: str) -> list[tuple[int, int]]:
-        """A match's right-hand side as intervals: addresses or numbers."""
-        if isinstance(right, str) and right.startswith("@"):
-            key = _key(body, right[1:])
-            if key not in self.sets:
-                raise Unknown(f"set {right[1:]} is not in the ruleset")
-            elems = self.sets[key]
-            if elems is None:
-                raise Unknown(f"set {right[1:]}: only address and port sets are read")
-            return [iv for el in elems for iv in self._values(el, body, kind)]
-        if isinstance(right, dict) and "set" in right:
-            return [iv for el in right["set"] for iv in self._values(el, body, kind)]
-        if isinstance(right, dict) and "elem" in right:
-            return self._values(right["elem"].get("val"), body, kind)
-        try:
-            if kind == "address":
-                if isinstance(right, dict) and "prefix" in right:
-                    p = right["prefix"]
-                    return address_intervals(f"{p['addr']}/{p['len']}")
-                if isinstance(right, dict) and "range" in right:
-                    return range_intervals(*map(str, right["range"]))
-                return address_intervals(str(right))
-            if isinstance(right, dict) and "range" in right:
-                lo, hi = (int(v) for v in right["range"])
-                return [(lo, hi)]
-            return [(int(right), int(right))]
-        except (ValueError, TypeError, KeyError):
-            raise Unknown(f"value {json.dumps(right)[:60]} is not evaluated")
-
-    def _match(self, arg, m: Match, entry: Entry, body: dict) -> bool:
+    def _match(self, arg, m: Match, entry: ChainEntry, body: dict) -> bool:
         if not isinstance(arg, dict):
             raise Unknown("match without operands")
         op, left, right = arg.get("op", "=="), arg.get("left"), arg.get("right")
@@ -237,116 +281,55 @@ class RuleReader:
         if op not in ("==", "!=", "in", "<", ">", "<=", ">="):
             raise Unknown(f"operator {op}")
         if isinstance(left, dict) and "payload" in left:
-            proto, field = left["payload"].get("protocol"), left["payload"].get("field")
-            if proto in ("ip", "ip6") and field in ("saddr", "daddr"):
-                if (proto == "ip") != (self.family == 4):
-                    return False  # the other family's header
-                values = self._values(right, body, "address")
-                return self._address(m, field[0], values, negate, op)
-            if proto in ("tcp", "udp", "th") and field in ("sport", "dport"):
-                protos = {"tcp": [(TCP, TCP)], "udp": [(UDP, UDP)], "th": [(TCP, UDP)]}
-                m.restrict("proto", protos[proto])
-                values = self._compare(op, self._values(right, body, "port"), 65535)
-                m.restrict(field, values, negate)
-                return True
-            if proto in ("icmp", "icmpv6"):
-                if (proto == "icmp") != (self.family == 4):
-                    return False
-                m.restrict("proto", [(ICMP, ICMP)])
-                return True  # types and codes: within ICMP, reported apart
-            if (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
-                if (proto == "ip") != (self.family == 4):
-                    return False
-                return self._protocol(m, right, negate)
-            raise Unknown(f"payload {proto} {field}")
+            return self._payload(left["payload"], op, right, m, body)
         if isinstance(left, dict) and "meta" in left:
-            key = left["meta"].get("key")
-            if key == "l4proto":
-                return self._protocol(m, right, negate)
-            if key == "nfproto":
-                names = {4: "ipv4", 6: "ipv6"}
-                wanted = (
-                    right["set"]
-                    if isinstance(right, dict) and "set" in right
-                    else [right]
-                )
-                return (names[self.family] in wanted) != negate
-            if key in ("iifname", "oifname", "iif", "oif"):
-                return self._iface(key, right, negate)
-            raise Unknown(f"meta {key}")
+            return self._meta(left["meta"].get("key"), right, negate, m)
         if isinstance(left, dict) and "ct" in left:
-            if left["ct"].get("key") != "state":
-                raise Unknown(f"ct {left['ct'].get('key')}")
-            states = right if isinstance(right, list) else [right]
-            if isinstance(right, dict) and "set" in right:
-                states = right["set"]
-            states = {str(s).lower() for s in states}
-            entry.state_new = ("new" in states) != negate
-            entry.state_reply = ("established" in states) != negate
-            return True
+            return _ct_state(left, right, negate, entry)
         raise Unknown(f"match on {_left_text(left)}")
 
-    @staticmethod
-    def _compare(op, values, top):
-        if op in ("==", "!=", "in"):
-            return values
-        v = values[0][0]
-        return {
-            "<": [(0, v - 1)],
-            "<=": [(0, v)],
-            ">": [(v + 1, top)],
-            ">=": [(v, top)],
-        }[op]
-
-    def _protocol(self, m: Match, right, negate) -> bool:
-        names = right["set"] if isinstance(right, dict) and "set" in right else [right]
-        values = []
-        for name in names:
-            name = str(name).lower()
-            if name in PROTOCOLS:
-                values.append((PROTOCOLS[name], PROTOCOLS[name]))
-            elif name in ICMP_NAMES[self.family]:
-                values.append((ICMP, ICMP))
-            elif name in ICMP_NAMES[10 - self.family]:
-                continue  # the other family's ICMP
-            else:
-                raise Unknown(
-                    f"protocol {name}: the matrix speaks of tcp, udp and all only"
-                )
-        m.restrict("proto", values, negate)
-        return True
-
-    def _address(self, m: Match, side: str, values, negate, op) -> bool:
-        if op not in ("==", "!=", "in"):
-            raise Unknown(f"address compared with {op}")
-        values = intersect(values, family_space((self.family,)))
-        peer_side = "s" if self.direction == "ingress" else "d"
-        if side == peer_side:
-            m.restrict("peer", values, negate)
+    def _payload(self, payload: dict, op, right, m: Match, body: dict) -> bool:
+        proto, field = payload.get("protocol"), payload.get("field")
+        negate = op == "!="
+        if proto in ("ip", "ip6") and field in ("saddr", "daddr"):
+            if (proto == "ip") != (self.family == 4):
+                return False  # the other family's header
+            values = _values(right, body, "address", self.sets)
+            if op not in ("==", "!=", "in"):
+                raise Unknown(f"address compared with {op}")
+            values = intersect(values, family_space((self.family,)))
+            peer = field[0] == ("s" if self.direction == "ingress" else "d")
+            return self.address(m, peer, values, negate)
+        if proto in ("tcp", "udp", "th") and field in ("sport", "dport"):
+            protos = {"tcp": [(TCP, TCP)], "udp": [(UDP, UDP)], "th": [(TCP, UDP)]}
+            m.restrict("proto", protos[proto])
+            values = _compare(op, _values(right, body, "port", self.sets), 65535)
+            m.restrict(field, values, negate)
             return True
-        return local_match(self.local, values, negate)
+        if proto in ("icmp", "icmpv6"):
+            if (proto == "icmp") != (self.family == 4):
+                return False
+            m.restrict("proto", [(ICMP, ICMP)])
+            return True  # types and codes: within ICMP, reported apart
+        if (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
+            if (proto == "ip") != (self.family == 4):
+                return False
+            m.restrict("proto", _protocols(right, self.family), negate)
+            return True
+        raise Unknown(f"payload {proto} {field}")
 
-    def _iface(self, key, right, negate) -> bool:
-        wanted = "i" if self.direction == "ingress" else "o"
-        if key[0] != wanted:
-            raise Unknown(f"meta {key} on the {HOOKS[self.direction]} hook")
-        names = right["set"] if isinstance(right, dict) and "set" in right else [right]
-        names = [str(n) for n in names]
-        if names == ["lo"]:
-            return negate
-        if self.interface is None:
-            raise Unknown(
-                f"interface {','.join(names)}: pass --interface to say which one the host uses"
-            )
-        hit = any(
-            (
-                self.interface.startswith(n[:-1])
-                if n.endswith("*")
-                else self.interface == n
-            )
-            for n in names
-        )
-        return hit != negate
+    def _meta(self, key, right, negate, m: Match) -> bool:
+        if key == "l4proto":
+            m.restrict("proto", _protocols(right, self.family), negate)
+            return True
+        if key == "nfproto":
+            return (FAMILY_NAMES[self.family] in _elements(right)) != negate
+        if key in ("iifname", "oifname", "iif", "oif"):
+            if key[0] != ("i" if self.direction == "ingress" else "o"):
+                raise Unknown(f"meta {key} on the {HOOKS[self.direction]} hook")
+            names = [str(n) for n in _elements(right)]
+            return self.interface_match(names, "*", negate)
+        raise Unknown(f"meta {key}")
 
 
 def _sets(items) -> dict[str, list | None]:
@@ -363,13 +346,18 @@ def _sets(items) -> dict[str, list | None]:
     return out
 
 
-def read(sources: dict, context) -> Live:
-    from ..matrix import Matrix
+@dataclass
+class Ruleset:
+    """What the reader evaluates of `nft -j list ruleset`, keyed "family table name"."""
 
-    path, text = sources["nft"]
+    path: str
+    sets: dict[str, list | None]
+    chains: dict[str, tuple[int, dict]]
+    rules: list[tuple[int, dict]]
+
+
+def _ruleset(text: str, path: str) -> Ruleset:
     items = _load(text, path)
-    role = context.role
-    sets = _sets(items)
     chains = {}
     for i, item in enumerate(items):
         body = item.get("chain")
@@ -387,119 +375,131 @@ def read(sources: dict, context) -> Live:
             rules.append((i, body))
     if problems:
         raise ReadError(problems)
-    subnets = context.profile.subnets.get(role, ())
-    local_all = [iv for c in subnets for iv in address_intervals(c)]
-    found, unknown, not_compared, notes, stateful = [], [], [], [], []
+    return Ruleset(path, _sets(items), chains, rules)
+
+
+def _entries(ruleset: Ruleset, reader: RuleReader, family: int) -> list[ChainEntry]:
+    path, chains = ruleset.path, ruleset.chains
+    entries = [
+        reader.entry(
+            body,
+            f"{path}: table {body['family']} {body['table']} chain {body['chain']} handle {body.get('handle', '?')}",
+        )
+        for i, body in ruleset.rules
+        if body["family"] in TABLE_FAMILIES[family]
+    ]
+    for e in entries:
+        if e.target and e.target not in chains:
+            raise ReadError(
+                [
+                    f"{e.where}: jump to chain {e.target.split()[-1]}, which is not in the ruleset"
+                ]
+            )
+    return entries
+
+
+def _bases(chains, direction: str, family: int) -> list[tuple[int, str]]:
+    """(priority, key) of the filter base chains a packet of the family meets."""
+    return sorted(
+        (
+            (b.get("prio", 0), key)
+            for key, (_, b) in chains.items()
+            if b.get("hook") == HOOKS[direction]
+            and b.get("type", "filter") == "filter"
+            and b["family"] in TABLE_FAMILIES[family]
+        ),
+    )
+
+
+def _decider(entries, bases, policies):
+    def decide(tags):
+        ordered = sorted(tags)
+        label = "nochain"
+        for _, key in bases:
+            verdict, index = run_chain(entries, key, ordered)
+            if verdict == "drop":
+                return None
+            if verdict == "accept":
+                label = index
+            elif policies[key] == "drop":
+                return None
+            elif label == "nochain":
+                label = f"policy {key}"
+        return label
+
+    return decide
+
+
+def _describer(entries, path: str):
+    def describe(label):
+        if label == "nochain":
+            return "no base chain at this hook (the kernel accepts)", path
+        if isinstance(label, str):
+            key = label.split(" ", 1)[1]
+            return f"policy accept of chain {key}", f"{path}: {key}"
+        e = entries[label]
+        return f"{e.where.split(': ', 1)[1]}: {e.text}", e.where
+
+    return describe
+
+
+def _reachable(entries, bases) -> set[str]:
+    reachable, stack = set(), [key for _, key in bases]
+    while stack:
+        chain = stack.pop()
+        if chain in reachable:
+            continue
+        reachable.add(chain)
+        stack += [e.target for e in entries if e.chain == chain and e.target]
+    return reachable
+
+
+def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role) -> bool:
+    """One family's base chains at one hook into `out`; whether replies pass."""
+    family, direction = reader.family, reader.direction
+    entries = _entries(ruleset, reader, family)
+    bases = _bases(ruleset.chains, direction, family)
+    policies = {key: ruleset.chains[key][1].get("policy", "accept") for _, key in bases}
+    if not bases:
+        out.notes.append(
+            f"no IPv{family} base chain on the {HOOKS[direction]} hook: the kernel accepts everything"
+        )
+    decide = _decider(entries, bases, policies)
+    boxes = evaluate([e.match for e in entries], decide, (family,))
+    out.allowed(role, direction, boxes, _describer(entries, ruleset.path), (family,))
+    reachable = _reachable(entries, bases)
+    chain_findings(out, role, entries, reachable)
+    return replies_pass(entries, reachable, decide)
+
+
+def read(sources: dict, context) -> Live:
+    path, text = sources["nft"]
+    ruleset = _ruleset(text, path)
+    role = context.role
+    local_all = subnet_space(context.profile, role)
+    out = Assembly()
+    chains = ruleset.chains
     others = sorted(
         {b["family"] for _, b in chains.values() if b.get("hook")}
         - {"ip", "ip6", "inet"}
     )
     if others:
-        notes.append(f"base chains of families {', '.join(others)} are not evaluated")
+        out.notes.append(
+            f"base chains of families {', '.join(others)} are not evaluated"
+        )
     if any(b.get("hook") == "forward" for _, b in chains.values()):
-        notes.append(
+        out.notes.append(
             f"{path}: the forward hook (traffic routed through the host, to pods or"
             " containers) is not audited"
         )
+    stateful = []
     for family in (4, 6):
         local = intersect(local_all, family_space((family,)))
         for direction in ("ingress", "egress"):
-            reader = RuleReader(direction, family, sets, local, context.interface)
-            entries = [
-                reader.entry(
-                    body,
-                    f"{path}: table {body['family']} {body['table']} chain {body['chain']} handle {body.get('handle', '?')}",
-                )
-                for i, body in rules
-                if body["family"] in TABLE_FAMILIES[family]
-            ]
-            for e in entries:
-                if e.target and e.target not in chains:
-                    raise ReadError(
-                        [
-                            f"{e.where}: jump to chain {e.target.split()[-1]}, which is not in the ruleset"
-                        ]
-                    )
-            bases = sorted(
-                (
-                    (b.get("prio", 0), key)
-                    for key, (_, b) in chains.items()
-                    if b.get("hook") == HOOKS[direction]
-                    and b.get("type", "filter") == "filter"
-                    and b["family"] in TABLE_FAMILIES[family]
-                ),
+            reader = RuleReader(
+                direction, family, ruleset.sets, local, context.interface
             )
-            policies = {key: chains[key][1].get("policy", "accept") for _, key in bases}
-            if not bases:
-                notes.append(
-                    f"no IPv{family} base chain on the {HOOKS[direction]} hook: the kernel accepts everything"
-                )
-
-            def decide(tags, entries=entries, bases=bases, policies=policies):
-                ordered = sorted(tags)
-                label = "nochain"
-                for _, key in bases:
-                    verdict, index = run_chain(entries, key, ordered)
-                    if verdict == "drop":
-                        return None
-                    if verdict == "accept":
-                        label = index
-                    elif policies[key] == "drop":
-                        return None
-                    elif label == "nochain":
-                        label = f"policy {key}"
-                return label
-
-            boxes = evaluate([e.match for e in entries], decide, (family,))
-
-            def describe(label, entries=entries):
-                if label == "nochain":
-                    return "no base chain at this hook (the kernel accepts)", path
-                if isinstance(label, str):
-                    key = label.split(" ", 1)[1]
-                    return f"policy accept of chain {key}", f"{path}: {key}"
-                e = entries[label]
-                return f"{e.where.split(': ', 1)[1]}: {e.text}", e.where
-
-            rules_here, icmp = to_rules(role, direction, boxes, describe, (family,))
-            found += rules_here
-            for label, ivs in icmp.items():
-                what, at = describe(label)
-                not_compared.append(icmp_finding(role, direction, at, what, ivs))
-            reachable, stack = set(), [key for _, key in bases]
-            while stack:
-                chain = stack.pop()
-                if chain in reachable:
-                    continue
-                reachable.add(chain)
-                stack += [e.target for e in entries if e.chain == chain and e.target]
-            for e in entries:
-                if e.unknown and e.chain in reachable:
-                    f = Finding(
-                        role, e.where, e.text, e.unknown + "; assumed not to match"
-                    )
-                    if f not in unknown:
-                        unknown.append(f)
-            # Replies: an ESTABLISHED packet, of any flow, through the rules that
-            # match every such packet (a state match, or none, and nothing else).
-            ordered = frozenset(
-                i for i, e in enumerate(entries) if e.replies and e.chain in reachable
-            )
-            stateful.append(decide(ordered) is not None)
-    matrix = Matrix(
-        profile=context.profile.name,
-        server_version=context.profile.server_version,
-        release_line="live",
-        cloud=context.profile.cloud,
-        stateful=all(stateful),
-        rules=tuple(found),
-    )
-    return Live(
-        matrix=matrix,
-        roles=(role,),
-        families=(4, 6),
-        stateful=all(stateful),
-        unknown=unknown,
-        not_compared=not_compared,
-        notes=notes,
+            stateful.append(_hook(out, ruleset, reader, role))
+    return out.live(
+        context.profile, context.profile.cloud, (role,), (4, 6), all(stateful)
     )
