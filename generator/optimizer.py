@@ -250,23 +250,24 @@ def _drop_shadowed(rules: list[Rule], cache: dict, report) -> list[Rule]:
         groups.setdefault((rule.role, rule.direction), []).append(rule)
     kept: list[Rule] = []
     for group in groups.values():
-        alive = list(group)
+        alive = dict(enumerate(group))  # position in the group -> the rule now
         for i, rule in enumerate(group):
-            for other in alive:
-                if other is rule or not covers(other, rule, cache):
+            for j, other in list(alive.items()):
+                if j == i or not covers(other, rule, cache):
                     continue
                 if other.site and not rule.site:
                     continue  # a page rule stays, even under a broader site rule
                 # Of two equal rules the later one in sort order goes (site last).
-                if (
-                    group.index(other) < i
-                    or rule.site
-                    or not covers(rule, other, cache)
-                ):
-                    alive.remove(rule)
+                if j < i or rule.site or not covers(rule, other, cache):
+                    del alive[i]
                     report.shadowed.append((rule.name, other.name))
+                    if other.site == rule.site:
+                        # The rule that stays carries the flow it now allows too, so
+                        # descriptions and explain credit it (a site flow never
+                        # rewords a page rule).
+                        alive[j] = _combined([other, rule])
                     break
-        kept.extend(alive)
+        kept.extend(alive.values())
     return kept
 
 

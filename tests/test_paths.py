@@ -117,3 +117,16 @@ def test_merged_rules_say_each_hop_once_with_all_its_reasons():
     assert join_via(["from A because x", "from A because y", "", "from B"]) == (
         "from A because x and y; from B"
     )
+
+
+def test_a_rule_shadowed_away_is_credited_to_the_rule_that_covers_it():
+    """nomad_clients_egress_tcp_22_vcs goes under the VMs' 0.0.0.0/0 on 22: explain and
+    the descriptions name the VCS checkout on the rule that now carries it."""
+    result = CliRunner().invoke(
+        main,
+        ["explain", str(ROOT / "profiles" / "aws-public-ip.yaml")]
+        + ["--from", "nomad_clients", "--to", "vcs", "--port", "22"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "flow nomad-vm-ssh+vcs-ssh" in result.output
+    assert "Checkout from the VCS over SSH" in result.output

@@ -373,7 +373,7 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_clients" {
 resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
   for_each = {
     "nomad_clients_egress_tcp_22_vm_public_ips_0.0.0.0/0" = {
-      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet). Path: to the VMs public IPs (0.0.0.0/0) because the VMs have public IPs (..."
+      description                  = "Nomad client SSH to the VMs; Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet); Common rules for compute instances / Egre..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
