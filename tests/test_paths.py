@@ -130,3 +130,150 @@ def test_a_rule_shadowed_away_is_credited_to_the_rule_that_covers_it():
     assert result.exit_code == 0, result.output
     assert "flow nomad-vm-ssh+vcs-ssh" in result.output
     assert "Checkout from the VCS over SSH" in result.output
+
+
+VPN = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+GCP = (ROOT / "profiles" / "gcp.yaml").read_text()
+
+
+def problems_of(text: str) -> list[str]:
+    from generator.profile import ProfileError
+
+    try:
+        profile_from(text)
+    except ProfileError as exc:
+        return exc.problems
+    return []
+
+
+def balancer(text: str, lines: str) -> str:
+    """The profile with its load_balancer.transparent line replaced by `lines`."""
+    for line in ("  transparent: false\n", "  transparent: true\n"):
+        if line in text:
+            return text.replace(line, lines)
+    raise AssertionError("no transparent line")
+
+
+def test_balancer_kind_is_checked_against_the_cloud_and_the_other_keys():
+    assert problems_of(balancer(VPN, "  kind: proxy\n")) == [
+        "test.yaml:8: load_balancer.kind: 'proxy' is not a balancer kind of cloud:"
+        " aws; expected clb or nlb"
+    ]
+    clash = problems_of(balancer(VPN, "  transparent: true\n  kind: clb\n"))
+    assert len(clash) == 1 and "true contradicts kind: clb" in clash[0]
+    stray = problems_of(balancer(VPN, "  kind: clb\n  targets: ip\n"))
+    assert stray == [
+        "test.yaml:9: load_balancer.targets: applies to kind: nlb, not clb"
+    ]
+    no_kind = problems_of(balancer(VPN, "  security_group: true\n"))
+    assert no_kind == [
+        "test.yaml:8: load_balancer.security_group: needs load_balancer.kind"
+    ]
+    bare = VPN.replace("    load_balancer: [10.0.48.0/24]\n", "")
+    assert "list its subnets" in " ".join(problems_of(balancer(bare, "  kind: nlb\n")))
+    # The kind decides transparent: the clb keeps today's reading.
+    clb = shipped_matrix(profile_from(balancer(VPN, "  kind: clb\n")))
+    assert clb.rules == shipped_matrix(profile_from(VPN)).rules
+    assert any(
+        "Classic Load Balancer has a firewall of its own" in n for n in clb.notes
+    )
+
+
+def test_an_nlb_without_a_security_group_opens_the_nodeports_to_its_clients():
+    prof = profile_from(balancer(VPN, "  kind: nlb\n"))
+    matrix = shipped_matrix(prof)
+    assert prof.transparent_lb and "load_balancer" not in matrix.roles()
+    nodes = {
+        r.peer.role or r.peer.name: r
+        for r in matrix.for_role("kubernetes_nodes", "ingress")
+        if r.ports == (30000, 32767)
+    }
+    assert set(nodes) == {"external", "nomad_clients", "load_balancer_addresses"}
+    assert (
+        "keeps the client's address and delivers to a NodePort" in nodes["external"].via
+    )
+    assert "health checks" in nodes["load_balancer_addresses"].via
+    egress = [
+        r for r in matrix.for_role("nomad_clients", "egress") if r.ports == (4647, 4647)
+    ]
+    assert [r.peer.name for r in egress] == ["load_balancer_addresses"]
+    # Not keeping the client's address: only the NLB, and a warning.
+    snat = shipped_matrix(
+        profile_from(balancer(VPN, "  kind: nlb\n  preserve_client_ip: false\n"))
+    )
+    peers = {
+        r.peer.name
+        for r in snat.for_role("kubernetes_nodes", "ingress")
+        if r.ports == (30000, 32767)
+    }
+    assert peers == {"load_balancer_addresses"}
+    assert any("no firewall of the nodes can tell" in w for w in snat.warnings)
+
+
+def test_a_gcp_proxy_balancer_is_seen_as_the_google_front_ends():
+    matrix = shipped_matrix(profile_from(balancer(GCP, "  kind: proxy\n")))
+    ui = ingress(matrix, "kubernetes_nodes", 443)
+    assert set(ui) == {"load_balancer_proxies"}
+    assert ui["load_balancer_proxies"].peer.cidrs == ("35.191.0.0/16", "130.211.0.0/22")
+    assert any("Cloud Armor" in w for w in matrix.warnings)
+
+
+def test_an_egress_proxy_replaces_the_internets_80_and_443():
+    text = VPN + "egress_proxy: {addresses: [10.0.200.10/32], port: 3128}\n"
+    prof = profile_from(
+        text.replace("  internet: [0.0.0.0/0]", "  internet: [10.9.0.0/16]")
+    )
+    assert "peers.internet: ignored: egress_proxy carries" in " ".join(prof.warnings)
+    matrix = shipped_matrix(prof)
+    for role in ("kubernetes_nodes", "nomad_clients", "external_vms"):
+        out = [r for r in matrix.for_role(role, "egress") if r.flow == "internet"]
+        assert [(r.ports, r.peer.cidrs) for r in out] == [
+            ((3128, 3128), ("10.0.200.10/32",))
+        ], role
+    path = ROOT / "out" / "aws-proxy.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(
+        main,
+        ["explain", str(path), "--from", "nomad_clients", "--to", "internet"]
+        + ["--port", "443"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "egress on nomad_clients (to egress_proxy (10.0.200.10/32), port 3128)" in (
+        result.output
+    )
+
+
+def test_webhooks_outside_external_get_their_rule_and_a_warning():
+    hooks = "webhooks: {from: vcs, cidrs: [192.30.252.0/22, 172.16.5.0/24]}\n"
+    prof = profile_from(VPN + hooks)
+    warning = next(w for w in prof.warnings if w.startswith("webhooks.cidrs"))
+    assert "does not cover the VCS's hook ranges (192.30.252.0/22)" in warning
+    rule = ingress(shipped_matrix(prof), "load_balancer", 443)["webhooks"]
+    assert rule.site and rule.reference == "Site flow webhooks: webhooks.from: vcs"
+    assert set(rule.peer.cidrs) <= {"172.16.5.0/24", "192.30.252.0/22"}
+    assert "192.30.252.0/22" in rule.peer.cidrs
+    # Unsaid, the matrix notes that the VCS's own addresses cannot reach the UI.
+    assert any(
+        n.startswith("webhooks: not set")
+        for n in shipped_matrix(profile_from(VPN)).notes
+    )
+    covered = profile_from(VPN + "webhooks: {from: relay, cidrs: [172.16.5.0/24]}\n")
+    assert not any(w.startswith("webhooks") for w in covered.warnings)
+    assert "webhooks" not in ingress(shipped_matrix(covered), "load_balancer", 443)
+
+
+def test_eks_custom_pod_networking_adds_the_pod_range():
+    text = VPN.replace(
+        "  dns_servers: [10.0.0.2]\n",
+        "  dns_servers: [10.0.0.2]\n  pod_cidrs: [100.64.0.0/16]\n",
+    )
+    assert "missing: aws.custom_pod_networking" in " ".join(
+        problems_of(VPN + "aws: {custom_pod_networking: true}\n")
+    )
+    prof = profile_from(text + "aws: {custom_pod_networking: true}\n")
+    found = ingress(shipped_matrix(prof), "nomad_clients", 4647)
+    assert set(found) == {"kubernetes_nodes", "pods"}
+    assert "EKS custom pod networking" in found["pods"].via
+    # Without it, the VPC CNI gives pods the nodes' addresses: no pod rule.
+    plain = ingress(shipped_matrix(profile_from(text)), "nomad_clients", 4647)
+    assert set(plain) == {"kubernetes_nodes"}
