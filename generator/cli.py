@@ -532,6 +532,8 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     prof = load(profile, server_version, code=2)
     try:
         peers = {**prof.peers, "dns": prof.dns_servers}
+        if prof.webhooks:
+            peers["webhooks"] = prof.webhooks["cidrs"]
         src, dst = endpoint(source, peers), endpoint(destination, peers)
     except ExplainError as exc:
         fail([str(exc)], code=2)
