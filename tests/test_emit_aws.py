@@ -673,9 +673,11 @@ EKS_PROFILE = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text().replace(
     "name: acme-prod", "name: acme-eks"
 ) + "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
 # Nomad client IPs not known in advance: the page allows 0.0.0.0/0 (a deliberate skip).
+# (Left empty, the clients leave through the NAT gateways, which the VMs then see.)
 UNKNOWN_IPS_PROFILE = OPEN_PROFILE.replace("name: acme-open", "name: acme-unknown-ips")
 UNKNOWN_IPS_PROFILE = UNKNOWN_IPS_PROFILE.replace(
-    "nomad_client_public_ips: [198.51.100.64/27]", "nomad_client_public_ips: []"
+    "nomad_client_public_ips: [198.51.100.64/27]",
+    "nomad_client_public_ips: [0.0.0.0/0]",
 ).replace('ssh_admin: [0.0.0.0/0, "::/0"]', "ssh_admin: [203.0.113.0/28]")
 
 
