@@ -9,6 +9,11 @@ Then the one semantic diff (generator.diff.compare) says, flow by flow, what is
 missing (required, blocked live: with the page reference) and what is in excess
 (allowed live, not required: with the live rule that allows it).
 
+A host reader also reads the forward path for what reaches a container through DNAT
+(a published port, a NodePort), by its original port: that must be what the role's
+ingress rules let in (and, on Kubernetes nodes, the pods' own traffic), and is compared
+apart, so that a published port open to everyone is reported as an excess.
+
 A host firewall (a target with `host_firewall`) is also required to let through the
 host essentials generator.hostfw derives from the profile (ICMP errors, NTP, the
 metadata service, DHCP, pods on Kubernetes nodes...): they join the required side as
@@ -47,18 +52,25 @@ class Audit:
     required: Matrix
     live: Live
     traffic: TrafficDiff
+    forward: TrafficDiff | None = None  # through DNAT, where the reader reads it
+
+    @property
+    def forward_changes(self) -> list:
+        return self.forward.changes if self.forward else []
 
     @property
     def missing(self):
-        return [c for c in self.traffic.changes if c.kind in MISSING]
+        changes = self.traffic.changes + self.forward_changes
+        return [c for c in changes if c.kind in MISSING]
 
     @property
     def excess(self):
-        return [c for c in self.traffic.changes if c.kind in EXCESS]
+        changes = self.traffic.changes + self.forward_changes
+        return [c for c in changes if c.kind in EXCESS]
 
     @property
     def different(self) -> bool:
-        return bool(self.traffic.changes or self.live.unknown)
+        return bool(self.traffic.changes or self.forward_changes or self.live.unknown)
 
     def exit_code(self, fail_on: str | None = None) -> int:
         """0 same, 2 differences, 3 when --fail-on matches (1 is bad input, elsewhere)."""
@@ -208,13 +220,43 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
     live.not_compared = _icmp_beyond(
         live.not_compared, required, _essential_icmp(context.profile, reader, live)
     )
+    forward = None
+    if live.forward is not None:
+        wanted = forward_required(context.profile, required, live)
+        forward = compare(wanted, live.forward)
     return Audit(
         reader,
         [path for path, _ in sources.values()],
         required,
         live,
         compare(required, live.matrix),
+        forward,
     )
+
+
+def forward_required(profile, required: Matrix, live: Live) -> Matrix:
+    """What must reach the role's containers through DNAT, by the original port: its
+    ingress rules (the page's and the site's; not the host essentials, nor stateless
+    return rules: the forward path tracks connections), and on Kubernetes nodes what
+    the pods send to pods and services (which kube-proxy DNATs)."""
+    space = subtract(family_space(live.forward_families), LOOPBACK_SPACE)
+    rules = [
+        r
+        for r in required.rules
+        if r.direction == "ingress"
+        and not r.is_return
+        and r.reference != hostfw.ESSENTIALS
+    ]
+    for role in live.roles:
+        pods = hostfw.essentials_for(profile, role).pods
+        if pods:
+            what = "Pods to pods and to services (network.pod_cidrs, service_cidrs)"
+            peer = Peer(cidrs=tuple(pods), name="pod_cidrs")
+            rules.append(
+                Rule(role, "ingress", "all", None, peer, what, hostfw.ESSENTIALS, "")
+            )
+    kept = [c for c in (_clip(r, space) for r in rules) if c is not None]
+    return replace(required, rules=tuple(kept))
 
 
 def _essential_icmp(profile, reader: Reader, live: Live) -> dict:
@@ -275,7 +317,12 @@ def _title(a: Audit) -> str:
     )
 
 
+FORWARD_TITLE = "through DNAT (forward path, by the original port)"
+
+
 def _groups(a: Audit):
+    """(role, title, direction, changes, live matrix): the host's, then the forward
+    path's (whose changes speak of ingress)."""
     for role in ROLES:
         for direction in DIRECTIONS:
             changes = [
@@ -284,7 +331,10 @@ def _groups(a: Audit):
                 if (c.role, c.direction) == (role, direction)
             ]
             if changes:
-                yield role, direction, changes
+                yield role, direction, direction, changes, a.live.matrix
+        changes = [c for c in a.forward_changes if c.role == role]
+        if changes:
+            yield role, FORWARD_TITLE, "ingress", changes, a.live.forward
 
 
 def _shown(piece, direction: str) -> str:
@@ -340,12 +390,15 @@ def render_text(a: Audit) -> str:
     out = [_title(a)] + [f"  source: {s}" for s in a.sources]
     out += ["", f"Result: {_summary(a)}"]
     partly = {"narrowed": " (partly)", "widened": " (partly)"}
-    labels = [_label(c) + partly.get(c.kind, "") for c in a.traffic.changes]
+    labels = [
+        _label(c) + partly.get(c.kind, "")
+        for c in a.traffic.changes + a.forward_changes
+    ]
     w = max([17] + [len(label) + 1 for label in labels])
-    for role, direction, changes in _groups(a):
-        out += ["", f"{ROLE_TITLES[role]} - {direction}"]
+    for role, title, direction, changes, live in _groups(a):
+        out += ["", f"{ROLE_TITLES[role]} - {title}"]
         for change in changes:
-            lines = _lines(change, direction, a.live.matrix)
+            lines = _lines(change, direction, live)
             label = _label(change) + partly.get(change.kind, "")
             out.append(f"  {label:<{w}}{lines[0]}")
             out += [f"  {'':<{w}}{line}" for line in lines[1:]]
@@ -371,8 +424,8 @@ def _cell(text: str) -> str:
 
 def render_markdown(a: Audit) -> str:
     out = [f"### {_title(a)}", "", f"**{_summary(a)}**"]
-    for role, direction, changes in _groups(a):
-        out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
+    for role, title, direction, changes, live in _groups(a):
+        out += ["", f"#### {ROLE_TITLES[role]} - {title}", ""]
         out += ["| finding | traffic | why / allowed by | page reference |"]
         out += ["|---|---|---|---|"]
         for change in changes:
@@ -382,9 +435,7 @@ def render_markdown(a: Audit) -> str:
             refs = change.references if change.kind in MISSING else []
             cells = [
                 f"**{label}**",
-                "<br>".join(
-                    _cell(line) for line in _lines(change, direction, a.live.matrix)
-                ),
+                "<br>".join(_cell(line) for line in _lines(change, direction, live)),
                 "<br>".join(_cell(p) for p in change.purposes),
                 "<br>".join(_cell(r) for r in refs),
             ]
@@ -431,8 +482,17 @@ def report_dict(a: Audit) -> dict:
             "excess": len(a.excess),
             "not_evaluated": len(a.live.unknown),
         },
-        "missing": [change(c) for c in a.missing],
-        "excess": [change(c) for c in a.excess],
+        "missing": [change(c) for c in a.missing if c not in a.forward_changes],
+        "excess": [change(c) for c in a.excess if c not in a.forward_changes],
+        # through DNAT, by the original port (host readers; null where not read)
+        "forward": (
+            None
+            if a.forward is None
+            else {
+                "missing": [change(c) for c in a.forward_changes if c.kind in MISSING],
+                "excess": [change(c) for c in a.forward_changes if c.kind in EXCESS],
+            }
+        ),
         "not_evaluated": [f.to_dict() for f in a.live.unknown],
         "not_compared": [f.to_dict() for f in a.live.not_compared],
         "notes": a.live.notes,

@@ -46,6 +46,10 @@ class Flow:
     reference: str | None = None
     key: str = ""  # where the flow was written, e.g. site_flows[2]
     acknowledge_isolation: bool = False
+    # On a host firewall: True, job containers make the flow (it may name addresses
+    # they may otherwise not reach); False, only the host's own agents do; None, jobs
+    # follow it outside the ranges kept from them.
+    jobs: bool | None = None
 
     def note(self, line: str) -> str | None:
         return self.notes.get(line, self.notes.get("all"))
@@ -190,6 +194,10 @@ def read_flow(
         problem(("ports",), "ports go with tcp/udp: list them (or use protocol all)")
     flow_id = raw.get("id") or key
     acknowledged = bool(raw.get("acknowledge_isolation", False))
+    jobs = raw.get("jobs")
+    if jobs is not None and not isinstance(jobs, bool):
+        problem(("jobs",), f"expected true or false, got {jobs!r}")
+        jobs = None
     if site:
         roles = set(ROLES)
         for src in sources:
@@ -235,6 +243,7 @@ def read_flow(
         reference=raw.get("reference"),
         key=key,
         acknowledge_isolation=acknowledged,
+        jobs=jobs,
     )
 
 

@@ -224,6 +224,11 @@ def read_host_firewall(data, source: Source) -> tuple[dict, Findings]:
         host_fw["ntp_servers"] = found.cidrs(
             ("host_firewall", "ntp_servers"), host_fw["ntp_servers"]
         )
+    if "jobs" in host_fw:
+        jobs = host_fw["jobs"] = dict(host_fw["jobs"])
+        if "blocked_cidrs" in jobs:
+            path = ("host_firewall", "jobs", "blocked_cidrs")
+            jobs["blocked_cidrs"] = found.cidrs(path, jobs["blocked_cidrs"])
     return host_fw, found
 
 
@@ -233,6 +238,12 @@ def check_host_firewall(data, host_fw: dict, source: Source) -> Findings:
         found.warn(
             ("host_firewall", "ntp_servers"),
             "empty: the host firewalls let no NTP through; list your time servers",
+        )
+    if (host_fw.get("jobs") or {}).get("metadata"):
+        found.warn(
+            ("host_firewall", "jobs", "metadata"),
+            "true: every job on the Nomad clients and VMs may reach the metadata"
+            " service, and with it the instance's credentials",
         )
     return found
 

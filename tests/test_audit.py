@@ -143,15 +143,19 @@ def test_iptables_reader_follows_jumps_returns_gotos_policies_and_sets():
     # The set holds 192.168.1.0/24 less the nomatch /26: 4647 to the rest of the /24
     # is excess, less the load balancer's /28 (required); the LOG rule lets 8585 fall
     # through to DROP.
-    excess = lines(result.excess)
-    assert excess == [
+    host = [c for c in result.excess if c not in result.forward_changes]
+    assert lines(host) == [
         "tcp/4647 to 192.168.1.16/28, 192.168.1.32/27, 192.168.1.128/25, 192.168.10.0/24"
     ]
-    assert (
-        "-A SERVERS -p tcp -m tcp --dport 4647 -j ACCEPT"
-        in result.excess[0].purposes[0]
-    )
+    assert "-A SERVERS -p tcp -m tcp --dport 4647 -j ACCEPT" in host[0].purposes[0]
     assert result.live.stateful and not result.live.unknown
+    # The host DNATs port 1 and FORWARD accepts everything: whatever is published
+    # is open to all, named as the chain's policy.
+    forward = result.forward_changes
+    assert forward and all(c.kind in ("added", "widened") for c in forward)
+    assert "udp/all from 0.0.0.0/0 except 127.0.0.0/8" in lines(forward)
+    assert "tcp/0-64534 from 10.8.0.0/16" in lines(forward)  # beyond re-run SSH
+    assert all(":FORWARD ACCEPT (chain policy)" in c.purposes[0] for c in forward)
 
 
 def test_a_return_in_a_user_chain_skips_its_drop():
@@ -1112,3 +1116,145 @@ def test_every_essential_audits_clean_in_both_families(stateful):
             "udp/546 (from port 547) from ::/0 except ::1/128",
             "udp/547 (from port 546) to ::/0 except ::1/128",
         ]
+
+
+# --- the forward path: what reaches a container through DNAT --------------------
+
+# Docker as it publishes `docker run -p 8000:80`: DNAT in nat, its ACCEPT in its own
+# DOCKER chain (by the container's port, after DNAT), FORWARD's policy DROP.
+DOCKER = [
+    "-N DOCKER",
+    "-N DOCKER-USER",
+    "-P FORWARD DROP",
+    "-A FORWARD -j DOCKER-USER",
+    "-A FORWARD -o docker0 -j DOCKER",
+    "-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT",
+    "-t nat -N DOCKER",
+    "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+    "-t nat -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8000 -j DNAT"
+    " --to-destination 172.17.0.2:80",
+]
+# What the forward chain held before it told directions apart: the containers' egress
+# rule, on the container's port after DNAT, for any packet.
+OLD_EGRESS = (
+    "-p tcp -d 0.0.0.0/0 -m multiport --dports 80,443"
+    ' -m comment --comment "rulegen: internet" -j RETURN'
+)
+
+
+@needs_root
+@needs_iptables
+def test_a_published_port_open_to_all_through_dnat_is_reported(tmp_path):
+    prof = example("aws-private-vpn")
+    files = iptables_files(prof)
+    for rel, text in files.items():
+        (tmp_path / rel).write_text(text)
+    role = "nomad_clients"
+    context = Context(prof, role=role, interface="eth0")
+    with namespace() as ns:
+        for rule in DOCKER:
+            in_ns(ns, "iptables", *shlex.split(rule))
+        in_ns(ns, "sh", "apply.sh", "--yes", role, cwd=tmp_path)
+        clean = audit("iptables", exports(ns, True), context)
+        assert clean.forward is not None and not clean.different, (
+            clean.forward.changes,
+            clean.live.unknown,
+        )
+        assert any("FORWARD audited" in n for n in clean.live.notes)
+        # Without --interface, where the packet came in is not known: still clean
+        # (rulegen's DNAT drop decides before any interface match)
+        blind = audit("iptables", exports(ns, True), Context(prof, role=role))
+        assert not blind.forward.changes
+        in_ns(ns, "iptables", "-I", "RULEGEN-FWD", "2", *shlex.split(OLD_EGRESS))
+        opened = audit("iptables", exports(ns, True), context)
+    assert not opened.traffic.changes  # INPUT and OUTPUT are as they were
+    excess = lines(opened.forward_changes)
+    assert excess and all(c.kind in ("added", "widened") for c in opened.excess)
+    assert any(line.startswith("tcp/all from 0.0.0.0/0") for line in excess), excess
+    assert any(
+        "-A DOCKER -d 172.17.0.2/32" in p for c in opened.excess for p in c.purposes
+    )
+    text = render_text(opened)
+    assert "Nomad clients - through DNAT (forward path, by the original port)" in text
+    assert opened.exit_code("excess") == 3
+    data = json.loads(render(opened, "json"))
+    assert data["forward"]["excess"] and not data["excess"]
+
+
+NFT_DOCKER = """
+table ip dockerish {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname != "docker0" tcp dport 8000 dnat to 172.17.0.2:80
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ip daddr 172.17.0.2 oifname "docker0" tcp dport 80 accept
+    }
+}
+"""
+
+
+@needs_root
+@needs_nft
+def test_nft_a_published_port_open_to_all_through_dnat_is_reported(tmp_path):
+    prof = example("aws-private-vpn")
+    files = files_for(prof, shipped_matrix(prof), [TARGETS["nftables"]])
+    text = next(t for p, t in files.items() if p.endswith("nomad_clients.nft"))
+    context = Context(prof, role="nomad_clients", interface="eth0")
+    with nft_namespace(text) as ns:
+        in_ns(ns, "nft", "-f", "-", input=NFT_DOCKER)
+        clean = audit(
+            "nft",
+            {"nft": ("r.json", in_ns(ns, "nft", "-j", "list", "ruleset"))},
+            context,
+        )
+        assert clean.forward is not None and not clean.different, (
+            clean.forward.changes,
+            clean.live.unknown,
+        )
+        in_ns(
+            ns,
+            "nft",
+            "insert",
+            "rule",
+            "inet",
+            "rulegen",
+            "forward_v4",
+            "ip",
+            "daddr",
+            "0.0.0.0/0",
+            "tcp",
+            "dport",
+            "{",
+            "80,",
+            "443",
+            "}",
+            "accept",
+        )
+        opened = audit(
+            "nft",
+            {"nft": ("r.json", in_ns(ns, "nft", "-j", "list", "ruleset"))},
+            context,
+        )
+    assert not opened.traffic.changes
+    excess = lines(opened.forward_changes)
+    assert any(line.startswith("tcp/all from 0.0.0.0/0") for line in excess), excess
+
+
+def test_a_forward_path_that_drops_what_the_role_publishes_is_missing_it():
+    """The nodes' NodePorts, dropped on the forward path: missing there, by the
+    original port, while INPUT still takes them."""
+    prof = example("generic-baremetal")
+    saved = (DATA / "k8s-drifted.save").read_text()
+    cut = (
+        "\n".join(
+            l
+            for l in saved.splitlines()
+            if not ("RULEGEN-FWD" in l and "nodeports" in l and "DNAT" in l)
+        )
+        + "\n"
+    )
+    result = iptables_audit(prof, "kubernetes_nodes", cut)
+    missing = lines([c for c in result.missing if c in result.forward_changes])
+    assert missing == ["tcp/30000-32767 from load_balancer: 192.168.1.0/28"]

@@ -135,6 +135,7 @@ def aws_files(text: str, targets=("terraform-aws", "cloudformation")) -> dict:
     return files_for(profile, shipped_matrix(profile), [TARGETS[t] for t in targets])
 
 
+@pytest.mark.cfnlint
 def test_cloudformation_exports_every_output_and_tags_every_group():
     from cfnlint.api import lint
     from test_emit_aws import cfn_template
@@ -170,6 +171,7 @@ EKS_PROFILE = (
 SELF_INGRESS = "kubernetes_nodes_ingress_all_all_kubernetes_nodes"
 
 
+@pytest.mark.cfnlint
 def test_the_eks_cluster_group_gets_no_duplicate_of_its_own_rule():
     import hcl2
     from cfnlint.api import lint

@@ -406,6 +406,7 @@ def test_keys_do_not_move_when_a_cidr_is_added():
 # --- CloudFormation: cfn-lint, and what the resources mean ---------------------
 
 
+@pytest.mark.cfnlint
 @pytest.mark.parametrize("name", AWS)
 def test_cloudformation_passes_cfn_lint(name):
     from cfnlint.api import lint
@@ -415,6 +416,7 @@ def test_cloudformation_passes_cfn_lint(name):
     assert [str(m) for m in matches] == []
 
 
+@pytest.mark.cfnlint
 def test_cfn_lint_sees_a_broken_reference():
     from cfnlint.api import lint
 
@@ -596,10 +598,17 @@ def test_output_is_byte_identical_across_runs(tmp_path):
 
 
 CHECKOV = os.environ.get("CHECKOV", str(ROOT / ".venv-checkov" / "bin" / "checkov"))
-needs_checkov = pytest.mark.skipif(
-    not os.access(CHECKOV, os.X_OK),
-    reason=f"checkov not found at {CHECKOV} (`make tools` installs it; env CHECKOV)",
-)
+
+
+def needs_checkov(test):
+    """The checkov tier, skipped (saying why) when checkov is not installed."""
+    test = pytest.mark.skipif(
+        not os.access(CHECKOV, os.X_OK),
+        reason=f"checkov not found at {CHECKOV} (`make tools` installs it; env CHECKOV)",
+    )(test)
+    return pytest.mark.checkov(test)
+
+
 SKIP_COMMENT = re.compile(r"(?m)^\s*#checkov:skip=.*\n")
 CFN_METADATA = re.compile(r"(?m)^    Metadata:\n(?:      .*\n)+")
 
@@ -779,6 +788,7 @@ def test_checkov_finds_nothing_that_is_not_deliberate(checkov_outputs):
     )
 
 
+@pytest.mark.cfnlint
 def test_ipv6_and_open_peers_pass_the_tools(tmp_path):
     from cfnlint.api import lint
 

@@ -573,6 +573,7 @@ def test_gcloud_script_runs_the_commands_it_lists(case, tmp_path):
     assert descriptions == [b["description"] for b in bodies]
 
 
+@pytest.mark.checkov
 def test_checkov_finds_nothing_that_is_not_deliberate(tmp_path):
     checkov = os.environ.get("CHECKOV", str(ROOT / ".venv-checkov" / "bin" / "checkov"))
     if not Path(checkov).exists():

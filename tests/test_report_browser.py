@@ -31,6 +31,7 @@ playwright = pytest.importorskip(
     "playwright.sync_api", reason="needs playwright (pip install -e '.[test]')"
 )
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)"
     ),

@@ -65,7 +65,12 @@ def find_terraform() -> tuple[str | None, str | None, str]:
 
 
 TERRAFORM, MIRROR, WHY_NOT = find_terraform()
-pytestmark = pytest.mark.skipif(MIRROR is None, reason=WHY_NOT)
+# One worker runs the module: its fixtures init Terraform once for every test.
+pytestmark = [
+    pytest.mark.terraform,
+    pytest.mark.xdist_group("terraform"),
+    pytest.mark.skipif(MIRROR is None, reason=WHY_NOT),
+]
 
 
 def module_files(prof) -> dict[str, str]:

@@ -69,9 +69,10 @@ def load_case(name: str):
 
 
 # The probes explain answers: what the profile's rules decide, on the way the packet
-# takes. The others are the bed's own properties (the host essentials, an operator's
-# DROP after rulegen's jump, the rollback guard), which no rule of the matrix decides.
-EXPLAINED = ("matrix", "forward", "ipv6", "path")
+# takes. The others are the host firewall's own policies and the bed's properties
+# (the host essentials, the jobs policy, stateless replies, an operator's DROP after
+# rulegen's jump, the rollback guard), which no rule of the matrix decides alone.
+EXPLAINED = ("matrix", "forward", "dnat", "ipv6", "path")
 
 
 def verdict(matrix, probe, prof) -> bool:
@@ -245,6 +246,12 @@ def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
         for c in hostfw.essentials_for(prof, role).ntp
         + hostfw.essentials_for(prof, role).metadata
     ]
+    # the metadata service jobs are kept from, on every cloud
+    essentials += [
+        ipaddress.ip_network(c)
+        for role in matrix.roles()
+        for c in (hostfw.jobs_for(prof, role) or hostfw.Jobs()).metadata
+    ]
     for host in test_plan.hosts:
         if host.parent:  # behind its host, in a pod range or the shared space
             pods = [ipaddress.ip_network(c) for c in prof.pod_cidrs]
@@ -294,6 +301,27 @@ def test_host_firewall_probes_are_planned(case):
     # a NodePort or published port, from a host that may and from one that may not
     published = [p for p in test_plan.probes if "through DNAT" in " ".join(p.why)]
     assert any(not p.expect for p in published)
+    # published ports land on the containers' 80; one no rule opens is shut to all
+    assert all(b.container_port == 80 for b in boxes)
+    unopened = [p for p in test_plan.probes if p.tag == "unopened"]
+    assert unopened and not any(p.expect for p in unopened)
+    # jobs on Nomad clients and VMs, behind Docker's bridges, with named probes
+    jobs = {p.tag: p for p in test_plan.probes if p.kind == "jobs" and p.tag}
+    job_boxes = [b for b in boxes if b.parent.role in hostfw.JOB_HOSTS]
+    assert {b.bridge[:3] for b in job_boxes} == {"doc", "br-"}
+    assert not jobs["metadata"].expect and jobs["metadata"].port == 80
+    assert str(jobs["metadata"].dst.address) == "169.254.169.254"
+    if "internet" in jobs:
+        assert jobs["internet"].expect and jobs["internet"].port == 443
+    if any(r.flow == "nomad-rpc-lb" for r in matrix.rules):
+        assert not jobs["host-only"].expect
+    if not matrix.stateful:
+        (syn,) = [
+            p
+            for p in test_plan.probes
+            if p.tag == "syn" and p.dst.role == "kubernetes_nodes"
+        ]
+        assert syn.sport == 443 and not syn.expect
 
 
 def test_removals_cover_every_kind_of_rule():
@@ -423,7 +451,8 @@ def test_verify_passes_and_each_removal_fails(case, engine, tmp_path, record_pro
             f"{case} {engine}: {len(test_plan.probes)} probes; explain agrees with"
             f" all {len(explained)} it answers ({paths} through hops), the"
             f" {len(test_plan.probes) - len(explained)} of the bed's own properties"
-            " (host essentials, the operator's DROP) as planned"
+            " (host essentials, jobs, stateless replies, the operator's DROP) as"
+            " planned"
         )
         for rule in [r for r in matrix.rules if r.name in removals()[case]]:
             folder = tmp_path / rule.name
@@ -647,6 +676,37 @@ def nft_without(pattern: str):
     }
 
 
+def ipt_without(pattern: str):
+    """iptables files with every match of `pattern` taken out."""
+    import re
+
+    return lambda files: {
+        r: re.sub(pattern, "", t) if r.endswith("tables") else t
+        for r, t in files.items()
+    }
+
+
+# The forward chain by direction: no DNAT drop, and the jobs chain for any interface.
+SAFETY["forward-direction"] = (
+    lambda files: ipt_without(r"-i (docker|br-)\+ ")(
+        without_lines(files, lambda l: "rulegen: host-dnat" not in l)
+    ),
+    "dnat",
+)
+# Jobs inherit the host's egress: the host agents' flows allowed, no drops.
+SAFETY["jobs-policy"] = (
+    lambda files: without_lines(
+        {
+            r: t.replace('jobs-host-only" -j DROP', 'jobs-host-only" -j RETURN')
+            for r, t in files.items()
+        },
+        lambda l: "rulegen: jobs-" not in l or "-j RETURN" in l,
+    ),
+    "jobs",
+)
+SAFETY["replies-only"] = (ipt_without(r" ! --syn"), "replies")
+
+
 # nftables has no RETURN to get wrong: its accept ends only rulegen's own table.
 SAFETY_NFT = {
     "nothing": SAFETY["nothing"],
@@ -654,6 +714,36 @@ SAFETY_NFT = {
     "ipv6-chains": (nft_without(r", ipv6 : jump \w+_v6"), "ipv6"),
     "host-essentials": (nft_without(r"\n.*rulegen: host-.*"), "essential"),
     "rollback-guard": SAFETY["rollback-guard"],
+    "forward-direction": (
+        nft_without(r'(\n.*ct status dnat drop.*|iifname "(docker|br-)\*" )'),
+        "dnat",
+    ),
+    "jobs-policy": (
+        lambda files: nft_without(r"\n.*drop comment \"rulegen: jobs-.*")(
+            {
+                r: t.replace('drop comment "rulegen: jobs-host-only"', "accept")
+                for r, t in files.items()
+            }
+        ),
+        "jobs",
+    ),
+    "replies-only": (
+        nft_without(r" tcp flags & \(fin \| syn \| rst \| ack\) != syn"),
+        "replies",
+    ),
+}
+# Where each property shows (the rest: generic-baremetal): jobs that may reach
+# 0.0.0.0/0 on 80 and 443, the DNS server in a role's subnet, a stateless ruleset.
+SAFETY_CASE = {
+    "forward-direction": "aws-private-vpn",
+    "jobs-policy": "aws-private-vpn",
+    "replies-only": "stateless",
+}
+# The named probes each new property must fail, at least.
+SAFETY_TAGS = {
+    "forward-direction": {"unopened"},
+    "jobs-policy": {"metadata", "host-only", "internal"},
+    "replies-only": {"syn"},
 }
 
 
@@ -716,9 +806,11 @@ def test_verify_without_a_profile_or_cleanup_is_an_error():
     [("iptables", name) for name in SAFETY]
     + [("nftables", name) for name in SAFETY_NFT],
 )
+@needs_root
+@needs_tools
 def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_path):
     change, kind = (SAFETY if engine == "iptables" else SAFETY_NFT)[taken_out]
-    prof, matrix = load_case("generic-baremetal")
+    prof, matrix = load_case(SAFETY_CASE.get(taken_out, "generic-baremetal"))
     test_plan = make_plan(matrix, prof.subnets, prof)
     folder = tmp_path / "rules"
     folder.mkdir()
@@ -740,6 +832,8 @@ def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_pa
         assert outcome.ok, report(outcome)
     else:
         assert kind in {p.kind for p in outcome.mismatches}, report(outcome)
+        tags = {p.tag for p in outcome.mismatches if p.kind == kind}
+        assert SAFETY_TAGS.get(taken_out, set()) <= tags, report(outcome)
 
 
 @needs_root

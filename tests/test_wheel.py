@@ -20,6 +20,9 @@ import pytest
 
 from conftest import ROOT
 
+# One worker runs the module: the wheel is built once, for every test.
+pytestmark = [pytest.mark.wheel, pytest.mark.xdist_group("wheel")]
+
 IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", "out", "build", "dist", "*.egg-info", "__pycache__", ".*cache"
 )

@@ -92,8 +92,10 @@ def test_manifest_entries_outside_the_folder_are_never_touched(tmp_path):
         changes = apply(out, {"t/a.tf": "a\n"}, force=force)
         assert victim.read_text() == "precious\n"
         assert changes.removed == changes.edited == []
-        reported = [w for w in changes.warnings if "victim.txt" in w]
-        assert len(reported) == 3 and all("ignored" in w for w in reported)
+        # One warning per entry; a long entry is cut short in its message (a deep
+        # tmp_path, as under xdist, may cut off the file's name).
+        ignored = [w for w in changes.warnings if ": entry " in w]
+        assert len(ignored) == 3 and all(w.endswith("; ignored") for w in ignored)
 
 
 def test_format_1_manifest_with_an_escaping_entry_is_reported(tmp_path):

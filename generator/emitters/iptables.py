@@ -2,7 +2,9 @@
 
 The iptables layout of the host firewall model (generator/hostfw.py). The rules live
 in RULEGEN-IN, RULEGEN-OUT and RULEGEN-FWD, which INPUT, OUTPUT and the forward path
-(FORWARD, or Docker's DOCKER-USER on Docker hosts) jump to first. Allowed traffic
+(FORWARD, or Docker's DOCKER-USER on Docker hosts) jump to first; on Docker hosts
+RULEGEN-FWD goes on (-g) to RULEGEN-JOBS for what leaves Docker's bridges, so that
+its RETURN goes back to the hook as the others' does. Allowed traffic
 RETURNs to the chain that jumped, so kube-proxy's, Docker's, a CNI's and the
 operator's later rules still apply; the rest is dropped. Loading with
 `iptables-restore --noflush` flushes only our chains (declaring a chain flushes it).
@@ -22,7 +24,18 @@ from ..quotas import quotas_for
 from ..templating import render
 from . import EmitError, Line, Target, expressible, header
 
-CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT", "forward": "RULEGEN-FWD"}
+CHAINS = {
+    "ingress": "RULEGEN-IN",
+    "egress": "RULEGEN-OUT",
+    "forward": "RULEGEN-FWD",
+    "jobs": "RULEGEN-JOBS",
+}
+TITLES = {
+    "ingress": "traffic to this host",
+    "egress": "traffic from this host",
+    "forward": "traffic forwarded to and from containers",
+    "jobs": "what job containers may reach, from RULEGEN-FWD (Docker's bridges)",
+}
 HOOKS = {
     "input": "INPUT",
     "output": "OUTPUT",
@@ -68,7 +81,8 @@ def _pow2(n: int) -> int:
 @dataclass
 class Chain:
     name: str
-    hook: str
+    hook: str | None  # None: reached from another of our chains
+    title: str = ""
     lines: list[Line] = field(default_factory=list)
 
 
@@ -141,6 +155,8 @@ def entry_lines(entry: Entry, direction: str) -> list[Line]:
     head = []
     if entry.iface:
         head.append(f"{'-i' if direction == 'ingress' else '-o'} {entry.iface}")
+    if entry.bridge:
+        head.append(f"-i {entry.bridge}+")
     if entry.protocol:
         head.append(f"-p {PROTOCOLS.get(entry.protocol, entry.protocol)}")
     if entry.icmp_type:
@@ -158,6 +174,7 @@ def entry_lines(entry: Entry, direction: str) -> list[Line]:
         before = [state]
         if entry.sports:
             fixed = f"-m {entry.protocol} --dport {port_arg(entry.dports[0], ':')} "
+            fixed += "! --syn " if entry.reply else ""
             after = [
                 fixed + port_match(c, "sport", entry.protocol)
                 for c in chunk_ports(list(entry.sports))
@@ -170,13 +187,15 @@ def entry_lines(entry: Entry, direction: str) -> list[Line]:
         else:
             after = [""]
     tail = f'-m comment --comment "{comment(entry.flows)}"' if entry.flows else ""
+    if entry.action == "goto":
+        verdict = f"-g {CHAINS[entry.goto]}"
+    else:
+        verdict = f"-j {ACTIONS[entry.action]}"
     lines = []
     for pair in pairs:
         for one in before:
             for ports in after:
-                words = (
-                    head + [one] + pair + [ports, tail, f"-j {ACTIONS[entry.action]}"]
-                )
+                words = head + [one] + pair + [ports, tail, verdict]
                 spec = " ".join(w for w in words if w)
                 lines.append(Line(spec, list(entry.notes) if not lines else []))
     return lines
@@ -187,7 +206,8 @@ def layout(fw: HostFirewall, family: int) -> list[Chain]:
     fr = fw.families[family]
     chains = []
     for direction, model in fr.chains.items():
-        chain = Chain(CHAINS[direction], HOOKS[model.attach])
+        hook = HOOKS[model.attach] if model.attach else None
+        chain = Chain(CHAINS[direction], hook, TITLES[direction])
         for entry in model.entries:
             chain.lines += entry_lines(entry, direction)
         chains.append(chain)
@@ -212,7 +232,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         sets[role] = ipsets(fw)
         for family in fw.families:
             chains = layout(fw, family)
-            hooks[role] = [(c.hook, c.name) for c in chains]
+            hooks[role] = [(c.hook, c.name) for c in chains if c.hook]
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
             files[name] = render(
                 "iptables/rules.j2",

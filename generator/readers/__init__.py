@@ -87,6 +87,10 @@ class Live:
     unknown: list[Finding] = field(default_factory=list)  # could not evaluate
     not_compared: list[Finding] = field(default_factory=list)  # outside the page
     notes: list[str] = field(default_factory=list)
+    # Host readers: what reaches a container through DNAT (the forward path), as the
+    # role's ingress rules by the original port; None where it is not read.
+    forward: Matrix | None = None
+    forward_families: tuple[int, ...] = ()  # the families whose forward path was read
 
 
 @dataclass

@@ -392,22 +392,49 @@ def settle(entry: ChainEntry, family: int, read_matches) -> ChainEntry:
 
 class HostSide:
     """What a host firewall's matches say of a packet at one hook: the peer's
-    address, the host's own (settled from the role's subnets) and its interface."""
+    address, the host's own (settled from the role's subnets) and its interface.
+
+    Direction "forward" is a new connection reaching a container through DNAT,
+    from the peer, by its original destination port: where it lands (the
+    container's address and port, its bridge) is not known, so a match on them is
+    `uncertain`: it holds for a rule that lets the packet on (accept, return, a
+    jump), never for a drop, so that what may be let through is reported."""
 
     def __init__(self, direction: str, family: int, local: Intervals, interface):
         self.direction, self.family = direction, family
         self.local = local  # the role's own addresses, intervals of this family
         self.interface = interface
+        self.uncertain = False
+
+    @property
+    def forward(self) -> bool:
+        return self.direction == "forward"
+
+    def landing(self) -> bool:
+        """A match on where a DNAT'd packet lands: uncertain, see the class."""
+        self.uncertain = True
+        return True
+
+    def finish(self, entry: ChainEntry) -> ChainEntry:
+        """A drop whose match is uncertain is taken as never matching."""
+        if self.uncertain and entry.action == "drop":
+            entry.match = never()
+        self.uncertain = False
+        return entry
 
     def address(self, m: Match, peer: bool, values: Intervals, negate) -> bool:
         if peer:
             m.restrict("peer", values, negate)
             return True
+        if self.forward:
+            return self.landing()
         return local_match(self.local, values, negate)
 
     def interface_match(self, names: list[str], wildcard: str, negate) -> bool:
         if names == ["lo"]:
             return negate  # traffic from the network never comes over loopback
+        if self.interface is None and self.forward:
+            return self.landing()  # the uplink it came in by is not known either
         if self.interface is None:
             raise Unknown(
                 f"interface {','.join(names)}: pass --interface to say which one the host uses"

@@ -3,7 +3,9 @@
 A packet of a new connection enters INPUT (ingress) or OUTPUT (egress) of the filter
 table and walks it in order: jumps and gotos into user chains, RETURN back to the
 caller, the first ACCEPT or DROP/REJECT decides, and a built-in chain's policy decides
-what falls off its end (only the filter table decides; FORWARD is not audited).
+what falls off its end (only the filter table decides). FORWARD is walked for a new
+connection that reaches a container through DNAT (a published port, a NodePort), by
+its original destination port (--ctorigdstport); what the containers send is not.
 Nothing here knows rulegen's own layout: kube-proxy's,
 Docker's or a hand-written chain are evaluated the same way. The host's own address
 is unknown, so a match on it (-d on INPUT, -s on OUTPUT) is decided from the role's
@@ -40,7 +42,7 @@ from .engine import (
     subtract,
 )
 
-HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
+HOOKS = {"ingress": "INPUT", "egress": "OUTPUT", "forward": "FORWARD"}
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
 # Targets that do something to the packet but let it go on down the chain.
 CONTINUE = frozenset(
@@ -261,7 +263,8 @@ class RuleParser(HostSide):
         entry = ChainEntry(
             chain, f"{self.path}:{number}", text, full_match((self.family,))
         )
-        return settle(entry, self.family, lambda: self._matches(tokens[2:], entry))
+        entry = settle(entry, self.family, lambda: self._matches(tokens[2:], entry))
+        return self.finish(entry)
 
     def _matches(self, tokens: list[str], entry: ChainEntry) -> bool:
         holds = True
@@ -313,14 +316,26 @@ class RuleParser(HostSide):
             return self._addrtype(opt[2:5], arg(), negate)
         if opt in ("-p", "--protocol"):
             m.restrict("proto", _protocol(arg(), self.family), negate)
+        elif opt in DPORTS and self.forward:  # the container's port, after DNAT
+            _ports(arg())
+            return self.landing()
         elif opt in DPORTS:
+            m.restrict("dport", _ports(arg()), negate)
+        elif opt == "--ctorigdstport" and self.forward:
             m.restrict("dport", _ports(arg()), negate)
         elif opt in SPORTS:
             m.restrict("sport", _ports(arg()), negate)
         elif opt in ("--ctstate", "--state"):
             states = set(arg().upper().split(","))
-            entry.state_new = ("NEW" in states) != negate
+            # forward: the packet is a new connection's, and DNAT'd
+            new = {"NEW", "DNAT"} if self.forward else {"NEW"}
+            entry.state_new = bool(new & states) != negate
             entry.state_reply = ("ESTABLISHED" in states) != negate
+        elif opt == "--tcp-flags":
+            mask, flags = arg(), arg()
+            if (set(mask.split(",")), flags) != ({"FIN", "SYN", "RST", "ACK"}, "SYN"):
+                raise Unknown(f"--tcp-flags {mask} {flags} is not evaluated")
+            # --syn, as iptables-save writes it
         elif opt in ("--comment", "--icmp-type", "--icmpv6-type"):
             arg()  # ICMP types: within ICMP, which is reported apart anyway
         elif opt not in IGNORED:  # --syn: a new connection's first packet is one
@@ -328,16 +343,18 @@ class RuleParser(HostSide):
         return True
 
     def _address(self, m: Match, side: str, values, negate) -> bool:
-        peer_side = "src" if self.direction == "ingress" else "dst"
+        peer_side = "dst" if self.direction == "egress" else "src"
         return self.address(m, side == peer_side, values, negate)
 
     def _iface(self, flag: str, name: str, negate: bool) -> bool:
-        if flag != ("-i" if self.direction == "ingress" else "-o"):
+        if self.forward and flag == "-o":  # the container's bridge
+            return self.landing()
+        if flag != ("-i" if self.direction in ("ingress", "forward") else "-o"):
             raise Unknown(f"{flag} is not valid in {HOOKS[self.direction]}")
         return self.interface_match([name], "+", negate)
 
     def _addrtype(self, side: str, kinds: str, negate: bool) -> bool:
-        local_side = "dst" if self.direction == "ingress" else "src"
+        local_side = {"ingress": "dst", "egress": "src"}.get(self.direction)
         types = set(kinds.upper().split(","))
         if side == local_side:
             hit = bool(types & {"LOCAL", "UNICAST"})
@@ -454,13 +471,39 @@ def _hook(out: Assembly, tables, path, family, direction, role, sets, local, int
     boxes = evaluate(matches, program.decide, (family,))
     out.allowed(role, direction, boxes, program.describe, (family,))
     chain_findings(out, role, program.entries, program.reachable)
-    if any(e.chain == "FORWARD" for e in program.entries):
-        _note(
-            out,
-            f"{path}: FORWARD (traffic routed through the host, to pods or containers)"
-            " is not audited",
-        )
     return replies_pass(program.entries, program.reachable, program.decide)
+
+
+def _forward(
+    out: Assembly, into: Assembly, tables, path, family, role, sets, local, interface
+):
+    """FORWARD, for what reaches a container through DNAT, into `into` (as ingress
+    rules by the original port), when the host forwards or DNATs anything."""
+    filter_table, nat = tables.get("filter"), tables.get("nat")
+    dnat = nat is not None and any(
+        _target_of(tokens) == "DNAT" for *_, tokens in nat.rules
+    )
+    routed = filter_table is not None and any(
+        chain == "FORWARD" for chain, *_ in filter_table.rules
+    )
+    if not (dnat or routed):
+        _note(
+            out, f"{path}: no FORWARD rule and no DNAT: the forward path is not audited"
+        )
+        return False
+    program = programs(tables, path, family, "forward", sets, local, interface)
+    matches = [
+        e.match if e.chain in program.reachable else never() for e in program.entries
+    ]
+    boxes = evaluate(matches, program.decide, (family,))
+    into.allowed(role, "ingress", boxes, program.describe, (family,))
+    chain_findings(out, role, program.entries, program.reachable)
+    _note(
+        out,
+        f"{path}: FORWARD audited for what reaches containers through DNAT, by the"
+        " original port (what the containers send is not)",
+    )
+    return True
 
 
 def _other_tables(out: Assembly, tables, path: str, role) -> None:
@@ -486,8 +529,8 @@ def read(sources: dict, context) -> Live:
     role = context.role
     sets = parse_ipsets(*reversed(sources["ipset"])) if "ipset" in sources else None
     local_all = subnet_space(context.profile, role)
-    out = Assembly()
-    families, stateful = [], []
+    out, forward = Assembly(), Assembly()
+    families, stateful, routed = [], [], []
     for family, key in ((4, "iptables"), (6, "ip6tables")):
         if key not in sources:
             continue
@@ -496,6 +539,10 @@ def read(sources: dict, context) -> Live:
         local = intersect(local_all, family_space((family,)))
         tables = parse_save(text, path)
         _other_tables(out, tables, path, role)
+        if _forward(
+            out, forward, tables, path, family, role, sets, local, context.interface
+        ):
+            routed.append(family)
         for direction in ("ingress", "egress"):
             stateful.append(
                 _hook(
@@ -514,6 +561,12 @@ def read(sources: dict, context) -> Live:
         out.notes.append(
             "replies are allowed by conntrack in one family or direction only"
         )
-    return out.live(
+    live = out.live(
         context.profile, context.profile.cloud, (role,), families, all(stateful)
     )
+    if routed:
+        live.forward = forward.live(
+            context.profile, context.profile.cloud, (role,), routed
+        ).matrix
+        live.forward_families = tuple(routed)
+    return live

@@ -9,7 +9,9 @@ work as in iptables (the same runner). Matches on the packet's protocol, address
 (prefixes, ranges, anonymous and named sets), ports, interfaces, conntrack state
 and ICMP are evaluated; anything else is reported and assumed not to match.
 `th dport` (any transport header) is read as TCP and UDP. A verdict map on the
-family (`meta nfproto vmap`, rulegen's dispatch) is settled per family.
+family (`meta nfproto vmap`, rulegen's dispatch) is settled per family. The forward
+hook is read for a new connection that reaches a container through DNAT, by its
+original destination port (`ct status dnat`, `ct original proto-dst`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from .engine import (
     subnet_space,
 )
 
-HOOKS = {"ingress": "input", "egress": "output"}
+HOOKS = {"ingress": "input", "egress": "output", "forward": "forward"}
+# iptables' ! --syn: a TCP packet that opens no connection (stateless replies)
+REPLY_FLAGS = (["fin", "syn", "rst", "ack"], "syn")
 TABLE_FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
 PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
 ICMP_NAMES = {4: ("icmp", "1"), 6: ("ipv6-icmp", "icmpv6", "58")}
@@ -221,9 +225,12 @@ def _vmap_verdict(arg, family: int):
     return None
 
 
-def _ct_state(left, right, negate, entry: ChainEntry) -> bool:
-    if left["ct"].get("key") != "state":
-        raise Unknown(f"ct {left['ct'].get('key')}")
+def _ct_state(left, right, negate, entry: ChainEntry, forward: bool) -> bool:
+    key = left["ct"].get("key")
+    if key == "status" and "dnat" in _elements(right):
+        return forward != negate  # only the forward path is read for DNAT'd traffic
+    if key != "state":
+        raise Unknown(f"ct {key}")
     states = right if isinstance(right, list) else [right]
     if isinstance(right, dict) and "set" in right:
         states = right["set"]
@@ -231,6 +238,18 @@ def _ct_state(left, right, negate, entry: ChainEntry) -> bool:
     entry.state_new = ("new" in states) != negate
     entry.state_reply = ("established" in states) != negate
     return True
+
+
+def _reply_flags(left, op, right) -> bool:
+    """`tcp flags & (fin | syn | rst | ack) != syn`: rulegen's replies-only match."""
+    operands = left["&"]
+    payload = operands[0].get("payload", {}) if isinstance(operands[0], dict) else {}
+    return (
+        (payload.get("protocol"), payload.get("field")) == ("tcp", "flags")
+        and op == "!="
+        and sorted(operands[1]) == sorted(REPLY_FLAGS[0])
+        and right == REPLY_FLAGS[1]
+    )
 
 
 class RuleReader(HostSide):
@@ -250,7 +269,7 @@ class RuleReader(HostSide):
                 holds &= self._expr(e, entry.match, entry, body)
             return holds
 
-        return settle(entry, self.family, read_matches)
+        return self.finish(settle(entry, self.family, read_matches))
 
     def _expr(self, e, m: Match, entry: ChainEntry, body: dict) -> bool:
         if not isinstance(e, dict) or len(e) != 1:
@@ -285,7 +304,16 @@ class RuleReader(HostSide):
         if isinstance(left, dict) and "meta" in left:
             return self._meta(left["meta"].get("key"), right, negate, m)
         if isinstance(left, dict) and "ct" in left:
-            return _ct_state(left, right, negate, entry)
+            ct = left["ct"]
+            if (ct.get("key"), ct.get("dir")) == ("proto-dst", "original"):
+                if not self.forward:
+                    raise Unknown("ct original proto-dst outside the forward hook")
+                values = _compare(op, _values(right, body, "port", self.sets), 65535)
+                m.restrict("dport", values, negate)
+                return True
+            return _ct_state(left, right, negate, entry, self.forward)
+        if isinstance(left, dict) and "&" in left and _reply_flags(left, op, right):
+            return True  # replies only: as --syn, not a flow of its own
         raise Unknown(f"match on {_left_text(left)}")
 
     def _payload(self, payload: dict, op, right, m: Match, body: dict) -> bool:
@@ -298,11 +326,13 @@ class RuleReader(HostSide):
             if op not in ("==", "!=", "in"):
                 raise Unknown(f"address compared with {op}")
             values = intersect(values, family_space((self.family,)))
-            peer = field[0] == ("s" if self.direction == "ingress" else "d")
+            peer = field[0] == ("d" if self.direction == "egress" else "s")
             return self.address(m, peer, values, negate)
         if proto in ("tcp", "udp", "th") and field in ("sport", "dport"):
             protos = {"tcp": [(TCP, TCP)], "udp": [(UDP, UDP)], "th": [(TCP, UDP)]}
             m.restrict("proto", protos[proto])
+            if self.forward and field == "dport":  # the container's port, after DNAT
+                return self.landing()
             values = _compare(op, _values(right, body, "port", self.sets), 65535)
             m.restrict(field, values, negate)
             return True
@@ -325,7 +355,9 @@ class RuleReader(HostSide):
         if key == "nfproto":
             return (FAMILY_NAMES[self.family] in _elements(right)) != negate
         if key in ("iifname", "oifname", "iif", "oif"):
-            if key[0] != ("i" if self.direction == "ingress" else "o"):
+            if self.forward and key[0] == "o":  # the container's bridge
+                return self.landing()
+            if key[0] != ("o" if self.direction == "egress" else "i"):
                 raise Unknown(f"meta {key} on the {HOOKS[self.direction]} hook")
             names = [str(n) for n in _elements(right)]
             return self.interface_match(names, "*", negate)
@@ -454,8 +486,9 @@ def _reachable(entries, bases) -> set[str]:
     return reachable
 
 
-def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role) -> bool:
-    """One family's base chains at one hook into `out`; whether replies pass."""
+def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role, into=None) -> bool:
+    """One family's base chains at one hook into `out` (its rules into `into` when
+    given, as ingress: the forward path); whether replies pass."""
     family, direction = reader.family, reader.direction
     entries = _entries(ruleset, reader, family)
     bases = _bases(ruleset.chains, direction, family)
@@ -466,10 +499,24 @@ def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role) -> bool:
         )
     decide = _decider(entries, bases, policies)
     boxes = evaluate([e.match for e in entries], decide, (family,))
-    out.allowed(role, direction, boxes, _describer(entries, ruleset.path), (family,))
+    describe = _describer(entries, ruleset.path)
+    if into is None:
+        out.allowed(role, direction, boxes, describe, (family,))
+    else:
+        into.allowed(role, "ingress", boxes, describe, (family,))
     reachable = _reachable(entries, bases)
     chain_findings(out, role, entries, reachable)
     return replies_pass(entries, reachable, decide)
+
+
+def _routes(ruleset: Ruleset) -> bool:
+    """Does the host forward or DNAT anything (a forward base chain, a dnat rule)?"""
+    hooked = any(b.get("hook") == "forward" for _, b in ruleset.chains.values())
+    return hooked or any(
+        isinstance(e, dict) and "dnat" in e
+        for _, body in ruleset.rules
+        for e in body.get("expr", ())
+    )
 
 
 def read(sources: dict, context) -> Live:
@@ -477,7 +524,7 @@ def read(sources: dict, context) -> Live:
     ruleset = _ruleset(text, path)
     role = context.role
     local_all = subnet_space(context.profile, role)
-    out = Assembly()
+    out, forward = Assembly(), Assembly()
     chains = ruleset.chains
     others = sorted(
         {b["family"] for _, b in chains.values() if b.get("hook")}
@@ -487,11 +534,13 @@ def read(sources: dict, context) -> Live:
         out.notes.append(
             f"base chains of families {', '.join(others)} are not evaluated"
         )
-    if any(b.get("hook") == "forward" for _, b in chains.values()):
-        out.notes.append(
-            f"{path}: the forward hook (traffic routed through the host, to pods or"
-            " containers) is not audited"
-        )
+    routed = _routes(ruleset)
+    out.notes.append(
+        f"{path}: the forward hook audited for what reaches containers through DNAT,"
+        " by the original port (what the containers send is not)"
+        if routed
+        else f"{path}: no forward base chain and no DNAT: the forward path is not audited"
+    )
     stateful = []
     for family in (4, 6):
         local = intersect(local_all, family_space((family,)))
@@ -500,6 +549,17 @@ def read(sources: dict, context) -> Live:
                 direction, family, ruleset.sets, local, context.interface
             )
             stateful.append(_hook(out, ruleset, reader, role))
-    return out.live(
+        if routed:
+            reader = RuleReader(
+                "forward", family, ruleset.sets, local, context.interface
+            )
+            _hook(out, ruleset, reader, role, into=forward)
+    live = out.live(
         context.profile, context.profile.cloud, (role,), (4, 6), all(stateful)
     )
+    if routed:
+        live.forward = forward.live(
+            context.profile, context.profile.cloud, (role,), (4, 6)
+        ).matrix
+        live.forward_families = (4, 6)
+    return live

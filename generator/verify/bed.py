@@ -180,9 +180,9 @@ class NamespaceBed:
         _run(
             ["ip", "-n", host.ns, "-batch", "-"],
             input=(
-                "link add cbr0 type bridge\n"
-                f"addr add {gateway}/24 dev cbr0\n"
-                "link set cbr0 up\nlink set ctr0 master cbr0 up\n"
+                f"link add {box.bridge} type bridge\n"
+                f"addr add {gateway}/24 dev {box.bridge}\n"
+                f"link set {box.bridge} up\nlink set ctr0 master {box.bridge} up\n"
             ),
         )
         _run(
@@ -198,10 +198,11 @@ class NamespaceBed:
             if box.masquerade
             else []
         )
+        to = f":{box.container_port}" if box.container_port else ""
         for lo, hi in box.published:
             nat.append(
                 f"-t nat -A PREROUTING -i eth0 -p tcp --dport {lo}:{hi}"
-                f" -j DNAT --to-destination {box.address}"
+                f" -j DNAT --to-destination {box.address}{to}"
             )
         inside = ["ip", "netns", "exec", host.ns]
         _run(inside + ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -311,6 +312,7 @@ class NamespaceBed:
                         "protocol": p.protocol,
                         "address": p.target,
                         "port": p.port,
+                        **({"sport": p.sport} if p.sport else {}),
                     }
                     for p in items
                 ],

@@ -33,6 +33,8 @@ class Host:
     # A container behind this host (a bridge, MASQUERADE out, DNAT in for `published`).
     parent: Host | None = None
     published: list = field(default_factory=list)  # port ranges DNAT'd to the container
+    container_port: int | None = None  # where published ports land (None: the same)
+    bridge: str = "cbr0"  # the container's bridge on its host (Docker's: docker0, br-*)
     drops: list = field(default_factory=list)  # (source, port): the operator's DROPs
     # Packet paths (generator/paths.py): a pod keeps its own address (no MASQUERADE,
     # the others route its range through its node); a public address the host is
@@ -74,10 +76,13 @@ class Probe:
     port: int
     expect: bool
     why: list[str] = field(default_factory=list)
-    # "matrix" (the page's flows), "essential", "ipv6", "forward", "operator",
-    # "rollback": all but the first go beyond what `explain` answers.
+    # "matrix" (the page's flows), "essential", "ipv6", "forward" (pods' and
+    # containers' egress), "dnat" (published ports), "jobs" (job containers), "replies"
+    # (stateless return rules), "operator", "rollback": all but the first go beyond
+    # what `explain` answers.
     kind: str = "matrix"
     tag: str = ""
+    sport: int | None = None  # TCP from this source port (else the kernel's choice)
     to: ipaddress.IPv4Address | None = None  # "path": the address the source uses
 
     @property
@@ -129,16 +134,38 @@ class Draft:
     serves: dict[str, set] = field(default_factory=dict)  # role -> (protocol, port)
     paths: object = None  # generator.paths.Paths of the profile, when given
 
-    def add(self, src, dst, protocol, port, expect, why, kind="matrix", to=None):
+    def add(
+        self,
+        src,
+        dst,
+        protocol,
+        port,
+        expect,
+        why,
+        kind="matrix",
+        tag="",
+        sport=None,
+        to=None,
+    ) -> None:
         """One probe; the same probe asked for again gains a reason, never a
-        contradiction."""
-        key = (src.key, dst.key, protocol, port, kind == "ipv6", to)
+        contradiction. A source port, or an address to send to (a path probe),
+        makes a probe of its own."""
+        key = (src.key, dst.key, protocol, port, kind == "ipv6")
+        key += ((sport,) if sport else ()) + ((to,) if to else ())
         probe = self.probes.get(key)
         if probe is None:
-            self.probes[key] = Probe(src, dst, protocol, port, expect, [why], kind)
-            if to is not None:
-                self.probes[key].to = to
-                self.probes[key].tag = "path"
+            self.probes[key] = Probe(
+                src,
+                dst,
+                protocol,
+                port,
+                expect,
+                [why],
+                kind,
+                tag or ("path" if to else ""),
+                sport,
+                to,
+            )
             return
         if probe.expect != expect:
             raise VerifyError(

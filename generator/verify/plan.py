@@ -171,4 +171,4 @@ def _listen(hosts: list[Host], ordered: list[Probe]) -> None:
             for probe in ordered:
                 if probe.dst is host.parent and probe.protocol == "tcp":
                     if any(lo <= probe.port <= hi for lo, hi in host.published):
-                        host.tcp.add(probe.port)
+                        host.tcp.add(host.container_port or probe.port)

@@ -11,8 +11,11 @@ it, or the plan stops with a VerifyError naming both:
 - outsiders: the external host and the sources of site flows must not reach what a
   role serves but does not publish to them;
 - host_firewall (with the profile): the host essentials, a container behind its host
-  (published ports through DNAT, egress through MASQUERADE), IPv6, and the operator's
-  DROP after rulegen's jump.
+  (published ports through DNAT to its port 80, egress through MASQUERADE), on Nomad
+  clients and VMs a job's container behind Docker's bridge (the jobs policy: the
+  metadata service, the balancer's internal ports, the install's own ranges and
+  blocked_cidrs kept out, the internet on 443 open), stateless return rules taking
+  replies only, IPv6, and the operator's DROP after rulegen's jump.
 
 plan.py decides where the hosts stand and in which order the properties are asked.
 """
@@ -27,6 +30,14 @@ from .model import Draft, Host, VerifyError, _pick, _v4
 ISOLATED = ("nomad_clients", "external_vms")  # the page: no traffic between two of them
 PUBLISHED_FLOWS = ("nodeports", "rerun")  # reached through DNAT on real hosts
 CONTAINER_POOL = ipaddress.ip_network("100.64.0.0/10")  # shared address space
+# Published ports land on the container's port 80 (docker run -p 8000:80), the port
+# a container's own egress rules name too; one more is published that no rule opens.
+CONTAINER_PORT = 80
+UNOPENED = (8000, 8080, 8888, 18000)
+# Docker's bridges, named as Docker names them: the default one and a network's.
+JOB_BRIDGES = {"nomad_clients": "docker0", "external_vms": "br-5f1e0c3a9b7d"}
+METADATA = "169.254.169.254/32"
+KUBELET = 10250  # a new connection from a service port must not reach it (stateless)
 
 
 def sample_ports(ports: tuple[int, int] | None, unlisted: int) -> list[int]:
@@ -71,6 +82,17 @@ def _verdict(draft: Draft, src, dst, protocol, port, six=False, to=None):
         protocol,
         draft.subnets,
         paths=draft.paths,
+    )
+
+
+def end_allows(draft: Draft, src: Host, dst: Host, protocol, port) -> bool:
+    """explain's answer at the destination's end alone (its ingress rules), for a
+    probe whose other end a policy beyond the matrix decides (a job's egress)."""
+    verdict = _verdict(draft, src, dst, protocol, port)
+    return all(
+        c.passes
+        for c in verdict.checks
+        if (c.direction, c.packet) == ("ingress", "request")
     )
 
 
@@ -272,6 +294,8 @@ def host_firewall(draft: Draft, profile) -> None:
     firsts = [pair[0] for pair in draft.role_hosts.values()]
     essentials(draft, profile, peers)
     containers(draft, profile, peers, firsts, taken)
+    if not matrix.stateful:
+        replies(draft)
     ipv6(draft, firsts)
     operator_drops(draft, peers)
 
@@ -330,7 +354,10 @@ def essentials(draft: Draft, profile, peers: list[Host]) -> None:
 
 def containers(draft: Draft, profile, peers, firsts, taken) -> None:
     """A container behind the first host of each compute role: its published ports
-    (DNAT in) and its egress (MASQUERADE out), by the role's rules and nothing else."""
+    (DNAT in, to its port 80) and its egress (MASQUERADE out), by the role's rules
+    and, on the roles that run jobs, the jobs policy; nothing else."""
+    from ..hostfw import jobs_for
+
     matrix, subnets, hosts = draft.matrix, draft.subnets, draft.hosts
     for role, pair in draft.role_hosts.items():
         if role == "load_balancer":
@@ -340,7 +367,8 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
         routed = role == "kubernetes_nodes" and draft.paths and draft.paths.pods
         what = "pod" if routed else "container"
         box = Host(f"{own.key}/{what}", net[2], labels=[f"{what} on {own.key}"])
-        box.parent = own
+        box.parent, box.container_port = own, CONTAINER_PORT
+        box.bridge = JOB_BRIDGES.get(role, box.bridge)
         hosts.insert(hosts.index(own) + 1, box)
         # A pod keeps its address (VPC-native): the bed routes its range through
         # its node, as the VPC routes an alias range.
@@ -353,42 +381,189 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
             and r.ports
             and any(f in r.flow for f in PUBLISHED_FLOWS)
         ]
+        ingress = matrix.for_role(role, "ingress")
+        spare = next(
+            (
+                p
+                for p in UNOPENED
+                if not any(_opens(r, "tcp", p) for r in ingress if not r.is_return)
+            ),
+            None,
+        )
+        ports = [(r.ports[0], r.flow) for r in published]
         box.published = sorted({r.ports for r in published})
-        for rule in published:
-            port = rule.ports[0]
+        if spare:
+            ports.append((spare, None))
+            box.published.append((spare, spare))
+        for port, flow in ports:
+            why = (
+                f"published port {port} through DNAT to the container's"
+                f" {CONTAINER_PORT}, "
+                + (f"by its ingress rule ({flow})" if flow else "opened by no rule")
+            )
             for src in peers + [h for h in firsts if h.role != role]:
                 expect = expected(draft, src, own, "tcp", port)
-                why = f"published port through DNAT ({rule.flow})"
-                draft.add(src, own, "tcp", port, expect, why, "forward")
-        _container_egress(draft, role, own, box, peers, firsts)
+                tag = "" if flow else "unopened"
+                draft.add(src, own, "tcp", port, expect, why, "dnat", tag)
+        jobs = jobs_for(profile, role)
+        if jobs is not None:
+            _jobs_probes(draft, role, own, box, peers, jobs)
+        _container_egress(draft, role, own, box, peers, firsts, jobs)
 
 
-def _container_egress(draft: Draft, role, own, box, peers, firsts) -> None:
-    """Container egress: the role's egress rules, and nothing else."""
-    matrix, subnets, unlisted = draft.matrix, draft.subnets, draft.unlisted
-    for rule in matrix.for_role(role, "egress"):
+def job_allows(matrix, subnets, jobs, role, address, protocol, port) -> bool:
+    """The jobs policy, on the rules: the host agents' flows never; a job's flow to the
+    addresses it names; the metadata service, link-local addresses, the install's own
+    ranges and blocked_cidrs never; the rest of the role's egress."""
+
+    def nets(rule):
+        cidrs = subnets.get(rule.peer.role, ()) if rule.peer.role else rule.peer.cidrs
+        return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+    hits = [
+        r
+        for r in matrix.for_role(role, "egress")
+        if not r.is_return
+        and _opens(r, protocol, port)
+        and any(n.version == address.version and address in n for n in nets(r))
+    ]
+    kinds = [(jobs.kind(r), any(n.prefixlen == 0 for n in nets(r))) for r in hits]
+    if any(kind == "host" for kind, _ in kinds):
+        return False
+    if any(kind == "named" and not wide for kind, wide in kinds):
+        return True
+    kept = jobs.metadata + jobs.link_local + jobs.internal + jobs.blocked
+    if any(address in n for n in _v4(kept)):
+        return False
+    return bool(kinds)
+
+
+def _container_expect(draft, box, dst, protocol, port, jobs) -> bool:
+    """A container's probe: explain's answer, or on a role that runs jobs the jobs
+    policy on the way out (a host-firewall policy beyond the matrix) and explain's
+    answer for the destination's end."""
+    if jobs is None:
+        return expected(draft, box, dst, protocol, port)
+    matrix, subnets = draft.matrix, draft.subnets
+    role = box.acting_role
+    out = job_allows(matrix, subnets, jobs, role, dst.address, protocol, port)
+    return out and end_allows(draft, box, dst, protocol, port)
+
+
+def _jobs_probes(draft: Draft, role, own, box, peers, jobs) -> None:
+    """The jobs policy's own probes, each tagged: the metadata service on 80, each of
+    the host agents' flows, the install's own ranges and blocked_cidrs on a port the
+    role's egress opens to anywhere, and the internet on 443."""
+
+    def probe(dst, port, tag, why) -> None:
+        expect = _container_expect(draft, box, dst, "tcp", port, jobs)
+        draft.add(box, dst, "tcp", port, expect, f"jobs: {why}", "jobs", tag)
+
+    probe(
+        _service_host(draft, peers, (METADATA,), "metadata"),
+        80,
+        "metadata",
+        "the instance metadata service",
+    )
+    egress = [r for r in draft.matrix.for_role(role, "egress") if not r.is_return]
+    for rule in egress:
+        dst = _egress_target(draft, rule, own, peers)
+        if jobs.kind(rule) == "host" and rule.ports and dst is not None:
+            probe(dst, rule.ports[0], "host-only", f"the host agents' flow {rule.flow}")
+    wide = [
+        r.ports[0]
+        for r in egress
+        if r.protocol == "tcp"
+        and r.ports
+        and "0.0.0.0/0" in r.peer.cidrs
+        and jobs.kind(r) != "host"
+    ]
+    port = 443 if 443 in wide else (wide[0] if wide else None)
+    for tag, cidrs, what in (
+        ("internal", jobs.internal, "the install's own ranges"),
+        ("blocked", jobs.blocked, "host_firewall.jobs.blocked_cidrs"),
+    ):
+        inside = [h for h in peers if any(h.address in n for n in _v4(cidrs))]
+        if port and inside:
+            probe(inside[0], port, tag, f"{what}, on a port open to anywhere")
+    internet = [h for h in peers if "internet" in h.labels]
+    if internet and any(
+        r.peer.name == "internet" and _opens(r, "tcp", 443) for r in egress
+    ):
+        probe(internet[0], 443, "internet", "the internet on 443")
+
+
+def _egress_target(draft: Draft, rule: Rule, own: Host, peers) -> Host | None:
+    if rule.peer.role:
+        found = [h for h in draft.role_hosts.get(rule.peer.role, ()) if h is not own]
+    else:
+        found = [h for h in peers if (rule.peer.name or "cidrs") in h.labels]
+    return found[0] if found else None
+
+
+def _container_egress(draft: Draft, role, own, box, peers, firsts, jobs) -> None:
+    """Container egress: the role's egress rules (through the jobs policy on the roles
+    that run jobs), and nothing else."""
+    unlisted = draft.unlisted
+    kind = "forward" if jobs is None else "jobs"
+    for rule in draft.matrix.for_role(role, "egress"):
         if rule.is_return:
             continue
-        if rule.peer.role:
-            found = [
-                h for h in draft.role_hosts.get(rule.peer.role, ()) if h is not own
-            ]
-        else:
-            found = [h for h in peers if (rule.peer.name or "cidrs") in h.labels]
-        if not found:
+        dst = _egress_target(draft, rule, own, peers)
+        if dst is None:
             continue
-        dst = found[0]
         protocol = "tcp" if rule.protocol == "all" else rule.protocol
         port = rule.ports[0] if rule.ports else unlisted
         why = f"container egress ({rule.flow})"
-        expect = expected(draft, box, dst, protocol, port)
-        draft.add(box, dst, protocol, port, expect, why, "forward")
+        expect = _container_expect(draft, box, dst, protocol, port, jobs)
+        draft.add(box, dst, protocol, port, expect, why, kind)
     for dst in firsts + peers:
         if dst is own or dst.parent:
             continue
-        expect = expected(draft, box, dst, "tcp", unlisted)
+        expect = _container_expect(draft, box, dst, "tcp", unlisted, jobs)
         why = "container egress, unlisted port"
-        draft.add(box, dst, "tcp", unlisted, expect, why, "forward")
+        draft.add(box, dst, "tcp", unlisted, expect, why, kind)
+
+
+def replies(draft: Draft) -> None:
+    """Stateless: a return rule takes replies only. From a peer a return rule lets
+    in, a SYN from the rule's service port (443 where it has it) to a port of the
+    ephemeral range (the kubelet's 10250 where it lies there) opens nothing, while
+    the host's own connections to that peer still get their replies."""
+    matrix = draft.matrix
+    for role, pair in draft.role_hosts.items():
+        own = pair[0]
+        returns = [
+            r
+            for r in matrix.for_role(role, "ingress")
+            if r.is_return
+            and r.protocol == "tcp"
+            and not r.peer.role
+            and draft.peer_host.get(tuple(_v4(r.peer.cidrs)))
+        ]
+        returns.sort(key=lambda r: not _inside(443, r.source_ports))
+        if not returns:
+            continue
+        rule = returns[0]
+        src = draft.peer_host[tuple(_v4(rule.peer.cidrs))]
+        sport = 443 if _inside(443, rule.source_ports) else rule.source_ports[0]
+        named = [r.ports for r in matrix.rules if r.ports and not r.is_return]
+        free = [
+            p
+            for p in (KUBELET, *range(rule.ports[0], rule.ports[0] + 100))
+            if _inside(p, rule.ports) and not any(_inside(p, n) for n in named)
+        ]
+        if not free:
+            continue
+        expect = end_allows(draft, src, own, "tcp", free[0])
+        why = f"stateless: a SYN from port {sport} opens nothing through {rule.name}"
+        draft.add(src, own, "tcp", free[0], expect, why, "replies", "syn", sport)
+        why = f"stateless: replies from port {sport} still flow ({rule.name})"
+        draft.add(own, src, "tcp", sport, True, why, "replies")
+
+
+def _inside(port: int, ports) -> bool:
+    return ports is not None and ports[0] <= port <= ports[1]
 
 
 def ipv6(draft: Draft, firsts: list[Host]) -> None:

@@ -112,7 +112,7 @@ remove() {
     if [ "$("$tool" --wait -S DOCKER-USER 2>/dev/null | wc -l)" = 1 ]; then
       "$tool" --wait -X DOCKER-USER 2>/dev/null || true  # ours, empty and unused
     fi
-    for chain in RULEGEN-IN RULEGEN-OUT RULEGEN-FWD; do
+    for chain in RULEGEN-IN RULEGEN-OUT RULEGEN-FWD RULEGEN-JOBS; do
       "$tool" --wait -F "$chain" 2>/dev/null || true
       "$tool" --wait -X "$chain" 2>/dev/null || true
     done
