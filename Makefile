@@ -15,7 +15,8 @@ PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
 BLACK_CHECK := $(PY) -m black --check --quiet generator tests benchmarks scripts setup.py
 
 # Debian packages the tests use, each with the reason (printed when installed).
-DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch chromium
+DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch chromium \
+  docker.io busybox-static
 WHY_iptables := iptables-restore loads the iptables output in test network namespaces
 WHY_ipset := ipset loads the iptables output's address sets
 WHY_iproute2 := ip builds the network namespaces of the tests and of rulegen verify
@@ -24,6 +25,8 @@ WHY_shellcheck := shellcheck lints the generated shell scripts
 WHY_graphviz := dot lays out the report's diagram and reads plan --format dot back
 WHY_patch := patch applies diff --files output to prove it is a real diff
 WHY_chromium := the report tests open every report in headless Chromium
+WHY_docker.io := a real Docker daemon runs next to the Nomad clients' rules in a test namespace
+WHY_busybox-static := a static busybox is the test containers' whole image (nothing is pulled)
 
 .PHONY: run test check setup runtime tools debian-packages bench format clean
 

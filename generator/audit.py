@@ -53,24 +53,36 @@ class Audit:
     live: Live
     traffic: TrafficDiff
     forward: TrafficDiff | None = None  # through DNAT, where the reader reads it
+    # aws.network_acls: the live ACLs against the generated ones, by the evaluator
+    acls: TrafficDiff | None = None
+    acl_notes: list = None  # type: ignore[assignment]
 
     @property
     def forward_changes(self) -> list:
         return self.forward.changes if self.forward else []
 
     @property
+    def acl_changes(self) -> list:
+        return self.acls.changes if self.acls else []
+
+    @property
     def missing(self):
-        changes = self.traffic.changes + self.forward_changes
+        changes = self.traffic.changes + self.forward_changes + self.acl_changes
         return [c for c in changes if c.kind in MISSING]
 
     @property
     def excess(self):
-        changes = self.traffic.changes + self.forward_changes
+        changes = self.traffic.changes + self.forward_changes + self.acl_changes
         return [c for c in changes if c.kind in EXCESS]
 
     @property
     def different(self) -> bool:
-        return bool(self.traffic.changes or self.forward_changes or self.live.unknown)
+        return bool(
+            self.traffic.changes
+            or self.forward_changes
+            or self.acl_changes
+            or self.live.unknown
+        )
 
     def exit_code(self, fail_on: str | None = None) -> int:
         """0 same, 2 differences, 3 when --fail-on matches (1 is bad input, elsewhere)."""
@@ -224,6 +236,9 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
     if live.forward is not None:
         wanted = forward_required(context.profile, required, live)
         forward = compare(wanted, live.forward)
+    acls, acl_notes = None, []
+    if "aws_acls" in sources:
+        acls, acl_notes = audit_acls(context.profile, *sources["aws_acls"])
     return Audit(
         reader,
         [path for path, _ in sources.values()],
@@ -231,7 +246,34 @@ def audit(reader_name: str, sources: dict, context: Context) -> Audit:
         live,
         compare(required, live.matrix),
         forward,
+        acls,
+        acl_notes,
     )
+
+
+def audit_acls(profile, path: str, text: str) -> tuple[TrafficDiff, list[str]]:
+    """The live network ACLs against the ones generated for the profile: what each
+    admits, first match and default deny applied to both by generator.nacl, compared
+    by the one semantic diff. Missing: generated admits it, live does not."""
+    from .nacl import as_matrix, layer_for
+    from .pipeline import shipped_matrix
+    from .readers.aws import read_acls
+
+    matrix = shipped_matrix(profile)
+    wanted = layer_for(profile, matrix)
+    if wanted is None:
+        raise ReadError(
+            [f"{path}: the profile has no network ACLs (set aws.network_acls: true)"]
+        )
+    acls, unknown, notes = read_acls(text, path, profile)
+    roles = {a.role for a in acls}
+    for acl in wanted.acls:
+        if acl.role not in roles:
+            notes.append(f"no live network ACL tagged rulegen:role={acl.role}")
+    notes += [f"not evaluated (protocol other than tcp/udp/all): {u}" for u in unknown]
+    kept = replace(wanted, acls=tuple(a for a in wanted.acls if a.role in roles))
+    live = replace(wanted, acls=tuple(acls))
+    return compare(as_matrix(kept, matrix), as_matrix(live, matrix)), notes
 
 
 def forward_required(profile, required: Matrix, live: Live) -> Matrix:
@@ -407,6 +449,7 @@ def render_text(a: Audit) -> str:
                 out += [f"  {'':<{w + 2}}ref: {r}" for r in change.references]
             else:
                 out += [f"  {'':<{w + 2}}allowed by: {p}" for p in change.purposes]
+    out += _acl_lines(a)
     if a.live.unknown:
         out += ["", "Not evaluated (the reader cannot say what these do):"]
         out += [f"  {_who(f)}{f.where}: {f.text}\n    {f.why}" for f in a.live.unknown]
@@ -416,6 +459,22 @@ def render_text(a: Audit) -> str:
     if a.live.notes:
         out += ["", "Notes:"] + [f"  {n}" for n in a.live.notes]
     return "\n".join(out) + "\n"
+
+
+def _acl_lines(a: Audit) -> list[str]:
+    if a.acls is None:
+        return []
+    out = ["", f"Network ACLs: {len(a.acl_changes)} difference(s) in what they admit"]
+    for change in a.acl_changes:
+        side = "inbound" if change.direction == "ingress" else "outbound"
+        label = "missing" if change.kind in MISSING else "excess"
+        out.append(f"  {ROLE_TITLES[change.role]} {side}:")
+        for line in _lines(change, change.direction):
+            out.append(f"    {label:<8}{line}")
+        key = "wanted by" if change.kind in MISSING else "admitted by"
+        out += [f"{'':14}{key}: {p}" for p in change.purposes]
+    out += [f"  {n}" for n in a.acl_notes or []]
+    return out
 
 
 def _cell(text: str) -> str:
@@ -482,8 +541,16 @@ def report_dict(a: Audit) -> dict:
             "excess": len(a.excess),
             "not_evaluated": len(a.live.unknown),
         },
-        "missing": [change(c) for c in a.missing if c not in a.forward_changes],
-        "excess": [change(c) for c in a.excess if c not in a.forward_changes],
+        "missing": [
+            change(c)
+            for c in a.missing
+            if c not in a.forward_changes and c not in a.acl_changes
+        ],
+        "excess": [
+            change(c)
+            for c in a.excess
+            if c not in a.forward_changes and c not in a.acl_changes
+        ],
         # through DNAT, by the original port (host readers; null where not read)
         "forward": (
             None
@@ -491,6 +558,15 @@ def report_dict(a: Audit) -> dict:
             else {
                 "missing": [change(c) for c in a.forward_changes if c.kind in MISSING],
                 "excess": [change(c) for c in a.forward_changes if c.kind in EXCESS],
+            }
+        ),
+        "network_acls": (
+            None
+            if a.acls is None
+            else {
+                "missing": [change(c) for c in a.acl_changes if c.kind in MISSING],
+                "excess": [change(c) for c in a.acl_changes if c.kind in EXCESS],
+                "notes": a.acl_notes,
             }
         ),
         "not_evaluated": [f.to_dict() for f in a.live.unknown],

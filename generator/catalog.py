@@ -79,6 +79,21 @@ class Catalog:
     def title(self, line: str) -> str:
         return self.release_lines[line]["title"]
 
+    def summary(self) -> list[str]:
+        """The release lines, the versions each covers and the page it was read from."""
+        rows = []
+        for line, info in self.release_lines.items():
+            versions = info["versions"]
+            covers = (
+                versions[0] if len(versions) == 1 else f"{versions[0]}-{versions[-1]}"
+            )
+            rows.append((line, f"server {covers}", info.get("read_from", "")))
+        width = [max(len(row[i]) for row in rows) for i in range(2)]
+        return [
+            f"  {a.ljust(width[0])}  {b.ljust(width[1])}  read from {c}"
+            for a, b, c in rows
+        ]
+
 
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))

@@ -202,6 +202,11 @@ def _pieces(boxes: list[Box], names: list[str]) -> list[Piece]:
     return sorted(out, key=_piece_order)
 
 
+def pieces(boxes: list[Box], names=()) -> list[Piece]:
+    """Disjoint boxes as pieces of traffic (the network ACLs' admitted traffic)."""
+    return _pieces(boxes, list(names))
+
+
 def _piece_order(piece: Piece) -> tuple:
     return (
         piece.peer.sort_key(),
@@ -281,6 +286,11 @@ class TrafficDiff:
     @property
     def expected(self) -> list[Change]:
         return [c for c in self.changes if c.expected]
+
+    @property
+    def unexpected(self) -> list[Change]:
+        """Breaking changes the new page's upgrade notes do not call for."""
+        return [c for c in self.breaking if not c.expected]
 
 
 def _unique(values) -> list[str]:
@@ -410,6 +420,8 @@ class Side:
     files: dict[str, str]  # path -> sha256 of the emitted text
     texts: dict[str, str] | None = None  # path -> text, for profiles only
     unavailable: dict[str, str] = field(default_factory=dict)  # target -> why
+    # aws.network_acls: what the ACLs admit, as a matrix (nacl.as_matrix); None: none
+    acls: Matrix | None = None
 
     @property
     def title(self) -> str:
@@ -500,22 +512,57 @@ class Report:
     new: Side
     traffic: TrafficDiff
     files: FileDiff
+    acls: TrafficDiff | None = None  # both sides with network ACLs
 
     @property
     def changed(self) -> bool:
-        return self.traffic.changed or self.files.any
+        return (
+            self.traffic.changed
+            or self.files.any
+            or bool(self.acls and self.acls.changed)
+        )
 
     def exit_code(self, fail_on: str | None = None) -> int:
-        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 breaking."""
-        if fail_on == "breaking" and self.traffic.breaking:
+        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 when
+        --fail-on matches (breaking: any; unexpected: what the page does not expect)."""
+        breaking = self.traffic.breaking or (self.acls and self.acls.breaking)
+        if fail_on == "breaking" and breaking:
+            return 3
+        if fail_on == "unexpected" and self.traffic.unexpected:
             return 3
         return 2 if self.changed else 0
 
 
 def diff(old: Side, new: Side, unified: bool = False) -> Report:
+    acls = None
+    if old.acls is not None and new.acls is not None:
+        acls = compare(old.acls, new.acls)
     return Report(
-        old, new, compare(old.matrix, new.matrix), compare_files(old, new, unified)
+        old,
+        new,
+        compare(old.matrix, new.matrix),
+        compare_files(old, new, unified),
+        acls,
     )
+
+
+def _acl_text(report: Report) -> list[str]:
+    """The network ACLs' changes, as traffic each ACL admits (first match applied)."""
+    old, new = report.old.acls is not None, report.new.acls is not None
+    if not (old or new):
+        return []
+    if report.acls is None:
+        return ["", f"Network ACLs: only on the {'old' if old else 'new'} side"]
+    out = ["", f"Network ACLs: {_summary(report.acls)}"]
+    for (role, direction), changes in _grouped(report.acls.changes):
+        side = "inbound" if direction == "ingress" else "outbound"
+        out.append(f"  {role} {side}")
+        for change in changes:
+            lines = _traffic_lines(change)
+            out.append(f"    {change.kind:<9}{lines[0]}")
+            out += [f"    {'':<9}{line}" for line in lines[1:]]
+            out += [f"    {'':<11}entry: {p}" for p in change.purposes]
+    return out
 
 
 # --- rendering ------------------------------------------------------------------
@@ -684,6 +731,7 @@ def render_text(report: Report) -> str:
         out += ["", "Notes:"]
         out += [f"  + {n}" for n in t.notes_added]
         out += [f"  - {n}" for n in t.notes_removed]
+    out += _acl_text(report)
     out += ["", _files_summary(f)]
     for label, paths in (
         ("added", f.added),
@@ -816,6 +864,9 @@ def report_dict(report: Report) -> dict:
             {"old": r.old.to_dict(), "new": r.new.to_dict()} for r in t.reworded
         ],
         "notes": {"added": t.notes_added, "removed": t.notes_removed},
+        "network_acls": (
+            [c.to_dict() for c in report.acls.changes] if report.acls else None
+        ),
         "files": {
             "added": f.added,
             "removed": f.removed,

@@ -68,10 +68,14 @@ def endpoint(text: str, peers: dict | None = None) -> Endpoint:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
+        import difflib
+
         names = f", a peer list ({', '.join(sorted(peers))})" if peers else ""
+        guess = difflib.get_close_matches(text, [*ROLES, *sorted(peers or ())], n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
         raise ExplainError(
             f"{text!r} is neither a role ({', '.join(ROLES)}){names} nor an address"
-            " or CIDR"
+            f" or CIDR{hint}"
         ) from None
     strict = str(net) == text or str(net.network_address) == text
     return Endpoint(network=net, given="" if strict else text)
@@ -457,17 +461,24 @@ def render(verdict: Verdict) -> str:
         f"{verdict.source.label} -> {verdict.destination.label}"
         f" {verdict.protocol}/{verdict.port}: {verdict.status}, part by part:"
     ]
-    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one.
-    groups: dict[tuple, list[str]] = {}
+    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one, written
+    # as diff and audit write addresses ("0.0.0.0/0 except ...").
+    from .diff import peer_text
+    from .matrix import Peer
+
+    groups: dict[tuple, list[Endpoint]] = {}
     for part in verdict.parts:
         piece = part.source if part.source.network else part.destination
         body = _render(part).splitlines()[1:]
         key = (part.status, tuple(line.replace(piece.label, "{}") for line in body))
-        groups.setdefault(key, []).append(piece.label)
+        groups.setdefault(key, []).append(piece)
     side = "from" if verdict.source.network else "to"
-    for (status, body), labels in groups.items():
+    for (status, body), pieces in groups.items():
+        labels = [p.label for p in pieces]
+        if all(p.network and not (p.role or p.peer) for p in pieces):
+            labels = [peer_text(Peer(cidrs=tuple(str(p.network) for p in pieces)))]
         lines.append(f"  {status} {side} {', '.join(labels)}:")
-        these = labels[0] if len(labels) == 1 else "these"
+        these = labels[0] if len(pieces) == 1 else "these"
         lines += ["  " + line.replace("{}", these) for line in body]
     lines += [f"  note: {hint}" for hint in verdict.hints]
     return "\n".join(lines) + "\n"

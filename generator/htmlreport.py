@@ -140,6 +140,7 @@ class ChangeRow:
     references: list[str]
     edges: list[str]
     anchors: list[str]
+    expected: str = ""  # why the new page's upgrade notes expect it, or ""
 
 
 def _changes(report, graph: FlowGraph, anchored: set[str]) -> list[ChangeRow]:
@@ -161,6 +162,7 @@ def _changes(report, graph: FlowGraph, anchored: set[str]) -> list[ChangeRow]:
                 references=change.references,
                 edges=edges,
                 anchors=anchors,
+                expected=change.expected,
             )
         )
     # Breaking first; the diff's own order (role, direction, traffic) within each.
@@ -207,6 +209,7 @@ def render(profile, matrix: Matrix, report=None) -> str:
             "counts": [(k, data["counts"][k]) for k in KINDS],
             "total": len(report.traffic.changes),
             "breaking": len(report.traffic.breaking),
+            "expected": len(report.traffic.expected),
             "reworded": len(report.traffic.reworded),
             "notes_added": report.traffic.notes_added,
             "notes_removed": report.traffic.notes_removed,

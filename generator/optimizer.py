@@ -40,7 +40,17 @@ class OptimizeReport:
     merged: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     deduplicated: list[tuple[str, int]] = field(default_factory=list)
 
+    @property
+    def changed(self) -> bool:
+        return (self.raw_rules, self.addresses_before) != (
+            self.rules,
+            self.addresses_after,
+        ) or bool(self.shadowed or self.merged or self.deduplicated)
+
     def lines(self) -> list[str]:
+        """What the optimizer did; nothing when it changed nothing."""
+        if not self.changed:
+            return []
         out = [
             f"optimized: {self.raw_rules} rules -> {self.rules},"
             f" {self.addresses_before} addresses -> {self.addresses_after}"

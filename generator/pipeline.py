@@ -20,8 +20,9 @@ def shipped_matrix(profile, optimized: bool = True) -> Matrix:
 def files_for(profile, matrix: Matrix, targets) -> dict[str, str]:
     """Every file of `targets`; raises EmitError (QuotaError included) before any."""
     from .emitters import emit
-    from .emitters.aws import aws_options, check_fit
+    from .emitters.aws import aws_options, check_acl_fit, check_fit
     from .quotas import quotas_for
 
     check_fit(matrix, targets, quotas_for(profile), aws_options(profile))
+    check_acl_fit(profile, matrix, targets)
     return emit(matrix, profile, targets)

@@ -60,6 +60,9 @@ class Profile:
     lb: dict = field(default_factory=dict)  # load_balancer.kind and its options
     egress_proxy: dict = field(default_factory=dict)  # addresses, port
     webhooks: dict = field(default_factory=dict)  # from, cidrs
+    # aws.network_acls: a network ACL per role's subnets (see generator/nacl.py)
+    network_acls: bool = False
+    nat_gateways_in: str | None = None  # the role whose subnets hold the NAT gateways
 
     def with_version(self, version: str) -> Profile:
         """This profile on another release, without the version's checks: for a
@@ -195,6 +198,15 @@ def _schema_problems(data, lines, source) -> list[str]:
     return problems or [first]
 
 
+# aws.existing_groups says what kind of group is passed in; its ID is known only to
+# the code that creates or looks the group up.
+_GROUP_IDS = (
+    "; a security group ID (sg-...) goes to the Terraform module's"
+    " existing_security_group_ids (CloudFormation: the Existing<Role>SecurityGroupId"
+    " parameter), not to the profile"
+)
+
+
 def _explain(error) -> list[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
     schema = error.schema
@@ -216,6 +228,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
                 if guess
                 else f"; expected one of {', '.join(known)}"
             )
+            if path == ("aws", "existing_groups"):
+                message += _GROUP_IDS
             out.append((path + (key,), message))
         return out
     if error.validator == "required":
@@ -248,7 +262,10 @@ def _explain(error) -> list[tuple[tuple, str]]:
         ]
     if error.validator == "enum":
         options = ", ".join(str(v) for v in schema["enum"])
-        return [(path, f"{shorten(error.instance)} is not one of: {options}")]
+        message = f"{shorten(error.instance)} is not one of: {options}"
+        if path[:2] == ("aws", "existing_groups"):
+            message += _GROUP_IDS
+        return [(path, message)]
     if error.validator == "pattern":
         pattern = schema["pattern"].removesuffix("\\Z") + "$"
         what = PATTERNS.get(pattern, f"does not match the pattern {pattern}")
@@ -332,6 +349,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         sections.check_cloud_sections(data, network, at),
         sections.check_cluster_ranges(network, at),
         sections.check_host_firewall(data, host_fw, at),
+        sections.check_network_acls(data, network, at),
     ):
         found.merge(checked)
     facing = found.take(sections.read_internet_facing(data, network, peers, lb_ips, at))
@@ -364,6 +382,8 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
+        network_acls=data.get("aws", {}).get("network_acls", False),
+        nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )
     fields = found.take(read_paths(data, profile, at))
     return replace(profile, **fields, warnings=tuple(found.warnings)), found.problems

@@ -567,6 +567,34 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
             )
 
 
+def check_network_acls(data, network: Network, source: Source) -> Findings:
+    """aws.network_acls: every role's subnets, which the ACLs attach to and name."""
+    found = source.findings()
+    aws = data.get("aws", {})
+    transparent = data.get("load_balancer", {}).get("transparent", False)
+    nat = aws.get("nat_gateways_in")
+    if not aws.get("network_acls", False):
+        if nat:
+            found.warn(("aws", "nat_gateways_in"), "ignored: aws.network_acls is false")
+        return found
+    for role in ROLES:
+        if role == "load_balancer" and transparent:
+            continue
+        if not network.subnets[role]:
+            found.error(
+                ("network", "subnets", role),
+                "missing: aws.network_acls attaches an ACL to each role's subnets"
+                " and names the other roles by them",
+                near=("aws", "network_acls"),
+            )
+    if nat == "load_balancer" and transparent:
+        found.error(
+            ("aws", "nat_gateways_in"),
+            "the load balancer is transparent: it has no subnets of its own",
+        )
+    return found
+
+
 # --- top level: name, ephemeral ports, quotas ----------------------------------------
 
 

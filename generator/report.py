@@ -118,3 +118,67 @@ def _csv(matrix: Matrix) -> str:
     for rule in matrix.rules:
         writer.writerow([rule.role, rule.direction, *_cells(rule), rule.flow])
     return buf.getvalue()
+
+
+# --- the network ACL layer (aws.network_acls) -------------------------------------
+
+
+def acl_table(layer) -> str:
+    """Every ACL's entries in order, with the matrix rules each covers and, for a
+    coarsened entry, how much wider it is."""
+    s = layer.settings
+    out = [
+        "",
+        "Network ACLs (aws.network_acls): lowest number first, first match decides,"
+        " no match is a deny; stateless (replies on"
+        f" {port_text(s.ephemeral)})",
+    ]
+    for acl in layer.acls:
+        out += [
+            "",
+            f"{ROLE_TITLES[acl.role]} - network ACL on {', '.join(acl.subnets)}",
+        ]
+        for direction in ("inbound", "outbound"):
+            entries = acl.entries(direction)
+            side = "from" if direction == "inbound" else "to"
+            out.append(f"  {direction}: {len(entries)} of {s.limit} entries")
+            for e in entries:
+                out.append(
+                    f"    {e.number:<5} {e.action:<5} {e.protocol:<4}"
+                    f" {port_text(e.ports):<12} {side} {e.cidr:<18} {e.label}"
+                )
+                if e.kind != "deny":
+                    out.append(f"{'':10}covers: {', '.join(e.covers)}")
+                if e.wider:
+                    out.append(f"{'':10}coarsened: {e.wider}")
+        for protocol, ports in acl.reserved():
+            out.append(
+                f"  keep {protocol}/{port_text(ports)} out of the hosts' ephemeral range"
+                " (net.ipv4.ip_local_reserved_ports): replies there are denied"
+            )
+    return "\n".join(out) + "\n"
+
+
+def acl_dict(layer) -> list[dict]:
+    def entry(e) -> dict:
+        return {
+            "number": e.number,
+            "action": e.action,
+            "kind": e.kind,
+            "protocol": e.protocol,
+            "ports": list(e.ports) if e.ports else None,
+            "cidr": e.cidr,
+            "purpose": e.label,
+            "covers": list(e.covers),
+            "wider": e.wider or None,
+        }
+
+    return [
+        {
+            "role": acl.role,
+            "subnets": list(acl.subnets),
+            "inbound": [entry(e) for e in acl.inbound],
+            "outbound": [entry(e) for e in acl.outbound],
+        }
+        for acl in layer.acls
+    ]

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from generator.audit import audit, render, render_text
 from generator.cli import main
 from generator.emitters import TARGETS
+from generator.matrix import ROLES
 from generator.pipeline import files_for, shipped_matrix
 from generator.readers import READERS, Context, ReadError
 
@@ -1258,3 +1259,146 @@ def test_a_forward_path_that_drops_what_the_role_publishes_is_missing_it():
     result = iptables_audit(prof, "kubernetes_nodes", cut)
     missing = lines([c for c in result.missing if c in result.forward_changes])
     assert missing == ["tcp/30000-32767 from load_balancer: 192.168.1.0/28"]
+
+
+# --- AWS network ACLs (aws.network_acls) ---------------------------------------------
+
+ACL_PROFILE = ROOT / "tests" / "data" / "aws-private-acls.yaml"
+
+
+def acl_export(prof) -> dict:
+    """What describe-network-acls returns once the generated main.tf is applied: read
+    from the module's own entries, as Terraform would create them."""
+    import hcl2
+
+    from generator.emitters import emit
+
+    text = emit(shipped_matrix(prof), prof, [TARGETS["terraform-aws"]])
+    parsed = hcl2.loads(text["terraform-aws/main.tf"])
+    acls = {}
+    for resource in parsed["resource"]:
+        for rtype, blocks in resource.items():
+            if rtype.strip('"') != "aws_network_acl_rule":
+                continue
+            for name, block in blocks.items():
+                role = max((r for r in ROLES if name.strip('"').startswith(r)), key=len)
+                for raw in block["for_each"].values():
+                    item = {
+                        k: v.strip('"') if isinstance(v, str) else v
+                        for k, v in raw.items()
+                    }
+                    entry = {
+                        "RuleNumber": item["rule_number"],
+                        "Protocol": item["protocol"],
+                        "RuleAction": item["rule_action"],
+                        "Egress": item["egress"],
+                        "CidrBlock": item["cidr_block"],
+                    }
+                    if item["protocol"] != "-1":
+                        entry["PortRange"] = {
+                            "From": item["from_port"],
+                            "To": item["to_port"],
+                        }
+                    acls.setdefault(role, []).append(entry)
+    out = []
+    for i, (role, entries) in enumerate(sorted(acls.items())):
+        default = [
+            {
+                "RuleNumber": 32767,
+                "Protocol": "-1",
+                "RuleAction": "deny",
+                "Egress": e,
+                "CidrBlock": "0.0.0.0/0",
+            }
+            for e in (False, True)
+        ]
+        out.append(
+            {
+                "NetworkAclId": f"acl-{i:017x}",
+                "Entries": entries + default,
+                "Tags": [{"Key": "rulegen:role", "Value": role}],
+                "Associations": [],
+            }
+        )
+    return {"NetworkAcls": out}
+
+
+def test_aws_network_acls_as_applied_audit_clean_and_changes_are_traffic(tmp_path):
+    from generator.profile import load_profile
+
+    prof = load_profile(ACL_PROFILE)
+    (tmp_path / "groups.json").write_text(json.dumps(aws_export(prof)))
+    export = acl_export(prof)
+    acls = tmp_path / "acls.json"
+    acls.write_text(json.dumps(export))
+    args = ["audit", ACL_PROFILE, "--aws", tmp_path / "groups.json", "--aws-acls", acls]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "Network ACLs: 0 difference(s)" in result.output
+    # The nomad clients' deny of 4647 removed: the reply range opens it to anyone.
+    nomad = next(
+        a for a in export["NetworkAcls"] if a["Tags"][0]["Value"] == "nomad_clients"
+    )
+    nomad["Entries"] = [
+        e
+        for e in nomad["Entries"]
+        if not (
+            e["RuleAction"] == "deny" and e.get("PortRange", {}).get("From") == 4647
+        )
+    ]
+    # The VMs' replies to the internet dropped: every connection of theirs breaks.
+    vms = next(
+        a for a in export["NetworkAcls"] if a["Tags"][0]["Value"] == "external_vms"
+    )
+    vms["Entries"] = [
+        e
+        for e in vms["Entries"]
+        if not (
+            e["CidrBlock"] == "0.0.0.0/0"
+            and e.get("PortRange", {}).get("To") == 65535
+            and not e["Egress"]
+        )
+    ]
+    acls.write_text(json.dumps(export))
+    result = run(*args, "--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.output)["network_acls"]
+    excess = [
+        (c["role"], c["direction"], p["ports"])
+        for c in report["excess"]
+        for p in c["traffic"]
+    ]
+    assert ("nomad_clients", "ingress", [4647, 4647]) in excess
+    missing = {(c["role"], c["direction"]) for c in report["missing"]}
+    assert missing == {("external_vms", "ingress")}
+
+
+def test_aws_network_acls_export_problems_are_clear(tmp_path):
+    from generator.profile import load_profile
+
+    (tmp_path / "g.json").write_text(json.dumps(aws_export(load_profile(ACL_PROFILE))))
+    (tmp_path / "a.json").write_text(
+        '{"NetworkAcls": [{"Entries": [{"RuleNumber": 100}], "Tags": [{"Key": "rulegen:role", "Value": "nomad_clients"}]}]}'
+    )
+    result = run(
+        "audit",
+        ACL_PROFILE,
+        "--aws",
+        tmp_path / "g.json",
+        "--aws-acls",
+        tmp_path / "a.json",
+    )
+    assert result.exit_code == 1
+    assert (
+        "NetworkAcls[0].Entries[0]: an entry needs a RuleAction and a CIDR block"
+        in result.output
+    )
+    result = run(
+        "audit",
+        ACL_PROFILE,
+        "--gcp",
+        tmp_path / "g.json",
+        "--aws-acls",
+        tmp_path / "a.json",
+    )
+    assert result.exit_code == 1 and "--aws-acls goes with --aws" in result.output

@@ -129,7 +129,9 @@ def terraform_split(files: dict[str, str], tmp_path: Path) -> dict:
     folder.mkdir(parents=True)
     parsed = {}  # python-hcl2 takes seconds on a split's main.tf: parse it once
     for name in FILES["terraform-aws"]:
-        parsed[name] = hcl2.loads(files[f"terraform-aws/{name}"])  # or raises
+        if name.endswith(".tf"):
+            parsed[name] = hcl2.loads(files[f"terraform-aws/{name}"])  # or raises
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(files[f"terraform-aws/{name}"])
     fmt = terraform_fmt_check(folder)
     assert fmt.retcode == 0, fmt.value
@@ -505,6 +507,8 @@ def test_checkov_on_a_split_output(tmp_path):
     skip_line = "#checkov:skip=CKV2_AWS_5:"
     for variant in ("as-generated", "no-skips"):
         for path, text in files.items():
+            if "/examples/" in path:
+                continue  # checkov follows its `source = "../.."`: the same findings
             if variant == "no-skips":
                 text = "\n".join(l for l in text.splitlines() if skip_line not in l)
             dest = tmp_path / variant / path

@@ -344,6 +344,7 @@ LOWER = (
     "profile_paths",
     "paths",
     "explain",
+    "nacl",
 )
 UPPER = ("emitters", "pipeline", "cli", "readers", "audit", "snapshot", "verify")
 

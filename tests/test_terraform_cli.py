@@ -82,6 +82,7 @@ def module_files(prof) -> dict[str, str]:
 def write_module(folder: Path, prof) -> None:
     folder.mkdir(parents=True)
     for name, text in module_files(prof).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
 
 
@@ -301,3 +302,128 @@ def test_the_eks_cluster_group_wiring_plans_and_is_required(terraform):
     rules = [a for a in created if ".aws_vpc_security_group_" in a]
     assert len(rules) == declared_rules(prof)
     assert not any("ingress_all_all_kubernetes_nodes" in a for a in rules)
+
+
+ACLS = """
+module "firewall" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  subnet_ids = {
+    load_balancer    = ["subnet-0a000000000000001"]
+    kubernetes_nodes = ["subnet-0a000000000000002", "subnet-0a000000000000003"]
+    nomad_clients    = ["subnet-0a000000000000004"]
+    external_vms     = ["subnet-0a000000000000005"]
+  }
+}
+
+# One role missing from subnet_ids: its ACL would be associated with nothing.
+module "forgotten" {
+  source = "./module"
+  vpc_id = "vpc-0123456789abcdef0"
+  subnet_ids = {
+    load_balancer    = ["subnet-0a000000000000001"]
+    kubernetes_nodes = ["subnet-0a000000000000002"]
+    nomad_clients    = ["subnet-0a000000000000004"]
+  }
+}
+"""
+
+
+def test_the_network_acls_plan_with_their_entries(terraform):
+    """aws.network_acls: one ACL per role on its subnets, one plan entry per entry."""
+    from generator.nacl import layer_for
+    from generator.profile import load_profile
+
+    root = terraform.root / "acls"
+    prof = load_profile(ROOT / "tests" / "data" / "aws-private-acls.yaml")
+    layer = layer_for(prof, optimize(plan(prof))[0])
+    write_module(root / "module", prof)
+    root_module(root, ACLS)
+    terraform.init(root)
+    result = terraform.run(root, "plan", "-input=false", "-lock=false")
+    assert result.returncode == 1
+    assert "subnet_ids: one list of subnet IDs for each of" in result.stderr
+    assert result.stderr.count("Error:") == 1, result.stderr
+    (root / "main.tf").write_text(PROVIDER_BLOCK + ACLS.split("# One role missing")[0])
+    created = planned(terraform.plan(root))
+    acls = {
+        c["name"]: c["change"]["after"]
+        for c in created.values()
+        if c["type"] == "aws_network_acl"
+    }
+    assert sorted(acls) == sorted(a.role for a in layer.acls)
+    assert acls["kubernetes_nodes"]["subnet_ids"] == [
+        "subnet-0a000000000000002",
+        "subnet-0a000000000000003",
+    ]
+    assert acls["nomad_clients"]["tags"]["rulegen:role"] == "nomad_clients"
+    entries = [c for c in created.values() if c["type"] == "aws_network_acl_rule"]
+    assert len(entries) == sum(len(a.inbound) + len(a.outbound) for a in layer.acls)
+    planned_entries = {
+        (
+            c["change"]["after"]["egress"],
+            c["change"]["after"]["rule_number"],
+            c["name"].split("_open")[0].split("_all_ports")[0],
+        ): c["change"]["after"]
+        for c in entries
+    }
+    for acl in layer.acls:
+        for direction in ("inbound", "outbound"):
+            for e in acl.entries(direction):
+                after = planned_entries[(e.egress, e.number, acl.role)]
+                assert after["rule_action"] == e.action
+                assert after["cidr_block"] == e.cidr
+                if e.ports and e.protocol != "all":
+                    assert (after["from_port"], after["to_port"]) == e.ports
+
+
+@pytest.mark.parametrize("eks", [False, True])
+def test_the_eks_example_root_module_validates(terraform, eks):
+    from generator.profile import parse_profile
+
+    text = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+    if eks:
+        text += "aws:\n  existing_groups:\n    kubernetes_nodes: eks_cluster\n"
+    module = terraform.root / f"eks-example-{eks}" / "module"
+    write_module(module, parse_profile(text, "p.yaml"))
+    example_root = module / "examples" / "eks"
+    terraform.init(example_root)
+    result = terraform.run(example_root, "validate", "-json")
+    report = json.loads(result.stdout)
+    assert report["valid"], report["diagnostics"]
+    assert report["warning_count"] == 0, report["diagnostics"]
+
+
+IDS = """
+module "firewall" {
+  source = "./module"
+  vpc_id = VPC
+  existing_security_group_ids = {
+    nomad_clients = GROUP
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "vpc, group, message",
+    [
+        ('"vpc-0123abcd"', '"sg-0123456789abcdef0"', None),
+        ('"vpc-123"', '"sg-0123456789abcdef0"', "vpc_id: expected a VPC ID"),
+        ('"my-vpc"', '"sg-0123abcd"', "vpc_id: expected a VPC ID"),
+        ('"vpc-0123abcd"', '"ci-nomad"', "values must be security group IDs"),
+        ('"vpc-0123abcd"', '"subnet-0123abcd"', "values must be security group IDs"),
+    ],
+)
+def test_ids_are_checked_before_anything_is_planned(terraform, vpc, group, message):
+    root = terraform.root / "ids"
+    if not (root / "module").exists():
+        write_module(root / "module", example("aws-private-vpn"))
+    root_module(root, IDS.replace("VPC", vpc).replace("GROUP", group))
+    if not (root / ".terraform").exists():
+        terraform.init(root)
+    result = terraform.run(root, "validate")
+    if message is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1 and message in result.stderr, result.stderr

@@ -395,12 +395,12 @@ def test_explain_command():
         ["explain", path, "--from", "10.1.0.10", "--to", "external_vms"]
         + ["--port", "2376"],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # blocked
     assert "blocked by ingress on external_vms" in result.output
     bad = runner.invoke(
         main, ["explain", path, "--from", "nomad", "--to", "x"] + ["--port", "1"]
     )
-    assert bad.exit_code == 2 and "neither a role" in bad.output
+    assert bad.exit_code == 1 and "neither a role" in bad.output
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 
@@ -481,6 +481,46 @@ def test_verify_passes_and_each_removal_fails(case, engine, tmp_path, record_pro
 
 @needs_root
 @needs_tools
+def test_verify_tells_a_terminal_each_phase_as_it_starts():
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "verify"]
+        + [str(ROOT / "profiles" / "generic-baremetal.yaml")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the other end closed: verify is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.communicate(timeout=120)[0]
+    os.close(leader)
+    assert proc.returncode == 0, seen
+    phases = [l for l in seen.decode().splitlines() if l.startswith("verify: ")]
+    assert [p.split(" (")[0].split(":")[1].split()[0] for p in phases] == [
+        "planned",
+        "building",
+        "loading",
+        "sending",
+        "proving",
+        "removing",
+    ]
+    assert all(p.endswith(" s)") for p in phases)
+    assert "verify: " not in out and "0 mismatches" in out  # the result on stdout
+
+
+@needs_root
+@needs_tools
 @pytest.mark.parametrize("engine", ENGINES)
 def test_verify_command_fails_naming_the_flow(engine):
     path = ROOT / "profiles" / "generic-baremetal.yaml"
@@ -493,7 +533,8 @@ def test_verify_command_fails_naming_the_flow(engine):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr  # a finding
+    assert "verify: sending" not in result.stderr  # no progress into a pipe
     misses = [l for l in result.stdout.splitlines() if l.startswith("MISMATCH")]
     assert misses and all("vm-rerun-ssh" in l for l in misses)
     assert "1 mismatch," in result.stdout.splitlines()[-1]
@@ -619,7 +660,7 @@ def test_a_signal_at_any_moment_removes_the_test_bed():
         assert not _rules_folders(prefixes), label
         if prefixes:
             seen_bed += 1
-            assert "the test bed was removed" in err or proc.returncode in (0, 1)
+            assert "the test bed was removed" in err or proc.returncode in (0, 2)
     assert seen_bed, "no signal landed while a test bed existed"
 
 
@@ -664,7 +705,28 @@ SAFETY = {
         lambda files: {r: t.replace(GUARD_LINE, "true & #") for r, t in files.items()},
         "rollback",
     ),
+    # the rollback of old: a copy of the whole filter table, restored whole
+    "rollback-only-rulegen": (
+        lambda files: in_apply(
+            files,
+            ('ours_saved "$tool" >', '"$tool-save" -t filter >'),
+            (
+                'put_back "$tool" "$saved.$tool"',
+                '"$tool-restore" --wait -T filter < "$saved.$tool"',
+            ),
+        ),
+        "rollback",
+    ),
 }
+
+
+def in_apply(files: dict, *replacements: tuple[str, str]) -> dict:
+    """The files with apply.sh edited; each replaced text must be there."""
+    text = files["apply.sh"]
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return {**files, "apply.sh": text}
 
 
 def nft_without(pattern: str):
@@ -731,6 +793,18 @@ SAFETY_NFT = {
         nft_without(r" tcp flags & \(fin \| syn \| rst \| ack\) != syn"),
         "replies",
     ),
+    # the whole ruleset saved and restored, not rulegen's table alone
+    "rollback-only-its-table": (
+        lambda files: in_apply(
+            files,
+            ("nft list table inet rulegen >", "nft list ruleset >"),
+            (
+                '{ echo "table inet rulegen {}"; echo "delete table inet rulegen";',
+                "{ echo 'flush ruleset';",
+            ),
+        ),
+        "rollback",
+    ),
 }
 # Where each property shows (the rest: generic-baremetal): jobs that may reach
 # 0.0.0.0/0 on 80 and 443, the DNS server in a role's subnet, a stateless ruleset.
@@ -744,6 +818,8 @@ SAFETY_TAGS = {
     "forward-direction": {"unopened"},
     "jobs-policy": {"metadata", "host-only", "internal"},
     "replies-only": {"syn"},
+    "rollback-only-rulegen": {"others-kept"},
+    "rollback-only-its-table": {"others-kept"},
 }
 
 
@@ -824,7 +900,7 @@ def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_pa
         extra, seen = rollback(
             bed, test_plan, matrix, prof, tmp_path, change, engine=engine
         )
-    assert [p.tag for p in extra] == ["cut", "restored"]
+    assert [p.tag for p in extra] == ["cut", "restored", "others-kept"]
     observed.update(seen)
     plan = ProbePlan(test_plan.hosts, test_plan.probes + extra, test_plan.unlisted)
     outcome = Outcome(matrix, plan, observed, 0.0)

@@ -42,6 +42,11 @@ HOOKS = {
     "forward": "FORWARD",
     "docker-user": "DOCKER-USER",
 }
+# More hooks that jump to a chain first, by role. Nomad's bridge networking (the CNI
+# firewall plugin) inserts a jump to its CNI-FORWARD first in FORWARD, above DOCKER-USER,
+# and CNI-FORWARD accepts the allocations' traffic: the forward chain is first there too.
+# apply.sh makes CNI-FORWARD as the plugin does, so the plugin keeps it.
+ALSO_HOOKED = {"nomad_clients": {"RULEGEN-FWD": ("CNI-FORWARD",)}}
 MULTIPORT_MAX = 15  # multiport slots per rule; a range takes two
 SET_NAME_MAX = 31  # the kernel's limit
 SET_TEMP_SUFFIX = "-new"  # apply fills a temporary set and swaps it in
@@ -232,7 +237,11 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         sets[role] = ipsets(fw)
         for family in fw.families:
             chains = layout(fw, family)
-            hooks[role] = [(c.hook, c.name) for c in chains if c.hook]
+            hooks[role] = [(c.hook, c.name) for c in chains if c.hook] + [
+                (hook, c.name)
+                for c in chains
+                for hook in ALSO_HOOKED.get(role, {}).get(c.name, ())
+            ]
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
             files[name] = render(
                 "iptables/rules.j2",
@@ -242,6 +251,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 stateful=matrix.stateful,
                 has_sets=bool(sets[role]),
                 chains=chains,
+                hooks=hooks[role],
             )
         if sets[role]:
             files[f"{role}.ipset"] = render(

@@ -282,11 +282,14 @@ class NamespaceBed:
             if host.role and (roles is None or host.role in roles):
                 _run(self.apply(host, "--yes"), cwd=folder)
                 for source, port in host.drops:
-                    _run(
-                        ["ip", "netns", "exec", host.ns, "iptables", "--wait", "-A"]
-                        + ["INPUT", "-s", str(source), "-p", "tcp"]
-                        + ["--dport", str(port), "-j", "DROP"]
-                    )
+                    self.drop(host, source, port)
+
+    def drop(self, host: Host, source, port: int) -> None:
+        """The operator's own DROP on `host`, appended to INPUT (after rulegen's jump)."""
+        _run(
+            ["ip", "netns", "exec", host.ns, "iptables", "--wait", "-A", "INPUT"]
+            + ["-s", str(source), "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+        )
 
     def observe(
         self,
