@@ -491,7 +491,7 @@ def snapshot(profile: str, output: str | None, server_version: str | None) -> No
     "--fail-on",
     type=Choice(["breaking", "unexpected"]),
     help="Exit 3 when a flow is removed or narrowed (breaking), or only when one"
-    " is that the new page's upgrade notes do not expect (unexpected).",
+    " is that the new page's own egress tables do not drop (unexpected).",
 )
 def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
     """Compare the traffic two profiles or snapshots allow, and their emitted files.
@@ -654,7 +654,9 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
         peers = {**prof.peers, "dns": prof.dns_servers}
         if prof.webhooks:
             peers["webhooks"] = prof.webhooks["cidrs"]
-        src, dst = endpoint(source, peers), endpoint(destination, peers)
+        roles = prof.roles()
+        src = endpoint(source, peers, roles)
+        dst = endpoint(destination, peers, roles)
     except ExplainError as exc:
         fail([str(exc)])
     warn(e.warning for e in (src, dst) if e.warning)
@@ -754,7 +756,9 @@ def audit(
 
     Lists, per role, the required flows the live rules block (missing, with the
     page reference) and what they allow beyond the matrix (excess, with the live
-    rule). Exit codes: 0 same, 2 differences, 3 with --fail-on matched, 1 bad input.
+    rule). Exit codes: 0 nothing to report, 1 error (bad input or usage), 2
+    findings, 3 findings that --fail-on names, 4 part of the export not evaluated
+    (named in the output; 3 comes first when --fail-on matches).
     """
     from .audit import audit as make_audit
     from .audit import render

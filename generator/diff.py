@@ -231,7 +231,7 @@ class Change:
     # Narrowed/widened: what the same rules allow on both sides (what remains, or
     # what was already allowed); `traffic` is only what was lost or gained.
     kept: list[Piece] = field(default_factory=list)
-    # Why a removal is expected (the new page's upgrade notes), or "".
+    # Why a removal is expected (the new page's egress tables drop it), or "".
     expected: str = ""
     site: bool = False  # every rule behind it comes from the profile's site_flows
     paths: list[str] = field(default_factory=list)  # the hops behind its peers
@@ -271,6 +271,8 @@ class TrafficDiff:
     reworded: list[Reworded] = field(default_factory=list)
     notes_added: list[str] = field(default_factory=list)
     notes_removed: list[str] = field(default_factory=list)
+    # What the upgrade notes of each release line the diff crosses ask for.
+    advice: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -289,7 +291,7 @@ class TrafficDiff:
 
     @property
     def unexpected(self) -> list[Change]:
-        """Breaking changes the new page's upgrade notes do not call for."""
+        """Breaking changes the new page's egress tables do not call for."""
         return [c for c in self.breaking if not c.expected]
 
 
@@ -367,6 +369,14 @@ def _explain(
     return list(merged.values())
 
 
+def merged(missing_from: TrafficDiff, excess_from: TrafficDiff) -> TrafficDiff:
+    """The missing traffic of one diff with the excess of another (each compares
+    the same old side with a different new one)."""
+    changes = [c for c in missing_from.changes if c.kind in ("removed", "narrowed")]
+    changes += [c for c in excess_from.changes if c.kind in ("added", "widened")]
+    return TrafficDiff(changes=sorted(changes, key=_order))
+
+
 def _order(change: Change) -> tuple:
     return (
         ROLES.index(change.role),
@@ -397,14 +407,41 @@ def compare(old: Matrix, new: Matrix) -> TrafficDiff:
             result.reworded.append(Reworded(rule, twin))
     result.notes_added = [n for n in new.notes if n not in old.notes]
     result.notes_removed = [n for n in old.notes if n not in new.notes]
-    # Rows the new page's upgrade notes call stale: their removal is expected.
+    # Rows the new page's own egress tables drop: their removal is expected.
     stale = {n.split(":")[0] for n in result.notes_added if ": left out," in n}
     for change in result.changes:
         if change.kind == "removed" and change.flows and set(change.flows) <= stale:
-            change.expected = (
-                f"the {new.release_line} page's upgrade notes call it stale"
-            )
+            change.expected = _dropped_by(change.flows, new.release_line)
+    result.advice = upgrade_advice(old.server_version, new.server_version)
     return result
+
+
+def _dropped_by(flows: list[str], line: str) -> str:
+    from .catalog import load_catalog
+
+    by_id = {f.id: f for f in load_catalog().flows}
+    tables = _unique(
+        by_id[f].dropped_by(line) for f in flows if f in by_id and by_id[f].obsolete
+    )
+    where = f" ({'; '.join(tables)})" if tables else ""
+    return f"the {line} page's egress tables drop it{where}"
+
+
+def upgrade_advice(old_version: str, new_version: str) -> list[str]:
+    """The upgrade notes' advice of every release line an upgrade enters."""
+    from .catalog import load_catalog, version_key
+
+    catalog = load_catalog()
+    try:
+        start, end = version_key(old_version), version_key(new_version)
+    except ValueError:
+        return []
+    out = []
+    for info in catalog.release_lines.values():
+        first = version_key(min(info["versions"], key=version_key))
+        if info.get("upgrade_advice") and start < first <= end:
+            out.append(info["upgrade_advice"])
+    return out
 
 
 # --- both sides: traffic and emitted files --------------------------------------
@@ -633,7 +670,10 @@ def _summary(t: TrafficDiff) -> str:
     if site:
         out += f"; {site} of them site flow changes"
     if t.expected:
-        out += f"; {len(t.expected)} removal(s) expected by the upgrade notes"
+        out += (
+            f"; {len(t.expected)} removal(s) expected: the new page's egress tables"
+            " drop them"
+        )
     return out
 
 
@@ -707,6 +747,7 @@ def render_text(report: Report) -> str:
     ]
     if _engine_note(report):
         out.append(_engine_note(report))
+    out += [f"Upgrade advice: {advice}" for advice in t.advice]
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
@@ -782,6 +823,8 @@ def render_markdown(report: Report) -> str:
     ]
     if _engine_note(report):
         out += ["", _engine_note(report)]
+    for advice in t.advice:
+        out += ["", f"> **Upgrade advice:** {_cell(advice)}"]
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
         out += ["| change | traffic | purpose | page reference |", "|---|---|---|---|"]
@@ -864,6 +907,7 @@ def report_dict(report: Report) -> dict:
             {"old": r.old.to_dict(), "new": r.new.to_dict()} for r in t.reworded
         ],
         "notes": {"added": t.notes_added, "removed": t.notes_removed},
+        "upgrade_advice": t.advice,
         "network_acls": (
             [c.to_dict() for c in report.acls.changes] if report.acls else None
         ),

@@ -55,9 +55,14 @@ class Endpoint:
         return self.role or str(self.network)
 
 
-def endpoint(text: str, peers: dict | None = None) -> Endpoint:
-    """A role name, a peer list's name (its first block stands for it), or an
-    address or CIDR; bad input gives ExplainError."""
+def endpoint(text: str, peers: dict | None = None, roles=ROLES) -> Endpoint:
+    """A role name (one of the install's `roles`), a peer list's name (its first
+    block stands for it), or an address or CIDR; bad input gives ExplainError."""
+    if text in ROLES and text not in roles:
+        raise ExplainError(
+            f"{text} is not a role of this install: its Nomad servers run in the"
+            " cluster, as pods on the Kubernetes nodes (nomad.servers: in_cluster)"
+        )
     if text in ROLES:
         return Endpoint(role=text)
     if peers and text in peers:
@@ -418,17 +423,17 @@ def _obsolete_hints(matrix: Matrix, verdict: Verdict, transparent_lb: bool):
     for flow in load_catalog().flows:
         if flow.id not in left_out or verdict.protocol not in flow.protocols:
             continue
-        if flow.ports is not None and not any(
-            lo <= verdict.port <= hi for lo, hi in flow.ports
-        ):
+        ports = flow.ports_for(matrix.release_line)
+        if ports is not None and not any(lo <= verdict.port <= hi for lo, hi in ports):
             continue
         if ends(flow.sources, verdict.source) and ends(
             flow.destinations, verdict.destination
         ):
             hints.append(
                 f"flow {flow.id} ({flow.purpose}) would allow this: the"
-                f" {matrix.release_line} page still prints it, but its upgrade notes"
-                " call it stale, so it is left out (include_obsolete: true keeps it)"
+                f" {matrix.release_line} page still prints one end, but its own egress"
+                f" tables drop it ({flow.dropped_by(matrix.release_line)}), so it is"
+                " left out (include_obsolete: true keeps it)"
             )
     return hints
 

@@ -67,6 +67,7 @@ FORWARD_ATTACH = {
     "load_balancer": "forward",
     "kubernetes_nodes": "forward",
     "nomad_clients": "docker-user",
+    "nomad_servers": "forward",
     "external_vms": "docker-user",
 }
 # The cloud's link-local services (AWS: Amazon Time Sync and IMDS; GCP: the metadata
@@ -84,6 +85,9 @@ DHCP = {4: ((68, 67), "udp"), 6: ((546, 547), "udp")}
 # Docker's bridges (docker0, br-<network>) meets a policy of its own.
 JOB_HOSTS = ("nomad_clients", "external_vms")
 JOB_BRIDGES = ("docker", "br-")  # interface name prefixes
+# Podman on the Nomad clients (nomad.container_runtime): its bridges (netavark's
+# podman0, podman1...; CNI's cni-podman0) are seen in FORWARD, there is no DOCKER-USER.
+PODMAN_BRIDGES = ("podman", "cni-podman")
 JOBS = (
     "jobs policy, as CircleCI's Nomad client bootstrap (server-terraform nomad-aws)"
     " drops 169.254.0.0/16 and blocked_cidrs from docker+ and br-+ in DOCKER-USER"
@@ -225,6 +229,8 @@ class Jobs:
     blocked: tuple[str, ...] = ()  # host_firewall.jobs.blocked_cidrs
     named: frozenset = frozenset()
     host_only: frozenset = frozenset()
+    bridges: tuple[str, ...] = JOB_BRIDGES  # the runtime's, as interface prefixes
+    attach: str = "docker-user"  # where the forward chain is attached
 
     def kind(self, rule: Rule) -> str:
         """ "named", "host" or "inherited": what jobs make of the rule."""
@@ -252,7 +258,13 @@ def jobs_for(profile, role: str) -> Jobs | None:
         if cidr not in internal:
             internal.append(cidr)
     reach = conf.get("metadata", False)
+    podman = (
+        role == "nomad_clients"
+        and getattr(profile, "container_runtime", "docker") == "podman"
+    )
     return Jobs(
+        bridges=PODMAN_BRIDGES if podman else JOB_BRIDGES,
+        attach="forward" if podman else FORWARD_ATTACH[role],
         metadata=(
             () if reach else JOB_METADATA.get(profile.cloud, ("169.254.169.254/32",))
         ),
@@ -557,15 +569,16 @@ def _forward(role, family, ess, inbound, outbound, jobs) -> Chain:
     )
     entries.append(_essential("drop", flow="dnat", what=what, ctstate=("DNAT",)))
     if jobs is not None:
-        what = "Job containers (Docker's bridges): the jobs chain decides"
-        for i, bridge in enumerate(JOB_BRIDGES):
+        runtime = "Podman" if jobs.bridges == PODMAN_BRIDGES else "Docker"
+        what = f"Job containers ({runtime}'s bridges): the jobs chain decides"
+        for i, bridge in enumerate(jobs.bridges):
             notes = _note(what, JOBS) if not i else ()
             entries.append(Entry("goto", bridge=bridge, goto="jobs", notes=notes))
     else:
         entries += [replace(e, src=pods) if pods else e for e in outbound]
         # routed to a pod directly (another node's masqueraded NodePort)
         entries += [replace(e, dst=pods) for e in inbound] if pods else []
-    return Chain("forward", FORWARD_ATTACH[role], entries)
+    return Chain("forward", jobs.attach if jobs else FORWARD_ATTACH[role], entries)
 
 
 def _jobs(fr: FamilyRules, egress, subnets, quotas, jobs: Jobs) -> Chain:

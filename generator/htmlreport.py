@@ -68,6 +68,18 @@ def _facts(profile, matrix: Matrix) -> list[tuple[str, str]]:
             "kept" if profile.include_obsolete else "left out (include_obsolete)",
         ),
     ]
+    if (profile.aws or {}).get("existing_groups", {}).get(
+        "kubernetes_nodes"
+    ) == "eks_cluster":
+        facts.append(
+            (
+                "Kubernetes nodes' security group",
+                "the EKS cluster security group, passed in (aws.existing_groups): it"
+                " keeps its allow-all egress, so the nodes' egress rules restrict"
+                " nothing in AWS; give the node group a group of its own, or accept"
+                " it knowingly",
+            )
+        )
     if profile.vpc_cidr:
         facts.append(("VPC", profile.vpc_cidr))
     for role, cidrs in profile.subnets.items():
@@ -140,7 +152,7 @@ class ChangeRow:
     references: list[str]
     edges: list[str]
     anchors: list[str]
-    expected: str = ""  # why the new page's upgrade notes expect it, or ""
+    expected: str = ""  # the new page's egress table that drops it, or ""
 
 
 def _changes(report, graph: FlowGraph, anchored: set[str]) -> list[ChangeRow]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROLES = ("load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms")
+# nomad_servers: Nomad servers run outside the cluster (nomad.servers: external), 4.8+.
+ROLES = (
+    "load_balancer",
+    "kubernetes_nodes",
+    "nomad_clients",
+    "nomad_servers",
+    "external_vms",
+)
 DIRECTIONS = ("ingress", "egress")
 PROTOCOLS = ("tcp", "udp", "all")
 
@@ -12,6 +19,7 @@ ROLE_TITLES = {
     "load_balancer": "Load balancer (circleci-proxy)",
     "kubernetes_nodes": "Kubernetes nodes",
     "nomad_clients": "Nomad clients",
+    "nomad_servers": "Nomad servers",
     "external_vms": "External VMs",
 }
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
-from .matrix import ROLES, Matrix, Peer, Rule, port_text
+from .matrix import Matrix, Peer, Rule, port_text
 
 FIRST_NUMBER = 100
 STEP = 10
@@ -87,7 +87,7 @@ def settings(profile) -> Settings | None:
     from .quotas import quotas_for
 
     return Settings(
-        subnets=tuple((r, tuple(profile.subnets.get(r, ()))) for r in ROLES),
+        subnets=tuple((r, tuple(profile.subnets.get(r, ()))) for r in profile.roles()),
         ephemeral=tuple(profile.ephemeral_ports),
         nat_role=profile.nat_gateways_in,
         vpc_cidr=profile.vpc_cidr,

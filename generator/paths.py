@@ -360,7 +360,7 @@ class Paths:
             return Peer(cidrs=p.dns_servers, name="dns")
         if name == "webhooks":
             return Peer(cidrs=tuple(p.webhooks["cidrs"]), name="webhooks")
-        return Peer(cidrs=p.peers[name], name=name)
+        return Peer(cidrs=tuple(p.peers.get(name, ())), name=name)
 
     def notes(self) -> list[str]:
         """What the matrix should say about the paths it was built for."""

@@ -7,7 +7,7 @@ on its destination, so the two ends can never disagree.
 from __future__ import annotations
 
 from .catalog import Catalog, Flow, load_catalog, version_key
-from .matrix import Matrix, Rule, port_text
+from .matrix import ROLES, Matrix, Rule, port_text
 from .paths import Paths, join_via
 from .profile import Profile
 
@@ -24,10 +24,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         if flow.note(line):
             notes.append(flow.note(line))
         if status == "obsolete" and not profile.include_obsolete:
-            notes.append(
-                f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"
-                " call it stale (include_obsolete: true keeps it)"
-            )
+            notes.append(obsolete_note(flow, line))
             continue
         _add_rules(rules, notes, flow, profile, catalog, line, status == "obsolete")
         for since, text in sorted(flow.caution.items()):
@@ -37,7 +34,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 and note not in notes
             ):
                 notes.append(note)
-    warnings = list(profile.warnings)
+    warnings = list(profile.warnings) + eks_cluster_warnings(profile)
     page_rules = list(rules)
     hooks = paths_of(profile).webhooks_flow()
     for flow in ((hooks,) if hooks else ()) + tuple(profile.site_flows):
@@ -82,6 +79,26 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
     )
 
 
+EKS_CLUSTER_EGRESS = (
+    "aws.existing_groups.kubernetes_nodes: eks_cluster: the nodes' egress rules go into"
+    " the EKS cluster security group, whose allow-all egress (0.0.0.0/0) stays, so in"
+    " AWS they restrict nothing. Give the node group a security group of its own and"
+    " pass that in instead (no existing_groups), or accept the open egress knowingly"
+    " (removing that rule also cuts the control plane's network interfaces, which carry"
+    " the same group)"
+)
+
+
+def eks_cluster_warnings(profile: Profile) -> list[str]:
+    """A passed-in group whose own rules undo what the matrix asks of it."""
+    existing = (profile.aws or {}).get("existing_groups", {})
+    return (
+        [EKS_CLUSTER_EGRESS]
+        if existing.get("kubernetes_nodes") == "eks_cluster"
+        else []
+    )
+
+
 def _add_rules(rules, notes, flow, profile, catalog, line, obsolete) -> None:
     for rule in _expand(flow, profile, catalog, line, obsolete):
         if rule.peer.role or rule.peer.cidrs:
@@ -101,8 +118,12 @@ def _beyond_page(flow: Flow, site_rules, page_rules, warnings) -> list[Rule]:
 
     cache: dict = {}
     kept = []
+    by_side: dict[tuple, list[Rule]] = {}  # a rule covers only its own role's side
+    for p in page_rules:
+        by_side.setdefault((p.role, p.direction), []).append(p)
     for rule in site_rules:
-        page = next((p for p in page_rules if covers(p, rule, cache)), None)
+        side_rules = by_side.get((rule.role, rule.direction), ())
+        page = next((p for p in side_rules if covers(p, rule, cache)), None)
         if page is None:
             kept.append(rule)
             continue
@@ -128,21 +149,32 @@ def _applies(flow: Flow, profile: Profile) -> bool:
         return False
     if "ssh_admin" in when and when["ssh_admin"] != bool(profile.peers["ssh_admin"]):
         return False
+    for key in ("nomad_servers", "container_runtime"):
+        if key in when and when[key] != getattr(profile, key):
+            return False
     return True
 
 
+def _present(end: str, profile: Profile) -> bool:
+    """Is this end part of the install? (Profile.roles: the Nomad servers are a role
+    only outside the cluster.)"""
+    return end not in ROLES or end in profile.roles()
+
+
 def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):
-    title = catalog.title(line)
+    title = " ".join(flow.document.split()) if flow.document else catalog.title(line)
     purpose = flow.purpose_by_line.get(line, flow.purpose)
     site = dict(site=True) if flow.site else {}
     routes = paths_of(profile)
     for source in flow.sources:
         for destination in flow.destinations:
+            if not (_present(source, profile) and _present(destination, profile)):
+                continue
             if source == destination and source in catalog.isolated_roles:
                 if not flow.acknowledge_isolation:
                     continue
             for protocol in flow.protocols:
-                for ports in flow.ports or (None,):
+                for ports in flow.ports_for(line) or (None,):
                     for leg in routes.legs(flow, source, destination, ports):
                         yield Rule(
                             role=leg.role,
@@ -151,7 +183,7 @@ def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete:
                             protocol=protocol,
                             ports=leg.ports,
                             purpose=purpose,
-                            reference=_reference(title, flow, leg.direction)
+                            reference=_reference(title, flow, line, leg.direction)
                             + leg.suffix,
                             flow=flow.id,
                             obsolete=obsolete,
@@ -173,16 +205,26 @@ def paths_of(profile: Profile) -> Paths:
 _PATHS: dict = {}
 
 
-def _reference(title: str, flow: Flow, end: str) -> str:
+def obsolete_note(flow: Flow, line: str) -> str:
+    """Why a flow the page still half prints is left out (diff and explain read it)."""
+    return (
+        f"{flow.id}: left out, the {line} page still prints one end but its own egress"
+        f" tables drop it ({flow.dropped_by(line)}); include_obsolete: true keeps it"
+    )
+
+
+def _reference(title: str, flow: Flow, line: str, end: str) -> str:
+    """The page section behind one end (where a path moved the rule, the leg adds)."""
     if flow.site:
         # Never "; ": merged rules join their references with it.
         return f"Site flow {flow.id}" + (
             f": {flow.reference}" if flow.reference else ""
         )
-    section = flow.refs.get(end)
+    refs = flow.refs_for(line)
+    section = refs.get(end)
     if section is None:
         other = "egress" if end == "ingress" else "ingress"
-        section = f"{flow.refs[other]} (other end of the flow)"
+        section = f"{refs[other]} (other end of the flow)"
     return f"{title} > {section}"
 
 

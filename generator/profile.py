@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import profile_sections as sections
+from .matrix import ROLES
 from .problems import ProblemError, clip, read_text, shorten
 from .profile_paths import balancer_kind, read_paths
 from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
@@ -60,6 +61,16 @@ class Profile:
     lb: dict = field(default_factory=dict)  # load_balancer.kind and its options
     egress_proxy: dict = field(default_factory=dict)  # addresses, port
     webhooks: dict = field(default_factory=dict)  # from, cidrs
+    nomad_servers: str = "in_cluster"  # or external: a role of their own (4.8+)
+    container_runtime: str = "docker"  # the Nomad clients'; or podman (4.10)
+
+    def roles(self) -> tuple[str, ...]:
+        """The install's roles: the Nomad servers are one only outside the cluster
+        (inside it they are pods on the Kubernetes nodes)."""
+        return tuple(
+            r for r in ROLES if r != "nomad_servers" or self.nomad_servers == "external"
+        )
+
     # aws.network_acls: a network ACL per role's subnets (see generator/nacl.py)
     network_acls: bool = False
     nat_gateways_in: str | None = None  # the role whose subnets hold the NAT gateways
@@ -172,7 +183,7 @@ def _schema_problems(data, lines, source) -> list[str]:
     # answer is no.
     try:
         _validator()(data)
-        return []
+        return _whole_number_problems(data, lines, source)
     except fastjsonschema.JsonSchemaValueException as exc:
         first = f"{source}: {exc.message}"
     from jsonschema import Draft202012Validator
@@ -196,6 +207,44 @@ def _schema_problems(data, lines, source) -> list[str]:
             at = where(source, lines, path)
             problems.append(f"{at}: {dotted(path) or 'top level'}: {message}")
     return problems or [first]
+
+
+def _whole_number_problems(data, lines, source) -> list[str]:
+    """JSON Schema counts 1024.0 as an integer; a port or a quota is written 1024:
+    a float where the schema says integer would reach the targets as 1024.0."""
+    schema = _validation_schema()
+    problems = []
+    for path, value in _floats_at_integers(schema, schema, data, ()):
+        at = where(source, lines, path)
+        # The schema has passed: the float is whole (1024.0), or it would have failed.
+        problems.append(
+            f"{at}: {dotted(path)}: expected a whole number, got {shorten(value)};"
+            f" write {int(value)}"
+        )
+    return problems
+
+
+def _floats_at_integers(root, schema, data, path):
+    """(path, value) of each float in `data` where `schema` expects an integer; walks
+    only where the schema describes the data (not the address lists)."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    for part in schema.get("allOf", ()):
+        yield from _floats_at_integers(root, part, data, path)
+    if isinstance(data, float):
+        kinds = schema.get("type", ())
+        if "integer" in (kinds if isinstance(kinds, list) else [kinds]):
+            yield path, data
+    elif isinstance(data, dict):
+        known = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in data.items():
+            inner = known.get(key, extra if isinstance(extra, dict) else None)
+            if inner:
+                yield from _floats_at_integers(root, inner, value, path + (key,))
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(data):
+            yield from _floats_at_integers(root, schema["items"], value, path + (i,))
 
 
 # aws.existing_groups says what kind of group is passed in; its ID is known only to
@@ -292,6 +341,14 @@ PATTERNS = {
     " with a dash",
     "^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$": "is not a valid GCP network tag: 1-63"
     " lowercase letters, digits and dashes, starting with a letter",
+    "^[a-z][-a-z0-9]{4,28}[a-z0-9]$": "is not a valid GCP project ID: 6-30"
+    " lowercase letters, digits and hyphens, starting with a letter and not ending"
+    " with a hyphen",
+    "^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}"
+    "[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$": "is not a GCP"
+    " network: give its name (1-63 lowercase letters, digits and dashes, starting"
+    " with a letter, not ending with a dash) or its path"
+    " projects/PROJECT/global/networks/NAME",
     "^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?"
     "\\.[a-z]{2,}$": "is not a service account e-mail address"
     " (name@project.iam.gserviceaccount.com, ASCII)",
@@ -337,6 +394,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
     lb_ips = found.take(sections.read_load_balancer(data, at))
     if found.problems:
         return None, found.problems
+    peers = found.take(sections.read_nomad(data, network, peers, at))
 
     # In this order, which is the order of the messages.
     for checked in (
@@ -382,6 +440,8 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
+        nomad_servers=sections.nomad_servers(data),
+        container_runtime=sections.container_runtime(data),
         network_acls=data.get("aws", {}).get("network_acls", False),
         nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )

@@ -26,6 +26,8 @@ PEER_DEFAULTS = {
     "ssh_rerun": ["0.0.0.0/0"],
     "nomad_client_public_ips": [],
     "vm_public_ips": [],
+    "nomad_server_balancer": [],
+    "nomad_server_health_checks": [],
 }
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
@@ -155,6 +157,8 @@ def read_network(data, source: Source) -> tuple[Network, Findings]:
 def check_network(network: Network, source: Source) -> Findings:
     """Roles' subnets apart from each other and inside the VPC, DNS servers in it."""
     found = source.findings()
+    for role, nets in network.subnets.items():
+        _refuse_everywhere(("network", "subnets", role), nets, "a role's", found)
     _check_overlaps(network.subnets, found)
     vpc = network.vpc
     if not vpc:
@@ -179,10 +183,25 @@ def check_network(network: Network, source: Source) -> Findings:
     return found
 
 
+def _refuse_everywhere(path, nets, whose: str, found: Findings) -> None:
+    """0.0.0.0/0 or ::/0 as a role's or the cluster's own range: every rule about
+    that range would be about every address (explain would allow anything)."""
+    for i, net in enumerate(nets):
+        if net in ANYWHERE:
+            family = "IPv4" if "." in net else "IPv6"
+            found.error(
+                path + (i,),
+                f"{net} is every {family} address, not {whose} own range; list the"
+                " subnets it really uses",
+            )
+
+
 def _check_overlaps(subnets, found: Findings) -> None:
     seen: list[tuple[ipaddress._BaseNetwork, str, int]] = []
     for role in ROLES:
         for i, net in enumerate(subnets[role]):
+            if net in ANYWHERE:
+                continue  # refused on its own
             n = ipaddress.ip_network(net)
             for other, other_role, j in seen:
                 if (
@@ -199,10 +218,16 @@ def _check_overlaps(subnets, found: Findings) -> None:
 
 
 def check_cluster_ranges(network: Network, source: Source) -> Findings:
-    """Pod and service ranges apart from every role's subnets."""
+    """Pod and service ranges apart from every role's subnets and from each other."""
     found = source.findings()
-    for key, nets in (("pod_cidrs", network.pods), ("service_cidrs", network.services)):
+    ranges = (("pod_cidrs", network.pods), ("service_cidrs", network.services))
+    for key, nets in ranges:
+        _refuse_everywhere(("network", key), nets, "the cluster's", found)
+    pods = [ipaddress.ip_network(o) for o in network.pods if o not in ANYWHERE]
+    for key, nets in ranges:
         for i, net in enumerate(nets):
+            if net in ANYWHERE:
+                continue
             n = ipaddress.ip_network(net)
             for role, role_nets in network.subnets.items():
                 if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
@@ -211,6 +236,14 @@ def check_cluster_ranges(network: Network, source: Source) -> Findings:
                         f"{n} overlaps the {role} subnets; pod and service ranges"
                         " are the cluster's own",
                     )
+            clash = [p for p in pods if key == "service_cidrs" and n.overlaps(p)]
+            if clash:
+                found.error(
+                    ("network", key, i),
+                    f"{n} {'is' if clash[0] == n else 'overlaps'} the pod range"
+                    f" {clash[0]} (network.pod_cidrs); Kubernetes gives services and"
+                    " pods distinct ranges",
+                )
     return found
 
 
@@ -518,7 +551,13 @@ def check_cloud_sections(data, network: Network, source: Source) -> Findings:
     found = source.findings()
     cloud = data["cloud"]
     transparent = data.get("load_balancer", {}).get("transparent", False)
-    needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
+    external = nomad_servers(data) == "external"
+    needed = [
+        r
+        for r in ROLES
+        if not (r == "load_balancer" and transparent)
+        and not (r == "nomad_servers" and not external)
+    ]
     if "aws" in data and cloud != "aws":
         found.error(
             ("aws",), f"the aws section only applies to cloud: aws, not {cloud}"
@@ -550,6 +589,17 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
             near=("cloud",),
         )
     gcp = data.get("gcp", {})
+    network_path = gcp.get("network", "").split("/")
+    if "project" in gcp and "projects" in network_path:
+        owner = network_path[network_path.index("projects") + 1]
+        if owner != gcp["project"]:
+            found.error(
+                ("gcp", "network"),
+                f"the network is project {owner}'s but the rules are made in"
+                f" gcp.project {gcp['project']}: a firewall rule belongs to its"
+                f" network's project; set gcp.project to {owner} or name a network"
+                f" of {gcp['project']}",
+            )
     tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
     for role in needed:
         if role == "load_balancer":
@@ -567,6 +617,79 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
             )
 
 
+# --- nomad: servers outside the cluster, the clients' container runtime -----------
+
+# The first release whose CircleCI Terraform deploys Nomad servers of their own
+# (deploy_nomad_server_instances; the installation docs say so from 4.9), and the
+# one whose Nomad client modules run Podman (use_podman).
+EXTERNAL_SERVERS_FROM = "4.8"
+PODMAN_FROM = "4.10"
+
+
+def nomad_servers(data) -> str:
+    return data.get("nomad", {}).get("servers", "in_cluster")
+
+
+def container_runtime(data) -> str:
+    return data.get("nomad", {}).get("container_runtime", "docker")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def read_nomad(data, network: Network, peers, source: Source) -> tuple[dict, Findings]:
+    """The Nomad topology, with the peer lists it asks for; returns the peers with
+    the health checks' default (the balancer's addresses) filled in."""
+    found = source.findings()
+    version = _version_key(data["server_version"])
+    balancer, checks = (
+        peers["nomad_server_balancer"],
+        peers["nomad_server_health_checks"],
+    )
+    if nomad_servers(data) != "external":
+        for path, given in (
+            (("peers", "nomad_server_balancer"), balancer),
+            (("peers", "nomad_server_health_checks"), checks),
+            (("network", "subnets", "nomad_servers"), network.subnets["nomad_servers"]),
+        ):
+            if given:
+                found.warn(path, "ignored: nomad.servers is in_cluster")
+    else:
+        if version < _version_key(EXTERNAL_SERVERS_FROM):
+            found.error(
+                ("nomad", "servers"),
+                f"external: Nomad servers outside the cluster come with"
+                f" {EXTERNAL_SERVERS_FROM} (CircleCI's Terraform"
+                " deploy_nomad_server_instances); server_version is"
+                f" {data['server_version']}",
+            )
+        if not balancer:
+            found.error(
+                ("peers", "nomad_server_balancer"),
+                "missing: with nomad.servers: external, list where the servers'"
+                " balancer is reached (an internal NLB's subnets, a forwarding"
+                " rule's address)",
+                near=("nomad", "servers"),
+            )
+        if not checks:
+            peers = {**peers, "nomad_server_health_checks": balancer}
+            if data["cloud"] == "gcp":
+                found.warn(
+                    ("peers", "nomad_server_health_checks"),
+                    "empty: the servers' balancer's health checks are taken to come"
+                    " from peers.nomad_server_balancer; GCP sends them from its own"
+                    " ranges (35.191.0.0/16, 130.211.0.0/22): list them",
+                )
+    if container_runtime(data) == "podman" and version < _version_key(PODMAN_FROM):
+        found.error(
+            ("nomad", "container_runtime"),
+            f"podman: CircleCI's Nomad client modules run Podman from {PODMAN_FROM}"
+            f" (use_podman); server_version is {data['server_version']}",
+        )
+    return peers, found
+
+
 def check_network_acls(data, network: Network, source: Source) -> Findings:
     """aws.network_acls: every role's subnets, which the ACLs attach to and name."""
     found = source.findings()
@@ -579,6 +702,8 @@ def check_network_acls(data, network: Network, source: Source) -> Findings:
         return found
     for role in ROLES:
         if role == "load_balancer" and transparent:
+            continue
+        if role == "nomad_servers" and nomad_servers(data) != "external":
             continue
         if not network.subnets[role]:
             found.error(

@@ -22,6 +22,15 @@ PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
 EXAMPLES = [p.stem for p in PROFILES]
 
 is_root = os.geteuid() == 0
+
+# The writer's record of each output folder goes to a folder of the test run's own,
+# not the user's state folder (subprocesses inherit it).
+if "RULEGEN_STATE_DIR" not in os.environ:
+    import tempfile
+
+    _STATE = tempfile.TemporaryDirectory(prefix="rulegen-test-state-")
+    os.environ["RULEGEN_STATE_DIR"] = _STATE.name
+
 # Markers of the tiers `--tier check` leaves out, slowest first: the order in which
 # xdist workers are handed them.
 TIERS = ("checkov", "wheel", "terraform", "netns", "docker", "cfnlint", "browser")

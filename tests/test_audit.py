@@ -196,7 +196,7 @@ def test_unknown_constructs_are_reported_and_assumed_not_to_match():
     whys = [f.why for f in result.live.unknown]
     assert any("match module 'owner'" in w for w in whys), whys
     assert any("interface eth0" in w for w in whys), whys
-    assert result.exit_code() == 2
+    assert result.exit_code() == 4  # not evaluated: the reader cannot say
     # Told which interface the host uses, the -i rule is evaluated: tcp/7 is excess.
     known = iptables_audit(prof, "nomad_clients", odd, ipset=SETS, interface="eth0")
     assert "tcp/7 from 0.0.0.0/0 except 127.0.0.0/8" in lines(known.excess)
@@ -444,7 +444,7 @@ def gcp_messy(*args):
 
 def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
     result = gcp_messy()
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # findings, and rules it cannot evaluate
     report = json.loads(result.stdout)
 
     def found(kind, role, direction):
@@ -492,8 +492,22 @@ def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
     assert "source tag bastion" in unknown
     assert any(k.startswith("destinationFqdns: ") for k in unknown), unknown
     assert any(k.startswith('allowed {"IPProtocol": "gre"') for k in unknown), unknown
-    icmp = [f for f in report["not_compared"] if f["why"].startswith("ICMP from")]
-    assert icmp and all("circleci-allow-icmp" in f["rule"] for f in icmp)
+    # ICMP is compared by type: the page asks for none on GCP, so every type the
+    # allow-icmp rule lets in is an excess, named with the rule.
+    icmp = {
+        (c["direction"], tuple(p["icmp_types"]), by)
+        for c in report["excess"]
+        for p in c["traffic"]
+        if p["protocol"] == "icmp"
+        for by in c["allowed_by"]
+    }
+    assert {by for d, _, by in icmp if d == "ingress"} == {
+        "circleci-allow-icmp (priority 65534)"
+    }
+    assert {by for d, _, by in icmp if d == "egress"} == {
+        "implied allow-all egress rule (priority 65535)"
+    }
+    assert {types for _, types, _ in icmp} == {(0, 255)}  # GCP has no ICMP types
 
 
 def test_fail_on_matches_and_role_narrows_a_cloud_audit():
@@ -636,7 +650,7 @@ def aws_messy(*args):
 
 def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists():
     result = aws_messy("--format", "json")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 4, result.output  # findings, and a prefix list
     report = json.loads(result.stdout)
     missing = [
         (p["ports"], p["peer"]["cidrs"])
@@ -651,9 +665,13 @@ def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists(
         for c in excess
         for by in c["allowed_by"]
     )
-    ipv6 = [c for c in excess if c["direction"] == "ingress"]
-    pieces = [p for c in ipv6 for p in c["traffic"]]
+    ingress = [c for c in excess if c["direction"] == "ingress"]
+    pieces = [p for c in ingress for p in c["traffic"] if p["protocol"] != "icmp"]
     assert [p["ports"] for p in pieces] == [[22, 22]]
+    icmp = [p for c in ingress for p in c["traffic"] if p["protocol"] == "icmp"]
+    assert [(p["icmp_types"], p["peer"]["cidrs"]) for p in icmp] == [
+        ([0, 255], ["10.0.0.0/16"])
+    ]
     assert "8000::/1" in pieces[0]["peer"]["cidrs"]  # ::/0, less loopback
     assert all(":" in cidr for cidr in pieces[0]["peer"]["cidrs"])
     assert any("repeats" in n and "ci-nomad" in n for n in report["notes"])
@@ -731,9 +749,9 @@ def test_nft_export_of_a_hand_written_ruleset_audits_clean():
     result = nft_audit((DATA / "k8s-nodes.nft.json").read_text())
     assert not result.different, (result.traffic.changes, result.live.unknown)
     assert result.live.stateful
-    # ICMP (IPv6 neighbour discovery, the errors) is within the host essentials'
-    # ICMP errors from anywhere: never compared, nothing left to list apart.
-    assert result.live.not_compared == []
+    # ICMP is compared by type: neighbour discovery, the errors from anywhere and
+    # echo from the admins are the host essentials, so none of it is excess.
+    assert result.live.icmp and not result.excess
 
 
 def test_nft_without_a_base_chain_accepts_everything():
@@ -872,7 +890,7 @@ def test_markdown_and_text_name_the_page_and_the_live_rule():
     )
     assert "Hardening your cluster > Nomad clients > Ingress" in markdown
     text = aws_messy().stdout
-    assert "Result: 1 missing, 3 excess, 3 not evaluated" in text
+    assert "Result: 1 missing, 5 excess, 3 not evaluated" in text  # ICMP: 2
     assert "allowed by: sg-0a1b2c3d4e5f60001 (ci-nomad) IpPermissionsEgress[0]" in text
     # An allow-all less the required flows reads as the rule, not as its pieces.
     assert "tcp/all to 0.0.0.0/0, less the required flows" in text

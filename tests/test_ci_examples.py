@@ -167,7 +167,10 @@ def test_pre_commit_try_repo_runs_the_hooks(tmp_path, tools):
     run("generate", "firewall/prod.yaml", "-o", "out/acme-prod")
     upgrade = try_repo()
     assert upgrade.returncode == 0, upgrade.stdout[-3000:]
-    assert "10 removal(s) expected by the upgrade notes" in upgrade.stdout
+    assert (
+        "10 removal(s) expected: the new page's egress tables drop them"
+        in upgrade.stdout
+    )
 
 
 # --- CircleCI --------------------------------------------------------------------------
@@ -226,7 +229,7 @@ def test_circleci_steps_post_the_diff_and_gate_on_unexpected(pull_request, tools
     assert shown.returncode == 0, shown.stderr
     markdown = (pull_request / "review" / "diff.md").read_text()
     assert markdown.startswith("### rulegen diff: acme-prod 4.2")
-    assert "expected: the 4.3-4.10 page's upgrade notes" in markdown
+    assert "expected: the 4.3-4.10 page's egress tables drop it (" in markdown
     assert "nothing posted" in bash(post, pull_request, env).stdout
     assert bash(gate, pull_request, env).returncode == 0
     # The same upgrade with the UI narrowed as well: the gate stops it.
@@ -288,7 +291,7 @@ def test_action_steps_post_the_diff_and_gate_on_unexpected(
     shown = bash(steps["diff"]["run"], pull_request, env)
     assert shown.returncode == 0, shown.stderr
     summary = (tmp_path / "summary.md").read_text()
-    assert "10 removal(s) expected by the upgrade notes" in summary
+    assert "10 removal(s) expected: the new page's egress tables drop them" in summary
     gate = bash(steps["gate"]["run"], pull_request, {**env, "FAIL_ON": "unexpected"})
     assert gate.returncode == 0
     assert (tmp_path / "output").read_text().splitlines()[-1] == "exit-code=2"

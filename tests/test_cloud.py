@@ -4,6 +4,8 @@ subnets, the EKS cluster group, internet-facing load balancers, GCP's pre-popula
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -220,6 +222,60 @@ def test_the_eks_cluster_group_gets_no_duplicate_of_its_own_rule():
         "KubernetesNodesIngressAllKubernetesNodes" in logical_id
         for logical_id in template["Resources"]
     )
+
+
+EKS_WARNING = (
+    "warning: aws.existing_groups.kubernetes_nodes: eks_cluster: the nodes' egress"
+    " rules go into the EKS cluster security group, whose allow-all egress (0.0.0.0/0)"
+    " stays, so in AWS they restrict nothing. Give the node group a security group of"
+    " its own and pass that in instead (no existing_groups), or accept the open egress"
+    " knowingly"
+)
+
+
+def test_the_eks_cluster_group_warns_that_its_egress_stays_open(tmp_path):
+    eks = tmp_path / "eks.yaml"
+    eks.write_text(EKS_PROFILE)
+    plain = ROOT / "profiles" / "aws-private-vpn.yaml"
+    runner = CliRunner()
+    for args in (
+        ["plan", str(eks)],
+        ["generate", str(eks), "-o", str(tmp_path / "out")],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert result.stderr.count(EKS_WARNING) == 1, result.stderr
+    # The matrix carries it (plan --format json, snapshots); a profile without the
+    # EKS group has no such warning.
+    assert EKS_WARNING[len("warning: ") :] in " ".join(
+        plan(parse_profile(EKS_PROFILE, "p.yaml")).warnings
+    )
+    result = runner.invoke(main, ["plan", str(plain)])
+    assert "EKS cluster security group" not in result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="needs Graphviz's dot (Debian: apt-get install graphviz)",
+)
+def test_the_review_page_names_the_eks_cluster_group_in_its_key_facts():
+    import re
+
+    from generator.htmlreport import render
+
+    def facts(text):
+        prof = parse_profile(text, "p.yaml")
+        html = render(prof, shipped_matrix(prof))
+        section = html.split('<section id="facts"', 1)[1].split("</section>", 1)[0]
+        return re.sub(r"\s+", " ", section)
+
+    eks = facts(EKS_PROFILE)
+    assert (
+        "Kubernetes nodes&#39; security group" in eks
+        or "Kubernetes nodes' security group" in eks
+    )
+    assert "keeps its allow-all egress" in eks and "a group of its own" in eks
+    assert "allow-all egress" not in facts(AWS_PROFILE)
 
 
 def test_the_aws_section_is_refused_on_another_cloud():

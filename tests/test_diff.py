@@ -16,7 +16,12 @@ from generator.planner import plan
 
 # --- the page's upgrade facts -------------------------------------------------
 
-LB, K8S, NOMAD, VM = ROLES
+LB, K8S, NOMAD, VM = (
+    "load_balancer",
+    "kubernetes_nodes",
+    "nomad_clients",
+    "external_vms",
+)
 
 
 def flows(diff, kind=None) -> set[tuple]:
@@ -46,7 +51,7 @@ def both_ends(source: str, destination: str, port: int) -> set[tuple]:
     }
 
 
-# What the 4.3 upgrade notes and the 4.3+ page drop (server-versions.md, "4.3 - 4.10").
+# What the 4.3+ page's egress tables drop (server-versions.md, "4.3 - 4.10").
 REMOVED_IN_4_3 = (
     both_ends(K8S, VM, 2376)  # row 14, and row 26 of the VM security group
     | both_ends(NOMAD, VM, 2376)  # row 19, and row 27
@@ -54,8 +59,10 @@ REMOVED_IN_4_3 = (
     | both_ends(NOMAD, LB, 8585)  # row 22 (row 5 is stale)
     | both_ends(K8S, VM, 22)  # row 24: the vm-service pod's SSH, gone with it
 )
-# Row 18 and row 25 (Nomad clients -> VMs on 22) stay: the page prints both ends and
-# the upgrade notes name only 2376; remote Docker jobs still use it.
+# Row 18 and row 25 (Nomad clients -> VMs on 22) stay: the page prints both ends (its
+# Nomad clients' egress table keeps 22 to the VMs); remote Docker jobs still use it.
+# From 3.x, the VMs' re-run port changes too (64535-65535 -> 54782).
+RERUN_3_TO_4 = ("external_vms", "ingress", "ssh_rerun")
 
 
 @pytest.mark.parametrize(
@@ -68,6 +75,9 @@ REMOVED_IN_4_3 = (
 def test_4_3_removals_are_reported_and_breaking(old, new):
     before = example_matrix(old)
     diff = compare(before, example_matrix(new))
+    rerun = [c for c in diff.changes if c.flows == ["vm-rerun-ssh"]]
+    assert len(rerun) == (2 if old.endswith("-3") else 0)
+    diff.changes = [c for c in diff.changes if c not in rerun]
     assert flows(diff) == REMOVED_IN_4_3
     assert all(c.kind == "removed" and c.breaking for c in diff.changes)
     for change in diff.changes:
@@ -82,14 +92,26 @@ def test_version_override_gives_the_same_removals():
     diff = compare(plan(profile), plan(profile.with_version("4.3")))
     assert flows(diff) == REMOVED_IN_4_3
     assert len(diff.breaking) == len(diff.changes)
-    # The reasons come with the diff: the new page calls these rows stale.
-    assert any("stale" in note for note in diff.notes_added)
+    # The reasons come with the diff: the new page's egress tables drop these rows.
+    assert any("egress tables drop it" in note for note in diff.notes_added)
+    assert all("egress tables drop it (" in c.expected for c in diff.changes)
 
 
-def test_3_to_4_is_no_traffic_change():
+def test_3_to_4_changes_only_the_vms_re_run_port():
     old, new = example_matrix("aws-private-vpn-3"), example_matrix("aws-private-vpn")
     diff = compare(old, new)
-    assert not diff.changed and not diff.changes
+    # The 3.x page opens the Nomad clients' range on the VMs; 54782 came with 4.0.
+    assert [
+        (c.role, c.direction, c.kind, [(p.ports, p.peer.name) for p in c.traffic])
+        for c in diff.changes
+    ] == [
+        (VM, "ingress", "removed", [((64535, 65535), "ssh_rerun")]),
+        (VM, "ingress", "added", [((54782, 54782), "ssh_rerun")]),
+    ]
+    assert [c.breaking for c in diff.changes] == [True, False]
+    assert all(c.flows == ["vm-rerun-ssh"] and not c.expected for c in diff.changes)
+    assert "3.x" in diff.changes[0].references[0]
+    assert "4.0-4.2" in diff.changes[1].references[0]
     # Four load balancers became one proxy: the wording changed, not the traffic.
     lb_rewordings = [
         r for r in diff.reworded if r.old.role == LB and r.old.purpose != r.new.purpose

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import EXAMPLES, ROOT, example, example_matrix, profile_from
+from generator.catalog import load_catalog
 from generator.cli import main
 from generator.emitters import TARGETS, EmitError, describe, emit
 from generator.emitters.aws import INGRESS_PORT_CHECKS, camel, sanitize
@@ -334,11 +335,17 @@ def test_terraform_rules_are_what_the_matrix_implies(name):
     }
     for rule in rules:
         assert DESCRIPTION.match(rule["description"]), rule
-        # Page rules cite the page; site rules their site flow.
-        cited = "Site flow" if "_site_" in rule["key"] else "Hardening your cluster"
-        assert cited in rule["description"], rule
+        # Page rules cite the page (or the docs of a flow it does not print); site
+        # rules their site flow.
+        cited = ("Site flow",) if "_site_" in rule["key"] else PAGE_AND_DOCS
+        assert any(c in rule["description"] for c in cited), rule
         if rule["ip_protocol"] == "-1":
             assert rule["ports"] == (None, None)
+
+
+PAGE_AND_DOCS = ("Hardening your cluster",) + tuple(
+    sorted({" ".join(f.document.split()) for f in load_catalog().flows if f.document})
+)
 
 
 @pytest.mark.parametrize("name", AWS)
@@ -410,7 +417,7 @@ def test_keys_do_not_move_when_a_cidr_is_added():
         keys[label] = (tf, cfn)
     for old, new in zip(keys["before"], keys["after"]):
         assert old < new
-        assert len(new - old) == 2  # the new CIDR, on the Nomad clients and VMs
+        assert len(new - old) == 3  # the new CIDR, on the nodes, Nomad clients and VMs
 
 
 # --- CloudFormation: cfn-lint, and what the resources mean ---------------------

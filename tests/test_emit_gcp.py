@@ -76,7 +76,7 @@ EXTRA = {
   ssh_admin: [0.0.0.0/0]
   ssh_rerun: [198.51.100.0/24, 2001:db8:1::/48]""",
         gcp="""\
-  network: https://www.googleapis.com/compute/v1/projects/p/global/networks/n
+  network: https://www.googleapis.com/compute/v1/projects/ci-project/global/networks/n
   service_accounts:
     kubernetes_nodes: gke@p.iam.gserviceaccount.com
   tags:

@@ -408,7 +408,10 @@ def test_loads_twice_next_to_foreign_chains(case, netns, tmp_path):
             text = files[f"{role}.{tool}"]
             saved = saved_rules(netns, tool)
             hook = {"ingress": "INPUT", "egress": "OUTPUT"}
-            hook["forward"] = ipt.HOOKS[hostfw.FORWARD_ATTACH[role]]
+            jobs = hostfw.jobs_for(prof, role)
+            hook["forward"] = ipt.HOOKS[
+                jobs.attach if jobs else hostfw.FORWARD_ATTACH[role]
+            ]
             for direction, chain in ipt.CHAINS.items():
                 expected = sum(
                     1 for l in text.splitlines() if l.startswith(f"-A {chain} ")
@@ -417,7 +420,7 @@ def test_loads_twice_next_to_foreign_chains(case, netns, tmp_path):
                 assert len(loaded) == expected, (role, tool, chain)
                 if direction == "jobs":  # reached from RULEGEN-FWD on Docker hosts
                     assert bool(loaded) == (role in hostfw.JOB_HOSTS), role
-                    for bridge in ("docker+", "br-+") if loaded else ():
+                    for bridge in [b + "+" for b in jobs.bridges] if loaded else ():
                         assert f"-A RULEGEN-FWD -i {bridge} -g {chain}" in saved
                     if loaded:
                         assert loaded[-1] == f"-A {chain} -j DROP"

@@ -190,3 +190,68 @@ def test_obsolete_flow_left_out_gets_a_note():
         path, "--from", "nomad_clients", "--to", "load_balancer", "--port", 3001
     )
     assert "include_obsolete" not in other.stdout
+
+
+NOMAD_SERVERS = ROOT / "profiles" / "aws-nomad-servers.yaml"
+
+
+def test_nodes_reach_the_vcs_on_22_on_every_release_line():
+    for version in ("3", "4.0", "4.2", "4.3", "4.10"):
+        result = explain(
+            VPN,
+            "--from",
+            "kubernetes_nodes",
+            "--to",
+            "vcs",
+            "--port",
+            22,
+            "--server-version",
+            version,
+        )
+        assert result.exit_code == 0, (version, result.output)
+        assert "tcp/22: allowed" in result.stdout
+        assert "kubernetes_nodes_egress_tcp_22_vcs" in result.stdout
+
+
+def test_a_3x_profile_opens_the_vms_re_run_range_not_54782():
+    v3 = ROOT / "profiles" / "aws-private-vpn-3.yaml"
+    for port, code in ((64535, 0), (65535, 0), (54782, 2)):
+        result = explain(
+            v3, "--from", "ssh_rerun", "--to", "external_vms", "--port", port
+        )
+        assert result.exit_code == code, (port, result.output)
+
+
+def test_nomad_servers_outside_the_cluster_are_a_role_to_ask_about():
+    rpc = explain(
+        NOMAD_SERVERS,
+        "--from",
+        "nomad_clients",
+        "--to",
+        "nomad_servers",
+        "--port",
+        4647,
+    )
+    assert rpc.exit_code == 0 and "flow nomad-servers-rpc" in rpc.stdout
+    # The circleci-proxy balancer no longer fronts Nomad.
+    lb = explain(
+        NOMAD_SERVERS,
+        "--from",
+        "nomad_clients",
+        "--to",
+        "load_balancer",
+        "--port",
+        4647,
+    )
+    assert lb.exit_code == 1
+    # Podman's re-run range.
+    rerun = explain(
+        NOMAD_SERVERS, "--from", "ssh_rerun", "--to", "nomad_clients", "--port", 40000
+    )
+    assert rerun.exit_code == 0 and "nomad-rerun-ssh-podman" in rerun.stdout
+    # With the servers in the cluster there is no such role to ask about.
+    inside = explain(
+        VPN, "--from", "nomad_clients", "--to", "nomad_servers", "--port", 4647
+    )
+    assert inside.exit_code == 1  # bad input
+    assert "nomad_servers is not a role of this install" in inside.stderr

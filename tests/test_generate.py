@@ -140,17 +140,20 @@ def test_check_says_what_would_be_written_changed_and_removed(tmp_path):
     check = generate(out, "--check")
     assert check.exit_code == 0
     assert check.stdout == f"{out}: all 2 files are up to date\n"
-    # A file the manifest lists but that is no longer generated: a removal.
-    stale = out / "gcp-firewall" / "old.sh"
-    stale.write_text("old\n")
-    manifest = json.loads((out / ".rulegen-manifest.json").read_text())
-    from generator.writer import digest
+    # A file rulegen wrote that is no longer generated (as an older release's file
+    # would be): a removal.
+    from generator.writer import compare, write_tree
 
-    manifest["files"]["gcp-firewall/old.sh"] = {
-        "target": "gcp-firewall",
-        "sha256": digest("old\n"),
+    stale = out / "gcp-firewall" / "old.sh"
+    files = {
+        str(p.relative_to(out)): p.read_text() for p in (out / "gcp-firewall").iterdir()
     }
-    (out / ".rulegen-manifest.json").write_text(json.dumps(manifest))
+    files["gcp-firewall/old.sh"] = "old\n"
+    write_tree(out, files, compare(out, files), force=False)
+    assert (
+        "gcp-firewall/old.sh"
+        in json.loads((out / ".rulegen-manifest.json").read_text())["files"]
+    )
     (out / "gcp-firewall" / "firewalls.json").unlink()
     check = generate(out, "--check")
     assert check.exit_code == 2

@@ -82,6 +82,7 @@ def test_what_came_through_dnat_meets_only_the_ingress_rules(example_name, role)
     """A published port mapped to a container's 80 or 443 is not let in by the
     containers' own egress rules: after the DNAT entries, DNAT'd traffic drops."""
     _, rules, fw = build(example_name, role)
+    prof = example(example_name)
     for fr in fw.families.values():
         entries = fr.chains["forward"].entries
         cut = next(i for i, e in enumerate(entries) if e.action == "drop" and e.ctstate)
@@ -104,10 +105,13 @@ def test_what_came_through_dnat_meets_only_the_ingress_rules(example_name, role)
             assert set(entry.flows) <= ingress_flows | {
                 "site " + f for f in ingress_flows
             }
-        # and below it, on Docker hosts, only what leaves Docker's bridges goes on
+        # and below it, on job hosts, only what leaves the runtime's bridges goes on
         if role in hostfw.JOB_HOSTS:
             rest = entries[cut + 1 : -1]
-            assert {e.bridge for e in rest} == set(hostfw.JOB_BRIDGES)
+            bridges = hostfw.jobs_for(prof, role).bridges
+            podman = role == "nomad_clients" and prof.container_runtime == "podman"
+            assert bridges == (hostfw.PODMAN_BRIDGES if podman else hostfw.JOB_BRIDGES)
+            assert {e.bridge for e in rest} == set(bridges)
             assert all(e.action == "goto" and e.goto == "jobs" for e in rest)
         assert egress_flows  # the role has egress rules to keep below the cut
 
@@ -156,8 +160,11 @@ def test_jobs_never_reach_the_metadata_service_or_the_host_agents_flows(
             jobs = hostfw.jobs_for(prof, role)
             named = {r.name for r in rules if jobs.kind(r) == "host"}
             assert {n.split(":")[0] for n in entry.notes[:-1]} <= named
+    # The client's RPC: to the circleci-proxy balancer, or to Nomad servers of their own.
     host_only = [
-        r for r in rules if r.flow == "nomad-rpc-lb" and r.direction == "egress"
+        r
+        for r in rules
+        if r.flow in ("nomad-rpc-lb", "nomad-servers-rpc") and r.direction == "egress"
     ]
     if role == "nomad_clients":
         assert host_only and any(e.flows == ("jobs-host-only",) for e in entries)

@@ -335,7 +335,8 @@ def test_every_shell_example_runs(commands, shell):
                 timeout=120,
             )
             assert "Traceback" not in done.stderr, command
-            # 0 nothing to report, 2 findings: an example is never an error.
-            assert done.returncode in (0, 2), (command, done.stderr)
+            # 0 nothing to report, 2 findings, 4 part of an export not evaluated
+            # (audit of the messy stand-in exports): an example is never an error.
+            assert done.returncode in (0, 2, 4), (command, done.stderr)
             if "--iptables-save" in command or "--nft" in command:
                 assert done.returncode == 0, (command, done.stdout)  # audits clean

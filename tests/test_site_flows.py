@@ -65,7 +65,7 @@ peers:
   ssh_rerun: [172.16.0.0/12]
   prometheus: [10.9.0.10/32]
 gcp:
-  project: p
+  project: site-flows-1
 site_flows:
   - id: node-exporter
     from: prometheus

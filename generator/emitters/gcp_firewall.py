@@ -29,6 +29,7 @@ SHORT = {
     "load_balancer": "lb",
     "kubernetes_nodes": "k8s",
     "nomad_clients": "nomad",
+    "nomad_servers": "nomadsrv",
     "external_vms": "vm",
 }
 ANYWHERE = ("0.0.0.0/0", "::/0")

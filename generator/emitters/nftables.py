@@ -97,13 +97,15 @@ def entry_lines(entry: Entry, direction: str, family: int) -> list[Line]:
     """One entry as nftables rules: one, with lists as anonymous sets; the port before
     DNAT takes one rule per range (nft 1.0 cannot list a set of them back)."""
     if entry.original and len(entry.dports) > 1:
-        lines = [
-            entry_line(replace(entry, dports=(p,)), direction, family)
-            for p in entry.dports
+        # The notes go with the first rule alone (not copied to each and dropped).
+        return [
+            entry_line(
+                replace(entry, dports=(p,), notes=entry.notes if i == 0 else ()),
+                direction,
+                family,
+            )
+            for i, p in enumerate(entry.dports)
         ]
-        for line in lines[1:]:
-            line.notes = []
-        return lines
     return [entry_line(entry, direction, family)]
 
 

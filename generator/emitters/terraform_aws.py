@@ -19,6 +19,7 @@ from .aws import (
     INGRESS_PORT_CHECKS,
     UNATTACHED_CHECK,
     UNATTACHED_REASON,
+    AwsOptions,
     AwsRule,
     ACL_ALL_PORTS_CHECK,
     ACL_PORT_CHECKS,
@@ -31,6 +32,7 @@ from .aws import (
     group_description,
     group_name,
     aws_options,
+    held_by_existing_group,
     split,
 )
 from .hcl import aligned
@@ -45,6 +47,9 @@ EXISTING_KINDS = {
     "eks_cluster": "the EKS cluster security group (aws.existing_groups), which"
     " already allows all traffic from itself: that rule is not repeated here",
 }
+# What the caller may say of a group it passes in (existing_group_kinds), and the
+# profile words that make the module leave out the rules such a group holds.
+KIND_PROFILE_KEY = {"eks_cluster": "aws.existing_groups.{role}: eks_cluster"}
 
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
@@ -84,6 +89,9 @@ USAGE_EKS = """module "circleci_firewall" {
   existing_security_group_ids = {
     kubernetes_nodes = module.eks.cluster_security_group_id   # required by the profile
   }
+  existing_group_kinds = {
+    kubernetes_nodes = "eks_cluster"   # the profile's words: checked at plan
+  }
 }
 """
 
@@ -101,6 +109,7 @@ def _module(matrix: Matrix, profile, target: Target) -> dict[str, str]:
             "terraform-aws/variables.tf.j2",
             header=head,
             roles=roles,
+            kinds=sorted(KIND_PROFILE_KEY),
             acl_roles=[a["role"] for a in acls],
             required=[
                 {"role": role, "kind": EXISTING_KINDS[options.existing_kind(role)]}
@@ -144,6 +153,7 @@ def _module(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                     [r for r in rules if r.direction == direction],
                     number,
                     len(gs),
+                    options,
                 )
             ],
         ),
@@ -322,8 +332,50 @@ def _group(install: str, role: str, number: int, count: int) -> dict:
     }
 
 
+def _kind_guards(rules: list[AwsRule], options: AwsOptions | None) -> list[dict]:
+    """Plan-time stops for rules a passed-in group already holds.
+
+    The caller says what a group is in existing_group_kinds, a literal known at plan
+    even when the group's ID is not (an EKS module in the same apply): a module made
+    from a profile that did not say so too would plan a duplicate that AWS refuses at
+    apply (InvalidPermission.Duplicate).
+    """
+    guards = []
+    for kind, profile_key in sorted(KIND_PROFILE_KEY.items()):
+        for rule in rules:
+            role = rule.role
+            if options and options.existing_kind(role):
+                continue  # the profile said so: the rule is not emitted at all
+            if not held_by_existing_group(
+                rule.rule, AwsOptions(existing=((role, kind),))
+            ):
+                continue
+            said = f"lookup(var.existing_group_kinds, {json.dumps(role)}, null)"
+            guards.append(
+                {
+                    "condition": f"each.key != {json.dumps(rule.key)}"
+                    f" || !{_passed_in(role)} || {said} != {json.dumps(kind)}",
+                    "error_message": (
+                        f"existing_group_kinds.{role} = {kind}, but this module was"
+                        " generated from a profile without"
+                        f" {profile_key.format(role=role)}: rule {rule.key} is already"
+                        " in that group, and AWS refuses it again at apply"
+                        " (InvalidPermission.Duplicate). Add"
+                        f" {profile_key.format(role=role)} to the profile and run"
+                        " rulegen generate again."
+                    ),
+                }
+            )
+    return guards
+
+
 def rule_blocks(
-    role: str, direction: str, rules: list[AwsRule], number: int = 1, count: int = 1
+    role: str,
+    direction: str,
+    rules: list[AwsRule],
+    number: int = 1,
+    count: int = 1,
+    options: AwsOptions | None = None,
 ) -> list[dict]:
     """One resource block per set of deliberate checkov findings (most have none)."""
     by_checks: dict[tuple[str, ...], list[AwsRule]] = {}
@@ -351,6 +403,7 @@ def rule_blocks(
                 "rules": [
                     {"key": r.key, "attrs": aligned(_values(r))} for r in members
                 ],
+                "preconditions": _kind_guards(members, options),
                 "attrs": aligned(
                     [("security_group_id", group_ids(role, number)[-1])]
                     + [(name, f"each.value.{name}") for name, _ in _values(members[0])]

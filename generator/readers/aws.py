@@ -77,6 +77,8 @@ def _check(data, path: str) -> list[dict]:
                     if not (
                         isinstance(lo, int)
                         and isinstance(hi, int)
+                        and not isinstance(lo, bool)
+                        and not isinstance(hi, bool)
                         and 0 <= lo <= hi <= 65535
                     ):
                         problems.append(f"{at}: FromPort/ToPort {lo!r}-{hi!r}")
@@ -204,6 +206,9 @@ class Export:
             match.restrict("dport", [(perm["FromPort"], perm["ToPort"])])
         elif proto in ICMP_NAMES:
             match.restrict("proto", [(ICMP, ICMP)])
+            kind = perm.get("FromPort")  # an ICMP permission's FromPort: the type
+            if isinstance(kind, int) and 0 <= kind <= 255:
+                match.restrict("dport", [(kind, kind)])
         elif proto != "-1":
             unknown.append(
                 Finding(

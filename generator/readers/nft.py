@@ -34,8 +34,13 @@ from .engine import (
     evaluate,
     family_space,
     full_match,
+    icmp_type,
     intersect,
+    odd_describe,
+    odd_matches,
+    odd_only,
     range_intervals,
+    reachable_chains,
     replies_pass,
     run_chain,
     settle,
@@ -225,19 +230,17 @@ def _vmap_verdict(arg, family: int):
     return None
 
 
-def _ct_state(left, right, negate, entry: ChainEntry, forward: bool) -> bool:
+def _ct_state(left, right, negate, entry: ChainEntry, side: HostSide) -> bool:
     key = left["ct"].get("key")
     if key == "status" and "dnat" in _elements(right):
-        return forward != negate  # only the forward path is read for DNAT'd traffic
+        # only the forward path is read for DNAT'd traffic
+        return side.forward != negate
     if key != "state":
         raise Unknown(f"ct {key}")
     states = right if isinstance(right, list) else [right]
     if isinstance(right, dict) and "set" in right:
         states = right["set"]
-    states = {str(s).lower() for s in states}
-    entry.state_new = ("new" in states) != negate
-    entry.state_reply = ("established" in states) != negate
-    return True
+    return side.states(entry, {str(s).upper() for s in states}, negate)
 
 
 def _reply_flags(left, op, right) -> bool:
@@ -311,7 +314,7 @@ class RuleReader(HostSide):
                 values = _compare(op, _values(right, body, "port", self.sets), 65535)
                 m.restrict("dport", values, negate)
                 return True
-            return _ct_state(left, right, negate, entry, self.forward)
+            return _ct_state(left, right, negate, entry, self)
         if isinstance(left, dict) and "&" in left and _reply_flags(left, op, right):
             return True  # replies only: as --syn, not a flow of its own
         raise Unknown(f"match on {_left_text(left)}")
@@ -340,13 +343,25 @@ class RuleReader(HostSide):
             if (proto == "icmp") != (self.family == 4):
                 return False
             m.restrict("proto", [(ICMP, ICMP)])
-            return True  # types and codes: within ICMP, reported apart
+            if field == "type":  # on the destination port axis
+                if op not in ("==", "!=", "in"):
+                    raise Unknown(f"ICMP type compared with {op}")
+                types = [(t, t) for t in self._icmp_types(right)]
+                m.restrict("dport", types, negate)
+                return True
+            return self.unsure()  # a code, an id: narrower than the type
         if (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
             if (proto == "ip") != (self.family == 4):
                 return False
             m.restrict("proto", _protocols(right, self.family), negate)
             return True
         raise Unknown(f"payload {proto} {field}")
+
+    def _icmp_types(self, right) -> list[int]:
+        values = _elements(right)
+        if isinstance(right, str) and right.startswith("@"):
+            raise Unknown(f"ICMP types from set {right[1:]}")
+        return [icmp_type(v, self.family) for v in values]
 
     def _meta(self, key, right, negate, m: Match) -> bool:
         if key == "l4proto":
@@ -405,9 +420,95 @@ def _ruleset(text: str, path: str) -> Ruleset:
                     f"{path}: nftables[{i}].rule: chain {body.get('chain')} is not in the ruleset"
                 )
             rules.append((i, body))
+    problems += _bad_values(items, path)
     if problems:
         raise ReadError(problems)
     return Ruleset(path, _sets(items), chains, rules)
+
+
+PRIORITY = (-(2**31), 2**31 - 1)  # a base chain's priority is a 32-bit integer
+ADDRESS_FAMILIES = {"ipv4_addr": 4, "ipv6_addr": 6, "ip": 4, "ip6": 6}
+
+
+def _bad_values(items, path: str) -> list[str]:
+    """What nft itself would refuse to load: a priority beyond 32 bits, a policy
+    that is neither accept nor drop, an address of the wrong family or with a
+    prefix length out of range. Each with the chain, set or rule it is in."""
+    out = []
+    for i, item in enumerate(items):
+        ((kind, body),) = item.items()
+        if not isinstance(body, dict):
+            continue
+        what = f"{path}: nftables[{i}] {kind} {body.get('family')} {body.get('table')}"
+        if kind == "chain" and "hook" in body:
+            where = f"{what} {body.get('name')}"
+            prio = body.get("prio", 0)
+            if not isinstance(prio, int) or isinstance(prio, bool):
+                out.append(f"{where}: priority {str(prio)[:40]} is not an integer")
+            elif not PRIORITY[0] <= prio <= PRIORITY[1]:
+                digits = len(str(abs(prio)))
+                shown = str(prio) if digits <= 20 else f"of {digits} digits"
+                out.append(
+                    f"{where}: priority {shown} is beyond a 32-bit integer"
+                    f" ({PRIORITY[0]}..{PRIORITY[1]})"
+                )
+            if body.get("policy", "accept") not in ("accept", "drop"):
+                out.append(f"{where}: policy {str(body['policy'])[:40]!r}")
+        elif kind == "set" and body.get("type") in ADDRESS_FAMILIES:
+            family = ADDRESS_FAMILIES[body["type"]]
+            for value in body.get("elem", []) or []:
+                out += [f"{what} {body.get('name')}: {p}" for p in _bad(value, family)]
+        elif kind == "rule":
+            where = f"{what} chain {body.get('chain')} handle {body.get('handle', '?')}"
+            for e in body.get("expr", []):
+                match = e.get("match") if isinstance(e, dict) else None
+                left = match.get("left") if isinstance(match, dict) else None
+                payload = left.get("payload") if isinstance(left, dict) else None
+                if not isinstance(payload, dict):
+                    continue
+                family = ADDRESS_FAMILIES.get(payload.get("protocol"))
+                if family and payload.get("field") in ("saddr", "daddr"):
+                    out += [f"{where}: {p}" for p in _bad(match.get("right"), family)]
+    return out
+
+
+def _bad(value, family: int) -> list[str]:
+    """Why an address literal of a match or a set cannot be of `family`."""
+    import ipaddress
+
+    if isinstance(value, str) and value.startswith("@"):
+        return []  # a named set: checked as a set
+    if isinstance(value, dict) and "set" in value and isinstance(value["set"], list):
+        return [p for v in value["set"] for p in _bad(v, family)]
+    if isinstance(value, dict) and "elem" in value and isinstance(value["elem"], dict):
+        return _bad(value["elem"].get("val"), family)
+    if (
+        isinstance(value, dict)
+        and "range" in value
+        and isinstance(value["range"], list)
+    ):
+        return [p for v in value["range"] for p in _bad(v, family)]
+    text = value
+    if isinstance(value, dict) and isinstance(value.get("prefix"), dict):
+        text = f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+    if not isinstance(text, str):
+        return [f"{json.dumps(value)[:60]} is not an address"]
+    address, _, length = text.partition("/")
+    try:
+        ip = ipaddress.ip_address(address)
+        if ip.version != family:
+            return [
+                f"{text[:60]!r} is an IPv{ip.version} address in an IPv{family} match"
+            ]
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        if not length:
+            return [f"{text[:60]!r} is not an address"]
+        most = 32 if family == 4 else 128
+        return [
+            f"{text[:60]!r}: /{length[:20]} is not a prefix length of IPv{family} (0-{most})"
+        ]
+    return []
 
 
 def _entries(ruleset: Ruleset, reader: RuleReader, family: int) -> list[ChainEntry]:
@@ -475,17 +576,6 @@ def _describer(entries, path: str):
     return describe
 
 
-def _reachable(entries, bases) -> set[str]:
-    reachable, stack = set(), [key for _, key in bases]
-    while stack:
-        chain = stack.pop()
-        if chain in reachable:
-            continue
-        reachable.add(chain)
-        stack += [e.target for e in entries if e.chain == chain and e.target]
-    return reachable
-
-
 def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role, into=None) -> bool:
     """One family's base chains at one hook into `out` (its rules into `into` when
     given, as ingress: the forward path); whether replies pass."""
@@ -497,14 +587,21 @@ def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role, into=None) 
         out.notes.append(
             f"no IPv{family} base chain on the {HOOKS[direction]} hook: the kernel accepts everything"
         )
+    reachable = reachable_chains(entries, [key for _, key in bases], ruleset.path)
     decide = _decider(entries, bases, policies)
     boxes = evaluate([e.match for e in entries], decide, (family,))
     describe = _describer(entries, ruleset.path)
     if into is None:
         out.allowed(role, direction, boxes, describe, (family,))
+        odd = odd_matches(entries, reachable)
+        if odd is not None:
+            new = [e.match for e in entries]
+            boxes = odd_only(new, odd, decide, (family,))
+            out.allowed(
+                role, direction, boxes, odd_describe(describe), (family,), odd=True
+            )
     else:
         into.allowed(role, "ingress", boxes, describe, (family,))
-    reachable = _reachable(entries, bases)
     chain_findings(out, role, entries, reachable)
     return replies_pass(entries, reachable, decide)
 

@@ -35,6 +35,7 @@ HOSTS_PER_ROLE = {
     "load_balancer": 1,
     "kubernetes_nodes": 2,
     "nomad_clients": 2,
+    "nomad_servers": 2,
     "external_vms": 2,
 }
 UNLISTED_CANDIDATES = (9, 7, 13, 19, 37, 79, 119, 9999, 12345, 23456)

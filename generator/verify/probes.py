@@ -369,6 +369,8 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
         box = Host(f"{own.key}/{what}", net[2], labels=[f"{what} on {own.key}"])
         box.parent, box.container_port = own, CONTAINER_PORT
         box.bridge = JOB_BRIDGES.get(role, box.bridge)
+        if role == "nomad_clients" and profile.container_runtime == "podman":
+            box.bridge = "podman0"  # netavark's default network
         hosts.insert(hosts.index(own) + 1, box)
         # A pod keeps its address (VPC-native): the bed routes its range through
         # its node, as the VPC routes an alias range.

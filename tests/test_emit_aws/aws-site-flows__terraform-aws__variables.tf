@@ -28,6 +28,17 @@ variable "existing_security_group_ids" {
   }
 }
 
+variable "existing_group_kinds" {
+  description = "What a group passed in already is, by role, in the profile's words: kubernetes_nodes = \"eks_cluster\" for the EKS cluster security group. Say it here as in the profile's aws.existing_groups: plan stops if the profile did not, before AWS refuses a duplicate rule at apply."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for role, kind in var.existing_group_kinds : contains(["load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"], role) && contains(["eks_cluster"], kind)])
+    error_message = "existing_group_kinds: keys must be roles of this module (load_balancer, kubernetes_nodes, nomad_clients, external_vms), values one of: eks_cluster."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every security group and rule."
   type        = map(string)

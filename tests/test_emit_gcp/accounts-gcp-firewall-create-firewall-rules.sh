@@ -80,6 +80,18 @@ gcloud compute firewall-rules create \
   --destination-ranges=10.10.0.0/20 \
   --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
 
+# sa-install-k8s-out-tcp-22-vcs
+gcloud compute firewall-rules create \
+  sa-install-k8s-out-tcp-22-vcs \
+  --network=default \
+  --description='Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=192.30.252.0/22 \
+  --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
+
 # sa-install-k8s-out-tcp-53-dns
 gcloud compute firewall-rules create \
   sa-install-k8s-out-tcp-53-dns \

@@ -97,6 +97,22 @@ resource "google_compute_firewall" "sa_install_k8s_out_all_k8s" {
   }
 }
 
+resource "google_compute_firewall" "sa_install_k8s_out_tcp_22_vcs" {
+  name                    = "sa-install-k8s-out-tcp-22-vcs"
+  project                 = var.project
+  network                 = var.network
+  description             = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress"
+  direction               = "EGRESS"
+  priority                = 1000
+  destination_ranges      = ["192.30.252.0/22"]
+  target_service_accounts = ["gke@sa-proj.iam.gserviceaccount.com"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+}
+
 resource "google_compute_firewall" "sa_install_k8s_out_tcp_53_dns" {
   name                    = "sa-install-k8s-out-tcp-53-dns"
   project                 = var.project

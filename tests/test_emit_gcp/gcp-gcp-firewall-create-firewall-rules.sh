@@ -128,6 +128,21 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
+# acme-gcp-k8s-out-tcp-22-vcs
+gcloud compute firewall-rules create \
+  acme-gcp-k8s-out-tcp-22-vcs \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=140.82.112.0/20,143.55.64.0/20,185.199.108.0/22,192.30.252.0/22 \
+  --target-tags=acme-gke-node \
+  --enable-logging \
+  --logging-metadata=include-all
+
 # acme-gcp-k8s-out-tcp-53-dns
 gcloud compute firewall-rules create \
   acme-gcp-k8s-out-tcp-53-dns \

@@ -159,6 +159,26 @@ resource "google_compute_firewall" "acme_gcp_k8s_out_all_pods" {
   }
 }
 
+resource "google_compute_firewall" "acme_gcp_k8s_out_tcp_22_vcs" {
+  name               = "acme-gcp-k8s-out-tcp-22-vcs"
+  project            = var.project
+  network            = var.network
+  description        = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress"
+  direction          = "EGRESS"
+  priority           = 1000
+  destination_ranges = ["140.82.112.0/20", "143.55.64.0/20", "185.199.108.0/22", "192.30.252.0/22"]
+  target_tags        = ["acme-gke-node"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 resource "google_compute_firewall" "acme_gcp_k8s_out_tcp_53_dns" {
   name               = "acme-gcp-k8s-out-tcp-53-dns"
   project            = var.project

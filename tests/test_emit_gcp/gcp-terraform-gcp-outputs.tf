@@ -13,6 +13,7 @@ output "firewall_rules" {
     "acme-gcp-k8s-in-tcp-4647-nat-gateway"                 = google_compute_firewall.acme_gcp_k8s_in_tcp_4647_nat_gateway.self_link
     "acme-gcp-k8s-out-all-k8s"                             = google_compute_firewall.acme_gcp_k8s_out_all_k8s.self_link
     "acme-gcp-k8s-out-all-pods"                            = google_compute_firewall.acme_gcp_k8s_out_all_pods.self_link
+    "acme-gcp-k8s-out-tcp-22-vcs"                          = google_compute_firewall.acme_gcp_k8s_out_tcp_22_vcs.self_link
     "acme-gcp-k8s-out-tcp-53-dns"                          = google_compute_firewall.acme_gcp_k8s_out_tcp_53_dns.self_link
     "acme-gcp-k8s-out-udp-53-dns"                          = google_compute_firewall.acme_gcp_k8s_out_udp_53_dns.self_link
     "acme-gcp-k8s-out-tcp-80-internet"                     = google_compute_firewall.acme_gcp_k8s_out_tcp_80_internet.self_link

@@ -48,7 +48,7 @@ case "$role" in
     sets="" ;;
   kubernetes_nodes)
     hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT FORWARD:RULEGEN-FWD"
-    sets="" ;;
+    sets="rg-vcs" ;;
   nomad_clients)
     hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD CNI-FORWARD:RULEGEN-FWD"
     sets="rg-vcs" ;;
