@@ -647,10 +647,13 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     from .explain import explain as make_explain
     from .explain import render
     from .pipeline import shipped_matrix
+    from .planner import paths_of
 
     prof = load(profile, server_version)
     try:
         peers = {**prof.peers, "dns": prof.dns_servers}
+        if prof.webhooks:
+            peers["webhooks"] = prof.webhooks["cidrs"]
         roles = prof.roles()
         src = endpoint(source, peers, roles)
         dst = endpoint(destination, peers, roles)
@@ -665,6 +668,7 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
         protocol,
         prof.subnets,
         transparent_lb=prof.transparent_lb,
+        paths=paths_of(prof),
     )
     if fmt == "json":
         click.echo(json.dumps(verdict.to_dict(), indent=2))

@@ -235,6 +235,7 @@ class Change:
     # Why a removal is expected (the new page's egress tables drop it), or "".
     expected: str = ""
     site: bool = False  # every rule behind it comes from the profile's site_flows
+    paths: list[str] = field(default_factory=list)  # the hops behind its peers
 
     @property
     def breaking(self) -> bool:
@@ -253,6 +254,7 @@ class Change:
             "references": self.references,
             "flows": self.flows,
             "site": self.site,
+            "paths": self.paths,
         }
 
 
@@ -352,6 +354,7 @@ def _explain(
             flows=_unique(f for r in cover for f in r.flow.split("+")),
             kept=_pieces([b for b, _ in boxes_of(both)], names),
             site=all(r.site for r in cover),
+            paths=_unique(r.via for r in cover if r.via),
         )
         # Equal reasons read as one change (a flow's tcp and udp rules, say).
         key = (here, tuple(change.purposes), tuple(change.references), change.site)
@@ -660,6 +663,7 @@ def render_text(report: Report) -> str:
             out += [f"  {'':<9}{line}" for line in lines[1:]]
             out += [f"  {'':<11}why: {p}" for p in change.purposes]
             out += [f"  {'':<11}ref: {r}" for r in change.references]
+            out += [f"  {'':<11}path: {v}" for v in change.paths]
     purpose, refs_only = _rewordings(t)
     if purpose or refs_only:
         out += ["", f"Same traffic, new wording: {len(t.reworded)} rule(s)"]
@@ -737,7 +741,10 @@ def render_markdown(report: Report) -> str:
             cells = [
                 kind,
                 "<br>".join(_cell(line) for line in _traffic_lines(change)),
-                "<br>".join(_cell(p) for p in change.purposes),
+                "<br>".join(
+                    [_cell(p) for p in change.purposes]
+                    + [_cell(f"path: {v}") for v in change.paths]
+                ),
                 "<br>".join(_cell(r) for r in change.references),
             ]
             out.append("| " + " | ".join(cells) + " |")

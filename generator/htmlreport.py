@@ -89,6 +89,17 @@ def _facts(profile, matrix: Matrix) -> list[tuple[str, str]]:
         facts.append(("DNS servers", ", ".join(profile.dns_servers)))
     if profile.nat_gateway_ips:
         facts.append(("NAT gateways", ", ".join(profile.nat_gateway_ips)))
+    if profile.lb.get("kind"):
+        from .paths import balancer
+
+        facts.append(("Load balancer kind", balancer(profile).title))
+    if profile.pod_cidrs:
+        facts.append(("Pod ranges", ", ".join(profile.pod_cidrs)))
+    if profile.egress_proxy:
+        proxy = profile.egress_proxy
+        facts.append(
+            ("Egress proxy", f"{', '.join(proxy['addresses'])} port {proxy['port']}")
+        )
     facts.append(
         ("Rules", f"{len(matrix.rules)} ({len(addresses):,} distinct address blocks)")
     )

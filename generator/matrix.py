@@ -69,6 +69,9 @@ class Rule:
     source_ports: tuple[int, int] | None = None
     obsolete: bool = False
     site: bool = False  # from the profile's site_flows, not from the page
+    # The hop that decided the peer (generator/paths.py): "from the NAT gateways
+    # (...) because ..."; empty when the peer is the other end itself.
+    via: str = ""
 
     @property
     def is_return(self) -> bool:
@@ -126,6 +129,8 @@ class Rule:
             data["obsolete"] = True
         if self.site:
             data["site"] = True
+        if self.via:
+            data["via"] = self.via
         return data
 
     @classmethod
@@ -144,6 +149,7 @@ class Rule:
             ),
             obsolete=bool(data.get("obsolete", False)),
             site=bool(data.get("site", False)),
+            via=data.get("via", ""),
         )
 
 

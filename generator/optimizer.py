@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .matrix import Matrix, Peer, Rule
+from .paths import join_via
 
 FULL = (0, 65535)
 ALL_PROTOCOLS = frozenset({"tcp", "udp", "other"})
@@ -267,12 +268,25 @@ def _drop_shadowed(rules: list[Rule], cache: dict, report) -> list[Rule]:
         groups.setdefault((rule.role, rule.direction), []).append(rule)
     kept: list[Rule] = []
     for group in groups.values():
-        dead = _shadowed_in(group, cache, report)
-        kept.extend(r for i, r in enumerate(group) if i not in dead)
+        found = _shadowed_in(group, cache, report)
+        # The rule that stays carries the flows it now allows too, so descriptions
+        # and explain credit it (a site flow never rewords a page rule).
+        credit: dict[int, list[int]] = {}
+        for i, j in found.items():
+            while j in found:
+                j = found[j]
+            if group[j].site == group[i].site:
+                credit.setdefault(j, []).append(i)
+        kept.extend(
+            _combined([r] + [group[k] for k in credit[i]]) if i in credit else r
+            for i, r in enumerate(group)
+            if i not in found
+        )
     return kept
 
 
-def _shadowed_in(group: list[Rule], cache: dict, report) -> set[int]:
+def _shadowed_in(group: list[Rule], cache: dict, report) -> dict[int, int]:
+    """The rules another rule of the group shadows: index -> the covering rule's."""
     buckets: dict[tuple, _PortIndex] = {}
     for i, rule in enumerate(group):
         peer = (rule.peer.role, None if rule.peer.role else rule.peer.cidrs)
@@ -287,7 +301,7 @@ def _shadowed_in(group: list[Rule], cache: dict, report) -> set[int]:
             and covers(b.sample, bucket.sample, cache, with_ports=False)
         ]
     bucket_of = {i: key for key, b in buckets.items() for i in b.indices}
-    dead: set[int] = set()
+    dead: dict[int, int] = {}
     for i, rule in enumerate(group):
         found = None
         for bucket in outers[bucket_of[i]]:
@@ -298,7 +312,7 @@ def _shadowed_in(group: list[Rule], cache: dict, report) -> set[int]:
                     found = j
                     break
         if found is not None:
-            dead.add(i)
+            dead[i] = found
             buckets[bucket_of[i]].remove(i)
             report.shadowed.append((rule.name, group[found].name))
     return dead
@@ -396,6 +410,7 @@ def _combined(rules: list[Rule], **changes) -> Rule:
         purpose=joined((r.purpose for r in rules), "; "),
         reference=joined((r.reference for r in rules), "; "),
         flow=joined((r.flow for r in rules), "+"),
+        via=join_via(r.via for r in rules),
         obsolete=all(r.obsolete for r in rules),
         **changes,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import profile_sections as sections
 from .matrix import ROLES
 from .problems import ProblemError, clip, read_text, shorten
+from .profile_paths import balancer_kind, read_paths
 from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
 from .profile_yaml import dotted, line_of, read_yaml, type_name, where
 
@@ -56,6 +57,10 @@ class Profile:
     warnings: tuple[str, ...] = ()
     source: str = ""
     site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
+    # Path settings (generator/profile_paths.py, meaning in generator/paths.py).
+    lb: dict = field(default_factory=dict)  # load_balancer.kind and its options
+    egress_proxy: dict = field(default_factory=dict)  # addresses, port
+    webhooks: dict = field(default_factory=dict)  # from, cidrs
     nomad_servers: str = "in_cluster"  # or external: a role of their own (4.8+)
     container_runtime: str = "docker"  # the Nomad clients'; or podman (4.10)
 
@@ -380,6 +385,8 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
     A profile with problems is not to be used; parse_profile raises them."""
     at = sections.Source(source, lines)
     found = at.findings()
+    # First: the kind decides load_balancer.transparent, which the checks read.
+    found.take(balancer_kind(data, at))
     network = found.take(sections.read_network(data, at))
     host_fw = found.take(sections.read_host_firewall(data, at))
     peers = found.take(sections.read_peers(data, at))
@@ -438,4 +445,5 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         network_acls=data.get("aws", {}).get("network_acls", False),
         nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )
-    return profile, found.problems
+    fields = found.take(read_paths(data, profile, at))
+    return replace(profile, **fields, warnings=tuple(found.warnings)), found.problems

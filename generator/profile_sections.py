@@ -447,7 +447,14 @@ def read_internet_facing(
     found = source.findings()
     section = data.get("load_balancer", {})
     cloud, version = data["cloud"], data["server_version"]
-    if section.get("transparent", False) and network.subnets["load_balancer"]:
+    # An NLB without a security group is transparent but needs its own subnets: its
+    # address and its health checks' source (profile_paths.py).
+    nlb = section.get("kind") == "nlb"
+    if (
+        section.get("transparent", False)
+        and network.subnets["load_balancer"]
+        and not nlb
+    ):
         found.warn(
             ("network", "subnets", "load_balancer"),
             "ignored: the load balancer is transparent",
@@ -519,12 +526,13 @@ def check_vm_service(data, network: Network, peers, source: Source) -> Findings:
             "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
             near=path,
         )
-    # Nomad clients -> VMs on 22 is current on every 4.x line.
+    # Nomad clients -> VMs on 22 is current on every 4.x line. Behind the NAT
+    # gateways, the VMs see those (generator/paths.py).
     ports = "22 and 2376" if vm_rows else "22"
-    if not peers["nomad_client_public_ips"] and version != "3":
+    if not peers["nomad_client_public_ips"] and not network.nat and version != "3":
         found.warn(
             ("peers", "nomad_client_public_ips"),
-            f"empty with assign_public_ip: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
+            f"empty with assign_public_ip and no network.nat_gateway_ips: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs, or the NAT gateways they leave through, to narrow it",
         )
     if not peers["vm_public_ips"] and version != "3":
         found.warn(

@@ -28,12 +28,14 @@ def peer_text(rule: Rule) -> str:
     return f"{peer.name}: {', '.join(peer.cidrs)}"
 
 
-def _cells(rule: Rule) -> list[str]:
+def _cells(rule: Rule, via: bool = True) -> list[str]:
     ports = port_text(rule.ports)
     if rule.source_ports:
         ports += f" (from {port_text(rule.source_ports)})"
     purpose = rule.purpose + (" [obsolete]" if rule.obsolete else "")
     purpose += " [site]" if rule.site else ""
+    if via and rule.via:
+        purpose += f" [{rule.via}]"
     return [rule.protocol, ports, peer_text(rule), purpose, rule.reference]
 
 
@@ -58,15 +60,19 @@ def _table(matrix: Matrix) -> str:
     peer_label = "source/destination"
     for role, direction, rules in _groups(matrix):
         peer_label = "source" if direction == "ingress" else "destination"
-        rows = [_cells(r)[:4] for r in rules]
+        rows = [_cells(r, via=False)[:4] for r in rules]
         heads = ["proto", "ports", peer_label, "purpose"]
         widths = [max(len(x) for x in col) for col in zip(heads, *rows)]
         out.append("")
         out.append(f"{ROLE_TITLES[role]} - {direction}")
-        for row in [heads, *rows]:
+        for row, rule in [(heads, None), *zip(rows, rules)]:
             out.append(
                 "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
             )
+            if rule is not None and rule.via:
+                # The path's hop, under the row: it decided the peer.
+                indent = "  " + " " * (widths[0] + widths[1] + 4)
+                out.append(f"{indent}path: {rule.via}")
     out.extend(_footer(matrix))
     return "\n".join(out) + "\n"
 

@@ -455,11 +455,15 @@ def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
             for piece in c["traffic"]
         ]
 
-    # Equal priority: the deny wins for its /25, so half the re-run range is missing.
-    rerun = found("missing", "nomad_clients", "ingress")
-    assert [(p["ports"], p["peer"]["cidrs"]) for p, _ in rerun] == [
-        ([64535, 65535], ["203.0.113.0/25"])
+    # Equal priority: the deny wins for its /25, so half the re-run range is missing;
+    # and the export has no rule for the Nomad server pod's RPC from the pod range.
+    missing = found("missing", "nomad_clients", "ingress")
+    assert [(p["ports"], p["peer"]["cidrs"]) for p, _ in missing] == [
+        ([4647, 4647], ["10.4.0.0/14"]),
+        ([64535, 65535], ["203.0.113.0/25"]),
     ]
+    assert "the Nomad server runs as a pod" in " ".join(missing[0][1]["paths"])
+    rerun = missing[1:]
     assert (
         rerun[0][1]["partly"]
         and "Nomad clients > Ingress" in rerun[0][1]["references"][0]

@@ -74,11 +74,25 @@ def test_public_ip_warnings_hold_on_4_3_where_nomad_keeps_ssh_to_the_vms():
     text = text.replace(
         "nomad_client_public_ips: [198.51.100.64/27]", "nomad_client_public_ips: []"
     )
+    # Behind the NAT gateways the VMs see those: no 0.0.0.0/0, no warning for it.
     profile = parse_profile(text, "p.yaml")
     warnings = " ".join(profile.warnings)
-    assert "VMs accept 22 from 0.0.0.0/0" in warnings
+    assert "VMs accept 22 from" not in warnings
     assert "the egress to the VMs on 22 goes to 0.0.0.0/0" in warnings
     assert vm_egress(plan(profile))["nomad_clients"] == {((22, 22), ("0.0.0.0/0",))}
+    # Without them (4.3+ needs none), the page's 0.0.0.0/0, with the warning.
+    text = text.replace(
+        "nat_gateway_ips: [198.51.100.10/32, 198.51.100.11/32]",
+        "nat_gateway_ips: []",
+    ).replace("access: public", "access: vpn")
+    profile = parse_profile(text, "p.yaml")
+    assert "VMs accept 22 from 0.0.0.0/0" in " ".join(profile.warnings)
+    sources = {
+        r.peer.cidrs
+        for r in plan(profile).for_role("external_vms", "ingress")
+        if r.ports == (22, 22) and r.peer.name == "nomad_client_public_ips"
+    }
+    assert sources == {("0.0.0.0/0",)}
 
 
 def test_vm_public_ips_without_assign_public_ip_is_ignored_with_a_warning():

@@ -121,16 +121,54 @@ def test_host_bits_are_a_warning_with_the_normalised_value():
     assert "warning" not in plain.stderr
 
 
-def test_transparent_balancer_points_at_the_nodes():
+def test_transparent_balancer_is_explained_on_the_nodes():
+    """The balancer has no firewall: its ingress is checked on the nodes, and the
+    Nomad clients' RPC on its public address arrives from the Cloud NAT."""
     gcp = ROOT / "profiles" / "gcp.yaml"
     result = explain(gcp, "--from", "0.0.0.0/0", "--to", "load_balancer", "--port", 443)
-    assert result.exit_code == 2
-    assert "the load balancer is transparent" in result.stdout
-    assert "kubernetes_nodes in place of load_balancer" in result.stdout
+    assert result.exit_code == 0, result.stdout
+    assert "ingress on kubernetes_nodes:" in result.stdout
+    rpc = explain(
+        gcp, "--from", "nomad_clients", "--to", "load_balancer", "--port", 4647
+    )
+    assert rpc.exit_code == 0, rpc.stdout
+    lines = rpc.stdout.splitlines()
+    assert lines[1] == (
+        "  egress on nomad_clients (to load_balancer_public_ips (198.51.100.30/32)):"
+    )
+    assert "  on the way: arrives from the NAT gateways (198.51.100.20/32)" in (
+        rpc.stdout
+    )
+    assert "  ingress on kubernetes_nodes (from nat_gateway (198.51.100.20/32)):" in (
+        lines
+    )
     nodes = explain(
         gcp, "--from", "0.0.0.0/0", "--to", "kubernetes_nodes", "--port", 443
     )
     assert nodes.exit_code == 0, nodes.stdout
+
+
+def test_the_nomad_server_pod_reaches_the_clients_from_the_pod_range():
+    gcp = ROOT / "profiles" / "gcp.yaml"
+    result = explain(
+        gcp, "--from", "kubernetes_nodes", "--to", "nomad_clients", "--port", 4647
+    )
+    assert result.exit_code == 0, result.stdout
+    assert "arrives from the pod range (10.4.0.0/14) because the Nomad server" in (
+        result.stdout
+    )
+    assert "nomad_clients_ingress_tcp_4647_pods" in result.stdout
+    # Without the pod range's rule the same route is blocked, naming the pods.
+    text = gcp.read_text().replace("  pod_cidrs: [10.4.0.0/14]\n", "")
+    bare = gcp.parent.parent / "out" / "gcp-no-pods.yaml"
+    bare.parent.mkdir(exist_ok=True)
+    bare.write_text(text)
+    assert (
+        "pods"
+        not in explain(
+            bare, "--from", "kubernetes_nodes", "--to", "nomad_clients", "--port", 4647
+        ).stdout
+    )
 
 
 def test_obsolete_flow_left_out_gets_a_note():

@@ -341,6 +341,9 @@ LOWER = (
     "profile",
     "profile_sections",
     "profile_yaml",
+    "profile_paths",
+    "paths",
+    "explain",
     "nacl",
 )
 UPPER = ("emitters", "pipeline", "cli", "readers", "audit", "snapshot", "verify")

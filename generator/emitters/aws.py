@@ -84,7 +84,10 @@ def rule_description(rule: Rule) -> str:
     stale = (
         " (stale on this release; kept by include_obsolete)" if rule.obsolete else ""
     )
-    return sanitize(f"{rule.purpose}{stale}. Source: {_references(rule.reference)}")
+    path = f". Path: {rule.via}" if rule.via else ""
+    return sanitize(
+        f"{rule.purpose}{stale}. Source: {_references(rule.reference)}{path}"
+    )
 
 
 def _references(reference: str) -> str:
@@ -198,7 +201,8 @@ def page_open_peers(profile) -> frozenset[str]:
 PAGE_OPEN_REASONS = {
     "external": "a public install (access: public) serves the UI to anyone",
     "nomad_client_public_ips": "the page allows 0.0.0.0/0 for Nomad client public IPs"
-    " not known in advance (peers.nomad_client_public_ips left empty)",
+    " not known in advance (peers.nomad_client_public_ips: 0.0.0.0/0, or left empty"
+    " without NAT gateways)",
 }
 
 

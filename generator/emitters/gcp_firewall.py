@@ -192,7 +192,8 @@ def _skips(rule: Rule, ranges: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _description(rule: Rule) -> str:
-    return f"{rule.purpose}. Source: {rule.reference}"
+    path = f". Path: {rule.via}" if rule.via else ""
+    return f"{rule.purpose}. Source: {rule.reference}{path}"
 
 
 def build(matrix: Matrix, profile, target: Target) -> GcpPlan:

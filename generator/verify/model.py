@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 from ..matrix import Matrix, Rule
 
+# 198.18.0.0/15, the benchmarking range (never routed): stand-ins for 0.0.0.0/0 and
+# for public addresses a profile does not list.
+STAND_IN_RANGE = ipaddress.ip_network("198.18.0.0/15")
+
 
 class VerifyError(Exception):
     """The test bed cannot be built or run; str() says why."""
@@ -32,6 +36,17 @@ class Host:
     container_port: int | None = None  # where published ports land (None: the same)
     bridge: str = "cbr0"  # the container's bridge on its host (Docker's: docker0, br-*)
     drops: list = field(default_factory=list)  # (source, port): the operator's DROPs
+    # Packet paths (generator/paths.py): a pod keeps its own address (no MASQUERADE,
+    # the others route its range through its node); a public address the host is
+    # also reached at; routes of its own ((address, via, source)); a hop's NAT.
+    masquerade: bool = True
+    public: ipaddress.IPv4Address | None = None
+    routes: list = field(default_factory=list)
+    snat_from: list = field(default_factory=list)  # NAT gateway: SNAT these to itself
+    dnat: list = field(default_factory=list)  # balancer: (port, to address, to port)
+    snat_to: ipaddress.IPv4Address | None = None  # balancer: not keeping the client
+    stands_for: str | None = None  # the role a hop host is reached as (a balancer)
+    front_of: Host | None = None  # the host a hop forwards to
 
     @property
     def title(self) -> str:
@@ -45,7 +60,12 @@ class Host:
     @property
     def seen_as(self) -> ipaddress.IPv4Address:
         """The address others see (a container is masqueraded behind its host)."""
-        return self.parent.address if self.parent else self.address
+        return self.parent.address if self.parent and self.masquerade else self.address
+
+    @property
+    def hop(self) -> bool:
+        """A translation on the way (a NAT gateway, a balancer), no firewall of ours."""
+        return bool(self.snat_from or self.dnat)
 
 
 @dataclass
@@ -63,6 +83,7 @@ class Probe:
     kind: str = "matrix"
     tag: str = ""
     sport: int | None = None  # TCP from this source port (else the kernel's choice)
+    to: ipaddress.IPv4Address | None = None  # "path": the address the source uses
 
     @property
     def six(self) -> bool:
@@ -76,7 +97,7 @@ class Probe:
 
     @property
     def target(self) -> str:
-        return str(self.dst.address6 if self.six else self.dst.address)
+        return str(self.dst.address6 if self.six else self.to or self.dst.address)
 
     def text(self) -> str:
         src = self.src.address6 if self.six else self.src.address
@@ -111,19 +132,39 @@ class Draft:
     skipped: list[str] = field(default_factory=list)
     probes: dict[tuple, Probe] = field(default_factory=dict)
     serves: dict[str, set] = field(default_factory=dict)  # role -> (protocol, port)
+    paths: object = None  # generator.paths.Paths of the profile, when given
 
     def add(
-        self, src, dst, protocol, port, expect, why, kind="matrix", tag="", sport=None
+        self,
+        src,
+        dst,
+        protocol,
+        port,
+        expect,
+        why,
+        kind="matrix",
+        tag="",
+        sport=None,
+        to=None,
     ) -> None:
         """One probe; the same probe asked for again gains a reason, never a
-        contradiction. A source port makes a probe of its own."""
-        key = (src.key, dst.key, protocol, port, kind == "ipv6") + (
-            (sport,) if sport else ()
-        )
+        contradiction. A source port, or an address to send to (a path probe),
+        makes a probe of its own."""
+        key = (src.key, dst.key, protocol, port, kind == "ipv6")
+        key += ((sport,) if sport else ()) + ((to,) if to else ())
         probe = self.probes.get(key)
         if probe is None:
             self.probes[key] = Probe(
-                src, dst, protocol, port, expect, [why], kind, tag, sport
+                src,
+                dst,
+                protocol,
+                port,
+                expect,
+                [why],
+                kind,
+                tag or ("path" if to else ""),
+                sport,
+                to,
             )
             return
         if probe.expect != expect:

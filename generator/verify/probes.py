@@ -1,5 +1,7 @@
-"""The probes per property, each with its expectation taken from the rules and the page
-(never from `explain`), added to a Draft of the plan:
+"""The probes per property, added to a Draft of the plan. Each probe's expectation is
+explain's answer (`expected`: the one semantics of the matrix, through the profile's
+packet paths); where a page property asks for the probe, the rules must agree with
+it, or the plan stops with a VerifyError naming both:
 
 - flows: every rule of the matrix must connect, from a host inside its peer;
 - isolation: two hosts of an isolated role (Nomad clients, external VMs) must not
@@ -45,42 +47,92 @@ def sample_ports(ports: tuple[int, int] | None, unlisted: int) -> list[int]:
     return [lo] if lo == hi else sorted({lo, (lo + hi) // 2, hi})
 
 
-def allows(matrix, subnets, role, direction, address, protocol, port) -> bool:
-    """Does a rule of `role` let this traffic through its end (by the rules alone)?"""
-    if role is None:
-        return True  # no firewall of ours there
-    for rule in matrix.for_role(role, direction):
-        if rule.is_return or rule.protocol not in ("all", protocol):
-            continue
-        if rule.ports and not rule.ports[0] <= port <= rule.ports[1]:
-            continue
-        cidrs = subnets.get(rule.peer.role, ()) if rule.peer.role else rule.peer.cidrs
-        nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-        if any(n.version == address.version and address in n for n in nets):
-            return True
-    return False
+def endpoint(host: Host, six: bool = False, to=None):
+    """A bed host as explain asks about it: its role and its one address (a
+    masqueraded container: its host's; a pod: its own, as a pod of its node's role;
+    a balancer's host: the role it stands for, reached through the path)."""
+    from ..explain import Endpoint
+
+    if host.parent and host.masquerade:
+        host = host.parent
+    address = host.address6 if six else to or host.address
+    net = ipaddress.ip_network(address)
+    if host.parent:  # a pod with its own address
+        return Endpoint(role=host.parent.role, network=net, pod=True)
+    # A hop (a balancer's host) is the role it stands for only as the destination
+    # of a path probe; as a source it is an address without a firewall of ours.
+    role = host.role or (host.stands_for if to is not None else None)
+    return Endpoint(role=role, network=net, routed=to is not None)
 
 
-def _expect(matrix, subnets, src: Host, dst: Host, protocol, port, six=False) -> bool:
-    if six:
-        a, b = src.address6, dst.address6
-    else:
-        a, b = src.seen_as, dst.address
-    out = allows(matrix, subnets, src.acting_role, "egress", b, protocol, port)
-    into = allows(matrix, subnets, dst.role, "ingress", a, protocol, port)
-    return out and into
+def expected(draft: Draft, src: Host, dst: Host, protocol, port, six=False, to=None):
+    """Will the probe connect? explain's answer (the one semantics of the matrix),
+    through the paths of the profile when verify has it."""
+    return _verdict(draft, src, dst, protocol, port, six, to).allowed
 
 
-def _container_net(profile, role: str, taken: list):
+def _verdict(draft: Draft, src, dst, protocol, port, six=False, to=None):
+    from ..explain import explain
+
+    return explain(
+        draft.matrix,
+        endpoint(src, six),
+        endpoint(dst, six, to),
+        port,
+        protocol,
+        draft.subnets,
+        paths=draft.paths,
+    )
+
+
+def end_allows(draft: Draft, src: Host, dst: Host, protocol, port) -> bool:
+    """explain's answer at the destination's end alone (its ingress rules), for a
+    probe whose other end a policy beyond the matrix decides (a job's egress)."""
+    verdict = _verdict(draft, src, dst, protocol, port)
+    return all(
+        c.passes
+        for c in verdict.checks
+        if (c.direction, c.packet) == ("ingress", "request")
+    )
+
+
+def _settled(draft: Draft, src, dst, protocol, port, page: bool, why: str) -> bool:
+    """explain's answer for a probe a page property asks for; a matrix that breaks
+    the property cannot be verified (its rules and the page disagree)."""
+    found = expected(draft, src, dst, protocol, port)
+    if found != page:
+        raise VerifyError(
+            f"{protocol}/{port} {src.title} -> {dst.title}: the rules"
+            f" {'allow' if found else 'block'} it, but {why}"
+        )
+    return found
+
+
+def _container_net(profile, role: str, taken: list, used: set):
     pods = [
         n for n in _v4(getattr(profile, "pod_cidrs", ())) if role == "kubernetes_nodes"
     ]
     if pods:
-        return next(pods[0].subnets(new_prefix=max(24, pods[0].prefixlen)))
+        # A block of the pod range no other host of the bed stands in (the pods
+        # peer list's host is a pod on another node).
+        for i, block in enumerate(
+            pods[0].subnets(new_prefix=max(24, pods[0].prefixlen))
+        ):
+            if i > 64:
+                break
+            if not any(a in block for a in used):
+                return block
     for block in CONTAINER_POOL.subnets(new_prefix=24):
         if not any(block.overlaps(n) for n in taken):
             return block
     raise VerifyError("no container range outside the profile's addresses")
+
+
+def _opens(rule: Rule, protocol: str, port: int) -> bool:
+    """An acknowledged site rule between two hosts of a role covers this port."""
+    if rule.protocol not in ("all", protocol):
+        return False
+    return not rule.ports or rule.ports[0] <= port <= rule.ports[1]
 
 
 def _replies(matrix: Matrix, rule: Rule) -> str:
@@ -95,25 +147,6 @@ def _replies(matrix: Matrix, rule: Rule) -> str:
         and r.protocol == rule.protocol
     ]
     return "".join(f", reply: {name}" for name in names)
-
-
-def _allows(rule: Rule, protocol: str, port: int) -> bool:
-    if rule.protocol not in ("all", protocol):
-        return False
-    return not rule.ports or rule.ports[0] <= port <= rule.ports[1]
-
-
-def _published(matrix, role, address, protocol, port, subnets) -> bool:
-    """Does an ingress rule of the role let this address reach the port?"""
-    for rule in matrix.for_role(role, "ingress"):
-        if rule.is_return or rule.protocol not in ("all", protocol):
-            continue
-        if rule.ports and not rule.ports[0] <= port <= rule.ports[1]:
-            continue
-        cidrs = subnets.get(rule.peer.role, ()) if rule.peer.role else rule.peer.cidrs
-        if any(address in n for n in _v4(cidrs)):
-            return True
-    return False
 
 
 # --- the page's properties, from the matrix alone --------------------------------
@@ -134,7 +167,21 @@ def flows(draft: Draft) -> None:
         why = f"flow {rule.flow} ({rule.name}{_replies(matrix, rule)})"
         for protocol in protocols:
             for port in sample_ports(rule.ports, draft.unlisted):
-                draft.add(src, dst, protocol, port, True, why)
+                verdict = _verdict(draft, src, dst, protocol, port)
+                # The rule lets its traffic through its own end; the other end may
+                # expect it through a hop (a balancer that delivers to a NodePort).
+                here = [
+                    c.passes
+                    for c in verdict.checks
+                    if (c.role, c.direction, c.packet)
+                    == (rule.role, rule.direction, "request")
+                ]
+                if not all(here):
+                    raise VerifyError(
+                        f"{protocol}/{port} {src.title} -> {dst.title}: the rules"
+                        f" block it at {rule.role}'s {rule.direction}, but {why}"
+                    )
+                draft.add(src, dst, protocol, port, verdict.allowed, why)
 
 
 def _representative(draft: Draft, rule: Rule, own: Host) -> Host | None:
@@ -172,15 +219,15 @@ def isolation(draft: Draft) -> None:
         opened = [
             r
             for r in draft.matrix.for_role(role, "ingress")
-            if r.peer.role == role and not r.is_return
+            if r.peer.role == role and not r.is_return and r.site
         ]
         for src, dst in ((pair[0], pair[1]), (pair[1], pair[0])):
             for protocol, port in sorted(draft.serves[role]):
-                if any(_allows(r, protocol, port) for r in opened):
+                if any(_opens(r, protocol, port) for r in opened):
                     continue
-                draft.add(
-                    src, dst, protocol, port, False, f"no traffic between two {role}"
-                )
+                why = f"no traffic between two {role}"
+                ok = _settled(draft, src, dst, protocol, port, False, why)
+                draft.add(src, dst, protocol, port, ok, why)
 
 
 def unlisted_between_roles(draft: Draft) -> None:
@@ -203,9 +250,9 @@ def unlisted_between_roles(draft: Draft) -> None:
         for dst in role_list:
             if src is dst or src.role == dst.role or joined(src.role, dst.role):
                 continue
-            draft.add(
-                src, dst, "tcp", unlisted, False, f"port {unlisted} is in no rule"
-            )
+            why = f"port {unlisted} is in no rule"
+            ok = _settled(draft, src, dst, "tcp", unlisted, False, why)
+            draft.add(src, dst, "tcp", unlisted, ok, why)
 
 
 def outsiders(draft: Draft) -> None:
@@ -230,9 +277,7 @@ def outsiders(draft: Draft) -> None:
     for src, who in found:
         for dst in role_list:
             for protocol, port in sorted(draft.serves[dst.role]):
-                if not _published(
-                    matrix, dst.role, src.address, protocol, port, draft.subnets
-                ):
+                if not expected(draft, src, dst, protocol, port):
                     draft.add(src, dst, protocol, port, False, f"{who}, not published")
 
 
@@ -292,7 +337,12 @@ def essentials(draft: Draft, profile, peers: list[Host]) -> None:
         if admins:
             why = "host essential: echo from admins"
             add(admins[0], own, "icmp", 1, True, why, "essential")
-            others = [h for h in peers if h not in admins and not h.labels == ["ntp"]]
+            # Not the NTP server, nor a pod (pods reach their node: an essential).
+            others = [
+                h
+                for h in peers
+                if h not in admins and h.labels not in (["ntp"], ["pods"])
+            ]
             if others:
                 why = "echo only from admins"
                 add(others[0], own, "icmp", 1, False, why, "essential")
@@ -313,13 +363,18 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
         if role == "load_balancer":
             continue
         own = pair[0]
-        net = _container_net(profile, role, taken)
-        box = Host(f"{own.key}/container", net[2], labels=[f"container on {own.key}"])
+        net = _container_net(profile, role, taken, draft.used)
+        routed = role == "kubernetes_nodes" and draft.paths and draft.paths.pods
+        what = "pod" if routed else "container"
+        box = Host(f"{own.key}/{what}", net[2], labels=[f"{what} on {own.key}"])
         box.parent, box.container_port = own, CONTAINER_PORT
         box.bridge = JOB_BRIDGES.get(role, box.bridge)
         if role == "nomad_clients" and profile.container_runtime == "podman":
             box.bridge = "podman0"  # netavark's default network
         hosts.insert(hosts.index(own) + 1, box)
+        # A pod keeps its address (VPC-native): the bed routes its range through
+        # its node, as the VPC routes an alias range.
+        box.masquerade = not routed
         published = [
             r
             for r in matrix.for_role(role, "ingress")
@@ -333,7 +388,7 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
             (
                 p
                 for p in UNOPENED
-                if not any(_allows(r, "tcp", p) for r in ingress if not r.is_return)
+                if not any(_opens(r, "tcp", p) for r in ingress if not r.is_return)
             ),
             None,
         )
@@ -349,7 +404,7 @@ def containers(draft: Draft, profile, peers, firsts, taken) -> None:
                 + (f"by its ingress rule ({flow})" if flow else "opened by no rule")
             )
             for src in peers + [h for h in firsts if h.role != role]:
-                expect = _expect(matrix, subnets, src, own, "tcp", port)
+                expect = expected(draft, src, own, "tcp", port)
                 tag = "" if flow else "unopened"
                 draft.add(src, own, "tcp", port, expect, why, "dnat", tag)
         jobs = jobs_for(profile, role)
@@ -371,7 +426,7 @@ def job_allows(matrix, subnets, jobs, role, address, protocol, port) -> bool:
         r
         for r in matrix.for_role(role, "egress")
         if not r.is_return
-        and _allows(r, protocol, port)
+        and _opens(r, protocol, port)
         and any(n.version == address.version and address in n for n in nets(r))
     ]
     kinds = [(jobs.kind(r), any(n.prefixlen == 0 for n in nets(r))) for r in hits]
@@ -386,13 +441,15 @@ def job_allows(matrix, subnets, jobs, role, address, protocol, port) -> bool:
 
 
 def _container_expect(draft, box, dst, protocol, port, jobs) -> bool:
-    matrix, subnets = draft.matrix, draft.subnets
+    """A container's probe: explain's answer, or on a role that runs jobs the jobs
+    policy on the way out (a host-firewall policy beyond the matrix) and explain's
+    answer for the destination's end."""
     if jobs is None:
-        return _expect(matrix, subnets, box, dst, protocol, port)
+        return expected(draft, box, dst, protocol, port)
+    matrix, subnets = draft.matrix, draft.subnets
     role = box.acting_role
     out = job_allows(matrix, subnets, jobs, role, dst.address, protocol, port)
-    into = allows(matrix, subnets, dst.role, "ingress", box.seen_as, protocol, port)
-    return out and into
+    return out and end_allows(draft, box, dst, protocol, port)
 
 
 def _jobs_probes(draft: Draft, role, own, box, peers, jobs) -> None:
@@ -433,7 +490,7 @@ def _jobs_probes(draft: Draft, role, own, box, peers, jobs) -> None:
             probe(inside[0], port, tag, f"{what}, on a port open to anywhere")
     internet = [h for h in peers if "internet" in h.labels]
     if internet and any(
-        r.peer.name == "internet" and _allows(r, "tcp", 443) for r in egress
+        r.peer.name == "internet" and _opens(r, "tcp", 443) for r in egress
     ):
         probe(internet[0], 443, "internet", "the internet on 443")
 
@@ -500,9 +557,7 @@ def replies(draft: Draft) -> None:
         ]
         if not free:
             continue
-        expect = allows(
-            matrix, draft.subnets, role, "ingress", src.address, "tcp", free[0]
-        )
+        expect = end_allows(draft, src, own, "tcp", free[0])
         why = f"stateless: a SYN from port {sport} opens nothing through {rule.name}"
         draft.add(src, own, "tcp", free[0], expect, why, "replies", "syn", sport)
         why = f"stateless: replies from port {sport} still flow ({rule.name})"
@@ -531,14 +586,8 @@ def settle_ipv6(draft: Draft) -> None:
     """The IPv6 probes' expectations, by the rules, from the hosts' IPv6 addresses."""
     for probe in draft.probes.values():
         if probe.kind == "ipv6":
-            probe.expect = _expect(
-                draft.matrix,
-                draft.subnets,
-                probe.src,
-                probe.dst,
-                "tcp",
-                probe.port,
-                six=True,
+            probe.expect = expected(
+                draft, probe.src, probe.dst, "tcp", probe.port, six=True
             )
 
 
@@ -571,7 +620,8 @@ def operator_drops(draft: Draft, peers: list[Host]) -> None:
                     None,
                 )
             port = rule.ports[0]
-            if src is None or (src.key, target.key, "tcp", port, False) in draft.probes:
+            key = (src.key, target.key, "tcp", port, False, None)
+            if src is None or key in draft.probes:
                 continue
             target.drops.append((src.address, port))
             why = "the operator's DROP after rulegen's jump"

@@ -60,7 +60,7 @@ gcloud compute firewall-rules create \
 gcloud compute firewall-rules create \
   sa-install-k8s-in-tcp-4647-nat-gateway \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address). Path: from the NAT gateways (198.51.100.20/32) because the Nomad clients have no public IPs' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
@@ -252,7 +252,7 @@ gcloud compute firewall-rules create \
 gcloud compute firewall-rules create \
   sa-install-nomad-out-tcp-4647-load-balancer-public-ips \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address). Path: to the load balancer'"'"'s public IPs (0.0.0.0/0) because the load balancer is internet-facing and load_balancer.public_ips does not list them' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \
