@@ -423,26 +423,25 @@ def _shadowed_pairwise(rules, cache, report):
         groups.setdefault((rule.role, rule.direction), []).append(rule)
     kept = []
     for group in groups.values():
-        alive = list(group)
-        for i, rule in enumerate(group):
-            for other in alive:
-                if other is rule or not optimizer_module.covers(other, rule, cache):
+        alive = dict(enumerate(group))  # by position: equal rules are distinct rules
+        for i in range(len(group)):
+            rule = alive[i]
+            for j, other in list(alive.items()):
+                if j == i or not optimizer_module.covers(other, rule, cache):
                     continue
                 if other.site and not rule.site:
                     continue
                 if (
-                    group.index(other) < i
+                    j < i
                     or rule.site
                     or not optimizer_module.covers(rule, other, cache)
                 ):
-                    alive.remove(rule)
+                    del alive[i]
                     report.shadowed.append((rule.name, other.name))
                     if other.site == rule.site:  # the cover carries its flow
-                        at = alive.index(other)
-                        alive[at] = optimizer_module._combined([other, rule])
-                        group[group.index(other)] = alive[at]
+                        alive[j] = optimizer_module._combined([other, rule])
                     break
-        kept.extend(alive)
+        kept.extend(alive.values())
     return kept
 
 

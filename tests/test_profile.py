@@ -75,10 +75,11 @@ CASES = [
         "unknown key, nothing close",
         GOOD + "owner: blue\n",
         [
-            "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, ephemeral_ports,"
+            "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, egress_proxy,"
+            " ephemeral_ports,"
             " gcp, host_firewall, include_obsolete, load_balancer, name, network, nomad, peers, quotas,"
             " server_version, site_flows, stateful,"
-            " vm_service"
+            " vm_service, webhooks"
         ],
     ),
     (
