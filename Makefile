@@ -1,14 +1,22 @@
 # `make run`: set up rulegen alone (no test tools) and generate the example profile.
 # `make test`: set up the test tools too (Python packages; Debian packages when root)
-# and run the tests.
+# and run every test (what CI runs).
+# `make check`: the fast tier for the inner loop: the tests that need nothing beyond
+# Python (tests/conftest.py leaves out the tiers marked in pyproject.toml).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 PROFILE ?= profiles/aws-private-vpn.yaml
+# pytest-xdist workers (one per core); the slow tiers are handed out first and each
+# module whose fixtures build something once (the wheel, Terraform) stays on one worker.
+WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
+BLACK_CHECK := $(PY) -m black --check --quiet generator tests benchmarks scripts setup.py
 
 # Debian packages the tests use, each with the reason (printed when installed).
-DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch chromium
+DEBIAN_PACKAGES := iptables ipset iproute2 nftables shellcheck graphviz patch chromium \
+  docker.io busybox-static
 WHY_iptables := iptables-restore loads the iptables output in test network namespaces
 WHY_ipset := ipset loads the iptables output's address sets
 WHY_iproute2 := ip builds the network namespaces of the tests and of rulegen verify
@@ -17,16 +25,22 @@ WHY_shellcheck := shellcheck lints the generated shell scripts
 WHY_graphviz := dot lays out the report's diagram and reads plan --format dot back
 WHY_patch := patch applies diff --files output to prove it is a real diff
 WHY_chromium := the report tests open every report in headless Chromium
+WHY_docker.io := a real Docker daemon runs next to the Nomad clients' rules in a test namespace
+WHY_busybox-static := a static busybox is the test containers' whole image (nothing is pulled)
 
-.PHONY: run test setup runtime tools debian-packages bench format clean
+.PHONY: run test check setup runtime tools debian-packages bench format clean
 
 run: runtime
 	$(VENV)/bin/rulegen plan $(PROFILE)
 	$(VENV)/bin/rulegen generate $(PROFILE)
 
 test: setup tools
-	$(PY) -m black --check --quiet generator tests benchmarks scripts setup.py
-	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PY) -m pytest -q
+	$(BLACK_CHECK)
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTEST)
+
+check: setup
+	$(BLACK_CHECK)
+	$(PYTEST) --tier check
 
 # The runtime only: rulegen and its few dependencies, nothing the tests need.
 runtime: $(VENV)/.runtime
@@ -74,6 +88,7 @@ bench: setup .venv-bench/.installed
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/report.py
 	$(PY) benchmarks/bench_audit.py
+	$(PY) benchmarks/site_ports.py
 
 .venv-bench/.installed:
 	python3 -m venv .venv-bench

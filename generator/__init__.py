@@ -15,4 +15,6 @@ def run() -> None:
         from .cli import main
     except KeyboardInterrupt:
         sys.exit(130)
-    main()
+    # One name however it was started (console script, python -m): in usage lines
+    # and for shell completion, which reads _RULEGEN_COMPLETE.
+    main(prog_name="rulegen")

@@ -7,6 +7,7 @@ The page's flows and a profile's site flows share one shape and one parser
 from __future__ import annotations
 
 import json
+from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,18 @@ from .records import dataclass
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 CATALOG_JSON = CATALOG_PATH.with_suffix(".json")  # its copy: see load_catalog
-PEERS = ("external", "internet", "vcs", "dns", "ssh_admin", "ssh_rerun")
+PEERS = (
+    "external",
+    "internet",
+    "vcs",
+    "dns",
+    "ssh_admin",
+    "ssh_rerun",
+    # Nomad servers outside the cluster: where their balancer is reached, and where
+    # its health checks come from.
+    "nomad_server_balancer",
+    "nomad_server_health_checks",
+)
 PROTOCOL_NAMES = ("tcp", "udp", "all")
 # Why the page forbids traffic between two instances of one role.
 ISOLATION_REASONS = {
@@ -39,20 +51,38 @@ class Flow:
     purpose: str
     purpose_by_line: dict
     lines: tuple[str, ...]
-    obsolete: tuple[str, ...]
+    # release line -> the page's egress table that no longer lists the flow
+    obsolete: dict
     when: dict
     public_ip: str | None
     refs: dict
     caution: dict
     notes: dict  # release line (or "all") -> how an unclear row was read
+    ports_by_line: dict = field(default_factory=dict)
+    refs_by_line: dict = field(default_factory=dict)
+    document: str | None = None  # the source of a flow the page does not print
     # Site flows (a profile's own): always current, cited by their reference.
     site: bool = False
     reference: str | None = None
     key: str = ""  # where the flow was written, e.g. site_flows[2]
     acknowledge_isolation: bool = False
+    # On a host firewall: True, job containers make the flow (it may name addresses
+    # they may otherwise not reach); False, only the host's own agents do; None, jobs
+    # follow it outside the ranges kept from them.
+    jobs: bool | None = None
 
     def note(self, line: str) -> str | None:
         return self.notes.get(line, self.notes.get("all"))
+
+    def ports_for(self, line: str) -> tuple[tuple[int, int], ...] | None:
+        return self.ports_by_line.get(line, self.ports)
+
+    def refs_for(self, line: str) -> dict:
+        return {**self.refs, **self.refs_by_line.get(line, {})}
+
+    def dropped_by(self, line: str) -> str | None:
+        """The line's egress table that no longer lists an obsolete flow."""
+        return self.obsolete.get(line)
 
     def status(self, line: str) -> str | None:
         if self.site:
@@ -80,6 +110,21 @@ class Catalog:
 
     def title(self, line: str) -> str:
         return self.release_lines[line]["title"]
+
+    def summary(self) -> list[str]:
+        """The release lines, the versions each covers and the page it was read from."""
+        rows = []
+        for line, info in self.release_lines.items():
+            versions = info["versions"]
+            covers = (
+                versions[0] if len(versions) == 1 else f"{versions[0]}-{versions[-1]}"
+            )
+            rows.append((line, f"server {covers}", info.get("read_from", "")))
+        width = [max(len(row[i]) for row in rows) for i in range(2)]
+        return [
+            f"  {a.ljust(width[0])}  {b.ljust(width[1])}  read from {c}"
+            for a, b, c in rows
+        ]
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -179,6 +224,8 @@ def read_flow(
     sources = _ends(raw, "from", known, problem, what)
     destinations = _ends(raw, "to", known, problem, what)
     protocols = _tuple(raw.get("protocol"))
+    if not protocols:  # protocol: [] would make no rule, silently
+        problem(("protocol",), "expected tcp, udp or all, or a list of tcp and udp")
     for i, protocol in enumerate(protocols):
         if protocol not in PROTOCOL_NAMES:
             path = ("protocol",) if len(protocols) == 1 else ("protocol", i)
@@ -196,6 +243,10 @@ def read_flow(
         problem(("ports",), "ports go with tcp/udp: list them (or use protocol all)")
     flow_id = raw.get("id") or key
     acknowledged = bool(raw.get("acknowledge_isolation", False))
+    jobs = raw.get("jobs")
+    if jobs is not None and not isinstance(jobs, bool):
+        problem(("jobs",), f"expected true or false, got {jobs!r}")
+        jobs = None
     if site:
         roles = set(ROLES)
         for src in sources:
@@ -231,16 +282,23 @@ def read_flow(
         purpose=raw.get("purpose", ""),
         purpose_by_line=raw.get("purpose_by_line", {}),
         lines=_tuple(raw.get("lines")),
-        obsolete=_tuple(raw.get("obsolete")),
+        obsolete=dict(raw.get("obsolete") or {}),
         when=raw.get("when", {}),
         public_ip=raw.get("public_ip"),
         refs=raw.get("refs", {}),
         caution=raw.get("caution", {}),
         notes=raw.get("notes", {}),
+        ports_by_line={
+            line: _ports(value, problem)
+            for line, value in (raw.get("ports_by_line") or {}).items()
+        },
+        refs_by_line=raw.get("refs_by_line") or {},
+        document=raw.get("document"),
         site=site,
         reference=raw.get("reference"),
         key=key,
         acknowledge_isolation=acknowledged,
+        jobs=jobs,
     )
 
 
@@ -254,7 +312,14 @@ def parse_catalog(data: dict) -> Catalog:
             raise ValueError(f"catalog flow {flow_id}: {message}")
 
         flow = read_flow(raw, known, problem)
-        for line in flow.lines + flow.obsolete + tuple(set(flow.notes) - {"all"}):
+        named = (
+            *flow.lines,
+            *flow.obsolete,
+            *flow.ports_by_line,
+            *flow.refs_by_line,
+            *(set(flow.notes) - {"all"}),
+        )
+        for line in named:
             if line not in lines:
                 raise ValueError(
                     f"catalog flow {flow.id}: unknown release line {line!r}"

@@ -8,25 +8,90 @@ import sys
 import click
 
 from . import __version__
+from .emitters import TARGETS
 from .matrix import ROLES
 
 FORMATS = ("table", "json", "markdown", "csv", "dot")
 
+# One table for every command (README, Command line > Exit codes).
+EXIT_CODES = """\b
+Exit codes, the same for every command:
+  0    nothing to report
+  1    error: bad input or a usage error (nothing is written)
+  2    findings: changes (diff), differences (audit), files a run would
+       write (generate --check), a blocked flow (explain), a failed probe
+       (verify)
+  3    findings that match --fail-on (diff, audit)
+  4    audit: part of the export could not be evaluated
+  130  interrupted
+"""
 
-def fail(problems, code: int = 1) -> None:
+
+def _guess(value: str, known) -> str | None:
+    import difflib
+
+    guess = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    return guess[0] if guess else None
+
+
+class Choice(click.Choice):
+    """click.Choice that suggests the closest choice for a misspelt value."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            guess = _guess(value, self.choices)
+            if guess:  # click's own wording for a misspelt option
+                exc.message += f" Did you mean {guess!r}?"
+            raise
+
+
+class Group(click.Group):
+    """Usage errors exit 1, like every other error: 2 and 3 are findings."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
+
+
+def _version(ctx, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .catalog import load_catalog
+
+    click.echo(f"rulegen, version {__version__}")
+    click.echo('catalog: CircleCI Server "Hardening your cluster", by release line:')
+    for line in load_catalog().summary():
+        click.echo(line)
+    ctx.exit()
+
+
+def fail(problems) -> None:
+    """Errors exit 1 (see EXIT_CODES)."""
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
-    sys.exit(code)
+    sys.exit(1)
 
 
-def load(path: str, version: str | None = None, code: int = 1):
+def load(path: str, version: str | None = None):
     """Profile from a file, with its problems reported and no traceback."""
     from .profile import ProfileError, load_profile
 
     try:
         return load_profile(path, version)
     except ProfileError as exc:
-        fail(exc.problems, code)
+        fail(exc.problems)
 
 
 def warn(warnings) -> None:
@@ -34,8 +99,19 @@ def warn(warnings) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="rulegen")
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES,
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _, value: _version(ctx, value),
+    help="Show the version and the rule catalog it carries, and exit.",
+)
 def main() -> None:
     """Firewall rules for a self-hosted CircleCI Server install, from a profile."""
 
@@ -43,7 +119,7 @@ def main() -> None:
 @main.command()
 @click.argument("profile", type=click.Path(dir_okay=False))
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+    "--format", "fmt", type=Choice(FORMATS), default="table", show_default=True
 )
 @click.option("--server-version", help="Plan for another release than the profile's.")
 @click.option(
@@ -66,8 +142,14 @@ def plan(
     from .planner import plan as make_plan
     from .report import render
 
-    raw = make_plan(load(profile, server_version))
+    prof = load(profile, server_version)
+    raw = make_plan(prof)
     matrix, report = (raw, None) if no_optimize else optimize(raw)
+    from .nacl import layer_for
+
+    layer = layer_for(prof, matrix)
+    if verify_equivalence and layer:
+        _verify_acls(layer, raw)
     if verify_equivalence:
         from .equivalence import NotEquivalent, check_equivalent
 
@@ -84,7 +166,38 @@ def plan(
         warn(matrix.warnings)
         for line in report.lines() if report else ():
             click.echo(line, err=True)
+    if layer and fmt == "json":
+        import json
+
+        from .report import acl_dict
+
+        data = json.loads(render(matrix, fmt))
+        data["network_acls"] = acl_dict(layer)
+        click.echo(json.dumps(data, indent=2))
+        return
     click.echo(render(matrix, fmt), nl=False)
+    if layer and fmt == "table":
+        from .report import acl_table
+
+        click.echo(acl_table(layer), nl=False)
+
+
+def _verify_acls(layer, raw) -> None:
+    """The required flows through the ACLs both ways, and what they admit beyond."""
+    from .nacl import check_flows, excess
+
+    problems = check_flows(layer, raw)
+    if problems:
+        fail([f"the network ACLs block a required flow: {p}" for p in problems])
+    beyond = excess(layer, raw)
+    click.echo(
+        "network ACLs: every required flow passes, request and reply;"
+        f" {len(beyond)} piece(s) of traffic admitted beyond the matrix"
+        " (stateless replies cannot be told from new connections):",
+        err=True,
+    )
+    for line in beyond:
+        click.echo(f"  {line}", err=True)
 
 
 @main.command()
@@ -153,12 +266,12 @@ def schema() -> None:
 @click.option("--name", default="circleci", show_default=True, help="Install name.")
 @click.option(
     "--cloud",
-    type=click.Choice(["aws", "gcp", "generic"]),
+    type=Choice(["aws", "gcp", "generic"]),
     default="aws",
     show_default=True,
 )
 @click.option(
-    "--access", type=click.Choice(["vpn", "public"]), default="vpn", show_default=True
+    "--access", type=Choice(["vpn", "public"]), default="vpn", show_default=True
 )
 @click.option("--server-version", default="4.10", show_default=True)
 @click.option(
@@ -212,12 +325,16 @@ def init(name, cloud, access, server_version, vpc_cidr, project, output, force):
     help="Folder (default: out/<profile name>).",
 )
 @click.option(
-    "--target", "targets", multiple=True, help="Only this target (repeatable)."
+    "--target",
+    "targets",
+    multiple=True,
+    type=Choice(list(TARGETS)),
+    help="Only this target (repeatable).",
 )
 @click.option(
     "--check",
     is_flag=True,
-    help="Write nothing; list what a run would write, change and remove, exit 1 if any.",
+    help="Write nothing; list what a run would write, change and remove, exit 2 if any.",
 )
 @click.option(
     "--force",
@@ -236,7 +353,7 @@ def generate(
     """Write the firewall code of every target for PROFILE."""
     from pathlib import Path
 
-    from .emitters import TARGETS, EmitError, targets_for
+    from .emitters import EmitError, targets_for
     from .pipeline import files_for, shipped_matrix
     from .writer import WriteError, compare, locked, write_tree
 
@@ -295,8 +412,8 @@ def generate(
 
 
 def _report_check(folder, changes, files) -> None:
-    """`generate --check`: every write, change and removal a run would make; exit 1
-    if there is any, else one line and exit 0."""
+    """`generate --check`: every write, change and removal a run would make; exit 2
+    (findings) if there is any, else one line and exit 0."""
     lines = [f"would write {folder / rel} (new)" for rel in changes.new]
     lines += [f"would change {folder / rel}" for rel in changes.changed]
     lines += [f"would remove {folder / rel}" for rel in changes.removed]
@@ -319,7 +436,7 @@ def _report_check(folder, changes, files) -> None:
         click.echo(line)
     if not lines:
         click.echo(f"{folder}: all {len(changes.unchanged)} files are up to date")
-    sys.exit(1 if lines else 0)
+    sys.exit(2 if lines else 0)
 
 
 @main.command()
@@ -365,21 +482,21 @@ def snapshot(profile: str, output: str | None, server_version: str | None) -> No
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "markdown"]),
+    type=Choice(["text", "json", "markdown"]),
     default="text",
     show_default=True,
 )
 @click.option("--files", is_flag=True, help="Show unified diffs of emitted files.")
 @click.option(
     "--fail-on",
-    type=click.Choice(["breaking"]),
-    help="Exit 3 when a flow is removed or narrowed.",
+    type=Choice(["breaking", "unexpected"]),
+    help="Exit 3 when a flow is removed or narrowed (breaking), or only when one"
+    " is that the new page's own egress tables do not drop (unexpected).",
 )
 def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
     """Compare the traffic two profiles or snapshots allow, and their emitted files.
 
-    Exit codes: 0 no change, 2 changes, 3 breaking changes (with --fail-on
-    breaking), 1 error.
+    Exit codes: 0 no change, 2 changes, 3 changes that match --fail-on, 1 error.
     """
     from .diff import diff as make_diff
     from .diff import render
@@ -413,7 +530,7 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["iptables", "nftables"]),
+    type=Choice(["iptables", "nftables"]),
     default="iptables",
     show_default=True,
     help="Which host-firewall target to load.",
@@ -430,8 +547,8 @@ def verify(
 
     Builds throwaway network namespaces (one host per role and per peer), loads each
     role's rules as apply.sh would, probes every required flow and a forbidden set,
-    and removes everything again, also on SIGINT, SIGTERM or SIGHUP. Exit 1 on any
-    mismatch or error, 130 when interrupted.
+    and removes everything again, also on SIGINT, SIGTERM or SIGHUP. Exit 2 on any
+    mismatch, 1 on an error, 130 when interrupted.
     """
     from .verify import Interrupted, signals_raise
 
@@ -478,12 +595,15 @@ def _verify(profile, server_version, drop_rules, verbose, engine, cleanup) -> No
     from .pipeline import shipped_matrix
 
     matrix = shipped_matrix(prof)
+    # Progress per phase, for a person watching; logs and pipes get the result only.
+    tty = click.get_text_stream("stderr").isatty()
+    progress = (lambda line: click.echo(line, err=True)) if tty else None
     try:
-        outcome = run(matrix, prof, drop_rules, engine)
+        outcome = run(matrix, prof, drop_rules, engine, progress)
     except (VerifyError, EmitError) as exc:
         fail([str(exc)])
     click.echo(report(outcome, verbose), nl=False)
-    sys.exit(0 if outcome.ok else 1)
+    sys.exit(0 if outcome.ok else 2)
 
 
 @main.command()
@@ -502,12 +622,12 @@ def _verify(profile, server_version, drop_rules, verbose, engine, cleanup) -> No
 )
 @click.option("--port", type=click.IntRange(1, 65535), required=True)
 @click.option(
-    "--protocol", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True
+    "--protocol", type=Choice(["tcp", "udp"]), default="tcp", show_default=True
 )
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=Choice(["text", "json"]),
     default="text",
     show_default=True,
 )
@@ -519,7 +639,7 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 
     A CIDR that the rules cover only in part is answered part by part.
 
-    Exit codes: 0 allowed, 1 blocked (wholly or in part), 2 bad input.
+    Exit codes: 0 allowed, 2 blocked (wholly or in part), 1 bad input.
     """
     import json
 
@@ -527,13 +647,18 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
     from .explain import explain as make_explain
     from .explain import render
     from .pipeline import shipped_matrix
+    from .planner import paths_of
 
-    prof = load(profile, server_version, code=2)
+    prof = load(profile, server_version)
     try:
         peers = {**prof.peers, "dns": prof.dns_servers}
-        src, dst = endpoint(source, peers), endpoint(destination, peers)
+        if prof.webhooks:
+            peers["webhooks"] = prof.webhooks["cidrs"]
+        roles = prof.roles()
+        src = endpoint(source, peers, roles)
+        dst = endpoint(destination, peers, roles)
     except ExplainError as exc:
-        fail([str(exc)], code=2)
+        fail([str(exc)])
     warn(e.warning for e in (src, dst) if e.warning)
     verdict = make_explain(
         shipped_matrix(prof),
@@ -543,18 +668,24 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
         protocol,
         prof.subnets,
         transparent_lb=prof.transparent_lb,
+        paths=paths_of(prof),
     )
     if fmt == "json":
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         click.echo(render(verdict), nl=False)
-    sys.exit(0 if verdict.allowed else 1)
+    sys.exit(0 if verdict.allowed else 2)
 
 
 @main.command()
 @click.argument("profile", type=click.Path(dir_okay=False))
 @click.option(
     "--aws", type=click.Path(dir_okay=False), help="aws ec2 describe-security-groups."
+)
+@click.option(
+    "--aws-acls",
+    type=click.Path(dir_okay=False),
+    help="With --aws: aws ec2 describe-network-acls (aws.network_acls).",
 )
 @click.option(
     "--gcp",
@@ -577,7 +708,7 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 )
 @click.option(
     "--role",
-    type=click.Choice(ROLES),
+    type=Choice(ROLES),
     help="The role of the host (iptables, nft); for a cloud export, audit only it.",
 )
 @click.option(
@@ -596,18 +727,19 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "markdown"]),
+    type=Choice(["text", "json", "markdown"]),
     default="text",
     show_default=True,
 )
 @click.option(
     "--fail-on",
-    type=click.Choice(["missing", "excess", "any"]),
+    type=Choice(["missing", "excess", "any"]),
     help="Exit 3 when this kind of difference is found.",
 )
 def audit(
     profile,
     aws,
+    aws_acls,
     gcp,
     iptables_save,
     ip6tables_save,
@@ -624,7 +756,9 @@ def audit(
 
     Lists, per role, the required flows the live rules block (missing, with the
     page reference) and what they allow beyond the matrix (excess, with the live
-    rule). Exit codes: 0 same, 2 differences, 3 with --fail-on matched, 1 bad input.
+    rule). Exit codes: 0 nothing to report, 1 error (bad input or usage), 2
+    findings, 3 findings that --fail-on names, 4 part of the export not evaluated
+    (named in the output; 3 comes first when --fail-on matches).
     """
     from .audit import audit as make_audit
     from .audit import render
@@ -657,18 +791,24 @@ def audit(
     for item in groups:
         name, _, group = item.partition("=")
         if name not in ROLES or not group:
+            guess = None if name in ROLES else _guess(name, ROLES)
             problems.append(
-                f"--group {item!r}: expected ROLE=ID|NAME, ROLE one of {', '.join(ROLES)}"
+                f"--group {item!r}: expected ROLE=ID|NAME, ROLE one of"
+                f" {', '.join(ROLES)}" + (f"; did you mean {guess!r}?" if guess else "")
             )
         mapping.append((name, group))
     if groups and chosen != ["aws"]:
         problems.append("--group goes with --aws")
+    if aws_acls and chosen != ["aws"]:
+        problems.append("--aws-acls goes with --aws")
     if problems:
         fail(problems)
     reader = chosen[0]
-    paths = {"aws": {"aws": aws}, "gcp": {"gcp": gcp}, "nft": {"nft": nft}}.get(
-        reader, host
-    )
+    paths = {
+        "aws": {"aws": aws, "aws_acls": aws_acls},
+        "gcp": {"gcp": gcp},
+        "nft": {"nft": nft},
+    }.get(reader, host)
     try:
         sources = {
             key: (path, read_export(path)) for key, path in paths.items() if path

@@ -16,6 +16,7 @@ from dataclasses import field
 from functools import lru_cache
 
 from .matrix import DIRECTIONS, ROLE_TITLES, ROLES, Matrix, Peer, Rule
+from .filediff import FileDiff, Side, compare_files  # noqa: F401 (diff.Side is public)
 from .optimizer import cidrs_of, merged_intervals
 from .records import dataclass
 
@@ -203,6 +204,11 @@ def _pieces(boxes: list[Box], names: list[str]) -> list[Piece]:
     return sorted(out, key=_piece_order)
 
 
+def pieces(boxes: list[Box], names=()) -> list[Piece]:
+    """Disjoint boxes as pieces of traffic (the network ACLs' admitted traffic)."""
+    return _pieces(boxes, list(names))
+
+
 def _piece_order(piece: Piece) -> tuple:
     return (
         piece.peer.sort_key(),
@@ -227,9 +233,10 @@ class Change:
     # Narrowed/widened: what the same rules allow on both sides (what remains, or
     # what was already allowed); `traffic` is only what was lost or gained.
     kept: list[Piece] = field(default_factory=list)
-    # Why a removal is expected (the new page's upgrade notes), or "".
+    # Why a removal is expected (the new page's egress tables drop it), or "".
     expected: str = ""
     site: bool = False  # every rule behind it comes from the profile's site_flows
+    paths: list[str] = field(default_factory=list)  # the hops behind its peers
 
     @property
     def breaking(self) -> bool:
@@ -248,6 +255,7 @@ class Change:
             "references": self.references,
             "flows": self.flows,
             "site": self.site,
+            "paths": self.paths,
         }
 
 
@@ -265,6 +273,8 @@ class TrafficDiff:
     reworded: list[Reworded] = field(default_factory=list)
     notes_added: list[str] = field(default_factory=list)
     notes_removed: list[str] = field(default_factory=list)
+    # What the upgrade notes of each release line the diff crosses ask for.
+    advice: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -280,6 +290,11 @@ class TrafficDiff:
     @property
     def expected(self) -> list[Change]:
         return [c for c in self.changes if c.expected]
+
+    @property
+    def unexpected(self) -> list[Change]:
+        """Breaking changes the new page's egress tables do not call for."""
+        return [c for c in self.breaking if not c.expected]
 
 
 def _unique(values) -> list[str]:
@@ -340,6 +355,7 @@ def _explain(
             flows=_unique(f for r in cover for f in r.flow.split("+")),
             kept=_pieces([b for b, _ in boxes_of(both)], names),
             site=all(r.site for r in cover),
+            paths=_unique(r.via for r in cover if r.via),
         )
         # Equal reasons read as one change (a flow's tcp and udp rules, say).
         key = (here, tuple(change.purposes), tuple(change.references), change.site)
@@ -353,6 +369,14 @@ def _explain(
         else:
             merged[key] = change
     return list(merged.values())
+
+
+def merged(missing_from: TrafficDiff, excess_from: TrafficDiff) -> TrafficDiff:
+    """The missing traffic of one diff with the excess of another (each compares
+    the same old side with a different new one)."""
+    changes = [c for c in missing_from.changes if c.kind in ("removed", "narrowed")]
+    changes += [c for c in excess_from.changes if c.kind in ("added", "widened")]
+    return TrafficDiff(changes=sorted(changes, key=_order))
 
 
 def _order(change: Change) -> tuple:
@@ -385,111 +409,44 @@ def compare(old: Matrix, new: Matrix) -> TrafficDiff:
             result.reworded.append(Reworded(rule, twin))
     result.notes_added = [n for n in new.notes if n not in old.notes]
     result.notes_removed = [n for n in old.notes if n not in new.notes]
-    # Rows the new page's upgrade notes call stale: their removal is expected.
+    # Rows the new page's own egress tables drop: their removal is expected.
     stale = {n.split(":")[0] for n in result.notes_added if ": left out," in n}
     for change in result.changes:
         if change.kind == "removed" and change.flows and set(change.flows) <= stale:
-            change.expected = (
-                f"the {new.release_line} page's upgrade notes call it stale"
-            )
+            change.expected = _dropped_by(change.flows, new.release_line)
+    result.advice = upgrade_advice(old.server_version, new.server_version)
     return result
 
 
-# --- both sides: traffic and emitted files --------------------------------------
+def _dropped_by(flows: list[str], line: str) -> str:
+    from .catalog import load_catalog
+
+    by_id = {f.id: f for f in load_catalog().flows}
+    tables = _unique(
+        by_id[f].dropped_by(line) for f in flows if f in by_id and by_id[f].obsolete
+    )
+    where = f" ({'; '.join(tables)})" if tables else ""
+    return f"the {line} page's egress tables drop it{where}"
 
 
-@dataclass
-class Side:
-    """One side of a diff: a profile (planned and emitted now) or a snapshot."""
+def upgrade_advice(old_version: str, new_version: str) -> list[str]:
+    """The upgrade notes' advice of every release line an upgrade enters."""
+    from .catalog import load_catalog, version_key
 
-    label: str
-    kind: str  # profile or snapshot
-    matrix: Matrix
-    files: dict[str, str]  # path -> sha256 of the emitted text
-    texts: dict[str, str] | None = None  # path -> text, for profiles only
-    unavailable: dict[str, str] = field(default_factory=dict)  # target -> why
-
-    @property
-    def title(self) -> str:
-        m = self.matrix
-        return f"{m.profile} {m.server_version} ({m.release_line} page)"
-
-
-@dataclass
-class FileDiff:
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    # Changed only where they name the server release (headers, descriptions).
-    release_only: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)  # target -> why
-    diffs: dict[str, str] = field(default_factory=dict)  # path -> unified diff
-
-    @property
-    def any(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
-
-
-def compare_files(old: Side, new: Side, unified: bool = False) -> FileDiff:
-    """Which emitted files differ; targets missing on either side are not compared."""
-    import difflib
-
-    out = FileDiff()
-    for side in (old, new):
-        for target, why in side.unavailable.items():
-            out.skipped.setdefault(target, f"{side.label}: {why}")
-
-    def kept(path: str) -> bool:
-        return path.split("/", 1)[0] not in out.skipped
-
-    for path in sorted(set(old.files) | set(new.files)):
-        if not kept(path):
-            continue
-        if path not in new.files:
-            out.removed.append(path)
-        elif path not in old.files:
-            out.added.append(path)
-        elif old.files[path] != new.files[path]:
-            out.changed.append(path)
-            if _release_only(old, new, path):
-                out.release_only.append(path)
-        else:
-            out.unchanged += 1
-            continue
-        if unified and old.texts is not None and new.texts is not None:
-            lines = difflib.unified_diff(
-                old.texts.get(path, "").splitlines(keepends=True),
-                new.texts.get(path, "").splitlines(keepends=True),
-                fromfile=f"a/{path}" if path in old.files else "/dev/null",
-                tofile=f"b/{path}" if path in new.files else "/dev/null",
-            )
-            out.diffs[path] = "".join(
-                (
-                    line
-                    if line.endswith("\n")
-                    else line + "\n\\ No newline at end of file\n"
-                )
-                for line in lines
-            )
+    catalog = load_catalog()
+    try:
+        start, end = version_key(old_version), version_key(new_version)
+    except ValueError:
+        return []
+    out = []
+    for info in catalog.release_lines.values():
+        first = version_key(min(info["versions"], key=version_key))
+        if info.get("upgrade_advice") and start < first <= end:
+            out.append(info["upgrade_advice"])
     return out
 
 
-def _release_only(old: Side, new: Side, path: str) -> bool:
-    """Do the two texts differ only in the server release they name?"""
-    import re
-
-    if old.texts is None or new.texts is None:
-        return False  # a snapshot keeps only hashes
-
-    def masked(side: Side) -> str:
-        text = side.texts[path]
-        m = side.matrix
-        for value in (m.release_line, m.server_version):
-            text = re.sub(rf"(?<![\w.]){re.escape(value)}(?![\w.])", "<release>", text)
-        return text
-
-    return masked(old) == masked(new)
+# --- both sides: traffic and emitted files --------------------------------------
 
 
 @dataclass
@@ -498,22 +455,57 @@ class Report:
     new: Side
     traffic: TrafficDiff
     files: FileDiff
+    acls: TrafficDiff | None = None  # both sides with network ACLs
 
     @property
     def changed(self) -> bool:
-        return self.traffic.changed or self.files.any
+        return (
+            self.traffic.changed
+            or self.files.any
+            or bool(self.acls and self.acls.changed)
+        )
 
     def exit_code(self, fail_on: str | None = None) -> int:
-        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 breaking."""
-        if fail_on == "breaking" and self.traffic.breaking:
+        """terraform plan -detailed-exitcode style: 0 same, 2 changes, 3 when
+        --fail-on matches (breaking: any; unexpected: what the page does not expect)."""
+        breaking = self.traffic.breaking or (self.acls and self.acls.breaking)
+        if fail_on == "breaking" and breaking:
+            return 3
+        if fail_on == "unexpected" and self.traffic.unexpected:
             return 3
         return 2 if self.changed else 0
 
 
 def diff(old: Side, new: Side, unified: bool = False) -> Report:
+    acls = None
+    if old.acls is not None and new.acls is not None:
+        acls = compare(old.acls, new.acls)
     return Report(
-        old, new, compare(old.matrix, new.matrix), compare_files(old, new, unified)
+        old,
+        new,
+        compare(old.matrix, new.matrix),
+        compare_files(old, new, unified),
+        acls,
     )
+
+
+def _acl_text(report: Report) -> list[str]:
+    """The network ACLs' changes, as traffic each ACL admits (first match applied)."""
+    old, new = report.old.acls is not None, report.new.acls is not None
+    if not (old or new):
+        return []
+    if report.acls is None:
+        return ["", f"Network ACLs: only on the {'old' if old else 'new'} side"]
+    out = ["", f"Network ACLs: {_summary(report.acls)}"]
+    for (role, direction), changes in _grouped(report.acls.changes):
+        side = "inbound" if direction == "ingress" else "outbound"
+        out.append(f"  {role} {side}")
+        for change in changes:
+            lines = _traffic_lines(change)
+            out.append(f"    {change.kind:<9}{lines[0]}")
+            out += [f"    {'':<9}{line}" for line in lines[1:]]
+            out += [f"    {'':<11}entry: {p}" for p in change.purposes]
+    return out
 
 
 # --- rendering ------------------------------------------------------------------
@@ -584,7 +576,10 @@ def _summary(t: TrafficDiff) -> str:
     if site:
         out += f"; {site} of them site flow changes"
     if t.expected:
-        out += f"; {len(t.expected)} removal(s) expected by the upgrade notes"
+        out += (
+            f"; {len(t.expected)} removal(s) expected: the new page's egress tables"
+            " drop them"
+        )
     return out
 
 
@@ -658,6 +653,7 @@ def render_text(report: Report) -> str:
     ]
     if _engine_note(report):
         out.append(_engine_note(report))
+    out += [f"Upgrade advice: {advice}" for advice in t.advice]
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"{ROLE_TITLES[role]} - {direction}"]
         for change in changes:
@@ -668,6 +664,7 @@ def render_text(report: Report) -> str:
             out += [f"  {'':<9}{line}" for line in lines[1:]]
             out += [f"  {'':<11}why: {p}" for p in change.purposes]
             out += [f"  {'':<11}ref: {r}" for r in change.references]
+            out += [f"  {'':<11}path: {v}" for v in change.paths]
     purpose, refs_only = _rewordings(t)
     if purpose or refs_only:
         out += ["", f"Same traffic, new wording: {len(t.reworded)} rule(s)"]
@@ -681,6 +678,7 @@ def render_text(report: Report) -> str:
         out += ["", "Notes:"]
         out += [f"  + {n}" for n in t.notes_added]
         out += [f"  - {n}" for n in t.notes_removed]
+    out += _acl_text(report)
     out += ["", _files_summary(f)]
     for label, paths in (
         ("added", f.added),
@@ -731,6 +729,8 @@ def render_markdown(report: Report) -> str:
     ]
     if _engine_note(report):
         out += ["", _engine_note(report)]
+    for advice in t.advice:
+        out += ["", f"> **Upgrade advice:** {_cell(advice)}"]
     for (role, direction), changes in _grouped(t.changes):
         out += ["", f"#### {ROLE_TITLES[role]} - {direction}", ""]
         out += ["| change | traffic | purpose | page reference |", "|---|---|---|---|"]
@@ -742,7 +742,10 @@ def render_markdown(report: Report) -> str:
             cells = [
                 kind,
                 "<br>".join(_cell(line) for line in _traffic_lines(change)),
-                "<br>".join(_cell(p) for p in change.purposes),
+                "<br>".join(
+                    [_cell(p) for p in change.purposes]
+                    + [_cell(f"path: {v}") for v in change.paths]
+                ),
                 "<br>".join(_cell(r) for r in change.references),
             ]
             out.append("| " + " | ".join(cells) + " |")
@@ -810,6 +813,10 @@ def report_dict(report: Report) -> dict:
             {"old": r.old.to_dict(), "new": r.new.to_dict()} for r in t.reworded
         ],
         "notes": {"added": t.notes_added, "removed": t.notes_removed},
+        "upgrade_advice": t.advice,
+        "network_acls": (
+            [c.to_dict() for c in report.acls.changes] if report.acls else None
+        ),
         "files": {
             "added": f.added,
             "removed": f.removed,

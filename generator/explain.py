@@ -27,6 +27,16 @@ class Endpoint:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     given: str = field(default="", compare=False)  # as typed, when it had host bits
     peer: str | None = None  # the profile's peer list it was named by
+    more: tuple = ()  # further networks: a translated end is a list (NAT gateways)
+    pod: bool = False  # a pod on a host of the role, with an address of its own
+    # A role's host at an address the application reaches it on (its public IP,
+    # the balancer's): the path's translations apply. A role's host at its own
+    # private address is reached directly; a role without an address, by its path.
+    routed: bool = False
+
+    @property
+    def nets(self) -> tuple:
+        return ((self.network,) if self.network is not None else ()) + self.more
 
     @property
     def warning(self) -> str | None:
@@ -37,15 +47,23 @@ class Endpoint:
     @property
     def label(self) -> str:
         if self.role and self.network:
-            return f"{self.role} ({self.network.network_address})"
+            what = f"a pod on {self.role}" if self.pod else self.role
+            return f"{what} ({self.network.network_address})"
+        if self.more:
+            return f"{self.peer or 'cidrs'} ({', '.join(map(str, self.nets))})"
         if self.peer:
             return f"{self.peer} ({self.network})"
         return self.role or str(self.network)
 
 
-def endpoint(text: str, peers: dict | None = None) -> Endpoint:
-    """A role name, a peer list's name (its first block stands for it), or an
-    address or CIDR; bad input gives ExplainError."""
+def endpoint(text: str, peers: dict | None = None, roles=ROLES) -> Endpoint:
+    """A role name (one of the install's `roles`), a peer list's name (its first
+    block stands for it), or an address or CIDR; bad input gives ExplainError."""
+    if text in ROLES and text not in roles:
+        raise ExplainError(
+            f"{text} is not a role of this install: its Nomad servers run in the"
+            " cluster, as pods on the Kubernetes nodes (nomad.servers: in_cluster)"
+        )
     if text in ROLES:
         return Endpoint(role=text)
     if peers and text in peers:
@@ -56,10 +74,14 @@ def endpoint(text: str, peers: dict | None = None) -> Endpoint:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
+        import difflib
+
         names = f", a peer list ({', '.join(sorted(peers))})" if peers else ""
+        guess = difflib.get_close_matches(text, [*ROLES, *sorted(peers or ())], n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
         raise ExplainError(
             f"{text!r} is neither a role ({', '.join(ROLES)}){names} nor an address"
-            " or CIDR"
+            f" or CIDR{hint}"
         ) from None
     strict = str(net) == text or str(net.network_address) == text
     return Endpoint(network=net, given="" if strict else text)
@@ -74,6 +96,7 @@ class Check:
     packet: str  # "request" or "reply"
     other: Endpoint  # the peer as this firewall sees it
     rules: list[Rule] = field(default_factory=list)
+    port: int = 0  # the destination port here (a NodePort behind a balancer, say)
 
     @property
     def passes(self) -> bool:
@@ -96,6 +119,7 @@ class Verdict:
     hints: list[str] = field(default_factory=list)
     # A CIDR end only partly covered: one verdict per part, allowed parts first.
     parts: list[Verdict] = field(default_factory=list)
+    hops: list = field(default_factory=list)  # generator.paths.Hop, in order
 
     @property
     def allowed(self) -> bool:
@@ -135,11 +159,16 @@ class Verdict:
                 e.warning for e in (self.source, self.destination) if e.warning
             ],
             "parts": [part.to_dict() for part in self.parts],
+            "hops": [
+                {"kind": h.kind, "side": h.side, "text": h.step} for h in self.hops
+            ],
             "checks": [
                 {
                     "role": c.role,
                     "direction": c.direction,
                     "packet": c.packet,
+                    "sees": c.other.label,
+                    "port": c.port,
                     "passes": c.passes,
                     "rules": [
                         {
@@ -170,9 +199,10 @@ def peer_matches(rule: Rule, end: Endpoint, subnets: dict) -> bool:
     peer = rule.peer
     if end.network is not None:
         nets = _networks(subnets.get(peer.role, ())) if peer.role else None
-        if peer.role and end.role == peer.role and not nets:
+        if peer.role and end.role == peer.role and not nets and not end.pod:
             return True
-        return _inside(end.network, nets if peer.role else _networks(peer.cidrs))
+        allowed = nets if peer.role else _networks(peer.cidrs)
+        return all(_inside(net, allowed) for net in end.nets)
     # A whole role: by name, or by its subnets all lying inside the peer's CIDRs.
     if peer.role:
         return peer.role == end.role
@@ -213,57 +243,111 @@ def explain(
     protocol: str = "tcp",
     subnets: dict | None = None,
     transparent_lb: bool = False,
+    paths=None,
 ) -> Verdict:
     """Which rules let `source` open `protocol/port` on `destination`, end by end.
 
+    With the profile's paths (generator.paths.Paths), each firewall is asked about
+    the addresses it really sees on the way (after NAT gateways, public IPs, the
+    balancer, pod addresses, the egress proxy); without, about the ends as given.
     When one end is a CIDR that the rules cover only in part, the verdict has one
     part per piece of it, each explained on its own.
     """
-    verdict = _explain(matrix, source, destination, port, protocol, subnets or {})
+    args = (matrix, source, destination, port, protocol, subnets or {}, paths)
+    verdict = _explain(*args)
     if not verdict.allowed:
-        verdict.parts = _parts(matrix, verdict, subnets or {})
-        verdict.hints += _moved_hints(verdict, transparent_lb)
+        verdict.parts = _parts(matrix, verdict, subnets or {}, paths)
+        if paths is None:
+            verdict.hints += _moved_hints(verdict, transparent_lb)
         verdict.hints += _obsolete_hints(matrix, verdict, transparent_lb)
     return verdict
 
 
-def _explain(matrix, source, destination, port, protocol, subnets) -> Verdict:
+def allowed(matrix, source, destination, port, protocol, subnets, paths) -> bool:
+    """The one answer to "is this allowed": explain's, which verify expects."""
+    return _explain(matrix, source, destination, port, protocol, subnets, paths).allowed
+
+
+def _seen(end, original: Endpoint) -> Endpoint:
+    """A path's end (generator.paths.End) as explain's endpoint."""
+    if end is None:
+        return original
+    if end.hop is None and end.peer.role and end.peer.role == original.role:
+        return original  # seen as itself
+    if end.hop is None and not end.peer.role and end.peer.name == original.peer:
+        return original  # a peer list, asked for by its name
+    if end.peer.role:
+        return Endpoint(role=end.peer.role)
+    nets = _networks(end.peer.cidrs)
+    return Endpoint(network=nets[0], more=tuple(nets[1:]), peer=end.peer.name)
+
+
+def _steps(source, destination, port, protocol, paths):
+    """(role, direction, the other end as seen there, port there) per firewall on
+    the request's way, and the hops in between."""
+    direct = destination.role and destination.network and not destination.routed
+    if paths is None or direct:
+        steps = []
+        if source.role:
+            steps.append((source.role, "egress", destination, port))
+        if destination.role:
+            steps.append((destination.role, "ingress", source, port))
+        return steps, []
+    src = source.role or source.peer
+    dst = destination.role or destination.peer
+    flow = paths.sender_flow(source.role, destination.role, protocol, port)
+    steps, hops = [], []
+    for route in paths.route(src, dst, port, flow, pod=source.pod):
+        for step in route.steps:
+            if step.role not in ROLES:
+                continue  # a peer list: no firewall of ours
+            original = destination if step.direction == "egress" else source
+            item = (step.role, step.direction, _seen(step.other, original), step.port)
+            if item not in steps:
+                steps.append(item)
+        hops += [h for h in route.hops if h not in hops]
+    return steps, hops
+
+
+def _explain(matrix, source, destination, port, protocol, subnets, paths) -> Verdict:
     checks: list[Check] = []
 
-    def check(role, direction, packet, other, match) -> None:
+    def check(role, direction, packet, other, port, match) -> None:
         rules = [
             r
             for r in matrix.for_role(role, direction)
             if match(r, protocol, port) and peer_matches(r, other, subnets)
         ]
-        checks.append(Check(role, direction, packet, other, rules))
+        checks.append(Check(role, direction, packet, other, rules, port))
 
-    if source.role:
-        check(source.role, "egress", "request", destination, _request)
-    if destination.role:
-        check(destination.role, "ingress", "request", source, _request)
+    steps, hops = _steps(source, destination, port, protocol, paths)
+    for role, direction, other, at in steps:
+        check(role, direction, "request", other, at, _request)
     if not matrix.stateful:
-        if destination.role:
-            check(destination.role, "egress", "reply", source, _reply)
-        if source.role:
-            check(source.role, "ingress", "reply", destination, _reply)
-    verdict = Verdict(source, destination, protocol, port, checks)
+        back = {"egress": "ingress", "ingress": "egress"}
+        for role, direction, other, at in reversed(steps):
+            check(role, back[direction], "reply", other, at, _reply)
+    verdict = Verdict(source, destination, protocol, port, checks, hops=list(hops))
     verdict.hints = _hints(matrix, verdict)
     return verdict
 
 
-def _parts(matrix: Matrix, verdict: Verdict, subnets: dict) -> list[Verdict]:
+def _parts(matrix: Matrix, verdict: Verdict, subnets: dict, paths) -> list[Verdict]:
     """A CIDR end split into what every check lets through and the rest."""
     ends = [e for e in (verdict.source, verdict.destination) if e.network is not None]
-    if len(ends) != 1 or ends[0].role or not verdict.checks:
+    if len(ends) != 1 or ends[0].role or ends[0].more or not verdict.checks:
         return []
     end = ends[0]
     allowed = [end.network]
     for check in verdict.checks:
+        if check.other != end:  # seen through a hop: the same for every part
+            if not check.passes:
+                return []
+            continue
         match = _request if check.packet == "request" else _reply
         covered = []
         for rule in matrix.for_role(check.role, check.direction):
-            if match(rule, verdict.protocol, verdict.port):
+            if match(rule, verdict.protocol, check.port):
                 peer = subnets.get(rule.peer.role, ()) if rule.peer.role else ()
                 for net in _networks(rule.peer.cidrs or peer):
                     covered += [n for a in allowed if (n := _overlap(a, net))]
@@ -278,7 +362,9 @@ def _parts(matrix: Matrix, verdict: Verdict, subnets: dict) -> list[Verdict]:
         piece = Endpoint(network=net)
         src = piece if end is verdict.source else verdict.source
         dst = piece if end is verdict.destination else verdict.destination
-        return _explain(matrix, src, dst, verdict.port, verdict.protocol, subnets)
+        return _explain(
+            matrix, src, dst, verdict.port, verdict.protocol, subnets, paths
+        )
 
     return [part(net) for net in allowed + _collapse(blocked)]
 
@@ -338,17 +424,17 @@ def _obsolete_hints(matrix: Matrix, verdict: Verdict, transparent_lb: bool):
     for flow in load_catalog().flows:
         if flow.id not in left_out or verdict.protocol not in flow.protocols:
             continue
-        if flow.ports is not None and not any(
-            lo <= verdict.port <= hi for lo, hi in flow.ports
-        ):
+        ports = flow.ports_for(matrix.release_line)
+        if ports is not None and not any(lo <= verdict.port <= hi for lo, hi in ports):
             continue
         if ends(flow.sources, verdict.source) and ends(
             flow.destinations, verdict.destination
         ):
             hints.append(
                 f"flow {flow.id} ({flow.purpose}) would allow this: the"
-                f" {matrix.release_line} page still prints it, but its upgrade notes"
-                " call it stale, so it is left out (include_obsolete: true keeps it)"
+                f" {matrix.release_line} page still prints one end, but its own egress"
+                f" tables drop it ({flow.dropped_by(matrix.release_line)}), so it is"
+                " left out (include_obsolete: true keeps it)"
             )
     return hints
 
@@ -361,7 +447,7 @@ def _hints(matrix: Matrix, verdict: Verdict) -> list[str]:
         match = _request if check.packet == "request" else _reply
         for rule in matrix.for_role(check.role, check.direction):
             if set(rule.flow.split("+")) & flows and match(
-                rule, verdict.protocol, verdict.port
+                rule, verdict.protocol, check.port
             ):
                 peer = (
                     rule.peer.role or f"{rule.peer.name} {', '.join(rule.peer.cidrs)}"
@@ -381,17 +467,24 @@ def render(verdict: Verdict) -> str:
         f"{verdict.source.label} -> {verdict.destination.label}"
         f" {verdict.protocol}/{verdict.port}: {verdict.status}, part by part:"
     ]
-    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one.
-    groups: dict[tuple, list[str]] = {}
+    # Pieces with the same answer (the rest of 0.0.0.0/0, say) read as one, written
+    # as diff and audit write addresses ("0.0.0.0/0 except ...").
+    from .diff import peer_text
+    from .matrix import Peer
+
+    groups: dict[tuple, list[Endpoint]] = {}
     for part in verdict.parts:
         piece = part.source if part.source.network else part.destination
         body = _render(part).splitlines()[1:]
         key = (part.status, tuple(line.replace(piece.label, "{}") for line in body))
-        groups.setdefault(key, []).append(piece.label)
+        groups.setdefault(key, []).append(piece)
     side = "from" if verdict.source.network else "to"
-    for (status, body), labels in groups.items():
+    for (status, body), pieces in groups.items():
+        labels = [p.label for p in pieces]
+        if all(p.network and not (p.role or p.peer) for p in pieces):
+            labels = [peer_text(Peer(cidrs=tuple(str(p.network) for p in pieces)))]
         lines.append(f"  {status} {side} {', '.join(labels)}:")
-        these = labels[0] if len(labels) == 1 else "these"
+        these = labels[0] if len(pieces) == 1 else "these"
         lines += ["  " + line.replace("{}", these) for line in body]
     lines += [f"  note: {hint}" for hint in verdict.hints]
     return "\n".join(lines) + "\n"
@@ -405,17 +498,41 @@ def _render(verdict: Verdict) -> str:
     lines = [head]
     if not verdict.checks:
         lines.append("  neither end is a role: no rulegen firewall on the way")
+    # The translations sit between the source's egress and the destination's ingress.
+    hops = [f"  on the way: {hop.step}" for hop in verdict.hops]
+    first = verdict.checks[0] if verdict.checks else None
+    if first is None or first.direction != "egress" or first.packet != "request":
+        lines += hops
+        hops = []
     for check in verdict.checks:
         if not check.passes:
             lines.append(
                 f"  blocked by {check.where}: no rule allows"
-                f" {verdict.protocol}/{verdict.port}"
+                f" {verdict.protocol}/{check.port or verdict.port}"
                 f" {'to' if check.direction == 'egress' else 'from'} {check.other.label}"
             )
-            continue
-        lines.append(f"  {check.where}:")
-        for rule in check.rules:
-            lines.append(f"    {rule.name}: {rule.purpose}")
-            lines.append(f"      flow {rule.flow}; {rule.reference}")
+        else:
+            lines.append(f"  {check.where}" + _seen_text(check, verdict) + ":")
+            for rule in check.rules:
+                lines.append(f"    {rule.name}: {rule.purpose}")
+                lines.append(f"      flow {rule.flow}; {rule.reference}")
+        if check is first:
+            lines += hops
     lines += [f"  note: {hint}" for hint in verdict.hints]
     return "\n".join(lines) + "\n"
+
+
+def _seen_text(check: Check, verdict: Verdict) -> str:
+    """What this firewall sees, when the path changed it."""
+    asked = verdict.destination if check.direction == "egress" else verdict.source
+    if check.packet == "reply":
+        asked = verdict.source if check.direction == "egress" else verdict.destination
+    words = []
+    if check.other != asked:
+        side = "to" if check.direction == "egress" else "from"
+        if check.packet == "reply":
+            side = "to" if side == "from" else "from"
+        words.append(f"{side} {check.other.label}")
+    if check.port and check.port != verdict.port:
+        words.append(f"port {check.port}")
+    return f" ({', '.join(words)})" if words else ""

@@ -53,12 +53,19 @@ class Edge:
     replies: bool = False  # stateless: return rules answer this edge's flows
 
     @property
+    def site(self) -> bool:
+        """Every rule behind it is one of the profile's site flows, none the page's."""
+        return bool(self.rules) and all(r.site for r in self.rules)
+
+    @property
     def classes(self) -> str:
         words = ["flow" if self.status == "same" else "change", self.status]
         if self.status in BREAKING:
             words.append("breaking")
         if self.replies:
             words.append("replies")
+        if self.site:
+            words.append("site")
         return " ".join(words)
 
     def label_lines(self, peer: Node | None) -> list[str]:

@@ -69,6 +69,18 @@ def _facts(profile, matrix: Matrix) -> list[tuple[str, str]]:
             "kept" if profile.include_obsolete else "left out (include_obsolete)",
         ),
     ]
+    if (profile.aws or {}).get("existing_groups", {}).get(
+        "kubernetes_nodes"
+    ) == "eks_cluster":
+        facts.append(
+            (
+                "Kubernetes nodes' security group",
+                "the EKS cluster security group, passed in (aws.existing_groups): it"
+                " keeps its allow-all egress, so the nodes' egress rules restrict"
+                " nothing in AWS; give the node group a group of its own, or accept"
+                " it knowingly",
+            )
+        )
     if profile.vpc_cidr:
         facts.append(("VPC", profile.vpc_cidr))
     for role, cidrs in profile.subnets.items():
@@ -78,6 +90,17 @@ def _facts(profile, matrix: Matrix) -> list[tuple[str, str]]:
         facts.append(("DNS servers", ", ".join(profile.dns_servers)))
     if profile.nat_gateway_ips:
         facts.append(("NAT gateways", ", ".join(profile.nat_gateway_ips)))
+    if profile.lb.get("kind"):
+        from .paths import balancer
+
+        facts.append(("Load balancer kind", balancer(profile).title))
+    if profile.pod_cidrs:
+        facts.append(("Pod ranges", ", ".join(profile.pod_cidrs)))
+    if profile.egress_proxy:
+        proxy = profile.egress_proxy
+        facts.append(
+            ("Egress proxy", f"{', '.join(proxy['addresses'])} port {proxy['port']}")
+        )
     facts.append(
         ("Rules", f"{len(matrix.rules)} ({len(addresses):,} distinct address blocks)")
     )
@@ -130,6 +153,7 @@ class ChangeRow:
     references: list[str]
     edges: list[str]
     anchors: list[str]
+    expected: str = ""  # the new page's egress table that drops it, or ""
 
 
 def _changes(report, graph: FlowGraph, anchored: set[str]) -> list[ChangeRow]:
@@ -151,6 +175,7 @@ def _changes(report, graph: FlowGraph, anchored: set[str]) -> list[ChangeRow]:
                 references=change.references,
                 edges=edges,
                 anchors=anchors,
+                expected=change.expected,
             )
         )
     # Breaking first; the diff's own order (role, direction, traffic) within each.
@@ -197,6 +222,7 @@ def render(profile, matrix: Matrix, report=None) -> str:
             "counts": [(k, data["counts"][k]) for k in KINDS],
             "total": len(report.traffic.changes),
             "breaking": len(report.traffic.breaking),
+            "expected": len(report.traffic.expected),
             "reworded": len(report.traffic.reworded),
             "notes_added": report.traffic.notes_added,
             "notes_removed": report.traffic.notes_removed,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .records import dataclass
 
-ROLES = ("load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms")
+# nomad_servers: Nomad servers run outside the cluster (nomad.servers: external), 4.8+.
+ROLES = (
+    "load_balancer",
+    "kubernetes_nodes",
+    "nomad_clients",
+    "nomad_servers",
+    "external_vms",
+)
 DIRECTIONS = ("ingress", "egress")
 PROTOCOLS = ("tcp", "udp", "all")
 
@@ -12,6 +19,7 @@ ROLE_TITLES = {
     "load_balancer": "Load balancer (circleci-proxy)",
     "kubernetes_nodes": "Kubernetes nodes",
     "nomad_clients": "Nomad clients",
+    "nomad_servers": "Nomad servers",
     "external_vms": "External VMs",
 }
 
@@ -63,6 +71,9 @@ class Rule:
     source_ports: tuple[int, int] | None = None
     obsolete: bool = False
     site: bool = False  # from the profile's site_flows, not from the page
+    # The hop that decided the peer (generator/paths.py): "from the NAT gateways
+    # (...) because ..."; empty when the peer is the other end itself.
+    via: str = ""
 
     @property
     def is_return(self) -> bool:
@@ -120,6 +131,8 @@ class Rule:
             data["obsolete"] = True
         if self.site:
             data["site"] = True
+        if self.via:
+            data["via"] = self.via
         return data
 
     @classmethod
@@ -138,6 +151,7 @@ class Rule:
             ),
             obsolete=bool(data.get("obsolete", False)),
             site=bool(data.get("site", False)),
+            via=data.get("via", ""),
         )
 
 

@@ -10,8 +10,10 @@ query). Meanwhile each line on stdin is a job,
 {"timeout": 0.3, "probes": [{"id", "protocol", "address", "port"}, ...],
 "client_ports": [low, high] or null, "reserved": "22,53"}, and gets one line back:
 {"id": "connected" | "blocked" | "refused" | "error: ..."}; protocol "icmp" sends an
-echo request (its port is only an identifier). The probes of a job run
-in parallel. End of stdin ends the agent.
+echo request (its port is only an identifier); a TCP probe with "sport" connects
+from that source port (a stateless rule's reply port, which the agent may also
+serve: its listeners share ports). The probes of a job run in parallel. End of stdin
+ends the agent.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def bind(tcp: list[int], udp: list[int]) -> selectors.DefaultSelector:
     for port in tcp:
         sock = _dual_stack(socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("::", port))
         sock.listen(256)
         sock.setblocking(False)
@@ -147,6 +150,12 @@ def probe_one(item: dict, timeout: float) -> str:
             return ping(item["address"], item["port"], timeout)
         if item["protocol"] == "tcp":
             with socket.socket(family, socket.SOCK_STREAM) as sock:
+                if item.get("sport"):
+                    for option in (socket.SO_REUSEADDR, socket.SO_REUSEPORT):
+                        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+                    sock.bind(
+                        ("::" if family == socket.AF_INET6 else "", item["sport"])
+                    )
                 sock.settimeout(timeout)
                 sock.connect(target)
             return "connected"

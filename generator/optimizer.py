@@ -24,6 +24,7 @@ from dataclasses import field, replace
 from functools import lru_cache
 
 from .matrix import Matrix, Peer, Rule
+from .paths import join_via
 from .records import dataclass
 
 FULL = (0, 65535)
@@ -42,7 +43,17 @@ class OptimizeReport:
     merged: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     deduplicated: list[tuple[str, int]] = field(default_factory=list)
 
+    @property
+    def changed(self) -> bool:
+        return (self.raw_rules, self.addresses_before) != (
+            self.rules,
+            self.addresses_after,
+        ) or bool(self.shadowed or self.merged or self.deduplicated)
+
     def lines(self) -> list[str]:
+        """What the optimizer did; nothing when it changed nothing."""
+        if not self.changed:
+            return []
         out = [
             f"optimized: {self.raw_rules} rules -> {self.rules},"
             f" {self.addresses_before} addresses -> {self.addresses_after}"
@@ -226,13 +237,14 @@ def _inside(inner: tuple[int, int], outer: tuple[int, int]) -> bool:
     return outer[0] <= inner[0] and inner[1] <= outer[1]
 
 
-def covers(outer: Rule, inner: Rule, cache: dict) -> bool:
-    """outer allows every flow that inner allows."""
+def covers(outer: Rule, inner: Rule, cache: dict, with_ports: bool = True) -> bool:
+    """outer allows every flow that inner allows (apart from the ports: with every
+    port on both sides)."""
     if (outer.role, outer.direction) != (inner.role, inner.direction):
         return False
     if not protocols(inner) <= protocols(outer):
         return False
-    if not _inside(ports(inner), ports(outer)):
+    if with_ports and not _inside(ports(inner), ports(outer)):
         return False
     if not _inside(source_ports(inner), source_ports(outer)):
         return False
@@ -247,29 +259,143 @@ def covers(outer: Rule, inner: Rule, cache: dict) -> bool:
 
 
 def _drop_shadowed(rules: list[Rule], cache: dict, report) -> list[Rule]:
+    """Drop each rule that another live rule covers, in sort order; the first such
+    rule in that order is the one reported.
+
+    Rules that differ only in ports (a site flow's 10,000 ports) would make a pairwise
+    search quadratic: rules are grouped by everything but their ports, a group's
+    rules are in port order, and a tree of their last ports finds the first live
+    rule whose ports hold another's in logarithmic time."""
     groups: dict[tuple, list[Rule]] = {}
     for rule in sorted(rules, key=Rule.sort_key):
         groups.setdefault((rule.role, rule.direction), []).append(rule)
     kept: list[Rule] = []
     for group in groups.values():
-        alive = list(group)
-        for i, rule in enumerate(group):
-            for other in alive:
-                if other is rule or not covers(other, rule, cache):
-                    continue
-                if other.site and not rule.site:
-                    continue  # a page rule stays, even under a broader site rule
-                # Of two equal rules the later one in sort order goes (site last).
-                if (
-                    group.index(other) < i
-                    or rule.site
-                    or not covers(rule, other, cache)
-                ):
-                    alive.remove(rule)
-                    report.shadowed.append((rule.name, other.name))
-                    break
-        kept.extend(alive)
+        found = _shadowed_in(group, cache, report)
+        # The rule that stays carries the flows it now allows too, so descriptions
+        # and explain credit it (a site flow never rewords a page rule).
+        credit: dict[int, list[int]] = {}
+        for i, j in found.items():
+            while j in found:
+                j = found[j]
+            if group[j].site == group[i].site:
+                credit.setdefault(j, []).append(i)
+        kept.extend(
+            _combined([r] + [group[k] for k in credit[i]]) if i in credit else r
+            for i, r in enumerate(group)
+            if i not in found
+        )
     return kept
+
+
+def _shadowed_in(group: list[Rule], cache: dict, report) -> dict[int, int]:
+    """The rules another rule of the group shadows: index -> the covering rule's."""
+    buckets: dict[tuple, _PortIndex] = {}
+    for i, rule in enumerate(group):
+        peer = (rule.peer.role, None if rule.peer.role else rule.peer.cidrs)
+        key = (rule.protocol, source_ports(rule), peer, rule.site)
+        buckets.setdefault(key, _PortIndex(rule)).add(i, ports(rule))
+    outers: dict[tuple, list[_PortIndex]] = {}  # the buckets that may cover a bucket
+    for key, bucket in buckets.items():
+        outers[key] = [
+            b
+            for b in buckets.values()
+            if not (b.sample.site and not bucket.sample.site)  # a page rule stays
+            and covers(b.sample, bucket.sample, cache, with_ports=False)
+        ]
+    bucket_of = {i: key for key, b in buckets.items() for i in b.indices}
+    dead: dict[int, int] = {}
+    for i, rule in enumerate(group):
+        found = None
+        for bucket in outers[bucket_of[i]]:
+            for j in bucket.holding(ports(rule), below=found):
+                other = group[j]
+                # Of two equal rules the later one in sort order goes (site last).
+                if j != i and (j < i or rule.site or not covers(rule, other, cache)):
+                    found = j
+                    break
+        if found is not None:
+            dead[i] = found
+            buckets[bucket_of[i]].remove(i)
+            report.shadowed.append((rule.name, group[found].name))
+    return dead
+
+
+class _PortIndex:
+    """The live rules of one bucket in port order, with a max-tree of their last
+    ports: which live rules hold a port range, first in order first."""
+
+    def __init__(self, sample: Rule):
+        self.sample = sample
+        self.indices: list[int] = []
+        self.firsts: list[int] = []
+        self.lasts: list[int] = []
+        self.tree: list[int] | None = None
+
+    def add(self, index: int, span: tuple[int, int]) -> None:
+        self.indices.append(index)
+        self.firsts.append(span[0])
+        self.lasts.append(span[1])
+
+    def _build(self) -> None:
+        size = 1
+        while size < len(self.lasts):
+            size *= 2
+        self.size, self.tree = size, [-1] * (2 * size)
+        self.tree[size : size + len(self.lasts)] = self.lasts
+        for node in range(size - 1, 0, -1):
+            self.tree[node] = max(self.tree[2 * node], self.tree[2 * node + 1])
+        self.position = {index: n for n, index in enumerate(self.indices)}
+        # In sort order a bucket's rules are in port order; if not (a rule of
+        # protocol all with ports written), search them one by one.
+        self.ordered = all(a <= b for a, b in zip(self.firsts, self.firsts[1:]))
+
+    def remove(self, index: int) -> None:
+        if self.tree is None:
+            self._build()
+        node = self.size + self.position[index]
+        self.tree[node] = -1
+        while node > 1:
+            node //= 2
+            self.tree[node] = max(self.tree[2 * node], self.tree[2 * node + 1])
+
+    def holding(self, span: tuple[int, int], below=None):
+        """Group indices of live rules whose ports hold span, in order (and below
+        `below`, an index already found elsewhere)."""
+        if self.tree is None:
+            self._build()
+        import bisect
+
+        if not self.ordered:
+            for n, index in enumerate(self.indices):
+                if below is not None and index > below:
+                    return
+                if self.firsts[n] <= span[0] and self.tree[self.size + n] >= span[1]:
+                    yield index
+            return
+        end = bisect.bisect_right(self.firsts, span[0])  # first port <= span's
+        start = 0
+        while start < end:
+            n = self._first_reaching(span[1], start, end)
+            if n is None or (below is not None and self.indices[n] > below):
+                return
+            yield self.indices[n]
+            start = n + 1
+
+    def _first_reaching(self, last: int, start: int, end: int) -> int | None:
+        """The first position in [start, end) whose last port is at least `last`:
+        right from start's leaf to the first subtree that reaches, then down it."""
+        tree, size = self.tree, self.size
+        node = start + size
+        while tree[node] < last:
+            while node & 1:  # a right child: its parent's right is done too
+                node >>= 1
+            if node == 0:
+                return None
+            node += 1
+        while node < size:
+            node = 2 * node if tree[2 * node] >= last else 2 * node + 1
+        return node - size if node - size < end else None
 
 
 def _combined(rules: list[Rule], **changes) -> Rule:
@@ -287,6 +413,7 @@ def _combined(rules: list[Rule], **changes) -> Rule:
         purpose=joined((r.purpose for r in rules), "; "),
         reference=joined((r.reference for r in rules), "; "),
         flow=joined((r.flow for r in rules), "+"),
+        via=join_via(r.via for r in rules),
         obsolete=all(r.obsolete for r in rules),
         **changes,
     )

@@ -22,8 +22,9 @@ def files_for(profile, matrix: Matrix, targets) -> dict[str, str]:
     from .emitters import emit
 
     if any("aws" in t.clouds for t in targets):  # GCP and host firewalls always fit
-        from .emitters.aws import aws_options, check_fit
+        from .emitters.aws import aws_options, check_acl_fit, check_fit
         from .quotas import quotas_for
 
         check_fit(matrix, targets, quotas_for(profile), aws_options(profile))
+        check_acl_fit(profile, matrix, targets)
     return emit(matrix, profile, targets)

@@ -7,10 +7,9 @@ on its destination, so the two ends can never disagree.
 from __future__ import annotations
 
 from .catalog import Catalog, Flow, load_catalog, version_key
-from .matrix import ROLES, Matrix, Peer, Rule, port_text
+from .matrix import ROLES, Matrix, Rule, port_text
+from .paths import Paths, join_via
 from .profile import Profile
-
-ANYWHERE = ("0.0.0.0/0",)
 
 
 def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
@@ -25,10 +24,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         if flow.note(line):
             notes.append(flow.note(line))
         if status == "obsolete" and not profile.include_obsolete:
-            notes.append(
-                f"{flow.id}: left out, the {line} page still prints it but its upgrade notes"
-                " call it stale (include_obsolete: true keeps it)"
-            )
+            notes.append(obsolete_note(flow, line))
             continue
         _add_rules(rules, notes, flow, profile, catalog, line, status == "obsolete")
         for since, text in sorted(flow.caution.items()):
@@ -38,9 +34,10 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 and note not in notes
             ):
                 notes.append(note)
-    warnings = list(profile.warnings)
+    warnings = list(profile.warnings) + eks_cluster_warnings(profile)
     page_rules = list(rules)
-    for flow in profile.site_flows:
+    hooks = paths_of(profile).webhooks_flow()
+    for flow in ((hooks,) if hooks else ()) + tuple(profile.site_flows):
         site_rules: list[Rule] = []
         _add_rules(site_rules, notes, flow, profile, catalog, line, False)
         rules.extend(_beyond_page(flow, site_rules, page_rules, warnings))
@@ -49,6 +46,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
                 f"{_flow_label(flow)}: opens traffic the page forbids between two instances of"
                 " one role (acknowledge_isolation: true)"
             )
+    warnings += [w for w in paths_of(profile).warnings if w not in warnings]
     if not profile.stateful:
         rules.extend(_return_rule(r, profile.ephemeral_ports) for r in list(rules))
     if profile.lb_internet_facing:
@@ -63,6 +61,7 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
             + " and their egress goes to "
             + ("load_balancer.public_ips" if profile.lb_public_ips else "0.0.0.0/0")
         )
+    notes += paths_of(profile).notes()
     if profile.transparent_lb:
         notes.append(
             "transparent load balancer: its ingress rules apply to the Kubernetes nodes,"
@@ -77,6 +76,26 @@ def plan(profile: Profile, catalog: Catalog | None = None) -> Matrix:
         rules=_merge(rules),
         warnings=tuple(warnings),
         notes=tuple(notes),
+    )
+
+
+EKS_CLUSTER_EGRESS = (
+    "aws.existing_groups.kubernetes_nodes: eks_cluster: the nodes' egress rules go into"
+    " the EKS cluster security group, whose allow-all egress (0.0.0.0/0) stays, so in"
+    " AWS they restrict nothing. Give the node group a security group of its own and"
+    " pass that in instead (no existing_groups), or accept the open egress knowingly"
+    " (removing that rule also cuts the control plane's network interfaces, which carry"
+    " the same group)"
+)
+
+
+def eks_cluster_warnings(profile: Profile) -> list[str]:
+    """A passed-in group whose own rules undo what the matrix asks of it."""
+    existing = (profile.aws or {}).get("existing_groups", {})
+    return (
+        [EKS_CLUSTER_EGRESS]
+        if existing.get("kubernetes_nodes") == "eks_cluster"
+        else []
     )
 
 
@@ -99,8 +118,12 @@ def _beyond_page(flow: Flow, site_rules, page_rules, warnings) -> list[Rule]:
 
     cache: dict = {}
     kept = []
+    by_side: dict[tuple, list[Rule]] = {}  # a rule covers only its own role's side
+    for p in page_rules:
+        by_side.setdefault((p.role, p.direction), []).append(p)
     for rule in site_rules:
-        page = next((p for p in page_rules if covers(p, rule, cache)), None)
+        side_rules = by_side.get((rule.role, rule.direction), ())
+        page = next((p for p in side_rules if covers(p, rule, cache)), None)
         if page is None:
             kept.append(rule)
             continue
@@ -126,118 +149,83 @@ def _applies(flow: Flow, profile: Profile) -> bool:
         return False
     if "ssh_admin" in when and when["ssh_admin"] != bool(profile.peers["ssh_admin"]):
         return False
+    for key in ("nomad_servers", "container_runtime"):
+        if key in when and when[key] != getattr(profile, key):
+            return False
     return True
 
 
+def _present(end: str, profile: Profile) -> bool:
+    """Is this end part of the install? (Profile.roles: the Nomad servers are a role
+    only outside the cluster.)"""
+    return end not in ROLES or end in profile.roles()
+
+
 def _expand(flow: Flow, profile: Profile, catalog: Catalog, line: str, obsolete: bool):
-    title = catalog.title(line)
+    title = " ".join(flow.document.split()) if flow.document else catalog.title(line)
     purpose = flow.purpose_by_line.get(line, flow.purpose)
     site = dict(site=True) if flow.site else {}
-    transparent = profile.transparent_lb
+    routes = paths_of(profile)
     for source in flow.sources:
         for destination in flow.destinations:
-            src, dst = source, destination
-            moved = transparent and dst == "load_balancer"
-            if moved:
-                dst = "kubernetes_nodes"
-            if src == dst and src in catalog.isolated_roles:
+            if not (_present(source, profile) and _present(destination, profile)):
+                continue
+            if source == destination and source in catalog.isolated_roles:
                 if not flow.acknowledge_isolation:
                     continue
             for protocol in flow.protocols:
-                for ports in flow.ports or (None,):
-                    common = dict(
-                        protocol=protocol,
-                        ports=ports,
-                        flow=flow.id,
-                        obsolete=obsolete,
-                        **site,
-                    )
-                    public_lb = (
-                        profile.lb_internet_facing
-                        and source == "nomad_clients"
-                        and destination == "load_balancer"
-                    )
-                    if dst in ROLES:
-                        ref = _reference(title, flow, "ingress", moved)
+                for ports in flow.ports_for(line) or (None,):
+                    for leg in routes.legs(flow, source, destination, ports):
                         yield Rule(
-                            role=dst,
-                            direction="ingress",
-                            peer=(
-                                _public_lb_peer(profile, ingress=True)
-                                if public_lb
-                                else _peer(src, flow, profile, ingress=True)
-                            ),
+                            role=leg.role,
+                            direction=leg.direction,
+                            peer=leg.peer,
+                            protocol=protocol,
+                            ports=leg.ports,
                             purpose=purpose,
-                            reference=ref + (PUBLIC_LB if public_lb else ""),
-                            **common,
-                        )
-                    if src in ROLES:
-                        yield Rule(
-                            role=src,
-                            direction="egress",
-                            peer=(
-                                _public_lb_peer(profile, ingress=False)
-                                if public_lb
-                                else _peer(dst, flow, profile, ingress=False)
-                            ),
-                            purpose=purpose,
-                            reference=_reference(title, flow, "egress", moved)
-                            + (PUBLIC_LB if public_lb else ""),
-                            **common,
+                            reference=_reference(title, flow, line, leg.direction)
+                            + leg.suffix,
+                            flow=flow.id,
+                            obsolete=obsolete,
+                            via=leg.via,
+                            **site,
                         )
 
 
-def _reference(title: str, flow: Flow, end: str, moved: bool) -> str:
-    if flow.site:
-        # Never "; ": merged rules join their references with it.
-        text = f"Site flow {flow.id}" + (
-            f": {flow.reference}" if flow.reference else ""
-        )
-        if moved and end == "ingress":
-            text += " (transparent load balancer: applied to the Kubernetes nodes)"
-        return text
-    section = flow.refs.get(end)
-    if section is None:
-        other = "egress" if end == "ingress" else "ingress"
-        section = f"{flow.refs[other]} (other end of the flow)"
-    if moved and end == "ingress":
-        section += " (transparent load balancer: applied to the Kubernetes nodes)"
-    return f"{title} > {section}"
+def paths_of(profile: Profile) -> Paths:
+    """The profile's path stage (generator/paths.py), made once per profile."""
+    found = _PATHS.get(id(profile))
+    if found is None or found[0] is not profile:
+        found = _PATHS[id(profile)] = (profile, Paths(profile))
+        if len(_PATHS) > 64:
+            _PATHS.pop(next(iter(_PATHS)))
+    return found[1]
 
 
-PUBLIC_LB = " (internet-facing load balancer: reached on its public address)"
+_PATHS: dict = {}
 
 
-def _public_lb_peer(profile: Profile, *, ingress: bool) -> Peer:
-    """Nomad clients to an internet-facing balancer: the traffic leaves through the
-    NAT gateways (or the clients' own public IPs) for the balancer's public address,
-    so neither a security-group reference nor a GCP source tag matches it."""
-    if ingress:
-        if profile.peers["nomad_client_public_ips"]:
-            ips = profile.peers["nomad_client_public_ips"]
-            return Peer(cidrs=tuple(ips), name="nomad_client_public_ips")
-        return Peer(cidrs=profile.nat_gateway_ips, name="nat_gateway")
-    return Peer(
-        cidrs=tuple(profile.lb_public_ips) or ANYWHERE, name="load_balancer_public_ips"
+def obsolete_note(flow: Flow, line: str) -> str:
+    """Why a flow the page still half prints is left out (diff and explain read it)."""
+    return (
+        f"{flow.id}: left out, the {line} page still prints one end but its own egress"
+        f" tables drop it ({flow.dropped_by(line)}); include_obsolete: true keeps it"
     )
 
 
-def _peer(end: str, flow: Flow, profile: Profile, *, ingress: bool) -> Peer:
-    if end in ROLES:
-        if profile.assign_public_ip and flow.public_ip:
-            # VMs have public addresses: traffic to them crosses the internet,
-            # so security-group references no longer match.
-            if ingress:
-                if flow.public_ip == "nat_gateway":
-                    return Peer(cidrs=profile.nat_gateway_ips, name="nat_gateway")
-                ips = profile.peers["nomad_client_public_ips"] or ANYWHERE
-                return Peer(cidrs=tuple(ips), name="nomad_client_public_ips")
-            ips = profile.peers.get("vm_public_ips") or ANYWHERE
-            return Peer(cidrs=tuple(ips), name="vm_public_ips")
-        return Peer(role=end)
-    if end == "dns":
-        return Peer(cidrs=profile.dns_servers, name="dns")
-    return Peer(cidrs=profile.peers[end], name=end)
+def _reference(title: str, flow: Flow, line: str, end: str) -> str:
+    """The page section behind one end (where a path moved the rule, the leg adds)."""
+    if flow.site:
+        # Never "; ": merged rules join their references with it.
+        return f"Site flow {flow.id}" + (
+            f": {flow.reference}" if flow.reference else ""
+        )
+    refs = flow.refs_for(line)
+    section = refs.get(end)
+    if section is None:
+        other = "egress" if end == "ingress" else "ingress"
+        section = f"{refs[other]} (other end of the flow)"
+    return f"{title} > {section}"
 
 
 def _return_rule(rule: Rule, ephemeral: tuple[int, int]) -> Rule:
@@ -255,6 +243,7 @@ def _return_rule(rule: Rule, ephemeral: tuple[int, int]) -> Rule:
         flow=rule.flow,
         obsolete=rule.obsolete,
         site=rule.site,
+        via=rule.via,
     )
 
 
@@ -277,6 +266,7 @@ def _merge(rules: list[Rule]) -> tuple[Rule, ...]:
                 "flow": f"{old.flow}+{rule.flow}",
                 "obsolete": old.obsolete and rule.obsolete,
                 "site": old.site and rule.site,
+                "via": join_via((old.via, rule.via)),
             }
         )
     return tuple(sorted(merged.values(), key=Rule.sort_key))

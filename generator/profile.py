@@ -15,7 +15,9 @@ from dataclasses import field, replace
 from pathlib import Path
 
 from . import profile_sections as sections
+from .matrix import ROLES
 from .problems import ProblemError, clip, read_text, shorten
+from .profile_paths import balancer_kind, read_paths
 from .profile_sections import ANYWHERE, PEER_DEFAULTS  # noqa: F401 (public names)
 from .profile_yaml import dotted, line_of, read_yaml, type_name, where
 from .records import dataclass
@@ -58,6 +60,23 @@ class Profile:
     warnings: tuple[str, ...] = ()
     source: str = ""
     site_flows: tuple = ()  # catalog.Flow, one per site_flows entry
+    # Path settings (generator/profile_paths.py, meaning in generator/paths.py).
+    lb: dict = field(default_factory=dict)  # load_balancer.kind and its options
+    egress_proxy: dict = field(default_factory=dict)  # addresses, port
+    webhooks: dict = field(default_factory=dict)  # from, cidrs
+    nomad_servers: str = "in_cluster"  # or external: a role of their own (4.8+)
+    container_runtime: str = "docker"  # the Nomad clients'; or podman (4.10)
+
+    def roles(self) -> tuple[str, ...]:
+        """The install's roles: the Nomad servers are one only outside the cluster
+        (inside it they are pods on the Kubernetes nodes)."""
+        return tuple(
+            r for r in ROLES if r != "nomad_servers" or self.nomad_servers == "external"
+        )
+
+    # aws.network_acls: a network ACL per role's subnets (see generator/nacl.py)
+    network_acls: bool = False
+    nat_gateways_in: str | None = None  # the role whose subnets hold the NAT gateways
 
     def with_version(self, version: str) -> Profile:
         """This profile on another release, without the version's checks: for a
@@ -179,7 +198,7 @@ def _schema_problems(data, lines, source) -> list[str]:
     check, invalid = _validator()
     try:
         check(data)
-        return []
+        return _whole_number_problems(data, lines, source)
     except invalid:
         pass
     from jsonschema import Draft202012Validator
@@ -205,6 +224,53 @@ def _schema_problems(data, lines, source) -> list[str]:
     return problems or [f"{source}: {_first_problem(data)}"]
 
 
+def _whole_number_problems(data, lines, source) -> list[str]:
+    """JSON Schema counts 1024.0 as an integer; a port or a quota is written 1024:
+    a float where the schema says integer would reach the targets as 1024.0."""
+    schema = _validation_schema()
+    problems = []
+    for path, value in _floats_at_integers(schema, schema, data, ()):
+        at = where(source, lines, path)
+        # The schema has passed: the float is whole (1024.0), or it would have failed.
+        problems.append(
+            f"{at}: {dotted(path)}: expected a whole number, got {shorten(value)};"
+            f" write {int(value)}"
+        )
+    return problems
+
+
+def _floats_at_integers(root, schema, data, path):
+    """(path, value) of each float in `data` where `schema` expects an integer; walks
+    only where the schema describes the data (not the address lists)."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    for part in schema.get("allOf", ()):
+        yield from _floats_at_integers(root, part, data, path)
+    if isinstance(data, float):
+        kinds = schema.get("type", ())
+        if "integer" in (kinds if isinstance(kinds, list) else [kinds]):
+            yield path, data
+    elif isinstance(data, dict):
+        known = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in data.items():
+            inner = known.get(key, extra if isinstance(extra, dict) else None)
+            if inner:
+                yield from _floats_at_integers(root, inner, value, path + (key,))
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(data):
+            yield from _floats_at_integers(root, schema["items"], value, path + (i,))
+
+
+# aws.existing_groups says what kind of group is passed in; its ID is known only to
+# the code that creates or looks the group up.
+_GROUP_IDS = (
+    "; a security group ID (sg-...) goes to the Terraform module's"
+    " existing_security_group_ids (CloudFormation: the Existing<Role>SecurityGroupId"
+    " parameter), not to the profile"
+)
+
+
 def _explain(error) -> list[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
     schema = error.schema
@@ -226,6 +292,8 @@ def _explain(error) -> list[tuple[tuple, str]]:
                 if guess
                 else f"; expected one of {', '.join(known)}"
             )
+            if path == ("aws", "existing_groups"):
+                message += _GROUP_IDS
             out.append((path + (key,), message))
         return out
     if error.validator == "required":
@@ -258,7 +326,10 @@ def _explain(error) -> list[tuple[tuple, str]]:
         ]
     if error.validator == "enum":
         options = ", ".join(str(v) for v in schema["enum"])
-        return [(path, f"{shorten(error.instance)} is not one of: {options}")]
+        message = f"{shorten(error.instance)} is not one of: {options}"
+        if path[:2] == ("aws", "existing_groups"):
+            message += _GROUP_IDS
+        return [(path, message)]
     if error.validator == "pattern":
         pattern = schema["pattern"].removesuffix("\\Z") + "$"
         what = PATTERNS.get(pattern, f"does not match the pattern {pattern}")
@@ -285,6 +356,14 @@ PATTERNS = {
     " with a dash",
     "^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$": "is not a valid GCP network tag: 1-63"
     " lowercase letters, digits and dashes, starting with a letter",
+    "^[a-z][-a-z0-9]{4,28}[a-z0-9]$": "is not a valid GCP project ID: 6-30"
+    " lowercase letters, digits and hyphens, starting with a letter and not ending"
+    " with a hyphen",
+    "^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}"
+    "[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$": "is not a GCP"
+    " network: give its name (1-63 lowercase letters, digits and dashes, starting"
+    " with a letter, not ending with a dash) or its path"
+    " projects/PROJECT/global/networks/NAME",
     "^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?"
     "\\.[a-z]{2,}$": "is not a service account e-mail address"
     " (name@project.iam.gserviceaccount.com, ASCII)",
@@ -321,6 +400,8 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
     A profile with problems is not to be used; parse_profile raises them."""
     at = sections.Source(source, lines)
     found = at.findings()
+    # First: the kind decides load_balancer.transparent, which the checks read.
+    found.take(balancer_kind(data, at))
     network = found.take(sections.read_network(data, at))
     host_fw = found.take(sections.read_host_firewall(data, at))
     peers = found.take(sections.read_peers(data, at))
@@ -328,6 +409,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
     lb_ips = found.take(sections.read_load_balancer(data, at))
     if found.problems:
         return None, found.problems
+    peers = found.take(sections.read_nomad(data, network, peers, at))
 
     # In this order, which is the order of the messages.
     for checked in (
@@ -340,6 +422,7 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         sections.check_cloud_sections(data, network, at),
         sections.check_cluster_ranges(network, at),
         sections.check_host_firewall(data, host_fw, at),
+        sections.check_network_acls(data, network, at),
     ):
         found.merge(checked)
     facing = found.take(sections.read_internet_facing(data, network, peers, lb_ips, at))
@@ -372,5 +455,10 @@ def _build(data, lines, source) -> tuple[Profile | None, list[str]]:
         warnings=tuple(found.warnings),
         source=source,
         site_flows=tuple(site_flows),
+        nomad_servers=sections.nomad_servers(data),
+        container_runtime=sections.container_runtime(data),
+        network_acls=data.get("aws", {}).get("network_acls", False),
+        nat_gateways_in=data.get("aws", {}).get("nat_gateways_in"),
     )
-    return profile, found.problems
+    fields = found.take(read_paths(data, profile, at))
+    return replace(profile, **fields, warnings=tuple(found.warnings)), found.problems

@@ -27,6 +27,8 @@ PEER_DEFAULTS = {
     "ssh_rerun": ["0.0.0.0/0"],
     "nomad_client_public_ips": [],
     "vm_public_ips": [],
+    "nomad_server_balancer": [],
+    "nomad_server_health_checks": [],
 }
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
@@ -156,6 +158,8 @@ def read_network(data, source: Source) -> tuple[Network, Findings]:
 def check_network(network: Network, source: Source) -> Findings:
     """Roles' subnets apart from each other and inside the VPC, DNS servers in it."""
     found = source.findings()
+    for role, nets in network.subnets.items():
+        _refuse_everywhere(("network", "subnets", role), nets, "a role's", found)
     _check_overlaps(network.subnets, found)
     vpc = network.vpc
     if not vpc:
@@ -180,10 +184,25 @@ def check_network(network: Network, source: Source) -> Findings:
     return found
 
 
+def _refuse_everywhere(path, nets, whose: str, found: Findings) -> None:
+    """0.0.0.0/0 or ::/0 as a role's or the cluster's own range: every rule about
+    that range would be about every address (explain would allow anything)."""
+    for i, net in enumerate(nets):
+        if net in ANYWHERE:
+            family = "IPv4" if "." in net else "IPv6"
+            found.error(
+                path + (i,),
+                f"{net} is every {family} address, not {whose} own range; list the"
+                " subnets it really uses",
+            )
+
+
 def _check_overlaps(subnets, found: Findings) -> None:
     seen: list[tuple[ipaddress._BaseNetwork, str, int]] = []
     for role in ROLES:
         for i, net in enumerate(subnets[role]):
+            if net in ANYWHERE:
+                continue  # refused on its own
             n = ipaddress.ip_network(net)
             for other, other_role, j in seen:
                 if (
@@ -200,10 +219,16 @@ def _check_overlaps(subnets, found: Findings) -> None:
 
 
 def check_cluster_ranges(network: Network, source: Source) -> Findings:
-    """Pod and service ranges apart from every role's subnets."""
+    """Pod and service ranges apart from every role's subnets and from each other."""
     found = source.findings()
-    for key, nets in (("pod_cidrs", network.pods), ("service_cidrs", network.services)):
+    ranges = (("pod_cidrs", network.pods), ("service_cidrs", network.services))
+    for key, nets in ranges:
+        _refuse_everywhere(("network", key), nets, "the cluster's", found)
+    pods = [ipaddress.ip_network(o) for o in network.pods if o not in ANYWHERE]
+    for key, nets in ranges:
         for i, net in enumerate(nets):
+            if net in ANYWHERE:
+                continue
             n = ipaddress.ip_network(net)
             for role, role_nets in network.subnets.items():
                 if any(n.overlaps(ipaddress.ip_network(o)) for o in role_nets):
@@ -212,6 +237,14 @@ def check_cluster_ranges(network: Network, source: Source) -> Findings:
                         f"{n} overlaps the {role} subnets; pod and service ranges"
                         " are the cluster's own",
                     )
+            clash = [p for p in pods if key == "service_cidrs" and n.overlaps(p)]
+            if clash:
+                found.error(
+                    ("network", key, i),
+                    f"{n} {'is' if clash[0] == n else 'overlaps'} the pod range"
+                    f" {clash[0]} (network.pod_cidrs); Kubernetes gives services and"
+                    " pods distinct ranges",
+                )
     return found
 
 
@@ -225,6 +258,11 @@ def read_host_firewall(data, source: Source) -> tuple[dict, Findings]:
         host_fw["ntp_servers"] = found.cidrs(
             ("host_firewall", "ntp_servers"), host_fw["ntp_servers"]
         )
+    if "jobs" in host_fw:
+        jobs = host_fw["jobs"] = dict(host_fw["jobs"])
+        if "blocked_cidrs" in jobs:
+            path = ("host_firewall", "jobs", "blocked_cidrs")
+            jobs["blocked_cidrs"] = found.cidrs(path, jobs["blocked_cidrs"])
     return host_fw, found
 
 
@@ -234,6 +272,12 @@ def check_host_firewall(data, host_fw: dict, source: Source) -> Findings:
         found.warn(
             ("host_firewall", "ntp_servers"),
             "empty: the host firewalls let no NTP through; list your time servers",
+        )
+    if (host_fw.get("jobs") or {}).get("metadata"):
+        found.warn(
+            ("host_firewall", "jobs", "metadata"),
+            "true: every job on the Nomad clients and VMs may reach the metadata"
+            " service, and with it the instance's credentials",
         )
     return found
 
@@ -404,7 +448,14 @@ def read_internet_facing(
     found = source.findings()
     section = data.get("load_balancer", {})
     cloud, version = data["cloud"], data["server_version"]
-    if section.get("transparent", False) and network.subnets["load_balancer"]:
+    # An NLB without a security group is transparent but needs its own subnets: its
+    # address and its health checks' source (profile_paths.py).
+    nlb = section.get("kind") == "nlb"
+    if (
+        section.get("transparent", False)
+        and network.subnets["load_balancer"]
+        and not nlb
+    ):
         found.warn(
             ("network", "subnets", "load_balancer"),
             "ignored: the load balancer is transparent",
@@ -476,12 +527,13 @@ def check_vm_service(data, network: Network, peers, source: Source) -> Findings:
             "assign_public_ip is true: list the cluster's NAT gateway addresses (the vm-service pod reaches VMs through them)",
             near=path,
         )
-    # Nomad clients -> VMs on 22 is current on every 4.x line.
+    # Nomad clients -> VMs on 22 is current on every 4.x line. Behind the NAT
+    # gateways, the VMs see those (generator/paths.py).
     ports = "22 and 2376" if vm_rows else "22"
-    if not peers["nomad_client_public_ips"] and version != "3":
+    if not peers["nomad_client_public_ips"] and not network.nat and version != "3":
         found.warn(
             ("peers", "nomad_client_public_ips"),
-            f"empty with assign_public_ip: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs to narrow it",
+            f"empty with assign_public_ip and no network.nat_gateway_ips: VMs accept {ports} from 0.0.0.0/0; list the Nomad clients' public IPs, or the NAT gateways they leave through, to narrow it",
         )
     if not peers["vm_public_ips"] and version != "3":
         found.warn(
@@ -500,7 +552,13 @@ def check_cloud_sections(data, network: Network, source: Source) -> Findings:
     found = source.findings()
     cloud = data["cloud"]
     transparent = data.get("load_balancer", {}).get("transparent", False)
-    needed = [r for r in ROLES if not (r == "load_balancer" and transparent)]
+    external = nomad_servers(data) == "external"
+    needed = [
+        r
+        for r in ROLES
+        if not (r == "load_balancer" and transparent)
+        and not (r == "nomad_servers" and not external)
+    ]
     if "aws" in data and cloud != "aws":
         found.error(
             ("aws",), f"the aws section only applies to cloud: aws, not {cloud}"
@@ -532,6 +590,17 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
             near=("cloud",),
         )
     gcp = data.get("gcp", {})
+    network_path = gcp.get("network", "").split("/")
+    if "project" in gcp and "projects" in network_path:
+        owner = network_path[network_path.index("projects") + 1]
+        if owner != gcp["project"]:
+            found.error(
+                ("gcp", "network"),
+                f"the network is project {owner}'s but the rules are made in"
+                f" gcp.project {gcp['project']}: a firewall rule belongs to its"
+                f" network's project; set gcp.project to {owner} or name a network"
+                f" of {gcp['project']}",
+            )
     tags, accounts = gcp.get("tags", {}), gcp.get("service_accounts", {})
     for role in needed:
         if role == "load_balancer":
@@ -547,6 +616,109 @@ def _check_gcp(data, transparent, needed, network: Network, found: Findings) -> 
                 "missing: GCP egress rules reach a role only through its CIDR ranges",
                 near=("network", "subnets"),
             )
+
+
+# --- nomad: servers outside the cluster, the clients' container runtime -----------
+
+# The first release whose CircleCI Terraform deploys Nomad servers of their own
+# (deploy_nomad_server_instances; the installation docs say so from 4.9), and the
+# one whose Nomad client modules run Podman (use_podman).
+EXTERNAL_SERVERS_FROM = "4.8"
+PODMAN_FROM = "4.10"
+
+
+def nomad_servers(data) -> str:
+    return data.get("nomad", {}).get("servers", "in_cluster")
+
+
+def container_runtime(data) -> str:
+    return data.get("nomad", {}).get("container_runtime", "docker")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def read_nomad(data, network: Network, peers, source: Source) -> tuple[dict, Findings]:
+    """The Nomad topology, with the peer lists it asks for; returns the peers with
+    the health checks' default (the balancer's addresses) filled in."""
+    found = source.findings()
+    version = _version_key(data["server_version"])
+    balancer, checks = (
+        peers["nomad_server_balancer"],
+        peers["nomad_server_health_checks"],
+    )
+    if nomad_servers(data) != "external":
+        for path, given in (
+            (("peers", "nomad_server_balancer"), balancer),
+            (("peers", "nomad_server_health_checks"), checks),
+            (("network", "subnets", "nomad_servers"), network.subnets["nomad_servers"]),
+        ):
+            if given:
+                found.warn(path, "ignored: nomad.servers is in_cluster")
+    else:
+        if version < _version_key(EXTERNAL_SERVERS_FROM):
+            found.error(
+                ("nomad", "servers"),
+                f"external: Nomad servers outside the cluster come with"
+                f" {EXTERNAL_SERVERS_FROM} (CircleCI's Terraform"
+                " deploy_nomad_server_instances); server_version is"
+                f" {data['server_version']}",
+            )
+        if not balancer:
+            found.error(
+                ("peers", "nomad_server_balancer"),
+                "missing: with nomad.servers: external, list where the servers'"
+                " balancer is reached (an internal NLB's subnets, a forwarding"
+                " rule's address)",
+                near=("nomad", "servers"),
+            )
+        if not checks:
+            peers = {**peers, "nomad_server_health_checks": balancer}
+            if data["cloud"] == "gcp":
+                found.warn(
+                    ("peers", "nomad_server_health_checks"),
+                    "empty: the servers' balancer's health checks are taken to come"
+                    " from peers.nomad_server_balancer; GCP sends them from its own"
+                    " ranges (35.191.0.0/16, 130.211.0.0/22): list them",
+                )
+    if container_runtime(data) == "podman" and version < _version_key(PODMAN_FROM):
+        found.error(
+            ("nomad", "container_runtime"),
+            f"podman: CircleCI's Nomad client modules run Podman from {PODMAN_FROM}"
+            f" (use_podman); server_version is {data['server_version']}",
+        )
+    return peers, found
+
+
+def check_network_acls(data, network: Network, source: Source) -> Findings:
+    """aws.network_acls: every role's subnets, which the ACLs attach to and name."""
+    found = source.findings()
+    aws = data.get("aws", {})
+    transparent = data.get("load_balancer", {}).get("transparent", False)
+    nat = aws.get("nat_gateways_in")
+    if not aws.get("network_acls", False):
+        if nat:
+            found.warn(("aws", "nat_gateways_in"), "ignored: aws.network_acls is false")
+        return found
+    for role in ROLES:
+        if role == "load_balancer" and transparent:
+            continue
+        if role == "nomad_servers" and nomad_servers(data) != "external":
+            continue
+        if not network.subnets[role]:
+            found.error(
+                ("network", "subnets", role),
+                "missing: aws.network_acls attaches an ACL to each role's subnets"
+                " and names the other roles by them",
+                near=("aws", "network_acls"),
+            )
+    if nat == "load_balancer" and transparent:
+        found.error(
+            ("aws", "nat_gateways_in"),
+            "the load balancer is transparent: it has no subnets of its own",
+        )
+    return found
 
 
 # --- top level: name, ephemeral ports, quotas ----------------------------------------

@@ -2,7 +2,7 @@
 per-address check, see generator/profile.py): do not edit."""
 
 # fmt: off
-SCHEMA_SHA256 = "6f103c9336f1de5dd26621cce2eae1b94472554d8753a669fb4da14d25adaa22"
+SCHEMA_SHA256 = "9c0f83ae272f139cc43b2285ddf308440277c4edebb98a240e1bdf1da1480875"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
@@ -18,9 +18,15 @@ class JsonSchemaValueException(ValueError):
         self.rule = rule
 
 
+class JsonSchemaValuesException(JsonSchemaValueException):
+    pass
+
+
 REGEX_PATTERNS = {
     '^[a-z][a-z0-9-]{0,30}[a-z0-9]\\Z': re.compile('^[a-z][a-z0-9-]{0,30}[a-z0-9]\\Z'),
     '^[a-z][a-z0-9_]{0,30}\\Z': re.compile('^[a-z][a-z0-9_]{0,30}\\Z'),
+    '^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z': re.compile('^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z'),
+    '^[a-z][-a-z0-9]{4,28}[a-z0-9]\\Z': re.compile('^[a-z][-a-z0-9]{4,28}[a-z0-9]\\Z'),
     '^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\\.[a-z]{2,}\\Z': re.compile('^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\\.[a-z]{2,}\\Z'),
     '^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z': re.compile('^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z')
 }
@@ -105,8 +111,96 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                     data__loadbalancer_keys.remove("public_ips")
                     data__loadbalancer__publicips = data__loadbalancer["public_ips"]
                     validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__loadbalancer__publicips, custom_formats, (name_prefix or "data") + ".load_balancer.public_ips")
+                if "kind" in data__loadbalancer_keys:
+                    data__loadbalancer_keys.remove("kind")
+                    data__loadbalancer__kind = data__loadbalancer["kind"]
+                    if not (isinstance(data__loadbalancer__kind, str) and data__loadbalancer__kind == 'clb' or isinstance(data__loadbalancer__kind, str) and data__loadbalancer__kind == 'nlb' or isinstance(data__loadbalancer__kind, str) and data__loadbalancer__kind == 'passthrough' or isinstance(data__loadbalancer__kind, str) and data__loadbalancer__kind == 'proxy'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".load_balancer.kind must be one of ['clb', 'nlb', 'passthrough', 'proxy']")
+                if "targets" in data__loadbalancer_keys:
+                    data__loadbalancer_keys.remove("targets")
+                    data__loadbalancer__targets = data__loadbalancer["targets"]
+                    if not (isinstance(data__loadbalancer__targets, str) and data__loadbalancer__targets == 'instance' or isinstance(data__loadbalancer__targets, str) and data__loadbalancer__targets == 'ip'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".load_balancer.targets must be one of ['instance', 'ip']")
+                if "security_group" in data__loadbalancer_keys:
+                    data__loadbalancer_keys.remove("security_group")
+                    data__loadbalancer__securitygroup = data__loadbalancer["security_group"]
+                    if not isinstance(data__loadbalancer__securitygroup, (bool)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".load_balancer.security_group must be boolean")
+                if "preserve_client_ip" in data__loadbalancer_keys:
+                    data__loadbalancer_keys.remove("preserve_client_ip")
+                    data__loadbalancer__preserveclientip = data__loadbalancer["preserve_client_ip"]
+                    if not isinstance(data__loadbalancer__preserveclientip, (bool)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".load_balancer.preserve_client_ip must be boolean")
+                if "proxy_ranges" in data__loadbalancer_keys:
+                    data__loadbalancer_keys.remove("proxy_ranges")
+                    data__loadbalancer__proxyranges = data__loadbalancer["proxy_ranges"]
+                    validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__loadbalancer__proxyranges, custom_formats, (name_prefix or "data") + ".load_balancer.proxy_ranges")
+                    data__loadbalancer__proxyranges_is_list = isinstance(data__loadbalancer__proxyranges, (list, tuple))
+                    if data__loadbalancer__proxyranges_is_list:
+                        data__loadbalancer__proxyranges_len = len(data__loadbalancer__proxyranges)
+                        if data__loadbalancer__proxyranges_len < 1:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".load_balancer.proxy_ranges must contain at least 1 items")
                 if data__loadbalancer_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".load_balancer must not contain "+str(data__loadbalancer_keys)+" properties")
+        if "egress_proxy" in data_keys:
+            data_keys.remove("egress_proxy")
+            data__egressproxy = data["egress_proxy"]
+            if not isinstance(data__egressproxy, (dict)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy must be object")
+            data__egressproxy_is_dict = isinstance(data__egressproxy, dict)
+            if data__egressproxy_is_dict:
+                data__egressproxy__missing_keys = set(['addresses', 'port']) - data__egressproxy.keys()
+                if data__egressproxy__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy must contain ")
+                data__egressproxy_keys = set(data__egressproxy.keys())
+                if "addresses" in data__egressproxy_keys:
+                    data__egressproxy_keys.remove("addresses")
+                    data__egressproxy__addresses = data__egressproxy["addresses"]
+                    validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__egressproxy__addresses, custom_formats, (name_prefix or "data") + ".egress_proxy.addresses")
+                    data__egressproxy__addresses_is_list = isinstance(data__egressproxy__addresses, (list, tuple))
+                    if data__egressproxy__addresses_is_list:
+                        data__egressproxy__addresses_len = len(data__egressproxy__addresses)
+                        if data__egressproxy__addresses_len < 1:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy.addresses must contain at least 1 items")
+                if "port" in data__egressproxy_keys:
+                    data__egressproxy_keys.remove("port")
+                    data__egressproxy__port = data__egressproxy["port"]
+                    if not isinstance(data__egressproxy__port, (int)) and not (isinstance(data__egressproxy__port, float) and data__egressproxy__port.is_integer()) or isinstance(data__egressproxy__port, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy.port must be integer")
+                    if isinstance(data__egressproxy__port, (int, float, Decimal)) and not isinstance(data__egressproxy__port, bool):
+                        if data__egressproxy__port < 1:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy.port must be bigger than or equal to 1")
+                        if data__egressproxy__port > 65535:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy.port must be smaller than or equal to 65535")
+                if data__egressproxy_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".egress_proxy must not contain "+str(data__egressproxy_keys)+" properties")
+        if "webhooks" in data_keys:
+            data_keys.remove("webhooks")
+            data__webhooks = data["webhooks"]
+            if not isinstance(data__webhooks, (dict)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".webhooks must be object")
+            data__webhooks_is_dict = isinstance(data__webhooks, dict)
+            if data__webhooks_is_dict:
+                data__webhooks__missing_keys = set(['from', 'cidrs']) - data__webhooks.keys()
+                if data__webhooks__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".webhooks must contain ")
+                data__webhooks_keys = set(data__webhooks.keys())
+                if "from" in data__webhooks_keys:
+                    data__webhooks_keys.remove("from")
+                    data__webhooks__from = data__webhooks["from"]
+                    if not (isinstance(data__webhooks__from, str) and data__webhooks__from == 'vcs' or isinstance(data__webhooks__from, str) and data__webhooks__from == 'relay'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".webhooks.from must be one of ['vcs', 'relay']")
+                if "cidrs" in data__webhooks_keys:
+                    data__webhooks_keys.remove("cidrs")
+                    data__webhooks__cidrs = data__webhooks["cidrs"]
+                    validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__webhooks__cidrs, custom_formats, (name_prefix or "data") + ".webhooks.cidrs")
+                    data__webhooks__cidrs_is_list = isinstance(data__webhooks__cidrs, (list, tuple))
+                    if data__webhooks__cidrs_is_list:
+                        data__webhooks__cidrs_len = len(data__webhooks__cidrs)
+                        if data__webhooks__cidrs_len < 1:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".webhooks.cidrs must contain at least 1 items")
+                if data__webhooks_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".webhooks must not contain "+str(data__webhooks_keys)+" properties")
         if "vm_service" in data_keys:
             data_keys.remove("vm_service")
             data__vmservice = data["vm_service"]
@@ -123,6 +217,28 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                 else: data__vmservice["assign_public_ip"] = False
                 if data__vmservice_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".vm_service must not contain "+str(data__vmservice_keys)+" properties")
+        if "nomad" in data_keys:
+            data_keys.remove("nomad")
+            data__nomad = data["nomad"]
+            if not isinstance(data__nomad, (dict)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".nomad must be object")
+            data__nomad_is_dict = isinstance(data__nomad, dict)
+            if data__nomad_is_dict:
+                data__nomad_keys = set(data__nomad.keys())
+                if "servers" in data__nomad_keys:
+                    data__nomad_keys.remove("servers")
+                    data__nomad__servers = data__nomad["servers"]
+                    if not (isinstance(data__nomad__servers, str) and data__nomad__servers == 'in_cluster' or isinstance(data__nomad__servers, str) and data__nomad__servers == 'external'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".nomad.servers must be one of ['in_cluster', 'external']")
+                else: data__nomad["servers"] = 'in_cluster'
+                if "container_runtime" in data__nomad_keys:
+                    data__nomad_keys.remove("container_runtime")
+                    data__nomad__containerruntime = data__nomad["container_runtime"]
+                    if not (isinstance(data__nomad__containerruntime, str) and data__nomad__containerruntime == 'docker' or isinstance(data__nomad__containerruntime, str) and data__nomad__containerruntime == 'podman'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".nomad.container_runtime must be one of ['docker', 'podman']")
+                else: data__nomad["container_runtime"] = 'docker'
+                if data__nomad_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".nomad must not contain "+str(data__nomad_keys)+" properties")
         if "network" in data_keys:
             data_keys.remove("network")
             data__network = data["network"]
@@ -154,6 +270,10 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                             data__network__subnets_keys.remove("nomad_clients")
                             data__network__subnets__nomadclients = data__network__subnets["nomad_clients"]
                             validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__network__subnets__nomadclients, custom_formats, (name_prefix or "data") + ".network.subnets.nomad_clients")
+                        if "nomad_servers" in data__network__subnets_keys:
+                            data__network__subnets_keys.remove("nomad_servers")
+                            data__network__subnets__nomadservers = data__network__subnets["nomad_servers"]
+                            validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__network__subnets__nomadservers, custom_formats, (name_prefix or "data") + ".network.subnets.nomad_servers")
                         if "external_vms" in data__network__subnets_keys:
                             data__network__subnets_keys.remove("external_vms")
                             data__network__subnets__externalvms = data__network__subnets["external_vms"]
@@ -214,6 +334,30 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                     data__hostfirewall__dhcp = data__hostfirewall["dhcp"]
                     if not isinstance(data__hostfirewall__dhcp, (bool)):
                         raise JsonSchemaValueException("" + (name_prefix or "data") + ".host_firewall.dhcp must be boolean")
+                if "jobs" in data__hostfirewall_keys:
+                    data__hostfirewall_keys.remove("jobs")
+                    data__hostfirewall__jobs = data__hostfirewall["jobs"]
+                    if not isinstance(data__hostfirewall__jobs, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".host_firewall.jobs must be object")
+                    data__hostfirewall__jobs_is_dict = isinstance(data__hostfirewall__jobs, dict)
+                    if data__hostfirewall__jobs_is_dict:
+                        data__hostfirewall__jobs_keys = set(data__hostfirewall__jobs.keys())
+                        if "blocked_cidrs" in data__hostfirewall__jobs_keys:
+                            data__hostfirewall__jobs_keys.remove("blocked_cidrs")
+                            data__hostfirewall__jobs__blockedcidrs = data__hostfirewall__jobs["blocked_cidrs"]
+                            validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__hostfirewall__jobs__blockedcidrs, custom_formats, (name_prefix or "data") + ".host_firewall.jobs.blocked_cidrs")
+                        if "metadata" in data__hostfirewall__jobs_keys:
+                            data__hostfirewall__jobs_keys.remove("metadata")
+                            data__hostfirewall__jobs__metadata = data__hostfirewall__jobs["metadata"]
+                            if not isinstance(data__hostfirewall__jobs__metadata, (bool)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".host_firewall.jobs.metadata must be boolean")
+                        if "internal" in data__hostfirewall__jobs_keys:
+                            data__hostfirewall__jobs_keys.remove("internal")
+                            data__hostfirewall__jobs__internal = data__hostfirewall__jobs["internal"]
+                            if not isinstance(data__hostfirewall__jobs__internal, (bool)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".host_firewall.jobs.internal must be boolean")
+                        if data__hostfirewall__jobs_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".host_firewall.jobs must not contain "+str(data__hostfirewall__jobs_keys)+" properties")
                 if data__hostfirewall_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".host_firewall must not contain "+str(data__hostfirewall_keys)+" properties")
         if "peers" in data_keys:
@@ -266,8 +410,18 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                     data__peers__vmpublicips = data__peers["vm_public_ips"]
                     validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__peers__vmpublicips, custom_formats, (name_prefix or "data") + ".peers.vm_public_ips")
                 else: data__peers["vm_public_ips"] = []
+                if "nomad_server_balancer" in data__peers_keys:
+                    data__peers_keys.remove("nomad_server_balancer")
+                    data__peers__nomadserverbalancer = data__peers["nomad_server_balancer"]
+                    validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__peers__nomadserverbalancer, custom_formats, (name_prefix or "data") + ".peers.nomad_server_balancer")
+                else: data__peers["nomad_server_balancer"] = []
+                if "nomad_server_health_checks" in data__peers_keys:
+                    data__peers_keys.remove("nomad_server_health_checks")
+                    data__peers__nomadserverhealthchecks = data__peers["nomad_server_health_checks"]
+                    validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__peers__nomadserverhealthchecks, custom_formats, (name_prefix or "data") + ".peers.nomad_server_health_checks")
+                else: data__peers["nomad_server_health_checks"] = []
                 for data__peers_key in data__peers_keys:
-                    if data__peers_key not in ['external', 'internet', 'vcs', 'ssh_admin', 'ssh_rerun', 'nomad_client_public_ips', 'vm_public_ips']:
+                    if data__peers_key not in ['external', 'internet', 'vcs', 'ssh_admin', 'ssh_rerun', 'nomad_client_public_ips', 'vm_public_ips', 'nomad_server_balancer', 'nomad_server_health_checks']:
                         data__peers_value = data__peers.get(data__peers_key)
                         validate_https___rulegen_dev_schema_profile_json___defs_cidr_list(data__peers_value, custom_formats, (name_prefix or "data") + ".peers.{data__peers_key}".format(**locals()))
                 data__peers_len = len(data__peers)
@@ -341,6 +495,17 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                                 if data__quotas__aws__groupsperinterface > 16:
                                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".quotas.aws.groups_per_interface must be smaller than or equal to 16")
                         else: data__quotas__aws["groups_per_interface"] = 5
+                        if "network_acl_entries" in data__quotas__aws_keys:
+                            data__quotas__aws_keys.remove("network_acl_entries")
+                            data__quotas__aws__networkaclentries = data__quotas__aws["network_acl_entries"]
+                            if not isinstance(data__quotas__aws__networkaclentries, (int)) and not (isinstance(data__quotas__aws__networkaclentries, float) and data__quotas__aws__networkaclentries.is_integer()) or isinstance(data__quotas__aws__networkaclentries, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".quotas.aws.network_acl_entries must be integer")
+                            if isinstance(data__quotas__aws__networkaclentries, (int, float, Decimal)) and not isinstance(data__quotas__aws__networkaclentries, bool):
+                                if data__quotas__aws__networkaclentries < 1:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".quotas.aws.network_acl_entries must be bigger than or equal to 1")
+                                if data__quotas__aws__networkaclentries > 40:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".quotas.aws.network_acl_entries must be smaller than or equal to 40")
+                        else: data__quotas__aws["network_acl_entries"] = 20
                         if data__quotas__aws_keys:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".quotas.aws must not contain "+str(data__quotas__aws_keys)+" properties")
                 if "gcp" in data__quotas_keys:
@@ -400,12 +565,18 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                     data__gcp__network = data__gcp["network"]
                     if not isinstance(data__gcp__network, (str)):
                         raise JsonSchemaValueException("" + (name_prefix or "data") + ".gcp.network must be string")
+                    if isinstance(data__gcp__network, str):
+                        if not REGEX_PATTERNS['^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z'].search(data__gcp__network):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".gcp.network must match pattern ^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z")
                 else: data__gcp["network"] = 'default'
                 if "project" in data__gcp_keys:
                     data__gcp_keys.remove("project")
                     data__gcp__project = data__gcp["project"]
                     if not isinstance(data__gcp__project, (str)):
                         raise JsonSchemaValueException("" + (name_prefix or "data") + ".gcp.project must be string")
+                    if isinstance(data__gcp__project, str):
+                        if not REGEX_PATTERNS['^[a-z][-a-z0-9]{4,28}[a-z0-9]\\Z'].search(data__gcp__project):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".gcp.project must match pattern ^[a-z][-a-z0-9]{4,28}[a-z0-9]\\Z")
                 if "tags" in data__gcp_keys:
                     data__gcp_keys.remove("tags")
                     data__gcp__tags = data__gcp["tags"]
@@ -456,6 +627,12 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
             data__aws_is_dict = isinstance(data__aws, dict)
             if data__aws_is_dict:
                 data__aws_keys = set(data__aws.keys())
+                if "custom_pod_networking" in data__aws_keys:
+                    data__aws_keys.remove("custom_pod_networking")
+                    data__aws__custompodnetworking = data__aws["custom_pod_networking"]
+                    if not isinstance(data__aws__custompodnetworking, (bool)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".aws.custom_pod_networking must be boolean")
+                else: data__aws["custom_pod_networking"] = False
                 if "existing_groups" in data__aws_keys:
                     data__aws_keys.remove("existing_groups")
                     data__aws__existinggroups = data__aws["existing_groups"]
@@ -471,6 +648,17 @@ def validate_https___rulegen_dev_schema_profile_json(data, custom_formats={}, na
                                 raise JsonSchemaValueException("" + (name_prefix or "data") + ".aws.existing_groups.kubernetes_nodes must be one of ['eks_cluster']")
                         if data__aws__existinggroups_keys:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".aws.existing_groups must not contain "+str(data__aws__existinggroups_keys)+" properties")
+                if "network_acls" in data__aws_keys:
+                    data__aws_keys.remove("network_acls")
+                    data__aws__networkacls = data__aws["network_acls"]
+                    if not isinstance(data__aws__networkacls, (bool)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".aws.network_acls must be boolean")
+                else: data__aws["network_acls"] = False
+                if "nat_gateways_in" in data__aws_keys:
+                    data__aws_keys.remove("nat_gateways_in")
+                    data__aws__natgatewaysin = data__aws["nat_gateways_in"]
+                    if not (isinstance(data__aws__natgatewaysin, str) and data__aws__natgatewaysin == 'load_balancer' or isinstance(data__aws__natgatewaysin, str) and data__aws__natgatewaysin == 'kubernetes_nodes' or isinstance(data__aws__natgatewaysin, str) and data__aws__natgatewaysin == 'nomad_clients' or isinstance(data__aws__natgatewaysin, str) and data__aws__natgatewaysin == 'external_vms'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".aws.nat_gateways_in must be one of ['load_balancer', 'kubernetes_nodes', 'nomad_clients', 'external_vms']")
                 if data__aws_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".aws must not contain "+str(data__aws_keys)+" properties")
         if data_keys:
@@ -512,6 +700,11 @@ def validate_https___rulegen_dev_schema_profile_json___defs_role_names(data, cus
             data__nomadclients = data["nomad_clients"]
             if not isinstance(data__nomadclients, (str)):
                 raise JsonSchemaValueException("" + (name_prefix or "data") + ".nomad_clients must be string")
+        if "nomad_servers" in data_keys:
+            data_keys.remove("nomad_servers")
+            data__nomadservers = data["nomad_servers"]
+            if not isinstance(data__nomadservers, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".nomad_servers must be string")
         if "external_vms" in data_keys:
             data_keys.remove("external_vms")
             data__externalvms = data["external_vms"]
@@ -605,6 +798,11 @@ def validate_https___rulegen_dev_schema_profile_json___defs_site_flow(data, cust
             if not isinstance(data__acknowledgeisolation, (bool)):
                 raise JsonSchemaValueException("" + (name_prefix or "data") + ".acknowledge_isolation must be boolean")
         else: data["acknowledge_isolation"] = False
+        if "jobs" in data_keys:
+            data_keys.remove("jobs")
+            data__jobs = data["jobs"]
+            if not isinstance(data__jobs, (bool)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".jobs must be boolean")
         if data_keys:
             raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties")
     return data

@@ -1,8 +1,10 @@
 """A profile's YAML, read as plain data with the line of every key path.
 
-Plain data only: no tags, no recursive aliases, no alias bombs, bounded depth. Every
-problem names its line; `dotted` and `where` say a key path the way every profile
-message does.
+Plain data only: no tags, no recursive aliases, no alias bombs, bounded depth. Scalars
+are read as YAML 1.2 (the core schema) reads them, not as PyYAML's YAML 1.1: 18:12:15
+is a string, not 65535 in base 60; yes, no, on and off are strings, not booleans;
+0777 is 777; dates stay text. Merge keys (<<) are kept. Every problem names its line;
+`dotted` and `where` say a key path the way every profile message does.
 """
 
 from __future__ import annotations
@@ -14,15 +16,54 @@ from .problems import ProblemError, shorten
 
 MAX_DEPTH = 64  # a profile nests 4 levels deep
 MAX_NODES = 1_000_000  # values once aliases are expanded; 70,000 addresses are 71,000
-MERGE_TAG = "tag:yaml.org,2002:merge"
-# Scalars kept as written: a profile holds no dates, and '=' is YAML 1.1's "value" key.
-TEXT_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", MERGE_TAG)
+TAG = "tag:yaml.org,2002:"
+MERGE_TAG = TAG + "merge"
+# The YAML 1.2 core schema's plain scalars, each with the characters it can start with.
+CORE_SCALARS = (
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+.0123456789"),
+    ),
+    ("merge", r"^<<$", ["<"]),  # not in the core schema, but profiles use it
+)
 
 
 class _Refused(Exception):
     def __init__(self, mark, message):
         super().__init__(message)
         self.mark, self.message = mark, message
+
+
+@functools.lru_cache(maxsize=None)
+def _core_resolver():
+    """A resolver that tags plain scalars as the YAML 1.2 core schema does."""
+    import yaml
+
+    class CoreResolver(yaml.resolver.BaseResolver):
+        yaml_implicit_resolvers: dict = {}
+
+    for name, pattern, first in CORE_SCALARS:
+        CoreResolver.add_implicit_resolver(TAG + name, re.compile(pattern), first)
+    return CoreResolver
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_loader_class():
+    """libyaml's parser and composer with the core resolver: for text without tags,
+    anchors or aliases."""
+    import yaml
+
+    parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class FastLoader(_core_resolver(), parser):  # its resolvers first
+        pass
+
+    return FastLoader
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,11 +109,13 @@ def _loader_class():
     except ImportError:  # PyYAML built without libyaml
         parser = None
 
-    class Loader(PlainComposer, parser or yaml.SafeLoader, yaml.resolver.Resolver):
+    resolver = _core_resolver()
+
+    class Loader(PlainComposer, resolver, parser or yaml.SafeLoader):
         def __init__(self, stream):
             (parser or yaml.SafeLoader).__init__(self, stream)
             Composer.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
+            resolver.__init__(self)
             self.open_anchors, self.depth = [], 0
 
     return Loader
@@ -93,9 +136,7 @@ def read_yaml(text: str, source: str, error: type[ProblemError]) -> tuple[object
             if node is not None:
                 _expanded_size(node, {})
         else:  # plain data: libyaml's own composer, twice as fast
-            node = yaml.compose(
-                text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            )
+            node = yaml.compose(text, Loader=_fast_loader_class())
     except _Refused as exc:
         raise error([f"{source}:{exc.mark.line + 1}: {exc.message}"]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
@@ -114,8 +155,7 @@ def read_yaml(text: str, source: str, error: type[ProblemError]) -> tuple[object
         raise error([f"{source}: the profile is empty"])
     lines: dict[tuple, int] = {}
     problems: list[str] = []
-    constructor = yaml.constructor.SafeConstructor()
-    data = _walk(node, (), lines, problems, source, constructor)
+    data = _walk(node, (), lines, problems, source)
     if problems:
         raise error(problems)
     return data, lines
@@ -145,13 +185,27 @@ def _expanded_size(node, memo: dict) -> int:
     return size
 
 
-def _scalar(node, constructor):
-    if node.tag in TEXT_TAGS:
-        return node.value
-    return constructor.construct_object(node)
+def _scalar(node):
+    """A plain scalar's value as the YAML 1.2 core schema reads it; ValueError when
+    it cannot be read (a number of more than 4,300 digits)."""
+    tag, text = node.tag.removeprefix(TAG), node.value
+    if tag == "null":
+        return None
+    if tag == "bool":
+        return text.lower() == "true"
+    if tag == "int":
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)
+    if tag == "float":
+        low = text.lower()
+        if low.endswith(".inf"):
+            return float(low.replace(".inf", "inf"))
+        return float("nan") if low == ".nan" else float(text)
+    return text
 
 
-def _walk(node, path, lines, problems, source, constructor):
+def _walk(node, path, lines, problems, source):
     import yaml
 
     lines[path] = node.start_mark.line + 1
@@ -176,8 +230,8 @@ def _walk(node, path, lines, problems, source, constructor):
                 merges.append(value_node)
                 continue
             try:
-                key = _scalar(key_node, constructor)
-            except (yaml.YAMLError, ValueError, OverflowError):
+                key = _scalar(key_node)
+            except ValueError:
                 key = key_node.value
             if not isinstance(key, str):
                 problem(key_node, f"key {shorten(key)} must be a string")
@@ -191,9 +245,7 @@ def _walk(node, path, lines, problems, source, constructor):
                     f" duplicate key (first at line {lines[path + (key,)]})"
                 )
                 continue
-            out[key] = _walk(
-                value_node, path + (key,), lines, problems, source, constructor
-            )
+            out[key] = _walk(value_node, path + (key,), lines, problems, source)
             lines[path + (key,)] = key_node.start_mark.line + 1
         # '<<: *defaults' (YAML merge keys): keys written in the mapping win, then
         # the merged mappings in order.
@@ -208,7 +260,7 @@ def _walk(node, path, lines, problems, source, constructor):
                     problem(item, "'<<' merges a mapping or a list of mappings")
                     continue
                 merged_lines: dict[tuple, int] = {}
-                merged = _walk(item, path, merged_lines, problems, source, constructor)
+                merged = _walk(item, path, merged_lines, problems, source)
                 for key, value in merged.items():
                     if key not in out:
                         out[key] = value
@@ -218,12 +270,12 @@ def _walk(node, path, lines, problems, source, constructor):
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _walk(item, path + (i,), lines, problems, source, constructor)
+            _walk(item, path + (i,), lines, problems, source)
             for i, item in enumerate(node.value)
         ]
     try:
-        value = _scalar(node, constructor)
-    except (yaml.YAMLError, ValueError, OverflowError):
+        value = _scalar(node)
+    except ValueError:
         problem(node, f"cannot read the value {shorten(node.value)}")
         return None
     if isinstance(value, str) and _CONTROL.search(value):

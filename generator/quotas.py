@@ -8,6 +8,8 @@ Providers' defaults, overridable in the profile's `quotas:` section:
   quotas are raised. A role whose rules do not fit one group is split across extra
   groups attached to the same instances (split_aws_group). Managed prefix lists
   would not help: a rule that references one counts as the list's maximum entries.
+  Network ACLs (aws.network_acls): 20 entries per ACL and direction, 40 at most
+  once raised; their fit check lives with them (nacl.check_fit).
 - GCP: 256 source (or destination) ranges per firewall rule, the safe bound; longer
   lists are cut into rules `name-<n>` (see chunk_addresses).
 - iptables: above a small number of addresses a rule matches an ipset (hash:net)
@@ -42,6 +44,7 @@ class Quotas:
     aws_groups_per_interface: int = 5
     gcp_ranges_per_rule: int = 256
     iptables_ipset_threshold: int = 8
+    aws_network_acl_entries: int = 20  # per ACL and direction; AWS raises it to 40
 
     def aws_rules_per_group(self, direction: str) -> int:
         if direction == "ingress":
@@ -54,6 +57,7 @@ PROFILE_KEYS = {
     ("aws", "inbound_rules_per_group"): "aws_inbound_rules_per_group",
     ("aws", "outbound_rules_per_group"): "aws_outbound_rules_per_group",
     ("aws", "groups_per_interface"): "aws_groups_per_interface",
+    ("aws", "network_acl_entries"): "aws_network_acl_entries",
     ("gcp", "ranges_per_rule"): "gcp_ranges_per_rule",
     ("iptables", "ipset_threshold"): "iptables_ipset_threshold",
 }

@@ -28,12 +28,14 @@ def peer_text(rule: Rule) -> str:
     return f"{peer.name}: {', '.join(peer.cidrs)}"
 
 
-def _cells(rule: Rule) -> list[str]:
+def _cells(rule: Rule, via: bool = True) -> list[str]:
     ports = port_text(rule.ports)
     if rule.source_ports:
         ports += f" (from {port_text(rule.source_ports)})"
     purpose = rule.purpose + (" [obsolete]" if rule.obsolete else "")
     purpose += " [site]" if rule.site else ""
+    if via and rule.via:
+        purpose += f" [{rule.via}]"
     return [rule.protocol, ports, peer_text(rule), purpose, rule.reference]
 
 
@@ -58,15 +60,19 @@ def _table(matrix: Matrix) -> str:
     peer_label = "source/destination"
     for role, direction, rules in _groups(matrix):
         peer_label = "source" if direction == "ingress" else "destination"
-        rows = [_cells(r)[:4] for r in rules]
+        rows = [_cells(r, via=False)[:4] for r in rules]
         heads = ["proto", "ports", peer_label, "purpose"]
         widths = [max(len(x) for x in col) for col in zip(heads, *rows)]
         out.append("")
         out.append(f"{ROLE_TITLES[role]} - {direction}")
-        for row in [heads, *rows]:
+        for row, rule in [(heads, None), *zip(rows, rules)]:
             out.append(
                 "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
             )
+            if rule is not None and rule.via:
+                # The path's hop, under the row: it decided the peer.
+                indent = "  " + " " * (widths[0] + widths[1] + 4)
+                out.append(f"{indent}path: {rule.via}")
     out.extend(_footer(matrix))
     return "\n".join(out) + "\n"
 
@@ -112,3 +118,67 @@ def _csv(matrix: Matrix) -> str:
     for rule in matrix.rules:
         writer.writerow([rule.role, rule.direction, *_cells(rule), rule.flow])
     return buf.getvalue()
+
+
+# --- the network ACL layer (aws.network_acls) -------------------------------------
+
+
+def acl_table(layer) -> str:
+    """Every ACL's entries in order, with the matrix rules each covers and, for a
+    coarsened entry, how much wider it is."""
+    s = layer.settings
+    out = [
+        "",
+        "Network ACLs (aws.network_acls): lowest number first, first match decides,"
+        " no match is a deny; stateless (replies on"
+        f" {port_text(s.ephemeral)})",
+    ]
+    for acl in layer.acls:
+        out += [
+            "",
+            f"{ROLE_TITLES[acl.role]} - network ACL on {', '.join(acl.subnets)}",
+        ]
+        for direction in ("inbound", "outbound"):
+            entries = acl.entries(direction)
+            side = "from" if direction == "inbound" else "to"
+            out.append(f"  {direction}: {len(entries)} of {s.limit} entries")
+            for e in entries:
+                out.append(
+                    f"    {e.number:<5} {e.action:<5} {e.protocol:<4}"
+                    f" {port_text(e.ports):<12} {side} {e.cidr:<18} {e.label}"
+                )
+                if e.kind != "deny":
+                    out.append(f"{'':10}covers: {', '.join(e.covers)}")
+                if e.wider:
+                    out.append(f"{'':10}coarsened: {e.wider}")
+        for protocol, ports in acl.reserved():
+            out.append(
+                f"  keep {protocol}/{port_text(ports)} out of the hosts' ephemeral range"
+                " (net.ipv4.ip_local_reserved_ports): replies there are denied"
+            )
+    return "\n".join(out) + "\n"
+
+
+def acl_dict(layer) -> list[dict]:
+    def entry(e) -> dict:
+        return {
+            "number": e.number,
+            "action": e.action,
+            "kind": e.kind,
+            "protocol": e.protocol,
+            "ports": list(e.ports) if e.ports else None,
+            "cidr": e.cidr,
+            "purpose": e.label,
+            "covers": list(e.covers),
+            "wider": e.wider or None,
+        }
+
+    return [
+        {
+            "role": acl.role,
+            "subnets": list(acl.subnets),
+            "inbound": [entry(e) for e in acl.inbound],
+            "outbound": [entry(e) for e in acl.outbound],
+        }
+        for acl in layer.acls
+    ]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from . import __version__
-from .diff import Side
+from .filediff import Side
 from .matrix import Matrix
 from .problems import ProblemError, clip, read_text, shorten
 
@@ -62,7 +62,11 @@ def side_from_profile(
     matrix = shipped_matrix(profile, optimized=False)
     # Files as `generate` writes them (from the optimized matrix); the matrix kept is
     # the planner's, one rule per flow, which the semantic diff reads the same way.
-    texts, unavailable = emitted(shipped_matrix(profile), profile)
+    shipped = shipped_matrix(profile)
+    texts, unavailable = emitted(shipped, profile)
+    from .nacl import as_matrix, layer_for
+
+    layer = layer_for(profile, shipped)
     return Side(
         label=label,
         kind="profile",
@@ -70,6 +74,7 @@ def side_from_profile(
         files={p: digest(t) for p, t in sorted(texts.items())},
         texts=texts,
         unavailable=unavailable,
+        acls=as_matrix(layer, shipped) if layer else None,
     )
 
 

@@ -98,5 +98,6 @@ def starter_profile(
             vcs=GITHUB_GIT_RANGES,
             external="172.16.0.0/12" if access == "vpn" else "0.0.0.0/0",
             project=project,
+            ntp=f"{vpc.network_address + 123}/32",  # a placeholder inside the block
         )
     )

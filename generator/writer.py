@@ -4,13 +4,23 @@ outside the output folder.
 The folder is a boundary. Its manifest (`.rulegen-manifest.json`, the hash and the
 target of every file rulegen wrote) is untrusted input: an entry that is not a plain
 relative path inside the folder is ignored and reported, and no path is read, written
-or removed when it resolves outside the folder (a symlink included).
+or removed when any of its components resolves outside the folder (a symlink
+included), checked again right before each write and removal.
 
-Crash safety: a run holds a lock on the folder (flock); before it changes the first file it
-writes a journal listing, for every file it may touch, each hash the file may have
-(before or after); files are replaced atomically, the manifest last, then the journal
-goes. A run that finds a journal (a run killed at any moment) accepts any of those
-hashes as rulegen's, so the next run of either profile finishes the tree by itself.
+Whose word counts: a file is rulegen's to overwrite or remove without --force only
+on evidence from outside the folder, since anyone who can edit a file in the folder
+can edit the manifest too. The evidence is rulegen's own record of what it wrote
+into this folder (a file per folder in the user's state folder, see `record_dir`),
+or the file holding what rulegen writes now. A file whose hash only the manifest or
+the journal vouches for (a folder cloned, copied or from another machine, or a
+planted hash) counts as edited by hand.
+
+Crash safety: a run holds a lock on the folder (flock); before it changes the first
+file it writes the record (and a journal in the folder) listing, for every file it may
+touch, each hash the file may have (before or after); files are replaced atomically,
+then the manifest, then the record is trimmed to what the folder now holds, and the
+journal goes. After a run killed at any moment, the next run of either profile finds
+each file's hash in the record and finishes the tree by itself.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ TMP_PREFIX = ".rulegen-tmp-"
 RESERVED = frozenset({MANIFEST, JOURNAL})
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 LOCK_WAIT_SECONDS = 60.0
+RECORD_ENV = "RULEGEN_STATE_DIR"  # where the records of the folders go
 
 
 class WriteError(ProblemError):
@@ -155,12 +166,22 @@ def _read_record(path: Path, key: str, warnings: list[str]) -> dict[str, dict]:
         warnings.append(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes; ignored")
         return {}
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise WriteError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        warnings.append(
+            f"{path}: not UTF-8 (byte {exc.start}); not a rulegen {key}, ignored (the"
+            " files it lists count as edited by hand)"
+        )
+        return {}
+    try:
+        data = json.loads(text)
         files = data["files"]
         if not isinstance(files, dict):
             raise TypeError
-    except OSError as exc:
-        raise WriteError([f"{path}: cannot read: {exc.strerror}"]) from None
     except (ValueError, KeyError, TypeError, RecursionError):
         warnings.append(
             f"{path}: not a rulegen {key}; ignored (the files it lists count as edited by hand)"
@@ -205,6 +226,107 @@ def read_targets(folder: Path) -> dict[str, str]:
     return {rel: entry["target"] for rel, entry in record.items()}
 
 
+# --- rulegen's own record, outside the folder --------------------------------------
+
+
+def record_dir() -> Path | None:
+    """Where rulegen keeps its record of each output folder: $RULEGEN_STATE_DIR, else
+    $XDG_STATE_HOME/rulegen/folders (~/.local/state/rulegen/folders); None: no home."""
+    chosen = os.environ.get(RECORD_ENV)
+    if chosen:
+        return Path(chosen)
+    try:
+        base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    except RuntimeError:  # no home folder
+        return None
+    return Path(base) / "rulegen" / "folders"
+
+
+def _record_path(folder: Path) -> Path | None:
+    """This folder's record: named by the folder's real path and identity, so a
+    folder made anew at the same place (or a copy elsewhere) has none."""
+    import hashlib
+
+    where = record_dir()
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    if where is None:
+        return None
+    key = f"{os.path.realpath(folder)}\0{info.st_dev}\0{info.st_ino}"
+    return where / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+
+
+def _private(folder: Path) -> bool:
+    """The record folder is this user's and no one else can write to it."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
+
+
+def _read_own_record(folder: Path, warnings: list[str]) -> dict[str, dict]:
+    path = _record_path(folder)
+    if path is None or not path.exists():
+        return {}
+    if not _private(path.parent):
+        warnings.append(
+            f"{path.parent}: others can write there; rulegen's record of {folder}"
+            " ignored (its files count as edited by hand)"
+        )
+        return {}
+    try:
+        return _read_record(path, "record", warnings)
+    except WriteError as exc:
+        warnings.extend(exc.problems)
+        return {}
+
+
+def _record_problem(folder: Path) -> str | None:
+    """Why no record of `folder` can be kept, or None."""
+    where = record_dir()
+    why = None
+    if where is None:
+        why = "no home folder"
+    else:
+        probe = where
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if probe == where and not _private(where):
+            why = f"others can write to {where}"
+        elif not os.access(probe, os.W_OK | os.X_OK):
+            why = f"{probe} is not writable"
+    if why is None:
+        return None
+    return (
+        f"cannot keep rulegen's record of {folder} ({why}): the next run will count"
+        f" the files written now as edited by hand; set {RECORD_ENV} to a folder"
+        " of yours"
+    )
+
+
+def _write_own_record(folder: Path, entries: dict[str, dict]) -> None:
+    """Raises OSError; an empty record is removed."""
+    path = _record_path(folder)
+    if path is None:
+        return
+    if not entries:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _private(path.parent):
+        raise PermissionError(
+            errno.EPERM, "others can write there: no record kept", str(path.parent)
+        )
+    write_atomic(path, _dump("record", entries))
+
+
 # --- planning ------------------------------------------------------------------
 
 
@@ -223,6 +345,11 @@ class Changes:
     manifest: dict[str, dict] = field(default_factory=dict)  # the one to write
     journal: dict[str, dict] = field(default_factory=dict)  # every hash still known
     recovering: bool = False  # a journal was found: a run was interrupted
+    # rulegen's record outside the folder: as read, and as it is while writing (every
+    # hash a file may have then, before or after).
+    own: dict[str, dict] = field(default_factory=dict)
+    own_while: dict[str, dict] = field(default_factory=dict)
+    unvouched: list[str] = field(default_factory=list)  # the manifest's word alone
 
     @property
     def pending(self) -> list[str]:
@@ -272,6 +399,25 @@ class _Folder:
     def digest(self, rel: str) -> str:
         return _file_digest(self.folder / rel)
 
+    def holds(self, path: Path) -> bool:
+        """`path`, every component resolved (symlinks too), is inside the folder."""
+        real = Path(os.path.realpath(path))
+        return real == self.real or self.real in real.parents
+
+    def is_plain_file(self, path: Path) -> bool:
+        """A regular file (not a symlink) in a folder inside this one."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        return stat.S_ISREG(info.st_mode) and self.holds(path.parent)
+
+    def ready(self, rel: str) -> None:
+        """Checked again right before a write or a removal: every component."""
+        state, problem = self.check(rel)
+        if state == "bad":
+            raise WriteError([problem])
+
 
 def compare(
     folder: Path,
@@ -285,12 +431,22 @@ def compare(
     changes = Changes()
     journal = _read_record(folder / JOURNAL, "journal", changes.warnings)
     recorded = _read_record(folder / MANIFEST, "manifest", changes.warnings)
-    changes.recovering = bool(journal)
+    own = _read_own_record(folder, changes.warnings)
+    changes.recovering, changes.own = bool(journal), own
     known = {rel: dict(e, sha256=set(e["sha256"])) for rel, e in recorded.items()}
-    for rel, entry in journal.items():
-        merged = known.setdefault(rel, {"target": entry["target"], "sha256": set()})
-        merged["sha256"] |= entry["sha256"]
+    for record in (journal, own):
+        for rel, entry in record.items():
+            merged = known.setdefault(rel, {"target": entry["target"], "sha256": set()})
+            merged["sha256"] |= entry["sha256"]
     place = _Folder(folder)
+
+    def ours(rel: str, current: str) -> bool:
+        """rulegen wrote this content here: its own record says so."""
+        if current in own.get(rel, {}).get("sha256", ()):
+            return True
+        if current in known.get(rel, {}).get("sha256", ()):
+            changes.unvouched.append(rel)
+        return False
 
     for rel, text in sorted(files.items()):
         state, problem = place.check(rel)
@@ -304,7 +460,7 @@ def compare(
         current = place.digest(rel)
         if current == digest(text):
             changes.unchanged.append(rel)
-        elif current in known.get(rel, {}).get("sha256", ()):
+        elif ours(rel, current):
             changes.changed.append(rel)
         else:
             changes.edited.append(rel)
@@ -320,45 +476,65 @@ def compare(
         if state == "absent":
             continue
         current = place.digest(rel)
-        ours = current in entry["sha256"]
+        mine = ours(rel, current)
         if owns(entry["target"]):
-            (changes.removed if ours else changes.edited).append(rel)
-        elif ours:  # another target's file: recorded as it is now
+            (changes.removed if mine else changes.edited).append(rel)
+        elif mine:  # another target's file: recorded as it is now
             manifest[rel] = {"target": entry["target"], "sha256": current}
-        elif rel in recorded:  # edited by hand: keep what rulegen wrote
+        elif rel in recorded:  # edited by hand: keep what the manifest said
             old = min(recorded[rel]["sha256"])
             manifest[rel] = {"target": entry["target"], "sha256": old}
     for rel, text in files.items():
         manifest[rel] = {"target": target_of(rel), "sha256": digest(text)}
     changes.manifest = dict(sorted(manifest.items()))
+    if changes.unvouched:
+        changes.warnings.append(
+            f"{len(changes.unvouched)} file(s) in {folder} match the folder's manifest"
+            " but not rulegen's own record of what it wrote there (a folder cloned,"
+            " copied or from another machine, or a planted manifest): they count as"
+            " edited by hand; check them, then --force"
+        )
 
-    for rel in set(known) | set(files):
+    changes.journal = _while_writing(known, files)
+    # Only what rulegen itself wrote or is about to write: never a manifest's hash.
+    changes.own_while = _while_writing(own, files)
+    if changes.pending:
+        problem = _record_problem(folder)
+        if problem:
+            changes.warnings.append(problem)
+    changes.leftovers = _leftovers(place, set(known) | set(files))
+    return changes
+
+
+def _while_writing(known: dict[str, dict], files: dict[str, str]) -> dict[str, dict]:
+    """Every hash a file may have while a run writes `files`: one known before, or
+    the one it writes."""
+    out = {}
+    for rel in sorted(set(known) | set(files)):
         hashes = set(known.get(rel, {}).get("sha256", ()))
         if rel in files:
             hashes.add(digest(files[rel]))
         target = known[rel]["target"] if rel in known else target_of(rel)
-        changes.journal[rel] = {"target": target, "sha256": sorted(hashes)}
-    changes.journal = dict(sorted(changes.journal.items()))
-    changes.leftovers = _leftovers(folder, set(known) | set(files))
-    return changes
+        out[rel] = {"target": target, "sha256": sorted(hashes)}
+    return out
 
 
-def _leftovers(folder: Path, rels: set[str]) -> list[str]:
-    """Temporary files a killed run left, in the folders rulegen writes to."""
+def _leftovers(place: _Folder, rels: set[str]) -> list[str]:
+    """Temporary files a killed run left, in the folders rulegen writes to (each
+    inside the folder, every component of its path included)."""
     out = []
     folders = {PurePosixPath(rel).parent for rel in rels} | {PurePosixPath(".")}
     for sub in sorted(folders):
-        where = folder / sub
-        if not where.is_dir() or where.is_symlink():
+        where = place.folder / sub
+        if not place.holds(where) or not where.is_dir():
             continue
         try:
             names = os.listdir(where)
         except OSError:
             continue
         for name in names:
-            if name.startswith(TMP_PREFIX) and (where / name).is_file():
-                if not (where / name).is_symlink():
-                    out.append(str(sub / name) if str(sub) != "." else name)
+            if name.startswith(TMP_PREFIX) and place.is_plain_file(where / name):
+                out.append(str(sub / name) if str(sub) != "." else name)
     return sorted(out)
 
 
@@ -382,7 +558,7 @@ def write_tree(
     """Apply `changes`; the caller has already refused hand edits unless forced.
 
     Raises WriteError (one line: the path and the cause) on a filesystem error; the
-    journal then lets the next run finish or repair the tree.
+    record lets the next run finish or repair the tree.
     """
     folder = Path(folder)
     if changes.problems:
@@ -395,29 +571,67 @@ def write_tree(
     path = folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        place = _Folder(folder)
         if write or remove:
+            _keep_record(folder, changes.own_while, changes)
             path = folder / JOURNAL
             write_atomic(path, _dump("journal", changes.journal))
         for rel in changes.leftovers:
             path = folder / rel
-            path.unlink(missing_ok=True)
+            if place.is_plain_file(path):
+                path.unlink(missing_ok=True)
         for rel in sorted(write):
             path = folder / rel
+            place.ready(rel)
             write_atomic(path, files[rel])
         for rel in sorted(remove):
             path = folder / rel
+            place.ready(rel)
             path.unlink(missing_ok=True)
             _prune(folder, path.parent)
         path = folder / MANIFEST
-        text = _dump("format", changes.manifest)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            write_atomic(path, text)
+        text = _dump("format", changes.manifest).encode("utf-8")
+        if not place.is_plain_file(path) or path.read_bytes() != text:
+            write_atomic(path, text.decode("utf-8"))
+        _keep_record(folder, _own_after(changes, files, write, remove), changes)
         path = folder / JOURNAL
         if path.exists():
             path.unlink()
             _sync_dir(folder)
     except OSError as exc:
         raise WriteError([f"{path}: cannot write: {exc.strerror or exc}"]) from None
+
+
+def _own_after(changes: Changes, files, write, remove) -> dict[str, dict]:
+    """The record once the run is done: what each file rulegen left holds, or for a
+    file edited by hand and kept, what rulegen last wrote there."""
+    after = {}
+    for rel, entry in changes.own_while.items():
+        if rel in remove:
+            continue
+        if rel in write or rel in changes.unchanged:
+            after[rel] = {"target": entry["target"], "sha256": [digest(files[rel])]}
+        elif rel in changes.own:
+            after[rel] = {
+                "target": entry["target"],
+                "sha256": sorted(changes.own[rel]["sha256"]),
+            }
+    return after
+
+
+def _keep_record(folder: Path, entries: dict[str, dict], changes: Changes) -> None:
+    """Not fatal when it fails (compare has warned that it would): the next run
+    counts the files written as edited by hand."""
+
+    def plain(record):
+        return {r: (e["target"], frozenset(e["sha256"])) for r, e in record.items()}
+
+    if plain(entries) == plain(changes.own):
+        return
+    try:
+        _write_own_record(folder, entries)
+    except OSError:
+        pass
 
 
 def _prune(folder: Path, where: Path) -> None:

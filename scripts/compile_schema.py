@@ -44,6 +44,10 @@ class JsonSchemaValueException(ValueError):
         self.name = name
         self.definition = definition
         self.rule = rule
+
+
+class JsonSchemaValuesException(JsonSchemaValueException):
+    pass
 """
 
 

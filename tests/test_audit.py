@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from generator.audit import audit, render, render_text
 from generator.cli import main
 from generator.emitters import TARGETS
+from generator.matrix import ROLES
 from generator.pipeline import files_for, shipped_matrix
 from generator.readers import READERS, Context, ReadError
 
@@ -143,15 +144,19 @@ def test_iptables_reader_follows_jumps_returns_gotos_policies_and_sets():
     # The set holds 192.168.1.0/24 less the nomatch /26: 4647 to the rest of the /24
     # is excess, less the load balancer's /28 (required); the LOG rule lets 8585 fall
     # through to DROP.
-    excess = lines(result.excess)
-    assert excess == [
+    host = [c for c in result.excess if c not in result.forward_changes]
+    assert lines(host) == [
         "tcp/4647 to 192.168.1.16/28, 192.168.1.32/27, 192.168.1.128/25, 192.168.10.0/24"
     ]
-    assert (
-        "-A SERVERS -p tcp -m tcp --dport 4647 -j ACCEPT"
-        in result.excess[0].purposes[0]
-    )
+    assert "-A SERVERS -p tcp -m tcp --dport 4647 -j ACCEPT" in host[0].purposes[0]
     assert result.live.stateful and not result.live.unknown
+    # The host DNATs port 1 and FORWARD accepts everything: whatever is published
+    # is open to all, named as the chain's policy.
+    forward = result.forward_changes
+    assert forward and all(c.kind in ("added", "widened") for c in forward)
+    assert "udp/all from 0.0.0.0/0 except 127.0.0.0/8" in lines(forward)
+    assert "tcp/0-64534 from 10.8.0.0/16" in lines(forward)  # beyond re-run SSH
+    assert all(":FORWARD ACCEPT (chain policy)" in c.purposes[0] for c in forward)
 
 
 def test_a_return_in_a_user_chain_skips_its_drop():
@@ -191,7 +196,7 @@ def test_unknown_constructs_are_reported_and_assumed_not_to_match():
     whys = [f.why for f in result.live.unknown]
     assert any("match module 'owner'" in w for w in whys), whys
     assert any("interface eth0" in w for w in whys), whys
-    assert result.exit_code() == 2
+    assert result.exit_code() == 4  # not evaluated: the reader cannot say
     # Told which interface the host uses, the -i rule is evaluated: tcp/7 is excess.
     known = iptables_audit(prof, "nomad_clients", odd, ipset=SETS, interface="eth0")
     assert "tcp/7 from 0.0.0.0/0 except 127.0.0.0/8" in lines(known.excess)
@@ -439,7 +444,7 @@ def gcp_messy(*args):
 
 def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
     result = gcp_messy()
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # findings, and rules it cannot evaluate
     report = json.loads(result.stdout)
 
     def found(kind, role, direction):
@@ -450,11 +455,15 @@ def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
             for piece in c["traffic"]
         ]
 
-    # Equal priority: the deny wins for its /25, so half the re-run range is missing.
-    rerun = found("missing", "nomad_clients", "ingress")
-    assert [(p["ports"], p["peer"]["cidrs"]) for p, _ in rerun] == [
-        ([64535, 65535], ["203.0.113.0/25"])
+    # Equal priority: the deny wins for its /25, so half the re-run range is missing;
+    # and the export has no rule for the Nomad server pod's RPC from the pod range.
+    missing = found("missing", "nomad_clients", "ingress")
+    assert [(p["ports"], p["peer"]["cidrs"]) for p, _ in missing] == [
+        ([4647, 4647], ["10.4.0.0/14"]),
+        ([64535, 65535], ["203.0.113.0/25"]),
     ]
+    assert "the Nomad server runs as a pod" in " ".join(missing[0][1]["paths"])
+    rerun = missing[1:]
     assert (
         rerun[0][1]["partly"]
         and "Nomad clients > Ingress" in rerun[0][1]["references"][0]
@@ -483,8 +492,22 @@ def test_gcp_messy_export_priorities_denies_disabled_and_implied_rules():
     assert "source tag bastion" in unknown
     assert any(k.startswith("destinationFqdns: ") for k in unknown), unknown
     assert any(k.startswith('allowed {"IPProtocol": "gre"') for k in unknown), unknown
-    icmp = [f for f in report["not_compared"] if f["why"].startswith("ICMP from")]
-    assert icmp and all("circleci-allow-icmp" in f["rule"] for f in icmp)
+    # ICMP is compared by type: the page asks for none on GCP, so every type the
+    # allow-icmp rule lets in is an excess, named with the rule.
+    icmp = {
+        (c["direction"], tuple(p["icmp_types"]), by)
+        for c in report["excess"]
+        for p in c["traffic"]
+        if p["protocol"] == "icmp"
+        for by in c["allowed_by"]
+    }
+    assert {by for d, _, by in icmp if d == "ingress"} == {
+        "circleci-allow-icmp (priority 65534)"
+    }
+    assert {by for d, _, by in icmp if d == "egress"} == {
+        "implied allow-all egress rule (priority 65535)"
+    }
+    assert {types for _, types, _ in icmp} == {(0, 255)}  # GCP has no ICMP types
 
 
 def test_fail_on_matches_and_role_narrows_a_cloud_audit():
@@ -627,7 +650,7 @@ def aws_messy(*args):
 
 def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists():
     result = aws_messy("--format", "json")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 4, result.output  # findings, and a prefix list
     report = json.loads(result.stdout)
     missing = [
         (p["ports"], p["peer"]["cidrs"])
@@ -642,9 +665,13 @@ def test_aws_messy_export_default_egress_duplicates_references_and_prefix_lists(
         for c in excess
         for by in c["allowed_by"]
     )
-    ipv6 = [c for c in excess if c["direction"] == "ingress"]
-    pieces = [p for c in ipv6 for p in c["traffic"]]
+    ingress = [c for c in excess if c["direction"] == "ingress"]
+    pieces = [p for c in ingress for p in c["traffic"] if p["protocol"] != "icmp"]
     assert [p["ports"] for p in pieces] == [[22, 22]]
+    icmp = [p for c in ingress for p in c["traffic"] if p["protocol"] == "icmp"]
+    assert [(p["icmp_types"], p["peer"]["cidrs"]) for p in icmp] == [
+        ([0, 255], ["10.0.0.0/16"])
+    ]
     assert "8000::/1" in pieces[0]["peer"]["cidrs"]  # ::/0, less loopback
     assert all(":" in cidr for cidr in pieces[0]["peer"]["cidrs"])
     assert any("repeats" in n and "ci-nomad" in n for n in report["notes"])
@@ -722,9 +749,9 @@ def test_nft_export_of_a_hand_written_ruleset_audits_clean():
     result = nft_audit((DATA / "k8s-nodes.nft.json").read_text())
     assert not result.different, (result.traffic.changes, result.live.unknown)
     assert result.live.stateful
-    # ICMP (IPv6 neighbour discovery, the errors) is within the host essentials'
-    # ICMP errors from anywhere: never compared, nothing left to list apart.
-    assert result.live.not_compared == []
+    # ICMP is compared by type: neighbour discovery, the errors from anywhere and
+    # echo from the admins are the host essentials, so none of it is excess.
+    assert result.live.icmp and not result.excess
 
 
 def test_nft_without_a_base_chain_accepts_everything():
@@ -863,7 +890,7 @@ def test_markdown_and_text_name_the_page_and_the_live_rule():
     )
     assert "Hardening your cluster > Nomad clients > Ingress" in markdown
     text = aws_messy().stdout
-    assert "Result: 1 missing, 3 excess, 3 not evaluated" in text
+    assert "Result: 1 missing, 5 excess, 3 not evaluated" in text  # ICMP: 2
     assert "allowed by: sg-0a1b2c3d4e5f60001 (ci-nomad) IpPermissionsEgress[0]" in text
     # An allow-all less the required flows reads as the rule, not as its pieces.
     assert "tcp/all to 0.0.0.0/0, less the required flows" in text
@@ -1108,3 +1135,288 @@ def test_every_essential_audits_clean_in_both_families(stateful):
             "udp/546 (from port 547) from ::/0 except ::1/128",
             "udp/547 (from port 546) to ::/0 except ::1/128",
         ]
+
+
+# --- the forward path: what reaches a container through DNAT --------------------
+
+# Docker as it publishes `docker run -p 8000:80`: DNAT in nat, its ACCEPT in its own
+# DOCKER chain (by the container's port, after DNAT), FORWARD's policy DROP.
+DOCKER = [
+    "-N DOCKER",
+    "-N DOCKER-USER",
+    "-P FORWARD DROP",
+    "-A FORWARD -j DOCKER-USER",
+    "-A FORWARD -o docker0 -j DOCKER",
+    "-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT",
+    "-t nat -N DOCKER",
+    "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+    "-t nat -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8000 -j DNAT"
+    " --to-destination 172.17.0.2:80",
+]
+# What the forward chain held before it told directions apart: the containers' egress
+# rule, on the container's port after DNAT, for any packet.
+OLD_EGRESS = (
+    "-p tcp -d 0.0.0.0/0 -m multiport --dports 80,443"
+    ' -m comment --comment "rulegen: internet" -j RETURN'
+)
+
+
+@needs_root
+@needs_iptables
+def test_a_published_port_open_to_all_through_dnat_is_reported(tmp_path):
+    prof = example("aws-private-vpn")
+    files = iptables_files(prof)
+    for rel, text in files.items():
+        (tmp_path / rel).write_text(text)
+    role = "nomad_clients"
+    context = Context(prof, role=role, interface="eth0")
+    with namespace() as ns:
+        for rule in DOCKER:
+            in_ns(ns, "iptables", *shlex.split(rule))
+        in_ns(ns, "sh", "apply.sh", "--yes", role, cwd=tmp_path)
+        clean = audit("iptables", exports(ns, True), context)
+        assert clean.forward is not None and not clean.different, (
+            clean.forward.changes,
+            clean.live.unknown,
+        )
+        assert any("FORWARD audited" in n for n in clean.live.notes)
+        # Without --interface, where the packet came in is not known: still clean
+        # (rulegen's DNAT drop decides before any interface match)
+        blind = audit("iptables", exports(ns, True), Context(prof, role=role))
+        assert not blind.forward.changes
+        in_ns(ns, "iptables", "-I", "RULEGEN-FWD", "2", *shlex.split(OLD_EGRESS))
+        opened = audit("iptables", exports(ns, True), context)
+    assert not opened.traffic.changes  # INPUT and OUTPUT are as they were
+    excess = lines(opened.forward_changes)
+    assert excess and all(c.kind in ("added", "widened") for c in opened.excess)
+    assert any(line.startswith("tcp/all from 0.0.0.0/0") for line in excess), excess
+    assert any(
+        "-A DOCKER -d 172.17.0.2/32" in p for c in opened.excess for p in c.purposes
+    )
+    text = render_text(opened)
+    assert "Nomad clients - through DNAT (forward path, by the original port)" in text
+    assert opened.exit_code("excess") == 3
+    data = json.loads(render(opened, "json"))
+    assert data["forward"]["excess"] and not data["excess"]
+
+
+NFT_DOCKER = """
+table ip dockerish {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname != "docker0" tcp dport 8000 dnat to 172.17.0.2:80
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ip daddr 172.17.0.2 oifname "docker0" tcp dport 80 accept
+    }
+}
+"""
+
+
+@needs_root
+@needs_nft
+def test_nft_a_published_port_open_to_all_through_dnat_is_reported(tmp_path):
+    prof = example("aws-private-vpn")
+    files = files_for(prof, shipped_matrix(prof), [TARGETS["nftables"]])
+    text = next(t for p, t in files.items() if p.endswith("nomad_clients.nft"))
+    context = Context(prof, role="nomad_clients", interface="eth0")
+    with nft_namespace(text) as ns:
+        in_ns(ns, "nft", "-f", "-", input=NFT_DOCKER)
+        clean = audit(
+            "nft",
+            {"nft": ("r.json", in_ns(ns, "nft", "-j", "list", "ruleset"))},
+            context,
+        )
+        assert clean.forward is not None and not clean.different, (
+            clean.forward.changes,
+            clean.live.unknown,
+        )
+        in_ns(
+            ns,
+            "nft",
+            "insert",
+            "rule",
+            "inet",
+            "rulegen",
+            "forward_v4",
+            "ip",
+            "daddr",
+            "0.0.0.0/0",
+            "tcp",
+            "dport",
+            "{",
+            "80,",
+            "443",
+            "}",
+            "accept",
+        )
+        opened = audit(
+            "nft",
+            {"nft": ("r.json", in_ns(ns, "nft", "-j", "list", "ruleset"))},
+            context,
+        )
+    assert not opened.traffic.changes
+    excess = lines(opened.forward_changes)
+    assert any(line.startswith("tcp/all from 0.0.0.0/0") for line in excess), excess
+
+
+def test_a_forward_path_that_drops_what_the_role_publishes_is_missing_it():
+    """The nodes' NodePorts, dropped on the forward path: missing there, by the
+    original port, while INPUT still takes them."""
+    prof = example("generic-baremetal")
+    saved = (DATA / "k8s-drifted.save").read_text()
+    cut = (
+        "\n".join(
+            l
+            for l in saved.splitlines()
+            if not ("RULEGEN-FWD" in l and "nodeports" in l and "DNAT" in l)
+        )
+        + "\n"
+    )
+    result = iptables_audit(prof, "kubernetes_nodes", cut)
+    missing = lines([c for c in result.missing if c in result.forward_changes])
+    assert missing == ["tcp/30000-32767 from load_balancer: 192.168.1.0/28"]
+
+
+# --- AWS network ACLs (aws.network_acls) ---------------------------------------------
+
+ACL_PROFILE = ROOT / "tests" / "data" / "aws-private-acls.yaml"
+
+
+def acl_export(prof) -> dict:
+    """What describe-network-acls returns once the generated main.tf is applied: read
+    from the module's own entries, as Terraform would create them."""
+    import hcl2
+
+    from generator.emitters import emit
+
+    text = emit(shipped_matrix(prof), prof, [TARGETS["terraform-aws"]])
+    parsed = hcl2.loads(text["terraform-aws/main.tf"])
+    acls = {}
+    for resource in parsed["resource"]:
+        for rtype, blocks in resource.items():
+            if rtype.strip('"') != "aws_network_acl_rule":
+                continue
+            for name, block in blocks.items():
+                role = max((r for r in ROLES if name.strip('"').startswith(r)), key=len)
+                for raw in block["for_each"].values():
+                    item = {
+                        k: v.strip('"') if isinstance(v, str) else v
+                        for k, v in raw.items()
+                    }
+                    entry = {
+                        "RuleNumber": item["rule_number"],
+                        "Protocol": item["protocol"],
+                        "RuleAction": item["rule_action"],
+                        "Egress": item["egress"],
+                        "CidrBlock": item["cidr_block"],
+                    }
+                    if item["protocol"] != "-1":
+                        entry["PortRange"] = {
+                            "From": item["from_port"],
+                            "To": item["to_port"],
+                        }
+                    acls.setdefault(role, []).append(entry)
+    out = []
+    for i, (role, entries) in enumerate(sorted(acls.items())):
+        default = [
+            {
+                "RuleNumber": 32767,
+                "Protocol": "-1",
+                "RuleAction": "deny",
+                "Egress": e,
+                "CidrBlock": "0.0.0.0/0",
+            }
+            for e in (False, True)
+        ]
+        out.append(
+            {
+                "NetworkAclId": f"acl-{i:017x}",
+                "Entries": entries + default,
+                "Tags": [{"Key": "rulegen:role", "Value": role}],
+                "Associations": [],
+            }
+        )
+    return {"NetworkAcls": out}
+
+
+def test_aws_network_acls_as_applied_audit_clean_and_changes_are_traffic(tmp_path):
+    from generator.profile import load_profile
+
+    prof = load_profile(ACL_PROFILE)
+    (tmp_path / "groups.json").write_text(json.dumps(aws_export(prof)))
+    export = acl_export(prof)
+    acls = tmp_path / "acls.json"
+    acls.write_text(json.dumps(export))
+    args = ["audit", ACL_PROFILE, "--aws", tmp_path / "groups.json", "--aws-acls", acls]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "Network ACLs: 0 difference(s)" in result.output
+    # The nomad clients' deny of 4647 removed: the reply range opens it to anyone.
+    nomad = next(
+        a for a in export["NetworkAcls"] if a["Tags"][0]["Value"] == "nomad_clients"
+    )
+    nomad["Entries"] = [
+        e
+        for e in nomad["Entries"]
+        if not (
+            e["RuleAction"] == "deny" and e.get("PortRange", {}).get("From") == 4647
+        )
+    ]
+    # The VMs' replies to the internet dropped: every connection of theirs breaks.
+    vms = next(
+        a for a in export["NetworkAcls"] if a["Tags"][0]["Value"] == "external_vms"
+    )
+    vms["Entries"] = [
+        e
+        for e in vms["Entries"]
+        if not (
+            e["CidrBlock"] == "0.0.0.0/0"
+            and e.get("PortRange", {}).get("To") == 65535
+            and not e["Egress"]
+        )
+    ]
+    acls.write_text(json.dumps(export))
+    result = run(*args, "--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.output)["network_acls"]
+    excess = [
+        (c["role"], c["direction"], p["ports"])
+        for c in report["excess"]
+        for p in c["traffic"]
+    ]
+    assert ("nomad_clients", "ingress", [4647, 4647]) in excess
+    missing = {(c["role"], c["direction"]) for c in report["missing"]}
+    assert missing == {("external_vms", "ingress")}
+
+
+def test_aws_network_acls_export_problems_are_clear(tmp_path):
+    from generator.profile import load_profile
+
+    (tmp_path / "g.json").write_text(json.dumps(aws_export(load_profile(ACL_PROFILE))))
+    (tmp_path / "a.json").write_text(
+        '{"NetworkAcls": [{"Entries": [{"RuleNumber": 100}], "Tags": [{"Key": "rulegen:role", "Value": "nomad_clients"}]}]}'
+    )
+    result = run(
+        "audit",
+        ACL_PROFILE,
+        "--aws",
+        tmp_path / "g.json",
+        "--aws-acls",
+        tmp_path / "a.json",
+    )
+    assert result.exit_code == 1
+    assert (
+        "NetworkAcls[0].Entries[0]: an entry needs a RuleAction and a CIDR block"
+        in result.output
+    )
+    result = run(
+        "audit",
+        ACL_PROFILE,
+        "--gcp",
+        tmp_path / "g.json",
+        "--aws-acls",
+        tmp_path / "a.json",
+    )
+    assert result.exit_code == 1 and "--aws-acls goes with --aws" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 import yaml
@@ -15,6 +16,8 @@ from generator.matrix import PROTOCOLS, ROLES
 from generator.optimizer import optimize
 
 from conftest import ROOT, example_matrix, profile_from
+
+README = (ROOT / "README.md").read_text()
 
 
 def run(*args, **kwargs):
@@ -184,3 +187,104 @@ def test_module_entry_point():
         cwd=ROOT,
     )
     assert result.returncode == 0 and "rulegen" in result.stdout
+
+
+# One exit-code table for every command: 0 nothing to report, 1 error (usage
+# errors included), 2 findings, 3 findings that match --fail-on.
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_usage_errors_exit_1_on_every_command(command):
+    result = run(command, "--no-such-option")
+    assert result.exit_code == 1, result.output
+    assert "No such option" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, guess",
+    [
+        (["diff", "a", "b", "--fail-on", "breakin"], "'breaking'"),
+        (["diff", "a", "b", "--formt", "markdown"], "'--format'"),
+        (["audit", "p.yaml", "--fail-on", "all"], None),
+        (["audit", "p.yaml", "--role", "nomad_client"], "'nomad_clients'"),
+        (["plan", "p.yaml", "--format", "tabel"], "'table'"),
+        (["generate", "p.yaml", "--target", "terraform-awz"], "'terraform-aws'"),
+        (["explain", "p.yaml", "--from", "a", "--to", "b", "--port", "0"], None),
+        (["plna"], "'plan'"),
+        ([], None),
+    ],
+)
+def test_a_misspelt_value_is_an_error_not_a_finding(args, guess):
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    if guess:
+        assert f"Did you mean {guess}?" in result.stderr
+
+
+def test_explain_from_a_misspelt_role_says_did_you_mean():
+    path = ROOT / "profiles" / "aws-private-vpn.yaml"
+    args = ["--to", "external_vms", "--port", "22"]
+    result = run("explain", path, "--from", "nomad_client", *args)
+    assert result.exit_code == 1
+    assert "did you mean 'nomad_clients'?" in result.stderr
+    peer = run("explain", path, "--from", "ssh_admn", *args)
+    assert peer.exit_code == 1 and "did you mean 'ssh_admin'?" in peer.stderr
+
+
+def test_the_exit_code_table_is_in_help_and_readme():
+    from generator.cli import EXIT_CODES
+
+    assert "Exit codes" in run("--help").stdout
+    codes = dict(
+        re.findall(r"^\s+(\d+)\s+(\S.*)$", EXIT_CODES, re.M)
+    )  # code -> first line of its meaning
+    assert set(codes) == {"0", "1", "2", "3", "4", "130"}
+    table = README.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|", table, re.M))
+    assert set(rows) == set(codes)
+    assert "usage" in rows["1"] and "--fail-on" in rows["3"]
+    assert "not evaluated" in rows["4"]
+
+
+def test_target_and_other_choices_complete_in_the_shell():
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_RULEGEN_COMPLETE": "bash_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split(" ")) - 1),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "generator"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+    from generator.emitters import TARGETS
+
+    assert complete("rulegen generate p.yaml --target ") == list(TARGETS)
+    assert complete("rulegen generate p.yaml --target terraform-") == [
+        "terraform-aws",
+        "terraform-gcp",
+    ]
+    assert complete("rulegen diff a b --fail-on ") == ["breaking", "unexpected"]
+    assert "generate" in complete("rulegen ")
+
+
+def test_plan_prints_the_optimizer_line_only_when_it_changed_something():
+    quiet = run("plan", ROOT / "profiles" / "aws-private-vpn.yaml")
+    assert quiet.exit_code == 0 and "optimized:" not in quiet.stderr
+    busy = run("plan", ROOT / "profiles" / "aws-public-ip.yaml")
+    assert "optimized: 42 rules -> 40, 47 addresses -> 37" in busy.stderr
+    # SSH to the VMs' public range (0.0.0.0/0) covers SSH to the VCS.
+    assert "shadowed: kubernetes_nodes_egress_tcp_22_vcs" in busy.stderr
+    assert "shadowed: nomad_clients_egress_tcp_22_vcs" in busy.stderr
+    raw = run("plan", ROOT / "profiles" / "aws-public-ip.yaml", "--no-optimize")
+    assert "optimized:" not in raw.stderr

@@ -4,6 +4,8 @@ subnets, the EKS cluster group, internet-facing load balancers, GCP's pre-popula
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -72,11 +74,25 @@ def test_public_ip_warnings_hold_on_4_3_where_nomad_keeps_ssh_to_the_vms():
     text = text.replace(
         "nomad_client_public_ips: [198.51.100.64/27]", "nomad_client_public_ips: []"
     )
+    # Behind the NAT gateways the VMs see those: no 0.0.0.0/0, no warning for it.
     profile = parse_profile(text, "p.yaml")
     warnings = " ".join(profile.warnings)
-    assert "VMs accept 22 from 0.0.0.0/0" in warnings
+    assert "VMs accept 22 from" not in warnings
     assert "the egress to the VMs on 22 goes to 0.0.0.0/0" in warnings
     assert vm_egress(plan(profile))["nomad_clients"] == {((22, 22), ("0.0.0.0/0",))}
+    # Without them (4.3+ needs none), the page's 0.0.0.0/0, with the warning.
+    text = text.replace(
+        "nat_gateway_ips: [198.51.100.10/32, 198.51.100.11/32]",
+        "nat_gateway_ips: []",
+    ).replace("access: public", "access: vpn")
+    profile = parse_profile(text, "p.yaml")
+    assert "VMs accept 22 from 0.0.0.0/0" in " ".join(profile.warnings)
+    sources = {
+        r.peer.cidrs
+        for r in plan(profile).for_role("external_vms", "ingress")
+        if r.ports == (22, 22) and r.peer.name == "nomad_client_public_ips"
+    }
+    assert sources == {("0.0.0.0/0",)}
 
 
 def test_vm_public_ips_without_assign_public_ip_is_ignored_with_a_warning():
@@ -121,6 +137,7 @@ def aws_files(text: str, targets=("terraform-aws", "cloudformation")) -> dict:
     return files_for(profile, shipped_matrix(profile), [TARGETS[t] for t in targets])
 
 
+@pytest.mark.cfnlint
 def test_cloudformation_exports_every_output_and_tags_every_group():
     from cfnlint.api import lint
     from test_emit_aws import cfn_template
@@ -156,6 +173,7 @@ EKS_PROFILE = (
 SELF_INGRESS = "kubernetes_nodes_ingress_all_all_kubernetes_nodes"
 
 
+@pytest.mark.cfnlint
 def test_the_eks_cluster_group_gets_no_duplicate_of_its_own_rule():
     import hcl2
     from cfnlint.api import lint
@@ -204,6 +222,60 @@ def test_the_eks_cluster_group_gets_no_duplicate_of_its_own_rule():
         "KubernetesNodesIngressAllKubernetesNodes" in logical_id
         for logical_id in template["Resources"]
     )
+
+
+EKS_WARNING = (
+    "warning: aws.existing_groups.kubernetes_nodes: eks_cluster: the nodes' egress"
+    " rules go into the EKS cluster security group, whose allow-all egress (0.0.0.0/0)"
+    " stays, so in AWS they restrict nothing. Give the node group a security group of"
+    " its own and pass that in instead (no existing_groups), or accept the open egress"
+    " knowingly"
+)
+
+
+def test_the_eks_cluster_group_warns_that_its_egress_stays_open(tmp_path):
+    eks = tmp_path / "eks.yaml"
+    eks.write_text(EKS_PROFILE)
+    plain = ROOT / "profiles" / "aws-private-vpn.yaml"
+    runner = CliRunner()
+    for args in (
+        ["plan", str(eks)],
+        ["generate", str(eks), "-o", str(tmp_path / "out")],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert result.stderr.count(EKS_WARNING) == 1, result.stderr
+    # The matrix carries it (plan --format json, snapshots); a profile without the
+    # EKS group has no such warning.
+    assert EKS_WARNING[len("warning: ") :] in " ".join(
+        plan(parse_profile(EKS_PROFILE, "p.yaml")).warnings
+    )
+    result = runner.invoke(main, ["plan", str(plain)])
+    assert "EKS cluster security group" not in result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="needs Graphviz's dot (Debian: apt-get install graphviz)",
+)
+def test_the_review_page_names_the_eks_cluster_group_in_its_key_facts():
+    import re
+
+    from generator.htmlreport import render
+
+    def facts(text):
+        prof = parse_profile(text, "p.yaml")
+        html = render(prof, shipped_matrix(prof))
+        section = html.split('<section id="facts"', 1)[1].split("</section>", 1)[0]
+        return re.sub(r"\s+", " ", section)
+
+    eks = facts(EKS_PROFILE)
+    assert (
+        "Kubernetes nodes&#39; security group" in eks
+        or "Kubernetes nodes' security group" in eks
+    )
+    assert "keeps its allow-all egress" in eks and "a group of its own" in eks
+    assert "allow-all egress" not in facts(AWS_PROFILE)
 
 
 def test_the_aws_section_is_refused_on_another_cloud():

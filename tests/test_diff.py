@@ -16,7 +16,12 @@ from generator.planner import plan
 
 # --- the page's upgrade facts -------------------------------------------------
 
-LB, K8S, NOMAD, VM = ROLES
+LB, K8S, NOMAD, VM = (
+    "load_balancer",
+    "kubernetes_nodes",
+    "nomad_clients",
+    "external_vms",
+)
 
 
 def flows(diff, kind=None) -> set[tuple]:
@@ -46,7 +51,7 @@ def both_ends(source: str, destination: str, port: int) -> set[tuple]:
     }
 
 
-# What the 4.3 upgrade notes and the 4.3+ page drop (server-versions.md, "4.3 - 4.10").
+# What the 4.3+ page's egress tables drop (server-versions.md, "4.3 - 4.10").
 REMOVED_IN_4_3 = (
     both_ends(K8S, VM, 2376)  # row 14, and row 26 of the VM security group
     | both_ends(NOMAD, VM, 2376)  # row 19, and row 27
@@ -54,8 +59,10 @@ REMOVED_IN_4_3 = (
     | both_ends(NOMAD, LB, 8585)  # row 22 (row 5 is stale)
     | both_ends(K8S, VM, 22)  # row 24: the vm-service pod's SSH, gone with it
 )
-# Row 18 and row 25 (Nomad clients -> VMs on 22) stay: the page prints both ends and
-# the upgrade notes name only 2376; remote Docker jobs still use it.
+# Row 18 and row 25 (Nomad clients -> VMs on 22) stay: the page prints both ends (its
+# Nomad clients' egress table keeps 22 to the VMs); remote Docker jobs still use it.
+# From 3.x, the VMs' re-run port changes too (64535-65535 -> 54782).
+RERUN_3_TO_4 = ("external_vms", "ingress", "ssh_rerun")
 
 
 @pytest.mark.parametrize(
@@ -68,6 +75,9 @@ REMOVED_IN_4_3 = (
 def test_4_3_removals_are_reported_and_breaking(old, new):
     before = example_matrix(old)
     diff = compare(before, example_matrix(new))
+    rerun = [c for c in diff.changes if c.flows == ["vm-rerun-ssh"]]
+    assert len(rerun) == (2 if old.endswith("-3") else 0)
+    diff.changes = [c for c in diff.changes if c not in rerun]
     assert flows(diff) == REMOVED_IN_4_3
     assert all(c.kind == "removed" and c.breaking for c in diff.changes)
     for change in diff.changes:
@@ -82,14 +92,26 @@ def test_version_override_gives_the_same_removals():
     diff = compare(plan(profile), plan(profile.with_version("4.3")))
     assert flows(diff) == REMOVED_IN_4_3
     assert len(diff.breaking) == len(diff.changes)
-    # The reasons come with the diff: the new page calls these rows stale.
-    assert any("stale" in note for note in diff.notes_added)
+    # The reasons come with the diff: the new page's egress tables drop these rows.
+    assert any("egress tables drop it" in note for note in diff.notes_added)
+    assert all("egress tables drop it (" in c.expected for c in diff.changes)
 
 
-def test_3_to_4_is_no_traffic_change():
+def test_3_to_4_changes_only_the_vms_re_run_port():
     old, new = example_matrix("aws-private-vpn-3"), example_matrix("aws-private-vpn")
     diff = compare(old, new)
-    assert not diff.changed and not diff.changes
+    # The 3.x page opens the Nomad clients' range on the VMs; 54782 came with 4.0.
+    assert [
+        (c.role, c.direction, c.kind, [(p.ports, p.peer.name) for p in c.traffic])
+        for c in diff.changes
+    ] == [
+        (VM, "ingress", "removed", [((64535, 65535), "ssh_rerun")]),
+        (VM, "ingress", "added", [((54782, 54782), "ssh_rerun")]),
+    ]
+    assert [c.breaking for c in diff.changes] == [True, False]
+    assert all(c.flows == ["vm-rerun-ssh"] and not c.expected for c in diff.changes)
+    assert "3.x" in diff.changes[0].references[0]
+    assert "4.0-4.2" in diff.changes[1].references[0]
     # Four load balancers became one proxy: the wording changed, not the traffic.
     lb_rewordings = [
         r for r in diff.reworded if r.old.role == LB and r.old.purpose != r.new.purpose
@@ -422,3 +444,138 @@ def test_any_single_removed_port_shows_up(old, data):
             victim.role, victim.direction, victim.protocol, victim.ports, victim.peer
         ) & oracle(new)
         assert {c.kind for c in diff.changes} == {"narrowed" if still else "removed"}
+
+
+# --- network ACLs (aws.network_acls) ---------------------------------------------
+
+
+def test_acl_changes_show_as_traffic_the_acls_admit(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    text = (ROOT / "tests" / "data" / "aws-private-acls.yaml").read_text()
+    old, new, none = (
+        tmp_path / "old.yaml",
+        tmp_path / "new.yaml",
+        tmp_path / "none.yaml",
+    )
+    old.write_text(text)
+    # The VMs lose their re-run SSH port: the ACL's request and deny entries go, so
+    # the reply range admits 54782 from anyone, and the replies to the SSH users go.
+    new.write_text(text.replace("ssh_rerun: [172.16.0.0/12]", "ssh_rerun: []"))
+    none.write_text(text.replace("aws:\n  network_acls: true\n", ""))
+    runner = CliRunner()
+    same = runner.invoke(main, ["diff", str(old), str(old)])
+    assert same.exit_code == 0 and "Network ACLs: no change" in same.output
+    result = runner.invoke(main, ["diff", str(old), str(new), "--format", "json"])
+    assert result.exit_code == 2, result.output
+    changes = json.loads(result.output)["network_acls"]
+    kinds = {
+        (c["role"], c["direction"], c["kind"], tuple(p["ports"] or ()))
+        for c in changes
+        for p in c["traffic"]
+    }
+    assert ("external_vms", "ingress", "widened", (54782, 54782)) in kinds
+    assert ("nomad_clients", "ingress", "widened", (64535, 65535)) in kinds
+    assert ("external_vms", "egress", "narrowed", (1024, 65535)) in kinds
+    text_out = runner.invoke(main, ["diff", str(old), str(new)]).output
+    assert "external_vms inbound" in text_out
+    breaking = runner.invoke(
+        main, ["diff", str(old), str(new), "--fail-on", "breaking"]
+    )
+    assert breaking.exit_code == 3
+    one_sided = runner.invoke(main, ["diff", str(none), str(old)])
+    assert "Network ACLs: only on the new side" in one_sided.output
+
+
+def _diff_cli(*args):
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    return CliRunner().invoke(main, ["diff", *map(str, args)], catch_exceptions=False)
+
+
+def test_fail_on_unexpected_passes_what_the_upgrade_notes_expect(tmp_path):
+    vpn = ROOT / "profiles" / "aws-private-vpn.yaml"
+    upgrade = (vpn, vpn, "--new-version", "4.3")
+    # 10 removals, every one called stale by the 4.3 page: breaking, yet expected.
+    assert _diff_cli(*upgrade, "--fail-on", "breaking").exit_code == 3
+    assert _diff_cli(*upgrade, "--fail-on", "unexpected").exit_code == 2
+    # Narrowing the UI too: a breaking change no page table calls for.
+    narrowed = tmp_path / "narrowed.yaml"
+    narrowed.write_text(
+        vpn.read_text().replace(
+            "external: [172.16.0.0/12]", "external: [172.16.0.0/16]"
+        )
+    )
+    assert _diff_cli(vpn, narrowed, "--fail-on", "unexpected").exit_code == 3
+    both = _diff_cli(vpn, narrowed, "--new-version", "4.3", "--fail-on", "unexpected")
+    assert both.exit_code == 3
+    # Widening is no breaking change at all.
+    widened = tmp_path / "widened.yaml"
+    widened.write_text(
+        vpn.read_text().replace("external: [172.16.0.0/12]", "external: [0.0.0.0/0]")
+    )
+    assert _diff_cli(vpn, widened, "--fail-on", "unexpected").exit_code == 2
+
+
+def test_expected_and_unexpected_split_the_breaking_changes():
+    old = example_matrix("aws-private-vpn")
+    diff = compare(old, plan(example("aws-private-vpn").with_version("4.3")))
+    assert len(diff.expected) == len(diff.breaking) == 10 and not diff.unexpected
+    old, new = _peers_edit("172.16.0.0/12", "172.16.0.0/16")
+    narrowed = compare(old, new)
+    assert narrowed.unexpected == narrowed.breaking and len(narrowed.breaking) == 2
+
+
+def test_diff_explain_and_audit_write_a_leftover_range_one_way(tmp_path):
+    """Everything but the VPN's range, in the words of all three commands."""
+    from click.testing import CliRunner
+
+    from generator.audit import audit, render
+    from generator.cli import main
+    from generator.emitters import TARGETS
+    from generator.pipeline import files_for, shipped_matrix
+    from generator.readers import Context
+
+    rest = "0.0.0.0/0 except 172.16.0.0/12"
+    vpn = ROOT / "profiles" / "aws-private-vpn.yaml"
+    opened = tmp_path / "open.yaml"
+    opened.write_text(
+        vpn.read_text().replace("external: [172.16.0.0/12]", "external: [0.0.0.0/0]")
+    )
+    narrowed = _diff_cli(opened, vpn).stdout
+    assert f"lost: tcp/443 from external: {rest}  [breaking]" in narrowed
+    explained = (
+        CliRunner()
+        .invoke(
+            main,
+            ["explain", str(vpn), "--from", "0.0.0.0/0", "--to", "load_balancer"]
+            + ["--port", "443"],
+        )
+        .stdout
+    )
+    assert f"  blocked from {rest}:" in explained.splitlines()
+    # A host whose UI rule lost its source address: the excess is the same range.
+    prof = example("aws-private-vpn")
+    files = files_for(prof, shipped_matrix(prof), [TARGETS["iptables"]])
+    rules = [
+        line.replace("-s 172.16.0.0/12 ", "") if "--dports 80,443" in line else line
+        for line in files["iptables/load_balancer.iptables"].splitlines()
+        if line and not line.startswith("#")
+    ]
+    saved = "\n".join(
+        ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]"]
+        + [":OUTPUT ACCEPT [0:0]", "-A INPUT -j RULEGEN-IN", "-A OUTPUT -j RULEGEN-OUT"]
+        + rules[1:]
+    )
+    live = audit(
+        "iptables",
+        {"iptables": ("v4.save", saved + "\n")},
+        Context(prof, role="load_balancer"),
+    )
+    assert f"tcp/443 from {rest}" in render(live, "text")

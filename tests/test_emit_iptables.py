@@ -111,9 +111,12 @@ def test_allowed_traffic_returns_and_only_drop_is_final(example_name):
     for rel, text in files.items():
         if rel.endswith("tables"):
             verdicts = {
-                l.rsplit(" -j ", 1)[1] for l in text.splitlines() if l[:3] == "-A "
+                l.rsplit(" -j ", 1)[1] for l in text.splitlines() if " -j " in l
             }
             assert verdicts == {"RETURN", "DROP"}, rel
+            # RULEGEN-FWD goes on to RULEGEN-JOBS (-g: its RETURN ends at the hook)
+            gotos = {l.split(" -g ")[1] for l in text.splitlines() if " -g " in l}
+            assert gotos == ({"RULEGEN-JOBS"} if ":RULEGEN-JOBS " in text else set())
 
 
 def test_forward_path_per_role():
@@ -148,9 +151,12 @@ def test_host_essentials_are_visible_rules():
     _, _, stateless = generate("stateless")
     text = stateless["nomad_clients.iptables"]
     assert "-A RULEGEN-IN -p icmp -m icmp --icmp-type destination-unreachable" in text
-    assert "-s 10.20.3.64/28 -m tcp --dport 32768:60999 -m tcp --sport 22" not in text
+    assert (
+        "-s 10.20.3.64/28 -m tcp --dport 32768:60999 ! --syn -m tcp --sport 22"
+        not in text
+    )
     lb = stateless["load_balancer.iptables"]  # admin SSH replies, without conntrack
-    assert "-d 10.20.3.64/28 -m tcp --dport 32768:60999 -m tcp --sport 22" in lb
+    assert "-d 10.20.3.64/28 -m tcp --dport 32768:60999 ! --syn -m tcp --sport 22" in lb
 
 
 def test_cloud_hosts_reach_their_metadata_and_time_service():
@@ -166,7 +172,9 @@ def test_cloud_hosts_reach_their_metadata_and_time_service():
     )
     matrix = optimize(plan(off))[0]
     text = ipt.emit(matrix, off, TARGET)["nomad_clients.iptables"]
-    assert "169.254.169.254" not in text and "echo-request" not in text
+    assert "rulegen: host-metadata" not in text and "echo-request" not in text
+    # jobs are kept from it whatever the host may do
+    assert '-d 169.254.169.254/32 -m comment --comment "rulegen: jobs-metadata"' in text
     assert "-m udp --dport 68 -m udp --sport 67" in text
 
 
@@ -400,13 +408,23 @@ def test_loads_twice_next_to_foreign_chains(case, netns, tmp_path):
             text = files[f"{role}.{tool}"]
             saved = saved_rules(netns, tool)
             hook = {"ingress": "INPUT", "egress": "OUTPUT"}
-            hook["forward"] = ipt.HOOKS[hostfw.FORWARD_ATTACH[role]]
+            jobs = hostfw.jobs_for(prof, role)
+            hook["forward"] = ipt.HOOKS[
+                jobs.attach if jobs else hostfw.FORWARD_ATTACH[role]
+            ]
             for direction, chain in ipt.CHAINS.items():
                 expected = sum(
                     1 for l in text.splitlines() if l.startswith(f"-A {chain} ")
                 )
                 loaded = [l for l in saved if l.startswith(f"-A {chain} ")]
                 assert len(loaded) == expected, (role, tool, chain)
+                if direction == "jobs":  # reached from RULEGEN-FWD on Docker hosts
+                    assert bool(loaded) == (role in hostfw.JOB_HOSTS), role
+                    for bridge in [b + "+" for b in jobs.bridges] if loaded else ():
+                        assert f"-A RULEGEN-FWD -i {bridge} -g {chain}" in saved
+                    if loaded:
+                        assert loaded[-1] == f"-A {chain} -j DROP"
+                    continue
                 rules = [l for l in saved if l.startswith(f"-A {hook[direction]} ")]
                 # first in its hook, exactly once
                 assert rules[0] == f"-A {hook[direction]} -j {chain}", (role, tool)

@@ -82,7 +82,10 @@ def test_big_address_lists_become_interval_sets():
     _, _, files = generate("stateless")
     text = files["nomad_clients.nft"]
     assert "set vcs_v4 {" in text and "flags interval" in text and "auto-merge" in text
-    assert "ip saddr @vcs_v4 tcp sport 22 tcp dport 32768-60999 accept" in text
+    assert (
+        "ip saddr @vcs_v4 tcp sport 22 tcp dport 32768-60999"
+        " tcp flags & (fin | syn | rst | ack) != syn accept" in text
+    )
     assert "set vcs_v6" not in text  # one IPv6 network: no set needed
     assert "ip6 saddr 2a0a:a440::/29" in text
 

@@ -43,3 +43,42 @@ def test_python_dash_m_runs_the_same_entry_point():
         timeout=60,
     )
     assert result.returncode == 0 and result.stdout.startswith("rulegen, version")
+
+
+def test_version_names_the_catalog_it_carries():
+    from generator.catalog import load_catalog
+
+    result = subprocess.run(
+        [sys.executable, "-m", "generator", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"rulegen, version {generator.__version__}"
+    catalog = load_catalog()
+    for line, info in catalog.release_lines.items():
+        row = next(l for l in lines if l.split()[:1] == [line])
+        assert info["versions"][0] in row and info["versions"][-1] in row
+        assert row.endswith(f"read from {info['read_from']}")
+
+
+def test_the_package_is_ready_to_publish():
+    import tomllib
+
+    from trove_classifiers import classifiers
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert (
+        "Apache License\n                           Version 2.0, January 2004" in text
+    )
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 150
+    assert project["license-files"] == ["LICENSE"]
+    assert project["classifiers"] and set(project["classifiers"]) <= classifiers
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+    assert project["urls"]["Homepage"].startswith("https://")
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{project['version']}]" in changelog and "## [Unreleased]" in changelog

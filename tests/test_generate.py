@@ -42,7 +42,7 @@ def test_generate_is_deterministic_and_idempotent(tmp_path):
 def test_check_writes_nothing_and_lists_changes(tmp_path):
     out = tmp_path / "out"
     result = generate(out, "--check")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # findings: files a run would write
     assert "would write" in result.stdout and "firewalls.json (new)" in result.stdout
     assert not out.exists()
     generate(out)
@@ -58,14 +58,16 @@ def test_hand_edit_is_not_overwritten_without_force(tmp_path):
     assert result.exit_code == 1 and "edited by hand" in result.stderr
     assert edited.read_text() == "[]\n"
     check = generate(out, "--check")
-    assert check.exit_code == 1 and "(edited by hand)" in check.stdout
+    assert check.exit_code == 2 and "(edited by hand)" in check.stdout
     assert generate(out, "--force").exit_code == 0
     assert edited.read_text() != "[]\n"
 
 
 def test_unknown_or_foreign_target_is_a_clear_error(tmp_path):
     result = run("generate", GCP, "--target", "pf", "-o", tmp_path)
-    assert result.exit_code == 1 and "unknown target 'pf'" in result.stderr
+    assert (
+        result.exit_code == 1 and "'pf' is not one of 'terraform-aws'" in result.stderr
+    )
     aws = ROOT / "profiles" / "aws-private-vpn.yaml"
     result = run("generate", aws, "--target", "gcp-firewall", "-o", tmp_path)
     assert result.exit_code == 1 and "does not apply to cloud aws" in result.stderr
@@ -138,20 +140,23 @@ def test_check_says_what_would_be_written_changed_and_removed(tmp_path):
     check = generate(out, "--check")
     assert check.exit_code == 0
     assert check.stdout == f"{out}: all 2 files are up to date\n"
-    # A file the manifest lists but that is no longer generated: a removal.
-    stale = out / "gcp-firewall" / "old.sh"
-    stale.write_text("old\n")
-    manifest = json.loads((out / ".rulegen-manifest.json").read_text())
-    from generator.writer import digest
+    # A file rulegen wrote that is no longer generated (as an older release's file
+    # would be): a removal.
+    from generator.writer import compare, write_tree
 
-    manifest["files"]["gcp-firewall/old.sh"] = {
-        "target": "gcp-firewall",
-        "sha256": digest("old\n"),
+    stale = out / "gcp-firewall" / "old.sh"
+    files = {
+        str(p.relative_to(out)): p.read_text() for p in (out / "gcp-firewall").iterdir()
     }
-    (out / ".rulegen-manifest.json").write_text(json.dumps(manifest))
+    files["gcp-firewall/old.sh"] = "old\n"
+    write_tree(out, files, compare(out, files), force=False)
+    assert (
+        "gcp-firewall/old.sh"
+        in json.loads((out / ".rulegen-manifest.json").read_text())["files"]
+    )
     (out / "gcp-firewall" / "firewalls.json").unlink()
     check = generate(out, "--check")
-    assert check.exit_code == 1
+    assert check.exit_code == 2
     assert check.stdout.splitlines() == [
         f"would write {out}/gcp-firewall/firewalls.json (new)",
         f"would remove {out}/gcp-firewall/old.sh",
@@ -246,7 +251,7 @@ def test_two_runs_of_different_profiles_into_one_folder_take_turns(tmp_path):
             assert proc.returncode == 0, err
         # The tree is the complete output of the run that went second.
         current = [run("generate", p, "-o", out, "--check").exit_code for p in profiles]
-        assert sorted(current) == [0, 1]
+        assert sorted(current) == [0, 2]
         assert not [
             p for p in out.rglob(".rulegen-*") if p.name != ".rulegen-manifest.json"
         ]

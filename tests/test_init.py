@@ -114,3 +114,67 @@ def test_unquoted_version_message_fits_the_number():
     with pytest.raises(ProfileError) as exc:
         profile_from(text.replace(quoted, "server_version: 4.10"))
     assert 'if you meant 4.10, write "4.10"' in str(exc.value)
+
+
+def _uncommented(text: str, first: str) -> str:
+    """The starter with the commented block that starts at `first` switched on."""
+    lines = text.splitlines()
+    start = lines.index(f"# {first}")
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("#   "):
+        end += 1
+    lines[start:end] = [line[2:] for line in lines[start:end]]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "generic"])
+def test_starter_points_editors_at_the_schema_and_follows_it(cloud, tmp_path):
+    from jsonschema import Draft202012Validator
+    import yaml
+
+    text = init("--cloud", cloud).stdout
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=profile.schema.json"
+    # The file it names is what `rulegen schema` prints, and the starter obeys it.
+    (tmp_path / "profile.schema.json").write_text(init_schema())
+    schema = yaml.safe_load((tmp_path / "profile.schema.json").read_text())
+    assert not list(Draft202012Validator(schema).iter_errors(yaml.safe_load(text)))
+
+
+def init_schema() -> str:
+    return CliRunner().invoke(main, ["schema"], catch_exceptions=False).stdout
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "generic"])
+def test_starter_offers_host_firewall_keys_that_work_when_uncommented(cloud):
+    text = init("--cloud", cloud).stdout
+    profile = profile_from(_uncommented(text, "host_firewall:"))
+    assert profile.host_firewall["icmp_echo"] is True
+    assert profile.host_firewall["dhcp"] is False
+    if cloud == "generic":
+        assert profile.host_firewall["ntp_servers"] == ("10.0.0.123/32",)
+        assert not [w for w in profile.warnings if "ntp_servers" in w]
+    else:
+        assert profile.host_firewall["metadata"] is True
+
+
+def test_aws_starter_offers_the_eks_cluster_group_commented():
+    text = init("--cloud", "aws").stdout
+    assert "existing_security_group_ids" in text  # where the group's ID goes
+    profile = profile_from(_uncommented(text, "aws:"))
+    assert profile.aws["existing_groups"] == {"kubernetes_nodes": "eks_cluster"}
+    assert "existing_groups" not in init("--cloud", "gcp").stdout
+
+
+def test_a_group_id_in_existing_groups_says_where_it_goes():
+    text = init("--cloud", "aws").stdout
+    for key in ("kubernetes_nodes", "nomad_clients"):
+        edited = _uncommented(text, "aws:").replace(
+            "    kubernetes_nodes: eks_cluster", f"    {key}: sg-0123456789abcdef0"
+        )
+        with pytest.raises(ProfileError) as exc:
+            profile_from(edited)
+        assert f"aws.existing_groups.{key}:" in str(
+            exc.value
+        ) and "goes to the Terraform module's existing_security_group_ids" in str(
+            exc.value
+        )

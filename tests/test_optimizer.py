@@ -411,3 +411,97 @@ def test_equivalence_and_the_semantic_diff_agree(a, b):
     assert same == (not compare(a, b).changes)
     merged, _ = optimize(a)
     assert not compare(a, merged).changes
+
+
+def _shadowed_pairwise(rules, cache, report):
+    """The specification of optimizer._drop_shadowed, rule against rule: in sort
+    order, a rule goes when a live rule covers it (of two equal rules the later one;
+    a site rule never shadows a page rule); the first such rule is reported, and
+    carries the flow of the one it shadows."""
+    groups = {}
+    for rule in sorted(rules, key=Rule.sort_key):
+        groups.setdefault((rule.role, rule.direction), []).append(rule)
+    kept = []
+    for group in groups.values():
+        alive = dict(enumerate(group))  # by position: equal rules are distinct rules
+        for i in range(len(group)):
+            rule = alive[i]
+            for j, other in list(alive.items()):
+                if j == i or not optimizer_module.covers(other, rule, cache):
+                    continue
+                if other.site and not rule.site:
+                    continue
+                if (
+                    j < i
+                    or rule.site
+                    or not optimizer_module.covers(rule, other, cache)
+                ):
+                    del alive[i]
+                    report.shadowed.append((rule.name, other.name))
+                    if other.site == rule.site:  # the cover carries its flow
+                        alive[j] = optimizer_module._combined([other, rule])
+                    break
+        kept.extend(alive.values())
+    return kept
+
+
+def credited(rules) -> list:
+    """What each kept rule allows, and the flows it answers for (in any order)."""
+    return [(r.traffic_key(), sorted(set(r.flow.split("+")))) for r in rules]
+
+
+@st.composite
+def shadow_cases(draw):
+    """Rules with duplicates (two flows, one traffic) and site rules mixed in."""
+    found = draw(st.lists(rules(), min_size=0, max_size=14))
+    out = []
+    for rule in found:
+        rule = replace(rule, site=draw(st.booleans()))
+        out.append(rule)
+        if draw(st.integers(0, 4)) == 0:
+            out.append(replace(rule, purpose="again", site=draw(st.booleans())))
+    return out
+
+
+@FAST
+@given(shadow_cases())
+def test_shadowed_rules_are_found_as_rule_against_rule_finds_them(found):
+    cache = {}
+    found = [optimizer_module._collapsed(r, cache) for r in found]
+    want = optimizer_module.OptimizeReport(raw_rules=len(found))
+    got = optimizer_module.OptimizeReport(raw_rules=len(found))
+    expected = _shadowed_pairwise(found, cache, want)
+    kept = optimizer_module._drop_shadowed(found, cache, got)
+    assert credited(kept) == credited(expected)
+    assert got.shadowed == want.shadowed
+
+
+def test_a_site_flow_of_many_ports_costs_work_linear_in_them(monkeypatch):
+    """10,000 ports in one site flow are 10,000 rules of one peer: the rules that may
+    cover one of them are found in a tree, not by trying every other rule."""
+    from conftest import PROFILES
+    from generator.planner import plan
+    from generator.profile import parse_profile
+
+    base = next(p for p in PROFILES if p.stem == "generic-baremetal").read_text()
+    calls = {"n": 0}
+    real = optimizer_module.covers
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optimizer_module, "covers", counted)
+    work = {}
+    for n in (1_000, 10_000):
+        ports = ", ".join(str(1000 + 2 * i) for i in range(n))
+        text = base + (
+            "site_flows:\n  - {from: ssh_admin, to: nomad_clients, protocol: tcp,"
+            f" ports: [{ports}], purpose: many ports}}\n"
+        )
+        matrix = plan(parse_profile(text, "p.yaml"))
+        calls["n"] = 0
+        optimized, _ = optimize(matrix)
+        work[n] = calls["n"]
+        assert sum(r.site for r in optimized.rules) == n  # none shadowed, none merged
+    assert work[10_000] < 12 * work[1_000], work

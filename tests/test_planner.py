@@ -97,20 +97,44 @@ def test_assign_public_ip_swaps_vm_sources():
     assert not any(r.peer.role == "external_vms" for r in matrix.rules)
 
 
-def test_assign_public_ip_without_client_ips_opens_to_anywhere_with_warning():
-    text = (
-        FULL.format(version="4.2", obsolete="false")
-        .replace("cloud: aws", "cloud: aws\nvm_service: {assign_public_ip: true}")
-        .replace("  dns_servers:", "  nat_gateway_ips: [198.51.100.10]\n  dns_servers:")
+def public_ip_profile(version: str, nat: str):
+    text = FULL.format(version=version, obsolete="false").replace(
+        "cloud: aws", "cloud: aws\nvm_service: {assign_public_ip: true}"
     )
-    profile = profile_from(text)
-    assert any("nomad_client_public_ips" in w for w in profile.warnings)
-    sources = {
-        r.peer.cidrs
+    if nat:
+        text = text.replace(
+            "  dns_servers:", f"  nat_gateway_ips: [{nat}]\n  dns_servers:"
+        )
+    return profile_from(text)
+
+
+def vm_sources(profile, port: int) -> dict:
+    return {
+        r.peer.name: (r.peer.cidrs, r.via)
         for r in plan(profile).for_role("external_vms", "ingress")
-        if r.peer.name == "nomad_client_public_ips"
+        if r.ports == (port, port) and r.peer.name != "ssh_admin"
     }
-    assert sources == {("0.0.0.0/0",)}
+
+
+def test_assign_public_ip_behind_nat_takes_22_and_2376_from_the_nat_gateways():
+    """Nomad clients without public IPs leave through the NAT gateways: the VMs see
+    those addresses, never 0.0.0.0/0, and the rule says which hop decided it."""
+    profile = public_ip_profile("4.2", "198.51.100.10")
+    for port in (22, 2376):
+        found = vm_sources(profile, port)
+        assert set(found) == {"nat_gateway"}, found
+        cidrs, via = found["nat_gateway"]
+        assert cidrs == ("198.51.100.10/32",)
+        assert via.startswith("from the NAT gateways (198.51.100.10/32) because")
+        assert "the Nomad clients have no public IPs" in via
+
+
+def test_assign_public_ip_without_client_ips_or_nat_opens_to_anywhere():
+    # 4.3+: only 22 from the Nomad clients is left, and no NAT is required.
+    profile = public_ip_profile("4.8", "")
+    assert any("nomad_client_public_ips" in w for w in profile.warnings)
+    cidrs, via = vm_sources(profile, 22)["nomad_client_public_ips"]
+    assert cidrs == ("0.0.0.0/0",) and "not known in advance" in via
 
 
 def test_stateless_adds_a_return_rule_for_every_flow():

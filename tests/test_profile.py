@@ -75,10 +75,11 @@ CASES = [
         "unknown key, nothing close",
         GOOD + "owner: blue\n",
         [
-            "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, ephemeral_ports,"
-            " gcp, host_firewall, include_obsolete, load_balancer, name, network, peers, quotas,"
+            "p.yaml:17: owner: unknown key 'owner'; expected one of access, aws, cloud, egress_proxy,"
+            " ephemeral_ports,"
+            " gcp, host_firewall, include_obsolete, load_balancer, name, network, nomad, peers, quotas,"
             " server_version, site_flows, stateful,"
-            " vm_service"
+            " vm_service, webhooks"
         ],
     ),
     (
@@ -264,6 +265,209 @@ CASES = [
         ],
     ),
 ]
+
+# Found by hostile profiles (issue 23): each was accepted, and each made wrong rules.
+SITE_FLOW = GOOD.replace("ssh_rerun:", "ssh_admin: [172.16.0.0/12]\n  ssh_rerun:") + (
+    "site_flows:\n"
+    "  - {from: ssh_admin, to: nomad_clients, protocol: PROTO, ports: PORTS,"
+    " purpose: x}\n"
+)
+GCP_OK = GCP.replace("TAG", "nomad")
+GCP_NETWORK = (
+    "is not a GCP network: give its name (1-63 lowercase letters, digits and dashes,"
+    " starting with a letter, not ending with a dash) or its path"
+    " projects/PROJECT/global/networks/NAME"
+)
+GCP_PROJECT = (
+    "is not a valid GCP project ID: 6-30 lowercase letters, digits and hyphens,"
+    " starting with a letter and not ending with a hyphen"
+)
+
+
+def site_flow(protocol="tcp", ports="9100"):
+    return SITE_FLOW.replace("PROTO", protocol).replace("PORTS", ports)
+
+
+def with_cluster_ranges(pods, services=None):
+    ranges = f"  pod_cidrs: {pods}\n"
+    if services:
+        ranges += f"  service_cidrs: {services}\n"
+    return GOOD.replace("  dns_servers:", ranges + "  dns_servers:")
+
+
+CASES += [
+    (
+        "IPv6 role subnet ::/0",
+        GOOD.replace("[10.0.16.0/20]", "[10.0.16.0/20, '::/0']"),
+        [
+            "p.yaml:9: network.subnets.nomad_clients[1]: ::/0 is every IPv6 address,"
+            " not a role's own range; list the subnets it really uses"
+        ],
+    ),
+    (
+        "IPv4 role subnet 0.0.0.0/0, the only role with subnets",
+        GOOD.replace(
+            "    kubernetes_nodes: [10.0.0.0/20]\n    nomad_clients: [10.0.16.0/20]\n"
+            "    external_vms: [10.0.32.0/20]\n    load_balancer: [10.0.48.0/24]\n",
+            "    nomad_clients: [0.0.0.0/0]\n",
+        ),
+        [
+            "p.yaml:8: network.subnets.nomad_clients[0]: 0.0.0.0/0 is every IPv4"
+            " address, not a role's own range; list the subnets it really uses"
+        ],
+    ),
+    (
+        "pod range ::/0",
+        with_cluster_ranges("['::/0']"),
+        [
+            "p.yaml:12: network.pod_cidrs[0]: ::/0 is every IPv6 address, not the"
+            " cluster's own range; list the subnets it really uses"
+        ],
+    ),
+    (
+        "float ephemeral port",
+        GOOD + "ephemeral_ports: [1024.0, 65535]\n",
+        [
+            "p.yaml:17: ephemeral_ports[0]: expected a whole number, got 1024.0;"
+            " write 1024"
+        ],
+    ),
+    (
+        "float quota",
+        GOOD + "quotas: {aws: {inbound_rules_per_group: 60.0}}\n",
+        [
+            "p.yaml:17: quotas.aws.inbound_rules_per_group: expected a whole number,"
+            " got 60.0; write 60"
+        ],
+    ),
+    (
+        "float site flow port",
+        site_flow(ports="9100.0"),
+        [
+            "p.yaml:19: site_flows[0].ports: expected a whole number, got 9100.0; write 9100"
+        ],
+    ),
+    (
+        "base-60 ephemeral port (YAML 1.1 reads 65535)",
+        GOOD + "ephemeral_ports: [1024, 18:12:15]\n",
+        [
+            "p.yaml:17: ephemeral_ports[1]: expected a whole number, got a string"
+            " '18:12:15'"
+        ],
+    ),
+    (
+        "base-60 site flow port",
+        site_flow(ports="18:12:15"),
+        [
+            "p.yaml:19: site_flows[0].ports: '18:12:15' is not a port: expected a"
+            " number, a range such as 30000-32767 or [30000, 32767]"
+        ],
+    ),
+    (
+        "yes is not a boolean",
+        GOOD.replace("access: vpn", "access: vpn\nstateful: yes"),
+        ["p.yaml:5: stateful: expected true or false, got a string 'yes'"],
+    ),
+    (
+        "site flow with no protocol",
+        site_flow(protocol="[]"),
+        [
+            "p.yaml:19: site_flows[0].protocol: expected tcp, udp or all, or a list of"
+            " tcp and udp"
+        ],
+    ),
+    (
+        "GCP project as a URL with a space",
+        GCP_OK + "  project: 'https://evil.example/x y'\n",
+        [f"p.yaml:18: gcp.project: 'https://evil.example/x y' {GCP_PROJECT}"],
+    ),
+    (
+        "GCP project of 300 characters",
+        GCP_OK + "  project: " + "a" * 300 + "\n",
+        [
+            f"p.yaml:18: gcp.project: '{'a' * 40}'...(300 characters) {GCP_PROJECT}",
+        ],
+    ),
+    (
+        "GCP network of 300 characters",
+        GCP_OK + "  network: " + "a" * 300 + "\n",
+        [f"p.yaml:18: gcp.network: '{'a' * 40}'...(300 characters) {GCP_NETWORK}"],
+    ),
+    (
+        "GCP network as a URL elsewhere",
+        GCP_OK + "  network: https://evil.example/projects/p/global/networks/n\n",
+        [
+            "p.yaml:18: gcp.network: 'https://evil.example/projects/p/global/networks/n'"
+            f" {GCP_NETWORK}"
+        ],
+    ),
+    (
+        "GCP network with a space",
+        GCP_OK + "  network: 'my net'\n",
+        [f"p.yaml:18: gcp.network: 'my net' {GCP_NETWORK}"],
+    ),
+    (
+        "GCP network of another project than gcp.project",
+        GCP_OK
+        + "  project: acme-ci\n  network: projects/other-project/global/networks/n\n",
+        [
+            "p.yaml:19: gcp.network: the network is project other-project's but the"
+            " rules are made in gcp.project acme-ci: a firewall rule belongs to its"
+            " network's project; set gcp.project to other-project or name a network"
+            " of acme-ci"
+        ],
+    ),
+    (
+        "service range equal to the pod range",
+        with_cluster_ranges("[10.64.0.0/14]", "[10.64.0.0/14]"),
+        [
+            "p.yaml:13: network.service_cidrs[0]: 10.64.0.0/14 is the pod range"
+            " 10.64.0.0/14 (network.pod_cidrs); Kubernetes gives services and pods"
+            " distinct ranges"
+        ],
+    ),
+    (
+        "service range inside the pod range",
+        with_cluster_ranges("[10.64.0.0/14]", "[10.65.0.0/16]"),
+        [
+            "p.yaml:13: network.service_cidrs[0]: 10.65.0.0/16 overlaps the pod range"
+            " 10.64.0.0/14 (network.pod_cidrs); Kubernetes gives services and pods"
+            " distinct ranges"
+        ],
+    ),
+]
+
+
+def test_gcp_network_by_name_or_by_its_path():
+    for network in (
+        "shared",
+        "projects/acme-ci/global/networks/shared",
+        "https://www.googleapis.com/compute/v1/projects/acme-ci/global/networks/n",
+    ):
+        text = GCP_OK + f"  project: acme-ci\n  network: {network}\n"
+        assert parse_profile(text, "p.yaml").gcp["network"] == network
+
+
+def test_scalars_are_read_as_yaml_1_2():
+    """No base 60, no yes/no/on/off booleans, no octal from a leading zero, no dates:
+    what YAML 1.2's core schema says, not PyYAML's YAML 1.1."""
+    from generator.profile import _read_yaml
+
+    text = (
+        "a: [yes, no, on, off, y, 18:12:15, 0777, 0o17, 0x1F, 1_000, 2024-01-01, =,"
+        " true, False, ~, null, 1e3, .inf, '1']\n"
+    )
+    data, _ = _read_yaml(text, "p.yaml")
+    assert data["a"] == [
+        "yes", "no", "on", "off", "y", "18:12:15", 777, 15, 31, "1_000",
+        "2024-01-01", "=", True, False, None, None, 1000.0, float("inf"), "1",
+    ]  # fmt: skip
+    assert _read_yaml("on: 1\n", "p.yaml")[0] == {"on": 1}  # a key, not True
+    # With an anchor, the slow path reads the same scalars.
+    assert _read_yaml("a: &x [yes, 18:12:15, 0777]\nb: *x\n", "p.yaml")[0] == {
+        "a": ["yes", "18:12:15", 777],
+        "b": ["yes", "18:12:15", 777],
+    }
 
 
 @pytest.mark.parametrize("label,text,expected", CASES, ids=[c[0] for c in CASES])
@@ -489,3 +693,112 @@ def test_dash_reads_standard_input(tmp_path):
     bad = CliRunner().invoke(main, ["plan", "-"], input=GOOD.replace("vpn", "vpm"))
     assert bad.exit_code == 1
     assert bad.stderr.startswith("error: <stdin>:4: access: 'vpm' is not one of")
+
+
+# --- nomad: servers outside the cluster, the clients' container runtime -------------
+
+EXTERNAL = (GOOD.replace('"4.2"', '"4.8"') + "nomad:\n  servers: external\n").replace(
+    "peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.0/24]\n"
+)
+
+
+def test_nomad_servers_outside_the_cluster_and_podman_are_read():
+    profile = parse_profile(EXTERNAL, "p.yaml")
+    assert profile.nomad_servers == "external"
+    assert profile.container_runtime == "docker"
+    assert "nomad_servers" in profile.roles()
+    assert profile.peers["nomad_server_balancer"] == ("10.0.64.0/24",)
+    # The health checks come from the balancer unless said otherwise.
+    assert profile.peers["nomad_server_health_checks"] == ("10.0.64.0/24",)
+    assert profile.warnings == ()
+    plain = parse_profile(GOOD, "p.yaml")
+    assert plain.nomad_servers == "in_cluster" and "nomad_servers" not in plain.roles()
+    podman = parse_profile(
+        GOOD.replace('"4.2"', '"4.10"') + "nomad:\n  container_runtime: podman\n",
+        "p.yaml",
+    )
+    assert podman.container_runtime == "podman"
+
+
+NOMAD_CASES = [
+    (
+        "external servers before 4.8",
+        EXTERNAL.replace('"4.8"', '"4.7"'),
+        [
+            "p.yaml:19: nomad.servers: external: Nomad servers outside the cluster come"
+            " with 4.8 (CircleCI's Terraform deploy_nomad_server_instances);"
+            " server_version is 4.7"
+        ],
+    ),
+    (
+        "external servers without their balancer",
+        EXTERNAL.replace("  nomad_server_balancer: [10.0.64.0/24]\n", ""),
+        [
+            "p.yaml:18: peers.nomad_server_balancer: missing: with nomad.servers:"
+            " external, list where the servers' balancer is reached (an internal NLB's"
+            " subnets, a forwarding rule's address)"
+        ],
+    ),
+    (
+        "podman before 4.10",
+        GOOD + "nomad:\n  container_runtime: podman\n",
+        [
+            "p.yaml:18: nomad.container_runtime: podman: CircleCI's Nomad client modules"
+            " run Podman from 4.10 (use_podman); server_version is 4.2"
+        ],
+    ),
+    (
+        "unknown runtime",
+        GOOD + "nomad:\n  container_runtime: containerd\n",
+        [
+            "p.yaml:18: nomad.container_runtime: 'containerd' is not one of: docker, podman"
+        ],
+    ),
+    (
+        "misspelt key",
+        GOOD + "nomad:\n  server: external\n",
+        ["p.yaml:18: nomad.server: unknown key 'server'; did you mean 'servers'?"],
+    ),
+    (
+        "bad balancer address",
+        EXTERNAL.replace("[10.0.64.0/24]", "[10.0.64.1/24]"),
+        [
+            "p.yaml:14: peers.nomad_server_balancer[0]: '10.0.64.1/24' has host bits set;"
+            " did you mean 10.0.64.0/24?"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "label,text,expected", NOMAD_CASES, ids=[c[0] for c in NOMAD_CASES]
+)
+def test_nomad_keys_are_validated(label, text, expected):
+    assert problems(text) == expected
+
+
+def test_nomad_server_addresses_are_ignored_with_servers_in_the_cluster():
+    text = GOOD.replace("peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.0/24]\n")
+    text = text.replace(
+        "    load_balancer: [10.0.48.0/24]\n",
+        "    load_balancer: [10.0.48.0/24]\n    nomad_servers: [10.0.64.0/24]\n",
+    )
+    assert parse_profile(text, "p.yaml").warnings == (
+        "peers.nomad_server_balancer: ignored: nomad.servers is in_cluster",
+        "network.subnets.nomad_servers: ignored: nomad.servers is in_cluster",
+    )
+
+
+def test_gcp_external_servers_need_their_subnets_and_say_where_checks_come_from():
+    gcp = GCP.replace("TAG", "nomad").replace('"4.2"', '"4.9"')
+    gcp += "nomad:\n  servers: external\n"
+    gcp = gcp.replace("peers:\n", "peers:\n  nomad_server_balancer: [10.0.64.5/32]\n")
+    (problem,) = problems(gcp)
+    assert "network.subnets.nomad_servers: missing: GCP egress rules" in problem
+    gcp = gcp.replace(
+        "    external_vms: [10.0.32.0/20]\n",
+        "    external_vms: [10.0.32.0/20]\n    nomad_servers: [10.0.64.0/24]\n",
+    )
+    (warning,) = [w for w in parse_profile(gcp, "p.yaml").warnings if "nomad" in w]
+    assert warning.startswith("peers.nomad_server_health_checks: empty:")
+    assert "35.191.0.0/16, 130.211.0.0/22" in warning

@@ -329,7 +329,23 @@ def test_no_import_cycle_between_quotas_and_the_aws_emitters():
 
 
 # The stages below the emitters, and what sits above them.
-LOWER = ("problems", "addresses", "matrix", "catalog", "planner", "optimizer", "quotas")
+LOWER = (
+    "problems",
+    "addresses",
+    "matrix",
+    "catalog",
+    "planner",
+    "optimizer",
+    "quotas",
+    "hostfw",
+    "profile",
+    "profile_sections",
+    "profile_yaml",
+    "profile_paths",
+    "paths",
+    "explain",
+    "nacl",
+)
 UPPER = ("emitters", "pipeline", "cli", "readers", "audit", "snapshot", "verify")
 
 

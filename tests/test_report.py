@@ -202,3 +202,71 @@ def test_text_colours_meet_wcag_aa_on_white():
     for colour in colours:
         ratio = 1.05 / (_luminance(colour) + 0.05)
         assert ratio >= 4.5, (colour, round(ratio, 2))
+
+
+@needs_dot
+def test_the_page_leads_with_the_diagram(tmp_path):
+    out = tmp_path / "r.html"
+    assert report(ROOT / "profiles/aws-site-flows.yaml", "-o", out)[0] == 0
+    html = out.read_text()
+    main_part = html.split("<main>", 1)[1]
+    sections = re.findall(r'<section id="([\w-]+)"', main_part)
+    assert sections[0] == "diagram" and "warnings" in sections
+    nav = re.findall(r'<li><a href="#([\w-]+)"', html.split("</nav>")[0])
+    assert nav[0] == "diagram"
+
+
+@needs_dot
+def test_site_flows_are_drawn_in_their_own_style(tmp_path):
+    path = ROOT / "profiles/aws-site-flows.yaml"
+    out = tmp_path / "r.html"
+    assert report(path, "-o", out)[0] == 0
+    html = out.read_text()
+    site_rules = {r["name"] for r in plan_json(path)["rules"] if r.get("site")}
+    edges = dict(re.findall(r'<g id="(e\d+)" class="edge ([^"]+)">', html))
+    site_edges = {e for e, classes in edges.items() if "site" in classes.split()}
+    assert site_edges and site_edges != set(edges)
+    for edge, classes in edges.items():
+        body = html.split(f'<g id="{edge}" class="edge')[1].split("</g>\n</g>")[0]
+        stroke = re.search(r'<path fill="none" stroke="(#\w+)"([^>]*)', body)
+        dotted = "stroke-dasharray" in stroke.group(2)
+        assert (edge in site_edges) == (stroke.group(1) == "#6a1b9a" and dotted), edge
+    # An arrow is a site arrow exactly when every rule on it comes from site_flows.
+    rows = re.findall(r'data-rule="([^"]+)"[^>]*data-edge="(e\d+)"', html)
+    by_edge: dict[str, set] = {}
+    for rule, edge in rows:
+        by_edge.setdefault(edge, set()).add(rule in site_rules)
+    assert {e for e, kinds in by_edge.items() if kinds == {True}} == site_edges
+    assert "<strong>site flow</strong>" in html
+    plain = tmp_path / "plain.html"
+    assert report(AWS, "-o", plain)[0] == 0
+    assert "<strong>site flow</strong>" not in plain.read_text()
+
+
+@needs_dot
+def test_the_change_table_marks_expected_changes(tmp_path):
+    out = tmp_path / "r.html"
+    code, _ = report(AWS, "--server-version", "4.3", "--diff", AWS, "-o", out)
+    assert code == 0
+    html = out.read_text()
+    marks = re.findall(
+        r'<tr class="change [^"]*" data-kind="\w+" data-expected="(\w+)"', html
+    )
+    expected = diff_json(AWS, AWS, "--new-version", "4.3")["changes"]
+    assert len(marks) == len(expected) == 10 and set(marks) == {"true"}
+    assert (
+        html.count('<span class="badge expected">expected</span><div class="why">')
+        == 10
+    )
+    assert "10 of the breaking changes are expected" in html
+    # Narrowing the UI is breaking, and no upgrade note expects it.
+    narrowed = tmp_path / "narrowed.yaml"
+    narrowed.write_text(
+        AWS.read_text().replace(
+            "external: [172.16.0.0/12]", "external: [172.16.0.0/16]"
+        )
+    )
+    out2 = tmp_path / "n.html"
+    assert report(narrowed, "--diff", AWS, "-o", out2)[0] == 0
+    marks = re.findall(r'data-expected="(\w+)"', out2.read_text())
+    assert marks and set(marks) == {"false"}

@@ -31,6 +31,7 @@ playwright = pytest.importorskip(
     "playwright.sync_api", reason="needs playwright (pip install -e '.[test]')"
 )
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)"
     ),
@@ -345,3 +346,54 @@ def test_the_network_check_sees_requests_and_the_page_blocks_them(browser, tmp_p
         assert page.blocked == ["http://192.0.2.1/pixel.png"]
     finally:
         page.close()
+
+
+LABELS = """() => {
+  const picture = document.querySelector('#diagram .picture');
+  const svg = picture.querySelector('svg');
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  const labels = [];
+  for (const edge of svg.querySelectorAll('g.edge')) {
+    for (const text of edge.querySelectorAll('text')) {
+      const size = parseFloat(text.getAttribute('font-size'));
+      const leader = text.parentNode.querySelector('polyline');
+      const path = edge.querySelector('path').getBoundingClientRect();
+      let end = null;
+      if (leader) {
+        const pts = leader.points;
+        const p = pts.getItem(pts.numberOfItems - 1);
+        const m = leader.getScreenCTM();
+        end = {x: m.a * p.x + m.c * p.y + m.e, y: m.b * p.x + m.d * p.y + m.f};
+      }
+      labels.push({
+        edge: edge.id, text: text.textContent, px: size * scale * 4 / 3, end,
+        path: {left: path.left, right: path.right, top: path.top, bottom: path.bottom},
+      });
+    }
+  }
+  return {top: picture.getBoundingClientRect().top, labels,
+          first: document.querySelector('main section').id};
+}"""
+
+
+@pytest.mark.parametrize("name", ["aws-site-flows", "aws-public-ip"])
+def test_the_diagram_comes_first_with_legible_labels_on_their_arrows(
+    browser, tmp_path, name
+):
+    page = opened(
+        browser, tmp_path, f"{name}-labels", ROOT / "profiles" / f"{name}.yaml"
+    )
+    try:
+        seen = page.page.evaluate(LABELS)
+    finally:
+        page.close()
+    assert seen["first"] == "diagram" and seen["top"] < 400, seen["top"]
+    assert seen["labels"]
+    for label in seen["labels"]:
+        # 11 px or more as drawn on a 1400 px wide window (it was under 9).
+        assert label["px"] >= 11, label
+        # Each label is joined to its own arrow by a leader line that ends on it.
+        end, box = label["end"], label["path"]
+        assert end is not None, label
+        assert box["left"] - 3 <= end["x"] <= box["right"] + 3, label
+        assert box["top"] - 3 <= end["y"] <= box["bottom"] + 3, label

@@ -65,7 +65,7 @@ peers:
   ssh_rerun: [172.16.0.0/12]
   prometheus: [10.9.0.10/32]
 gcp:
-  project: p
+  project: site-flows-1
 site_flows:
   - id: node-exporter
     from: prometheus
@@ -664,8 +664,10 @@ def test_the_starters_commented_example_is_valid(tmp_path):
     text = target.read_text()
     assert "site_flows: []" in text
     lines = []
+    in_flows = False  # the commented lines right under site_flows, and no others
     for line in text.replace("site_flows: []", "site_flows:").splitlines():
-        if line.startswith("#  "):
+        in_flows = line == "site_flows:" or (in_flows and line.startswith("#  "))
+        if in_flows and line.startswith("#  "):
             line = line[1:]
         elif line.startswith("  # prometheus:"):
             line = "  prometheus:" + line.split("prometheus:")[1]

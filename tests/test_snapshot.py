@@ -117,18 +117,28 @@ def test_json_output_of_an_upgrade(tmp_path):
     assert data["files"]["diffs"] == {}
 
 
-def test_3_to_4_says_there_is_no_traffic_change():
+def test_3_to_4_shows_the_vms_re_run_port_change():
     result = run("diff", V3, V42, "--format", "json")
     data = json.loads(result.stdout)
-    assert data["traffic_changed"] is False and data["changes"] == []
+    # The only traffic change: the VMs' re-run range of the 3.x page becomes 54782.
+    assert data["traffic_changed"] is True and data["breaking"] is True
+    assert [
+        (c["role"], c["kind"], [p["ports"] for p in c["traffic"]], c["flows"])
+        for c in data["changes"]
+    ] == [
+        ("external_vms", "removed", [[64535, 65535]], ["vm-rerun-ssh"]),
+        ("external_vms", "added", [[54782, 54782]], ["vm-rerun-ssh"]),
+    ]
+    assert data["upgrade_advice"] == []
     assert any(
         "load balancer" in r["old"]["purpose"] and r["old"]["role"] == "load_balancer"
         for r in data["reworded"]
     )
-    # Only the files can make it a change (their headers name the release).
-    assert result.exit_code == (2 if data["files"]["changed"] else 0)
+    assert result.exit_code == 2
     text = run("diff", V3, V42).stdout
-    assert "Traffic: no change" in text
+    assert "Traffic: 2 changes, 1 breaking (1 removed, 0 narrowed, 1 added" in text
+    assert "  removed  tcp/64535-65535 from ssh_rerun" in text
+    assert "  added    tcp/54782 from ssh_rerun" in text
 
 
 @pytest.mark.skipif(not shutil.which("patch"), reason="needs patch(1)")

@@ -18,12 +18,15 @@ from click.testing import CliRunner
 
 from conftest import EXAMPLES, ROOT, example, needs_root, profile_from
 from generator.cli import main
-from generator.explain import Endpoint, endpoint, explain
+from generator.explain import endpoint, explain
 from generator.optimizer import optimize
 from generator.planner import plan
 from generator import hostfw
+from generator.planner import paths_of
+from generator.verify import endpoint as bed_endpoint
 from generator.verify import (
     CONTAINER_POOL,
+    VerifyError,
     ENGINES,
     STAND_IN_RANGE,
     TIMEOUT,
@@ -40,7 +43,16 @@ from generator.verify import (
 )
 from test_emit_iptables import STATELESS
 
-CASES = EXAMPLES + ["stateless"]
+# Beside the shipped profiles: a stateless one, and Network Load Balancers without a
+# security group that keep the client's address or do not (load_balancer.kind).
+VPN = (ROOT / "profiles" / "aws-private-vpn.yaml").read_text()
+BALANCERS = {
+    "nlb": VPN.replace("  transparent: false\n", "  kind: nlb\n"),
+    "nlb-snat": VPN.replace(
+        "  transparent: false\n", "  kind: nlb\n  preserve_client_ip: false\n"
+    ),
+}
+CASES = EXAMPLES + ["stateless", *BALANCERS]
 MISSING = [t for t in ("ip", "iptables-restore", "ipset", "nft") if not shutil.which(t)]
 needs_tools = pytest.mark.skipif(
     bool(MISSING),
@@ -49,18 +61,33 @@ needs_tools = pytest.mark.skipif(
 
 
 def load_case(name: str):
-    prof = profile_from(STATELESS) if name == "stateless" else example(name)
+    if name in BALANCERS:
+        prof = profile_from(BALANCERS[name])
+    else:
+        prof = profile_from(STATELESS) if name == "stateless" else example(name)
     return prof, optimize(plan(prof))[0]
 
 
-def at(host) -> Endpoint:
-    """A test bed host as explain sees it: its role (if any) and its one address."""
-    return Endpoint(role=host.role, network=ipaddress.ip_network(host.address))
+# The probes explain answers: what the profile's rules decide, on the way the packet
+# takes. The others are the host firewall's own policies and the bed's properties
+# (the host essentials, the jobs policy, stateless replies, an operator's DROP after
+# rulegen's jump, the rollback guard), which no rule of the matrix decides alone.
+EXPLAINED = ("matrix", "forward", "dnat", "ipv6", "path")
 
 
-def verdict(matrix, probe, subnets) -> bool:
+def verdict(matrix, probe, prof) -> bool:
+    """explain's answer for a probe, asked from the command line's side: the probe's
+    hosts as endpoints, the profile's paths."""
+    src = bed_endpoint(probe.src, probe.six)
+    dst = bed_endpoint(probe.dst, probe.six, probe.to)
     return explain(
-        matrix, at(probe.src), at(probe.dst), probe.port, probe.protocol, subnets
+        matrix,
+        src,
+        dst,
+        probe.port,
+        probe.protocol,
+        prof.subnets,
+        paths=paths_of(prof),
     ).allowed
 
 
@@ -78,14 +105,31 @@ def kind(rule) -> tuple:
     return (rule.direction, peer, rule.protocol, ports, rule.is_return)
 
 
-def detected(matrix, rule, probes, subnets) -> bool:
+def detected(matrix, rule, probes, prof) -> bool:
     """Does removing the rule change the outcome of a probe (by explain)?"""
     thinner = without(matrix, rule)
-    return any(verdict(thinner, p, subnets) != p.expect for p in probes)
+    return any(
+        verdict(thinner, p, prof) != p.expect for p in probes if p.kind in EXPLAINED
+    )
 
 
-def host_shadowed(matrix, rule, subnets) -> bool:
-    """Another rule of the same end allows all of it once roles become their subnets."""
+def essential_covers(rule, prof) -> bool:
+    """A host essential allows all of the rule's traffic (pods and their node reach
+    each other)."""
+    essential = hostfw.essentials_for(prof, rule.role).pods
+    if not rule.peer.cidrs or not essential:
+        return False
+    pods = [ipaddress.ip_network(c) for c in essential]
+    nets = [ipaddress.ip_network(c) for c in rule.peer.cidrs]
+    return all(any(n.subnet_of(p) for p in pods) for n in nets)
+
+
+def host_shadowed(matrix, rule, prof) -> bool:
+    """Another rule of the same end allows all of it once roles become their subnets,
+    or a host essential does."""
+    subnets = prof.subnets
+    if essential_covers(rule, prof):
+        return True
 
     def nets(r):
         cidrs = subnets.get(r.peer.role, ()) if r.peer.role else r.peer.cidrs
@@ -118,9 +162,11 @@ def removals(least: int = 2) -> dict[str, list]:
     found: dict[str, list] = {}
     for case in CASES:
         prof, matrix = load_case(case)
-        probes = make_plan(matrix, prof.subnets).probes
+        probes = make_plan(matrix, prof.subnets, prof).probes
         found[case] = [
-            r for r in matrix.rules if detected(matrix, r, probes, prof.subnets)
+            r
+            for r in matrix.rules
+            if detected(matrix, r, probes, prof) and not essential_covers(r, prof)
         ]
     chosen: dict[str, list] = {case: [] for case in CASES}
     kinds = sorted({kind(r) for rules in found.values() for r in rules}, key=str)
@@ -200,6 +246,12 @@ def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
         for c in hostfw.essentials_for(prof, role).ntp
         + hostfw.essentials_for(prof, role).metadata
     ]
+    # the metadata service jobs are kept from, on every cloud
+    essentials += [
+        ipaddress.ip_network(c)
+        for role in matrix.roles()
+        for c in (hostfw.jobs_for(prof, role) or hostfw.Jobs()).metadata
+    ]
     for host in test_plan.hosts:
         if host.parent:  # behind its host, in a pod range or the shared space
             pods = [ipaddress.ip_network(c) for c in prof.pod_cidrs]
@@ -218,19 +270,21 @@ def test_hosts_use_only_profile_addresses_or_the_stand_in(case):
             assert any(host.address in n for n in nets)
 
 
-def test_explain_agrees_with_every_expectation(case):
-    """explain and verify's plan come from different code: they must agree."""
-    prof, matrix = load_case(case)
-    for probe in make_plan(matrix, prof.subnets, prof).probes:
-        if probe.kind in ("matrix", "forward"):  # a container acts as its host
-            assert (
-                verdict(matrix, as_host(probe), prof.subnets) == probe.expect
-            ), probe.text()
-
-
-def as_host(probe):
-    """A container's probe as its host's: the destination sees the host's address."""
-    return replace(probe, src=probe.src.parent or probe.src)
+def test_a_page_property_the_rules_break_stops_the_plan():
+    """verify expects what explain answers; where a page property asks for a probe
+    (two Nomad clients never talk), rules that break it stop the plan."""
+    prof, matrix = load_case("aws-private-vpn")
+    extra = [
+        replace(r, peer=replace(r.peer, role="nomad_clients"), flow="bad")
+        for r in matrix.rules
+        if r.role == "nomad_clients"
+        and r.peer.role == "kubernetes_nodes"
+        and r.ports == (4647, 4647)
+    ]
+    extra += [replace(r, role="nomad_clients", direction="egress") for r in extra]
+    broken = replace(matrix, rules=matrix.rules + tuple(extra))
+    with pytest.raises(VerifyError, match="no traffic between two nomad_clients"):
+        make_plan(broken, prof.subnets, prof)
 
 
 def test_host_firewall_probes_are_planned(case):
@@ -247,10 +301,37 @@ def test_host_firewall_probes_are_planned(case):
     # a NodePort or published port, from a host that may and from one that may not
     published = [p for p in test_plan.probes if "through DNAT" in " ".join(p.why)]
     assert any(not p.expect for p in published)
+    # published ports land on the containers' 80; one no rule opens is shut to all
+    assert all(b.container_port == 80 for b in boxes)
+    unopened = [p for p in test_plan.probes if p.tag == "unopened"]
+    assert unopened and not any(p.expect for p in unopened)
+    # jobs on Nomad clients and VMs, behind Docker's bridges, with named probes
+    jobs = {p.tag: p for p in test_plan.probes if p.kind == "jobs" and p.tag}
+    job_boxes = [b for b in boxes if b.parent.role in hostfw.JOB_HOSTS]
+    podman = prof.container_runtime == "podman"  # the clients' jobs behind podman0
+    assert {b.bridge[:3] for b in job_boxes} == {"pod" if podman else "doc", "br-"}
+    assert not jobs["metadata"].expect and jobs["metadata"].port == 80
+    assert str(jobs["metadata"].dst.address) == "169.254.169.254"
+    if "internet" in jobs:
+        assert jobs["internet"].expect and jobs["internet"].port == 443
+    if any(r.flow == "nomad-rpc-lb" for r in matrix.rules):
+        assert not jobs["host-only"].expect
+    if not matrix.stateful:
+        (syn,) = [
+            p
+            for p in test_plan.probes
+            if p.tag == "syn" and p.dst.role == "kubernetes_nodes"
+        ]
+        assert syn.sport == 443 and not syn.expect
 
 
 def test_removals_cover_every_kind_of_rule():
-    kinds = {kind(r) for c in CASES for r in load_case(c)[1].rules}
+    kinds = {
+        kind(r)
+        for c in CASES
+        for r in load_case(c)[1].rules
+        if not essential_covers(r, load_case(c)[0])  # no host can tell it is gone
+    }
     picked = {
         kind(r)
         for c, names in removals().items()
@@ -263,10 +344,10 @@ def test_removals_cover_every_kind_of_rule():
 def test_a_rule_whose_removal_no_probe_sees_is_shadowed_on_the_host(case):
     """Only a rule that another rule already covers may go unnoticed."""
     prof, matrix = load_case(case)
-    probes = make_plan(matrix, prof.subnets).probes
+    probes = make_plan(matrix, prof.subnets, prof).probes
     for rule in matrix.rules:
-        if not detected(matrix, rule, probes, prof.subnets):
-            assert host_shadowed(matrix, rule, prof.subnets), rule.name
+        if not detected(matrix, rule, probes, prof):
+            assert host_shadowed(matrix, rule, prof), rule.name
 
 
 def test_explain_names_both_ends_and_the_blocking_end():
@@ -290,11 +371,16 @@ def test_explain_names_both_ends_and_the_blocking_end():
 def test_explain_command():
     runner = CliRunner()
     path = str(ROOT / "profiles" / "aws-public-ip.yaml")
-    args = ["explain", path, "--from", "kubernetes_nodes", "--to", "external_vms"]
-    result = runner.invoke(main, args + ["--port", "22"])
-    assert result.exit_code == 1, result.output  # blocked
-    assert "blocked by ingress on external_vms" in result.output
-    assert "nat_gateway" in result.output  # where the page expects that flow from
+    for source, port, seen in (
+        ("kubernetes_nodes", 22, "nat_gateway (198.51.100.10/32, 198.51.100.11/32)"),
+        ("nomad_clients", 2376, "nomad_client_public_ips (198.51.100.64/27)"),
+    ):
+        args = ["explain", path, "--from", source, "--to", "external_vms"]
+        result = runner.invoke(main, args + ["--port", str(port)])
+        # The VMs are reached on their public addresses: allowed through the hop.
+        assert result.exit_code == 0, result.output
+        assert f"ingress on external_vms (from {seen}):" in result.output
+        assert "egress on" in result.output and "vm_public_ips" in result.output
     result = runner.invoke(
         main,
         ["explain", path, "--from", "198.51.100.10", "--to", "external_vms"]
@@ -304,10 +390,18 @@ def test_explain_command():
     assert data["allowed"] and data["checks"][0]["rules"][0]["flow"].startswith(
         "k8s-vm-docker"
     )
+    # An address outside the NAT (a node's own) is blocked at the VMs.
+    result = runner.invoke(
+        main,
+        ["explain", path, "--from", "10.1.0.10", "--to", "external_vms"]
+        + ["--port", "2376"],
+    )
+    assert result.exit_code == 2  # blocked
+    assert "blocked by ingress on external_vms" in result.output
     bad = runner.invoke(
         main, ["explain", path, "--from", "nomad", "--to", "x"] + ["--port", "1"]
     )
-    assert bad.exit_code == 2 and "neither a role" in bad.output
+    assert bad.exit_code == 1 and "neither a role" in bad.output
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 
@@ -335,7 +429,7 @@ def our_namespaces() -> set[str]:
 @needs_root
 @needs_tools
 @pytest.mark.parametrize("engine", ENGINES)
-def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
+def test_verify_passes_and_each_removal_fails(case, engine, tmp_path, record_property):
     prof, matrix = load_case(case)
     test_plan = make_plan(matrix, prof.subnets, prof)
     full = tmp_path / "full"
@@ -346,10 +440,21 @@ def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
         observed = observe_with_retry(bed, test_plan.probes, matrix)
         outcome = Outcome(matrix, test_plan, observed, 0.0)
         assert outcome.ok, report(outcome)
-        for probe in test_plan.probes:
-            if probe.kind in ("matrix", "forward"):
-                passed = outcome.passed(probe)
-                assert verdict(matrix, as_host(probe), prof.subnets) == passed
+        # The differential test: explain, asked from the command line's side, on
+        # every probe verify sent; the bed's own properties by their plan.
+        explained = [p for p in test_plan.probes if p.kind in EXPLAINED]
+        for probe in explained:
+            passed = outcome.passed(probe)
+            assert verdict(matrix, probe, prof) == passed, probe.text()
+        paths = sum(p.kind == "path" for p in explained)
+        record_property("probes", len(test_plan.probes))
+        print(
+            f"{case} {engine}: {len(test_plan.probes)} probes; explain agrees with"
+            f" all {len(explained)} it answers ({paths} through hops), the"
+            f" {len(test_plan.probes) - len(explained)} of the bed's own properties"
+            " (host essentials, jobs, stateless replies, the operator's DROP) as"
+            " planned"
+        )
         for rule in [r for r in matrix.rules if r.name in removals()[case]]:
             folder = tmp_path / rule.name
             folder.mkdir()
@@ -368,11 +473,51 @@ def test_verify_passes_and_each_removal_fails(case, engine, tmp_path):
             assert any(rule.name in l and rule.flow in l for l in misses), misses
             thinner = without(matrix, rule)
             for probe in touched:
-                if probe.kind in ("matrix", "forward"):
+                if probe.kind in EXPLAINED:
                     passed = broken.passed(probe)
-                    assert verdict(thinner, as_host(probe), prof.subnets) == passed
+                    assert verdict(thinner, probe, prof) == passed, probe.text()
             bed.load(full, [rule.role])
     assert not _with_prefix({bed.prefix})
+
+
+@needs_root
+@needs_tools
+def test_verify_tells_a_terminal_each_phase_as_it_starts():
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "verify"]
+        + [str(ROOT / "profiles" / "generic-baremetal.yaml")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the other end closed: verify is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.communicate(timeout=120)[0]
+    os.close(leader)
+    assert proc.returncode == 0, seen
+    phases = [l for l in seen.decode().splitlines() if l.startswith("verify: ")]
+    assert [p.split(" (")[0].split(":")[1].split()[0] for p in phases] == [
+        "planned",
+        "building",
+        "loading",
+        "sending",
+        "proving",
+        "removing",
+    ]
+    assert all(p.endswith(" s)") for p in phases)
+    assert "verify: " not in out and "0 mismatches" in out  # the result on stdout
 
 
 @needs_root
@@ -389,7 +534,8 @@ def test_verify_command_fails_naming_the_flow(engine):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr  # a finding
+    assert "verify: sending" not in result.stderr  # no progress into a pipe
     misses = [l for l in result.stdout.splitlines() if l.startswith("MISMATCH")]
     assert misses and all("vm-rerun-ssh" in l for l in misses)
     assert "1 mismatch," in result.stdout.splitlines()[-1]
@@ -515,7 +661,7 @@ def test_a_signal_at_any_moment_removes_the_test_bed():
         assert not _rules_folders(prefixes), label
         if prefixes:
             seen_bed += 1
-            assert "the test bed was removed" in err or proc.returncode in (0, 1)
+            assert "the test bed was removed" in err or proc.returncode in (0, 2)
     assert seen_bed, "no signal landed while a test bed existed"
 
 
@@ -560,7 +706,28 @@ SAFETY = {
         lambda files: {r: t.replace(GUARD_LINE, "true & #") for r, t in files.items()},
         "rollback",
     ),
+    # the rollback of old: a copy of the whole filter table, restored whole
+    "rollback-only-rulegen": (
+        lambda files: in_apply(
+            files,
+            ('ours_saved "$tool" >', '"$tool-save" -t filter >'),
+            (
+                'put_back "$tool" "$saved.$tool"',
+                '"$tool-restore" --wait -T filter < "$saved.$tool"',
+            ),
+        ),
+        "rollback",
+    ),
 }
+
+
+def in_apply(files: dict, *replacements: tuple[str, str]) -> dict:
+    """The files with apply.sh edited; each replaced text must be there."""
+    text = files["apply.sh"]
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return {**files, "apply.sh": text}
 
 
 def nft_without(pattern: str):
@@ -572,6 +739,37 @@ def nft_without(pattern: str):
     }
 
 
+def ipt_without(pattern: str):
+    """iptables files with every match of `pattern` taken out."""
+    import re
+
+    return lambda files: {
+        r: re.sub(pattern, "", t) if r.endswith("tables") else t
+        for r, t in files.items()
+    }
+
+
+# The forward chain by direction: no DNAT drop, and the jobs chain for any interface.
+SAFETY["forward-direction"] = (
+    lambda files: ipt_without(r"-i (docker|br-)\+ ")(
+        without_lines(files, lambda l: "rulegen: host-dnat" not in l)
+    ),
+    "dnat",
+)
+# Jobs inherit the host's egress: the host agents' flows allowed, no drops.
+SAFETY["jobs-policy"] = (
+    lambda files: without_lines(
+        {
+            r: t.replace('jobs-host-only" -j DROP', 'jobs-host-only" -j RETURN')
+            for r, t in files.items()
+        },
+        lambda l: "rulegen: jobs-" not in l or "-j RETURN" in l,
+    ),
+    "jobs",
+)
+SAFETY["replies-only"] = (ipt_without(r" ! --syn"), "replies")
+
+
 # nftables has no RETURN to get wrong: its accept ends only rulegen's own table.
 SAFETY_NFT = {
     "nothing": SAFETY["nothing"],
@@ -579,6 +777,50 @@ SAFETY_NFT = {
     "ipv6-chains": (nft_without(r", ipv6 : jump \w+_v6"), "ipv6"),
     "host-essentials": (nft_without(r"\n.*rulegen: host-.*"), "essential"),
     "rollback-guard": SAFETY["rollback-guard"],
+    "forward-direction": (
+        nft_without(r'(\n.*ct status dnat drop.*|iifname "(docker|br-)\*" )'),
+        "dnat",
+    ),
+    "jobs-policy": (
+        lambda files: nft_without(r"\n.*drop comment \"rulegen: jobs-.*")(
+            {
+                r: t.replace('drop comment "rulegen: jobs-host-only"', "accept")
+                for r, t in files.items()
+            }
+        ),
+        "jobs",
+    ),
+    "replies-only": (
+        nft_without(r" tcp flags & \(fin \| syn \| rst \| ack\) != syn"),
+        "replies",
+    ),
+    # the whole ruleset saved and restored, not rulegen's table alone
+    "rollback-only-its-table": (
+        lambda files: in_apply(
+            files,
+            ("nft list table inet rulegen >", "nft list ruleset >"),
+            (
+                '{ echo "table inet rulegen {}"; echo "delete table inet rulegen";',
+                "{ echo 'flush ruleset';",
+            ),
+        ),
+        "rollback",
+    ),
+}
+# Where each property shows (the rest: generic-baremetal): jobs that may reach
+# 0.0.0.0/0 on 80 and 443, the DNS server in a role's subnet, a stateless ruleset.
+SAFETY_CASE = {
+    "forward-direction": "aws-private-vpn",
+    "jobs-policy": "aws-private-vpn",
+    "replies-only": "stateless",
+}
+# The named probes each new property must fail, at least.
+SAFETY_TAGS = {
+    "forward-direction": {"unopened"},
+    "jobs-policy": {"metadata", "host-only", "internal"},
+    "replies-only": {"syn"},
+    "rollback-only-rulegen": {"others-kept"},
+    "rollback-only-its-table": {"others-kept"},
 }
 
 
@@ -641,9 +883,11 @@ def test_verify_without_a_profile_or_cleanup_is_an_error():
     [("iptables", name) for name in SAFETY]
     + [("nftables", name) for name in SAFETY_NFT],
 )
+@needs_root
+@needs_tools
 def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_path):
     change, kind = (SAFETY if engine == "iptables" else SAFETY_NFT)[taken_out]
-    prof, matrix = load_case("generic-baremetal")
+    prof, matrix = load_case(SAFETY_CASE.get(taken_out, "generic-baremetal"))
     test_plan = make_plan(matrix, prof.subnets, prof)
     folder = tmp_path / "rules"
     folder.mkdir()
@@ -657,7 +901,7 @@ def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_pa
         extra, seen = rollback(
             bed, test_plan, matrix, prof, tmp_path, change, engine=engine
         )
-    assert [p.tag for p in extra] == ["cut", "restored"]
+    assert [p.tag for p in extra] == ["cut", "restored", "others-kept"]
     observed.update(seen)
     plan = ProbePlan(test_plan.hosts, test_plan.probes + extra, test_plan.unlisted)
     outcome = Outcome(matrix, plan, observed, 0.0)
@@ -665,6 +909,8 @@ def test_taking_out_a_safety_property_fails_its_probes(engine, taken_out, tmp_pa
         assert outcome.ok, report(outcome)
     else:
         assert kind in {p.kind for p in outcome.mismatches}, report(outcome)
+        tags = {p.tag for p in outcome.mismatches if p.kind == kind}
+        assert SAFETY_TAGS.get(taken_out, set()) <= tags, report(outcome)
 
 
 @needs_root

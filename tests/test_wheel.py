@@ -20,6 +20,9 @@ import pytest
 
 from conftest import ROOT
 
+# One worker runs the module: the wheel is built once, for every test.
+pytestmark = [pytest.mark.wheel, pytest.mark.xdist_group("wheel")]
+
 IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", "out", "build", "dist", "*.egg-info", "__pycache__", ".*cache"
 )
@@ -75,6 +78,15 @@ def test_the_wheel_carries_every_subpackage_and_template(dist):
     } <= names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "rulegen = generator:run" in zipfile.ZipFile(wheel).read(entry).decode()
+    # Ready to publish: the licence text, the project's links and classifiers.
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    meta = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith(".dist-info/METADATA"))
+    )
+    meta = meta.decode()
+    assert "License-Expression: Apache-2.0" in meta
+    assert "Project-URL: Homepage, https://" in meta
+    assert "Classifier: Topic :: System :: Networking :: Firewalls" in meta
 
 
 def test_the_sdist_keeps_templates_at_the_top(dist):

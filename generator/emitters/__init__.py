@@ -31,7 +31,13 @@ class Target:
     stateful: bool = True  # return rules are implied by the engine
     source_ports: bool = False  # can match a source port (stateless return rules)
     roles: frozenset = frozenset(
-        {"load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"}
+        {
+            "load_balancer",
+            "kubernetes_nodes",
+            "nomad_clients",
+            "nomad_servers",
+            "external_vms",
+        }
     )
     ipv6: bool = True
     host_firewall: bool = False  # lays out generator/hostfw.py on the hosts themselves
@@ -40,7 +46,9 @@ class Target:
         return import_module(f"{__name__}.{self.module}")
 
 
-COMPUTE = frozenset({"kubernetes_nodes", "nomad_clients", "external_vms"})
+COMPUTE = frozenset(
+    {"kubernetes_nodes", "nomad_clients", "nomad_servers", "external_vms"}
+)
 
 # The one table of targets and what each can express.
 TARGETS: dict[str, Target] = {

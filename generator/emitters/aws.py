@@ -88,7 +88,10 @@ def rule_description(rule: Rule) -> str:
     stale = (
         " (stale on this release; kept by include_obsolete)" if rule.obsolete else ""
     )
-    return sanitize(f"{rule.purpose}{stale}. Source: {_references(rule.reference)}")
+    path = f". Path: {rule.via}" if rule.via else ""
+    return sanitize(
+        f"{rule.purpose}{stale}. Source: {_references(rule.reference)}{path}"
+    )
 
 
 def _references(reference: str) -> str:
@@ -202,7 +205,8 @@ def page_open_peers(profile) -> frozenset[str]:
 PAGE_OPEN_REASONS = {
     "external": "a public install (access: public) serves the UI to anyone",
     "nomad_client_public_ips": "the page allows 0.0.0.0/0 for Nomad client public IPs"
-    " not known in advance (peers.nomad_client_public_ips left empty)",
+    " not known in advance (peers.nomad_client_public_ips: 0.0.0.0/0, or left empty"
+    " without NAT gateways)",
 }
 
 
@@ -602,3 +606,85 @@ def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -
             " rules per network interface; use another target (iptables) for these hosts"
         )
     return text + " Choices: " + "; ".join(choices) + "."
+
+
+# --- network ACLs (aws.network_acls): entries from generator/nacl.py -------------
+
+
+def acl_layer(profile, matrix: Matrix):
+    """The profile's network ACLs for the AWS targets, or None when they are off."""
+    from ..nacl import layer_for
+
+    return layer_for(profile, matrix)
+
+
+def check_acl_fit(profile, matrix: Matrix, targets) -> None:
+    """Raise QuotaError if an ACL cannot hold its entries within the quota."""
+    if not any("aws" in t.clouds for t in targets):
+        return
+    layer = acl_layer(profile, matrix)
+    if layer is None:
+        return
+    from ..nacl import fit_problems
+
+    problems = fit_problems(layer, targets)
+    if problems:
+        raise QuotaError(problems)
+
+
+def acl_name(install: str, role: str) -> str:
+    return f"{install}-{role.replace('_', '-')}"
+
+
+def entry_comment(entry) -> str:
+    """An entry's purpose, the matrix rules it serves and how much wider it is (AWS
+    keeps no description on an entry: this is its only record)."""
+    text = f"{entry.number} {entry.action}: {entry.label}"
+    if entry.wider:
+        text += f" [coarsened: {entry.wider}; covers {', '.join(entry.covers)}]"
+    return sanitize(text)
+
+
+# checkov's network ACL checks: ingress from anywhere to a port, all ports, attached.
+ACL_PORT_CHECKS = (
+    ("CKV_AWS_230", 20),
+    ("CKV_AWS_229", 21),
+    ("CKV_AWS_232", 22),
+    ("CKV_AWS_231", 3389),
+)
+ACL_ALL_PORTS_CHECK = "CKV_AWS_352"
+ACL_UNATTACHED_CHECK = "CKV2_AWS_1"
+ACL_UNATTACHED_REASON = "associated with the subnets passed in (subnet_ids)"
+
+
+def acl_skips(entry) -> tuple[tuple[str, str], ...]:
+    """The checkov findings on an ACL entry that stateless replies make deliberate.
+
+    A reply entry opens the ephemeral range to the peers of the role's flows: from
+    anywhere when the role reaches the internet. Entries for traffic the matrix
+    itself opens to anywhere (a user's choice) get no skip: checkov reports them."""
+    if entry.direction != "inbound" or entry.action != "allow":
+        return ()
+    skips = []
+    lo, hi = entry.ports or (0, 65535)
+    if entry.kind == "reply" and entry.cidr in OPEN_CIDRS:
+        for check, port in ACL_PORT_CHECKS:
+            if lo <= port <= hi:
+                skips.append(
+                    (
+                        check,
+                        f"stateless replies ({entry.protocol}/{lo}-{hi}) to the role's"
+                        " own connections: an ACL cannot tell them from new ones; the"
+                        " security groups decide who may connect",
+                    )
+                )
+    if entry.ports is None and entry.cidr not in OPEN_CIDRS:
+        skips.append(
+            (
+                ACL_ALL_PORTS_CHECK,
+                sanitize(
+                    f"{entry.label}: all traffic from {entry.cidr}, as the matrix says"
+                ),
+            )
+        )
+    return tuple(skips)

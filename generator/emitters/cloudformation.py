@@ -16,7 +16,9 @@ from ..quotas import quotas_for
 from ..templating import render
 from . import Target, header
 from .aws import AwsRule, GroupRule, camel, group_description, group_logical_id
-from .aws import aws_options, group_name, sanitize, split
+from .aws import acl_layer, acl_name, aws_options, entry_comment, group_name
+from .aws import sanitize, split
+from ..nacl import PROTOCOL_NUMBERS
 
 RESOURCE = {
     "ingress": "AWS::EC2::SecurityGroupIngress",
@@ -70,6 +72,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         ],
         placeholder=PLACEHOLDER,
         placeholder_cidr=GROUP_RULES[0].cidr_ipv4,
+        acls=_acls(profile, matrix),
     )
     return {"template.yaml": text}
 
@@ -178,3 +181,55 @@ def _rule(rule: AwsRule, number: int = 1, passed_in=frozenset()) -> dict:
         "skips": [{"id": check, "comment": reason} for check, reason in rule.skips],
         "properties": properties,
     }
+
+
+def _acls(profile, matrix: Matrix) -> list[dict]:
+    """Each role's network ACL: its subnets' parameter, entries and associations."""
+    layer = acl_layer(profile, matrix)
+    out = []
+    for acl in layer.acls if layer else ():
+        name = camel(acl.role)
+        entries = []
+        for direction in ("inbound", "outbound"):
+            for entry in acl.entries(direction):
+                properties = [
+                    ("NetworkAclId", f"!Ref {name}NetworkAcl"),
+                    ("RuleNumber", str(entry.number)),
+                    ("Protocol", PROTOCOL_NUMBERS[entry.protocol]),
+                    ("RuleAction", entry.action),
+                    ("Egress", "true" if entry.egress else "false"),
+                    (
+                        "Ipv6CidrBlock" if ":" in entry.cidr else "CidrBlock",
+                        json.dumps(entry.cidr),
+                    ),
+                ]
+                if entry.ports and entry.protocol != "all":
+                    lo, hi = entry.ports
+                    properties.append(("PortRange", f"{{From: {lo}, To: {hi}}}"))
+                entries.append(
+                    {
+                        "logical_id": f"{name}NetworkAcl{'In' if direction == 'inbound' else 'Out'}{entry.number}",
+                        "comment": entry_comment(entry),
+                        "properties": properties,
+                    }
+                )
+        out.append(
+            {
+                "logical_id": f"{name}NetworkAcl",
+                "title": ROLE_TITLES[acl.role],
+                "name": acl_name(profile.name, acl.role),
+                "role": acl.role,
+                "parameter": f"{name}SubnetIds",
+                "parameter_description": sanitize(
+                    f"The {len(acl.subnets)} subnet(s) of the {ROLE_TITLES[acl.role]}"
+                    f" ({', '.join(acl.subnets)}), in that order: their network ACL"
+                    " is associated with them."
+                ),
+                "associations": [
+                    {"logical_id": f"{name}SubnetNetworkAcl{i + 1}", "index": i}
+                    for i in range(len(acl.subnets))
+                ],
+                "entries": entries,
+            }
+        )
+    return out

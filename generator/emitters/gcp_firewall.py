@@ -29,6 +29,7 @@ SHORT = {
     "load_balancer": "lb",
     "kubernetes_nodes": "k8s",
     "nomad_clients": "nomad",
+    "nomad_servers": "nomadsrv",
     "external_vms": "vm",
 }
 ANYWHERE = ("0.0.0.0/0", "::/0")
@@ -195,7 +196,8 @@ def _skips(rule: Rule, ranges: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _description(rule: Rule) -> str:
-    return f"{rule.purpose}. Source: {rule.reference}"
+    path = f". Path: {rule.via}" if rule.via else ""
+    return f"{rule.purpose}. Source: {rule.reference}{path}"
 
 
 def build(matrix: Matrix, profile, target: Target) -> GcpPlan:

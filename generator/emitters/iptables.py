@@ -2,7 +2,9 @@
 
 The iptables layout of the host firewall model (generator/hostfw.py). The rules live
 in RULEGEN-IN, RULEGEN-OUT and RULEGEN-FWD, which INPUT, OUTPUT and the forward path
-(FORWARD, or Docker's DOCKER-USER on Docker hosts) jump to first. Allowed traffic
+(FORWARD, or Docker's DOCKER-USER on Docker hosts) jump to first; on Docker hosts
+RULEGEN-FWD goes on (-g) to RULEGEN-JOBS for what leaves Docker's bridges, so that
+its RETURN goes back to the hook as the others' does. Allowed traffic
 RETURNs to the chain that jumped, so kube-proxy's, Docker's, a CNI's and the
 operator's later rules still apply; the rest is dropped. Loading with
 `iptables-restore --noflush` flushes only our chains (declaring a chain flushes it).
@@ -23,13 +25,29 @@ from ..templating import render
 from . import EmitError, Line, Target, expressible, header
 from ..records import dataclass
 
-CHAINS = {"ingress": "RULEGEN-IN", "egress": "RULEGEN-OUT", "forward": "RULEGEN-FWD"}
+CHAINS = {
+    "ingress": "RULEGEN-IN",
+    "egress": "RULEGEN-OUT",
+    "forward": "RULEGEN-FWD",
+    "jobs": "RULEGEN-JOBS",
+}
+TITLES = {
+    "ingress": "traffic to this host",
+    "egress": "traffic from this host",
+    "forward": "traffic forwarded to and from containers",
+    "jobs": "what job containers may reach, from RULEGEN-FWD (Docker's bridges)",
+}
 HOOKS = {
     "input": "INPUT",
     "output": "OUTPUT",
     "forward": "FORWARD",
     "docker-user": "DOCKER-USER",
 }
+# More hooks that jump to a chain first, by role. Nomad's bridge networking (the CNI
+# firewall plugin) inserts a jump to its CNI-FORWARD first in FORWARD, above DOCKER-USER,
+# and CNI-FORWARD accepts the allocations' traffic: the forward chain is first there too.
+# apply.sh makes CNI-FORWARD as the plugin does, so the plugin keeps it.
+ALSO_HOOKED = {"nomad_clients": {"RULEGEN-FWD": ("CNI-FORWARD",)}}
 MULTIPORT_MAX = 15  # multiport slots per rule; a range takes two
 SET_NAME_MAX = 31  # the kernel's limit
 SET_TEMP_SUFFIX = "-new"  # apply fills a temporary set and swaps it in
@@ -73,7 +91,8 @@ class Chain:
     """One chain of the layout and the lines it holds."""
 
     name: str
-    hook: str
+    hook: str | None  # None: reached from another of our chains
+    title: str = ""
     lines: list[Line] = field(default_factory=list)
 
 
@@ -146,6 +165,8 @@ def entry_lines(entry: Entry, direction: str) -> list[Line]:
     head = []
     if entry.iface:
         head.append(f"{'-i' if direction == 'ingress' else '-o'} {entry.iface}")
+    if entry.bridge:
+        head.append(f"-i {entry.bridge}+")
     if entry.protocol:
         head.append(f"-p {PROTOCOLS.get(entry.protocol, entry.protocol)}")
     if entry.icmp_type:
@@ -163,6 +184,7 @@ def entry_lines(entry: Entry, direction: str) -> list[Line]:
         before = [state]
         if entry.sports:
             fixed = f"-m {entry.protocol} --dport {port_arg(entry.dports[0], ':')} "
+            fixed += "! --syn " if entry.reply else ""
             after = [
                 fixed + port_match(c, "sport", entry.protocol)
                 for c in chunk_ports(list(entry.sports))
@@ -175,13 +197,15 @@ def entry_lines(entry: Entry, direction: str) -> list[Line]:
         else:
             after = [""]
     tail = f'-m comment --comment "{comment(entry.flows)}"' if entry.flows else ""
+    if entry.action == "goto":
+        verdict = f"-g {CHAINS[entry.goto]}"
+    else:
+        verdict = f"-j {ACTIONS[entry.action]}"
     lines = []
     for pair in pairs:
         for one in before:
             for ports in after:
-                words = (
-                    head + [one] + pair + [ports, tail, f"-j {ACTIONS[entry.action]}"]
-                )
+                words = head + [one] + pair + [ports, tail, verdict]
                 spec = " ".join(w for w in words if w)
                 lines.append(Line(spec, list(entry.notes) if not lines else []))
     return lines
@@ -192,7 +216,8 @@ def layout(fw: HostFirewall, family: int) -> list[Chain]:
     fr = fw.families[family]
     chains = []
     for direction, model in fr.chains.items():
-        chain = Chain(CHAINS[direction], HOOKS[model.attach])
+        hook = HOOKS[model.attach] if model.attach else None
+        chain = Chain(CHAINS[direction], hook, TITLES[direction])
         for entry in model.entries:
             chain.lines += entry_lines(entry, direction)
         chains.append(chain)
@@ -217,7 +242,11 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         sets[role] = ipsets(fw)
         for family in fw.families:
             chains = layout(fw, family)
-            hooks[role] = [(c.hook, c.name) for c in chains]
+            hooks[role] = [(c.hook, c.name) for c in chains if c.hook] + [
+                (hook, c.name)
+                for c in chains
+                for hook in ALSO_HOOKED.get(role, {}).get(c.name, ())
+            ]
             name = f"{role}.{'iptables' if family == 4 else 'ip6tables'}"
             files[name] = render(
                 "iptables/rules.j2",
@@ -227,6 +256,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
                 stateful=matrix.stateful,
                 has_sets=bool(sets[role]),
                 chains=chains,
+                hooks=hooks[role],
             )
         if sets[role]:
             files[f"{role}.ipset"] = render(

@@ -28,6 +28,9 @@ from ..records import dataclass
 TABLE = "rulegen"
 PRIORITY = "filter - 10"  # before iptables' chains (priority filter, 0)
 HOOKS = {"ingress": "input", "egress": "output", "forward": "forward"}
+# Chains no hook calls: the forward chain goes on (goto) to them.
+REGULAR = {"jobs": "what job containers may reach (from Docker's bridges)"}
+REPLY = "tcp flags & (fin | syn | rst | ack) != syn"  # iptables' ! --syn
 FAMILY = {4: ("ip", "ipv4", "v4"), 6: ("ip6", "ipv6", "v6")}
 COMMENT_MAX = 128  # the kernel keeps rule comments of up to 128 bytes
 ICMP_NAMES = {
@@ -44,6 +47,7 @@ class Chain:
 
     name: str
     lines: list[Line] = field(default_factory=list)
+    title: str = ""
 
 
 @dataclass
@@ -100,13 +104,15 @@ def entry_lines(entry: Entry, direction: str, family: int) -> list[Line]:
     """One entry as nftables rules: one, with lists as anonymous sets; the port before
     DNAT takes one rule per range (nft 1.0 cannot list a set of them back)."""
     if entry.original and len(entry.dports) > 1:
-        lines = [
-            entry_line(replace(entry, dports=(p,)), direction, family)
-            for p in entry.dports
+        # The notes go with the first rule alone (not copied to each and dropped).
+        return [
+            entry_line(
+                replace(entry, dports=(p,), notes=entry.notes if i == 0 else ()),
+                direction,
+                family,
+            )
+            for i, p in enumerate(entry.dports)
         ]
-        for line in lines[1:]:
-            line.notes = []
-        return lines
     return [entry_line(entry, direction, family)]
 
 
@@ -115,6 +121,8 @@ def entry_line(entry: Entry, direction: str, family: int) -> Line:
     words = []
     if entry.iface:
         words.append(f'{"iifname" if direction == "ingress" else "oifname"} "lo"')
+    if entry.bridge:
+        words.append(f'iifname "{entry.bridge}*"')
     words.append(_addresses(family, "saddr", entry.src, entry.src_set))
     words.append(_addresses(family, "daddr", entry.dst, entry.dst_set))
     if entry.icmp_type:
@@ -134,7 +142,12 @@ def entry_line(entry: Entry, direction: str, family: int) -> Line:
             words.append(f"{entry.protocol} sport {_ports(entry.sports)}")
         if entry.dports:
             words.append(f"{entry.protocol} dport {_ports(entry.dports)}")
-    words.append("accept" if entry.action == "allow" else "drop")
+    if entry.reply:
+        words.append(REPLY)
+    if entry.action == "goto":
+        words.append(f"goto {entry.goto}_{FAMILY[family][2]}")
+    else:
+        words.append("accept" if entry.action == "allow" else "drop")
     if entry.flows:
         words.append(f'comment "{comment(entry.flows)}"')
     return Line(" ".join(w for w in words if w), list(entry.notes))
@@ -146,15 +159,17 @@ def layout(fw: HostFirewall) -> tuple[list[BaseChain], list[Chain], list[NftSet]
     sets: list[NftSet] = []
     for family, fr in fw.families.items():
         for direction, model in fr.chains.items():
-            hook = HOOKS[direction]
-            name = f"{hook}_{FAMILY[family][2]}"
+            hook = HOOKS.get(direction)
+            name = f"{hook or direction}_{FAMILY[family][2]}"
             chain = Chain(
                 name,
                 [x for e in model.entries for x in entry_lines(e, direction, family)],
+                REGULAR.get(direction, ""),
             )
             chains.append(chain)
-            base = bases.setdefault(hook, BaseChain(hook, hook, {}, model.attach))
-            base.dispatch[FAMILY[family][1]] = name
+            if hook:
+                base = bases.setdefault(hook, BaseChain(hook, hook, {}, model.attach))
+                base.dispatch[FAMILY[family][1]] = name
         for aset in fr.sets.values():
             sets.append(NftSet(set_name(aset.label, family), family, aset.cidrs))
     return list(bases.values()), chains, sets

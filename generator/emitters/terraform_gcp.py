@@ -64,6 +64,7 @@ def resource(rule: GcpRule) -> dict:
 
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     from ..templating import render
+    from . import tfdocs
 
     plan: GcpPlan = build(matrix, profile, target)
     head = header(matrix, target.name)
@@ -80,7 +81,7 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
             for role, a in plan.addresses.items()
         ]
     )
-    return {
+    files = {
         "versions.tf": render(
             "terraform-gcp/versions.tf.j2", header=head, provider=PROVIDER_VERSION
         ),
@@ -99,3 +100,16 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
             "terraform-gcp/outputs.tf.j2", header=head, rules=outputs, roles=roles
         ),
     }
+    files["README.md"] = tfdocs.readme(
+        f"CircleCI Server firewall: {profile.name} (GCP firewall rules)",
+        ["\n".join(f"<!-- {line} -->" for line in head)]
+        + [
+            "One `google_compute_firewall` rule per rule of the install's profile;"
+            " give every instance of a role the tag or service account"
+            " `role_addresses` lists.",
+        ],
+        files,
+        usage=f'module "circleci_firewall" {{\n  source = "./out/{profile.name}'
+        '/terraform-gcp"\n}\n',
+    )
+    return files

@@ -66,7 +66,7 @@ class Finding:
     text: str  # the live construct, as written
     why: str
     direction: str | None = None
-    icmp: tuple = ()  # ICMP allowed: peer-axis intervals (see readers.engine)
+    icmp: tuple = ()  # ICMP allowed: (peer interval, type interval) boxes
 
     def to_dict(self) -> dict:
         return {
@@ -86,8 +86,15 @@ class Live:
     families: tuple[int, ...] = (4, 6)  # address families the export covers
     stateful: bool = True  # replies to allowed connections pass by themselves
     unknown: list[Finding] = field(default_factory=list)  # could not evaluate
-    not_compared: list[Finding] = field(default_factory=list)  # outside the page
+    icmp: list[Finding] = field(default_factory=list)  # the ICMP each rule allows
     notes: list[str] = field(default_factory=list)
+    # Host readers: what reaches a container through DNAT (the forward path), as the
+    # role's ingress rules by the original port; None where it is not read.
+    forward: Matrix | None = None
+    forward_families: tuple[int, ...] = ()  # the families whose forward path was read
+    # Host readers: what passes for packets conntrack calls INVALID or UNTRACKED
+    # beyond what passes for new connections (only adds to the excess); None: nothing.
+    also: Matrix | None = None
 
 
 @dataclass

@@ -77,6 +77,8 @@ def _check(data, path: str) -> list[dict]:
                     if not (
                         isinstance(lo, int)
                         and isinstance(hi, int)
+                        and not isinstance(lo, bool)
+                        and not isinstance(hi, bool)
                         and 0 <= lo <= hi <= 65535
                     ):
                         problems.append(f"{at}: FromPort/ToPort {lo!r}-{hi!r}")
@@ -204,6 +206,9 @@ class Export:
             match.restrict("dport", [(perm["FromPort"], perm["ToPort"])])
         elif proto in ICMP_NAMES:
             match.restrict("proto", [(ICMP, ICMP)])
+            kind = perm.get("FromPort")  # an ICMP permission's FromPort: the type
+            if isinstance(kind, int) and 0 <= kind <= 255:
+                match.restrict("dport", [(kind, kind)])
         elif proto != "-1":
             unknown.append(
                 Finding(
@@ -336,3 +341,97 @@ def _perm_text(perm: dict, peers: list[str], direction: str) -> str:
         what = f"protocol {proto}"
     side = "from" if direction == "ingress" else "to"
     return f"{what} {side} {', '.join(peers) or 'nothing known'}"
+
+
+# --- network ACLs (`aws ec2 describe-network-acls --output json`) ----------------
+#
+# Entries are read one record at a time (_acl_entry) and assembled per ACL in rule
+# number order; the ACL's role is its `rulegen:role` tag. 32767 is AWS's own "*"
+# entry, the default deny, which the evaluator applies by itself.
+
+ACL_PROTOCOLS = {"-1": "all", "6": "tcp", "17": "udp"}
+DEFAULT_ENTRY = 32767
+
+
+def _acl_entry(record, at: str, unknown: list[str]):
+    """One live entry as a nacl.Entry, or None (its problem in unknown) if the
+    evaluator cannot apply it (a protocol other than tcp, udp and all)."""
+    from ..nacl import Entry
+
+    if not isinstance(record, dict) or not isinstance(record.get("RuleNumber"), int):
+        raise ReadError([f"{at}: an entry needs a RuleNumber"])
+    number = record["RuleNumber"]
+    protocol = ACL_PROTOCOLS.get(str(record.get("Protocol")))
+    action = record.get("RuleAction")
+    cidr = record.get("CidrBlock") or record.get("Ipv6CidrBlock")
+    if action not in ("allow", "deny") or not isinstance(cidr, str):
+        raise ReadError([f"{at}: an entry needs a RuleAction and a CIDR block"])
+    if protocol is None:
+        unknown.append(f"{at}: entry {number}, protocol {record.get('Protocol')!r}")
+        return None
+    ports = None
+    if protocol != "all":
+        span = record.get("PortRange") or {}
+        lo, hi = span.get("From"), span.get("To")
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= 65535):
+            raise ReadError([f"{at}: entry {number}: needs a PortRange From <= To"])
+        ports = (lo, hi)
+    try:
+        address_intervals(cidr)
+    except ValueError:
+        raise ReadError([f"{at}: entry {number}: {cidr!r} is not a CIDR"]) from None
+    return Entry(
+        "outbound" if record.get("Egress") else "inbound",
+        "deny" if action == "deny" else "request",
+        protocol,
+        ports,
+        cidr,
+        f"live entry {number}",
+        number=number,
+    )
+
+
+def read_acls(text: str, path: str, profile) -> tuple[list, list[str], list[str]]:
+    """The live ACLs (nacl.Acl, one per role tag), the entries not evaluated, notes."""
+    from ..nacl import Acl
+
+    data = load_json(text, path)
+    if not isinstance(data, dict) or not isinstance(data.get("NetworkAcls"), list):
+        raise ReadError(
+            [
+                f'{path}: expected {{"NetworkAcls": [...]}}'
+                " (aws ec2 describe-network-acls --output json)"
+            ]
+        )
+    acls, unknown, notes = {}, [], []
+    for i, record in enumerate(data["NetworkAcls"]):
+        at = f"{path}: NetworkAcls[{i}]"
+        if not isinstance(record, dict) or not isinstance(record.get("Entries"), list):
+            raise ReadError([f"{at}: an ACL needs its Entries"])
+        tags = {
+            t.get("Key"): t.get("Value")
+            for t in record.get("Tags") or []
+            if isinstance(t, dict)
+        }
+        role = tags.get(ROLE_TAG)
+        if role not in ROLES:
+            notes.append(
+                f"{at} ({record.get('NetworkAclId', '?')}): no {ROLE_TAG} tag naming"
+                " a role; not audited"
+            )
+            continue
+        if role in acls:
+            raise ReadError([f"{at}: a second ACL tagged {ROLE_TAG}={role}"])
+        entries = [
+            _acl_entry(e, f"{at}.Entries[{j}]", unknown)
+            for j, e in enumerate(record["Entries"])
+            if not (isinstance(e, dict) and e.get("RuleNumber") == DEFAULT_ENTRY)
+        ]
+        entries = sorted((e for e in entries if e), key=lambda e: e.number)
+        acls[role] = Acl(
+            role,
+            tuple(profile.subnets.get(role, ())),
+            tuple(e for e in entries if e.direction == "inbound"),
+            tuple(e for e in entries if e.direction == "outbound"),
+        )
+    return [acls[r] for r in ROLES if r in acls], unknown, notes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 
-from ..matrix import ROLES
 from . import Finding, Live, ReadError, load_json
 from .engine import (
     ICMP,
@@ -79,8 +78,18 @@ def _check(rules, path: str) -> None:
         if rule.get("direction", "INGRESS") not in ("INGRESS", "EGRESS"):
             problems.append(f"{where}.direction: {rule.get('direction')!r}")
         priority = rule.get("priority", DEFAULT_PRIORITY)
-        if not isinstance(priority, int) or not 0 <= priority <= 65535:
-            problems.append(f"{where}.priority: {priority!r} is not 0..65535")
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or not 0 <= priority <= 65535
+        ):
+            problems.append(f"{where}.priority: {str(priority)[:40]} is not 0..65535")
+        disabled = rule.get("disabled", False)
+        if not isinstance(disabled, bool):
+            problems.append(
+                f"{where}.disabled: {json.dumps(disabled)[:40]} is not true or false"
+                " (a string is not a boolean: GCP's export says false, unquoted)"
+            )
         actions = [k for k in ("allowed", "denied") if k in rule]
         if len(actions) != 1:
             problems.append(f"{where}: needs exactly one of allowed/denied")
@@ -304,7 +313,7 @@ def read(sources: dict, context) -> Live:
     _check(rules, path)
     profile = context.profile
     network = (profile.gcp or {}).get("network", "default")
-    roles = [r for r in ROLES if r in TARGETS["gcp-firewall"].roles]
+    roles = [r for r in profile.roles() if r in TARGETS["gcp-firewall"].roles]
     try:
         addr = addresses(profile, roles)
     except EmitError as exc:
@@ -315,17 +324,41 @@ def read(sources: dict, context) -> Live:
     for role in roles:
         for direction in ("ingress", "egress"):
             _direction(out, export, enabled, role, direction, families)
-    untargeted = {
-        rule["name"]
-        for _, rule in enabled
-        if not any(export.targets(rule, role) for role in roles)
-    }
-    if untargeted:
-        out.notes.append(
-            "rules for targets no role of the profile carries, left out: "
-            + ", ".join(sorted(untargeted))
-        )
+    for i, rule in enabled:
+        _unmapped_targets(out, export, i, rule, roles)
     return out.live(profile, "gcp", roles, families)
+
+
+def _unmapped_targets(out: Assembly, export: Export, i, rule, roles) -> None:
+    """A rule on a target tag or service account that no role is addressed by may
+    still apply to a role's instances: an instance carries any number of tags, and
+    an instance of a role addressed by tags runs as some service account. The
+    export cannot say which instances carry it, so the rule is not evaluated for
+    those roles (it is for a role addressed by a service account, whose instances
+    run as that account alone)."""
+    tags = [t for t in rule.get("targetTags", []) if t not in export.by_tag]
+    accounts = [
+        a for a in rule.get("targetServiceAccounts", []) if a not in export.by_account
+    ]
+    if not (tags or accounts):
+        return
+    what = ", ".join(
+        [f"tag {t}" for t in tags] + [f"service account {a}" for a in accounts]
+    )
+    for role in roles:
+        if export.targets(rule, role):
+            continue  # it applies to the role: evaluated as its rule
+        if tags or export.addr[role].kind == "tag":
+            out.unknown_once(
+                Finding(
+                    role,
+                    export.where(i, rule),
+                    f"target {what}",
+                    f"targets {what}, which no role of the profile is addressed by:"
+                    " whether this role's instances carry it is not in the export;"
+                    " not evaluated",
+                )
+            )
 
 
 def _entry_match(entry: dict, space) -> Match | None:

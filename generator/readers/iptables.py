@@ -3,7 +3,9 @@
 A packet of a new connection enters INPUT (ingress) or OUTPUT (egress) of the filter
 table and walks it in order: jumps and gotos into user chains, RETURN back to the
 caller, the first ACCEPT or DROP/REJECT decides, and a built-in chain's policy decides
-what falls off its end (only the filter table decides; FORWARD is not audited).
+what falls off its end (only the filter table decides). FORWARD is walked for a new
+connection that reaches a container through DNAT (a published port, a NodePort), by
+its original destination port (--ctorigdstport); what the containers send is not.
 Nothing here knows rulegen's own layout: kube-proxy's,
 Docker's or a hand-written chain are evaluated the same way. The host's own address
 is unknown, so a match on it (-d on INPUT, -s on OUTPUT) is decided from the role's
@@ -12,9 +14,10 @@ subnets when they settle it, and reported otherwise.
 
 from __future__ import annotations
 
-import shlex
+import re
 from dataclasses import field
 
+from ..diff import ADDRESS_BASE
 from . import Finding, Live, ReadError
 from ..records import dataclass
 from .engine import (
@@ -31,9 +34,14 @@ from .engine import (
     evaluate,
     family_space,
     full_match,
+    icmp_type,
     intersect,
     never,
+    odd_describe,
+    odd_matches,
+    odd_only,
     range_intervals,
+    reachable_chains,
     replies_pass,
     run_chain,
     settle,
@@ -41,7 +49,7 @@ from .engine import (
     subtract,
 )
 
-HOOKS = {"ingress": "INPUT", "egress": "OUTPUT"}
+HOOKS = {"ingress": "INPUT", "egress": "OUTPUT", "forward": "FORWARD"}
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
 # Targets that do something to the packet but let it go on down the chain.
 CONTINUE = frozenset(
@@ -58,8 +66,9 @@ class Table:
     rules: list[tuple[str, int, str, list]] = field(default_factory=list)
 
 
-def parse_save(text: str, path: str) -> dict[str, Table]:
-    """The tables of an iptables-save file; ReadError lists every malformed line."""
+def parse_save(text: str, path: str, family: int | None = None) -> dict[str, Table]:
+    """The tables of an iptables-save file; ReadError lists every malformed line
+    (with `family`, also every address that is not one of that family's)."""
     problems: list[str] = []
     tables: dict[str, Table] = {}
     current: str | None = None
@@ -106,6 +115,8 @@ def parse_save(text: str, path: str) -> dict[str, Table]:
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
                 continue
+            if family is not None:
+                problems += [f"{where}: {p}" for p in _bad_addresses(tokens, family)]
             tables[current].rules.append((tokens[1], number, line, tokens))
     if current:
         problems.append(
@@ -117,10 +128,88 @@ def parse_save(text: str, path: str) -> dict[str, Table]:
 
 
 def _tokens(line: str) -> list[str]:
-    """The words of a rule; shlex only when iptables-save quoted something."""
-    if '"' in line or "'" in line or "\\" in line:
-        return shlex.split(line)
-    return line.split()
+    """The words of a rule, split as a POSIX shell (shlex) splits them, in time
+    linear in the line: shlex builds each word a character at a time, which takes
+    minutes on a comment of a few megabytes."""
+    if '"' not in line and "'" not in line and "\\" not in line:
+        return line.split()
+    words, at = [], 0
+    for word in _WORD.finditer(line):
+        if line[at : word.start()].strip():
+            break  # an unclosed quote: the word pattern cannot start there
+        words.append("".join(_unquote(piece) for piece in _PIECE.finditer(word[0])))
+        at = word.end()
+    rest = line[at:].strip()
+    if rest:
+        lone = rest.startswith("\\")  # shlex's words for a backslash at the end
+        raise ValueError("No escaped character" if lone else "No closing quotation")
+    return words
+
+
+# A word: runs of plain characters, "double-quoted" text (with backslash escapes),
+# 'single-quoted' text and backslash-escaped characters, with no space between.
+# Each quoted form is an unrolled loop: no backtracking on a long or unclosed quote.
+_PIECES = r"""[^\s"'\\]+|"[^"\\]*(?:\\.[^"\\]*)*"|'[^']*'|\\."""
+_WORD = re.compile(f"(?:{_PIECES})+", re.S)
+_PIECE = re.compile(_PIECES, re.S)
+_DOUBLE_ESCAPES = re.compile(r'\\([\\"$`\n])')
+
+
+def _unquote(piece) -> str:
+    text = piece[0]
+    if text[0] == '"':  # in double quotes, a backslash escapes only \\ " $ ` newline
+        return _DOUBLE_ESCAPES.sub(r"\1", text[1:-1])
+    if text[0] == "'":
+        return text[1:-1]
+    if text[0] == "\\":
+        return text[1:]
+    return text
+
+
+ADDRESS_OPTIONS = ("-s", "--source", "-d", "--destination")
+RANGE_OPTIONS = ("--src-range", "--dst-range")
+FAMILY_TOOL = {4: "iptables", 6: "ip6tables"}
+
+
+def _bad_addresses(tokens: list[str], family: int) -> list[str]:
+    """Why the addresses of a rule's matches cannot be loaded by the family's tool:
+    a prefix length out of range, the other family's address, not an address."""
+    import ipaddress
+
+    out = []
+    for i, flag in enumerate(tokens[:-1]):
+        if flag in JUMPS:
+            break  # the target's own options (--to-destination ...) follow
+        if flag not in ADDRESS_OPTIONS + RANGE_OPTIONS:
+            continue
+        value = tokens[i + 1]
+        parts = value.split(",") if flag in ADDRESS_OPTIONS else value.split("-", 1)
+        for part in parts:
+            address, _, length = part.partition("/")
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                out.append(f"{flag} {value!r}: {address!r} is not an address")
+                continue
+            if ip.version != family:
+                tool = FAMILY_TOOL[family]
+                out.append(
+                    f"{flag} {value!r}: an IPv{ip.version} address in an {tool}-save"
+                    f" file, which {tool}-save never writes ({tool}-restore would read"
+                    " no address but its prefix length: ::/0 as every address)"
+                )
+            elif length and flag in RANGE_OPTIONS:
+                out.append(f"{flag} {value!r}: a range takes addresses, not prefixes")
+            elif length:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    most = 32 if family == 4 else 128
+                    out.append(
+                        f"{flag} {value!r}: /{length[:20]} is not a prefix length or"
+                        f" netmask of IPv{family} (0-{most})"
+                    )
+    return out
 
 
 def _target_of(tokens: list[str]) -> str | None:
@@ -135,6 +224,7 @@ def parse_ipsets(text: str, path: str) -> dict[str, list | None]:
     problems: list[str] = []
     sets: dict[str, list | None] = {}
     excluded: dict[str, list] = {}
+    families: dict[str, int] = {}  # ipset's default family is inet
     for number, raw in enumerate(text.splitlines(), 1):
         parts = raw.split()
         if not parts or parts[0].startswith("#"):
@@ -144,6 +234,8 @@ def parse_ipsets(text: str, path: str) -> dict[str, list | None]:
             kind = parts[2]
             sets[parts[1]] = [] if kind in ("hash:net", "hash:ip") else None
             excluded[parts[1]] = []
+            after = parts[parts.index("family") + 1 :] if "family" in parts else []
+            families[parts[1]] = 6 if after[:1] == ["inet6"] else 4
         elif parts[0] == "add" and len(parts) >= 3:
             if parts[1] not in sets:
                 problems.append(
@@ -161,6 +253,12 @@ def parse_ipsets(text: str, path: str) -> dict[str, list | None]:
             except ValueError:
                 problems.append(
                     f"{where}: {parts[2]!r} is not an address of set {parts[1]}"
+                )
+                continue
+            if (entry[0][0] >= ADDRESS_BASE[6]) != (families[parts[1]] == 6):
+                problems.append(
+                    f"{where}: {parts[2]!r} is not of the family of set {parts[1]}"
+                    f" (IPv{families[parts[1]]})"
                 )
                 continue
             (excluded if "nomatch" in parts[3:] else sets)[parts[1]].extend(entry)
@@ -262,7 +360,8 @@ class RuleParser(HostSide):
         entry = ChainEntry(
             chain, f"{self.path}:{number}", text, full_match((self.family,))
         )
-        return settle(entry, self.family, lambda: self._matches(tokens[2:], entry))
+        entry = settle(entry, self.family, lambda: self._matches(tokens[2:], entry))
+        return self.finish(entry)
 
     def _matches(self, tokens: list[str], entry: ChainEntry) -> bool:
         holds = True
@@ -314,31 +413,53 @@ class RuleParser(HostSide):
             return self._addrtype(opt[2:5], arg(), negate)
         if opt in ("-p", "--protocol"):
             m.restrict("proto", _protocol(arg(), self.family), negate)
+        elif opt in DPORTS and self.forward:  # the container's port, after DNAT
+            _ports(arg())
+            return self.landing()
         elif opt in DPORTS:
+            m.restrict("dport", _ports(arg()), negate)
+        elif opt == "--ctorigdstport" and self.forward:
             m.restrict("dport", _ports(arg()), negate)
         elif opt in SPORTS:
             m.restrict("sport", _ports(arg()), negate)
         elif opt in ("--ctstate", "--state"):
-            states = set(arg().upper().split(","))
-            entry.state_new = ("NEW" in states) != negate
-            entry.state_reply = ("ESTABLISHED" in states) != negate
-        elif opt in ("--comment", "--icmp-type", "--icmpv6-type"):
-            arg()  # ICMP types: within ICMP, which is reported apart anyway
+            return self.states(entry, set(arg().upper().split(",")), negate)
+        elif opt == "--tcp-flags":
+            mask, flags = arg(), arg()
+            if (set(mask.split(",")), flags) != ({"FIN", "SYN", "RST", "ACK"}, "SYN"):
+                raise Unknown(f"--tcp-flags {mask} {flags} is not evaluated")
+            # --syn, as iptables-save writes it
+        elif opt in ("--icmp-type", "--icmpv6-type"):
+            return self._icmp(arg(), m, negate)
+        elif opt == "--comment":
+            arg()
         elif opt not in IGNORED:  # --syn: a new connection's first packet is one
             raise Unknown(f"option {opt} (module {module or 'none'}) is not evaluated")
         return True
 
+    def _icmp(self, value: str, m: Match, negate: bool) -> bool:
+        """--icmp-type TYPE[/CODE] (a number or a name, or any): the type, on the
+        destination port axis; a code is narrower than its type, so a match on one
+        holds for a rule that lets the packet on and never for a drop."""
+        kind, slash, _ = value.partition("/")
+        if kind.lower() == "any":
+            return True
+        m.restrict("dport", [(icmp_type(kind, self.family),) * 2], negate)
+        return self.unsure() if slash else True
+
     def _address(self, m: Match, side: str, values, negate) -> bool:
-        peer_side = "src" if self.direction == "ingress" else "dst"
+        peer_side = "dst" if self.direction == "egress" else "src"
         return self.address(m, side == peer_side, values, negate)
 
     def _iface(self, flag: str, name: str, negate: bool) -> bool:
-        if flag != ("-i" if self.direction == "ingress" else "-o"):
+        if self.forward and flag == "-o":  # the container's bridge
+            return self.landing()
+        if flag != ("-i" if self.direction in ("ingress", "forward") else "-o"):
             raise Unknown(f"{flag} is not valid in {HOOKS[self.direction]}")
         return self.interface_match([name], "+", negate)
 
     def _addrtype(self, side: str, kinds: str, negate: bool) -> bool:
-        local_side = "dst" if self.direction == "ingress" else "src"
+        local_side = {"ingress": "dst", "egress": "src"}.get(self.direction)
         types = set(kinds.upper().split(","))
         if side == local_side:
             hit = bool(types & {"LOCAL", "UNICAST"})
@@ -372,25 +493,11 @@ class Program:
         self.hook = HOOKS[direction]
         self.policies = table.policies
         self.entries = [parser.parse(*rule) for rule in table.rules]
-        self.reachable = self._reachable(path)
-
-    def _reachable(self, path: str) -> set[str]:
-        seen, stack = set(), [(self.hook, ())]
-        while stack:
-            chain, trail = stack.pop()
-            if chain in trail:
-                raise ReadError(
-                    [f"{path}: chains jump in a loop: {' -> '.join(trail + (chain,))}"]
-                )
-            seen.add(chain)
-            for e in self.entries:
-                if e.chain == chain and e.target:
-                    stack.append((e.target, trail + (chain,)))
-        return seen
+        self.reachable = reachable_chains(self.entries, [self.hook], path)
 
     def decide(self, tags: frozenset):
         ordered = sorted(tags)
-        verdict, label = self._run(self.hook, ordered, 0)
+        verdict, label = run_chain(self.entries, self.hook, ordered)
         if verdict in ("accept", "drop"):
             return label if verdict == "accept" else None
         policy, _ = self.policies.get(self.hook, ("ACCEPT", 0))
@@ -399,9 +506,6 @@ class Program:
         # A RETURN back to the built-in chain, whose policy accepts: that RETURN
         # is what allows (rulegen's own layout allows this way).
         return "policy" if label is None else f"return {label}"
-
-    def _run(self, chain: str, ordered, depth: int):
-        return run_chain(self.entries, chain, ordered)
 
     def describe(self, label):
         """(purpose, reference) of what allows: an entry, a RETURN, the policy."""
@@ -454,14 +558,45 @@ def _hook(out: Assembly, tables, path, family, direction, role, sets, local, int
     ]
     boxes = evaluate(matches, program.decide, (family,))
     out.allowed(role, direction, boxes, program.describe, (family,))
+    odd = odd_matches(program.entries, program.reachable)
+    if odd is not None:
+        boxes = odd_only(matches, odd, program.decide, (family,))
+        describe = odd_describe(program.describe)
+        out.allowed(role, direction, boxes, describe, (family,), odd=True)
     chain_findings(out, role, program.entries, program.reachable)
-    if any(e.chain == "FORWARD" for e in program.entries):
-        _note(
-            out,
-            f"{path}: FORWARD (traffic routed through the host, to pods or containers)"
-            " is not audited",
-        )
     return replies_pass(program.entries, program.reachable, program.decide)
+
+
+def _forward(
+    out: Assembly, into: Assembly, tables, path, family, role, sets, local, interface
+):
+    """FORWARD, for what reaches a container through DNAT, into `into` (as ingress
+    rules by the original port), when the host forwards or DNATs anything."""
+    filter_table, nat = tables.get("filter"), tables.get("nat")
+    dnat = nat is not None and any(
+        _target_of(tokens) == "DNAT" for *_, tokens in nat.rules
+    )
+    routed = filter_table is not None and any(
+        chain == "FORWARD" for chain, *_ in filter_table.rules
+    )
+    if not (dnat or routed):
+        _note(
+            out, f"{path}: no FORWARD rule and no DNAT: the forward path is not audited"
+        )
+        return False
+    program = programs(tables, path, family, "forward", sets, local, interface)
+    matches = [
+        e.match if e.chain in program.reachable else never() for e in program.entries
+    ]
+    boxes = evaluate(matches, program.decide, (family,))
+    into.allowed(role, "ingress", boxes, program.describe, (family,))
+    chain_findings(out, role, program.entries, program.reachable)
+    _note(
+        out,
+        f"{path}: FORWARD audited for what reaches containers through DNAT, by the"
+        " original port (what the containers send is not)",
+    )
+    return True
 
 
 def _other_tables(out: Assembly, tables, path: str, role) -> None:
@@ -487,16 +622,20 @@ def read(sources: dict, context) -> Live:
     role = context.role
     sets = parse_ipsets(*reversed(sources["ipset"])) if "ipset" in sources else None
     local_all = subnet_space(context.profile, role)
-    out = Assembly()
-    families, stateful = [], []
+    out, forward = Assembly(), Assembly()
+    families, stateful, routed = [], [], []
     for family, key in ((4, "iptables"), (6, "ip6tables")):
         if key not in sources:
             continue
         path, text = sources[key]
         families.append(family)
         local = intersect(local_all, family_space((family,)))
-        tables = parse_save(text, path)
+        tables = parse_save(text, path, family)
         _other_tables(out, tables, path, role)
+        if _forward(
+            out, forward, tables, path, family, role, sets, local, context.interface
+        ):
+            routed.append(family)
         for direction in ("ingress", "egress"):
             stateful.append(
                 _hook(
@@ -515,6 +654,12 @@ def read(sources: dict, context) -> Live:
         out.notes.append(
             "replies are allowed by conntrack in one family or direction only"
         )
-    return out.live(
+    live = out.live(
         context.profile, context.profile.cloud, (role,), families, all(stateful)
     )
+    if routed:
+        live.forward = forward.live(
+            context.profile, context.profile.cloud, (role,), routed
+        ).matrix
+        live.forward_families = tuple(routed)
+    return live

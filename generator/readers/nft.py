@@ -9,7 +9,9 @@ work as in iptables (the same runner). Matches on the packet's protocol, address
 (prefixes, ranges, anonymous and named sets), ports, interfaces, conntrack state
 and ICMP are evaluated; anything else is reported and assumed not to match.
 `th dport` (any transport header) is read as TCP and UDP. A verdict map on the
-family (`meta nfproto vmap`, rulegen's dispatch) is settled per family.
+family (`meta nfproto vmap`, rulegen's dispatch) is settled per family. The forward
+hook is read for a new connection that reaches a container through DNAT, by its
+original destination port (`ct status dnat`, `ct original proto-dst`).
 """
 
 from __future__ import annotations
@@ -32,15 +34,22 @@ from .engine import (
     evaluate,
     family_space,
     full_match,
+    icmp_type,
     intersect,
+    odd_describe,
+    odd_matches,
+    odd_only,
     range_intervals,
+    reachable_chains,
     replies_pass,
     run_chain,
     settle,
     subnet_space,
 )
 
-HOOKS = {"ingress": "input", "egress": "output"}
+HOOKS = {"ingress": "input", "egress": "output", "forward": "forward"}
+# iptables' ! --syn: a TCP packet that opens no connection (stateless replies)
+REPLY_FLAGS = (["fin", "syn", "rst", "ack"], "syn")
 TABLE_FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
 PROTOCOLS = {"tcp": TCP, "6": TCP, "udp": UDP, "17": UDP}
 ICMP_NAMES = {4: ("icmp", "1"), 6: ("ipv6-icmp", "icmpv6", "58")}
@@ -221,16 +230,29 @@ def _vmap_verdict(arg, family: int):
     return None
 
 
-def _ct_state(left, right, negate, entry: ChainEntry) -> bool:
-    if left["ct"].get("key") != "state":
-        raise Unknown(f"ct {left['ct'].get('key')}")
+def _ct_state(left, right, negate, entry: ChainEntry, side: HostSide) -> bool:
+    key = left["ct"].get("key")
+    if key == "status" and "dnat" in _elements(right):
+        # only the forward path is read for DNAT'd traffic
+        return side.forward != negate
+    if key != "state":
+        raise Unknown(f"ct {key}")
     states = right if isinstance(right, list) else [right]
     if isinstance(right, dict) and "set" in right:
         states = right["set"]
-    states = {str(s).lower() for s in states}
-    entry.state_new = ("new" in states) != negate
-    entry.state_reply = ("established" in states) != negate
-    return True
+    return side.states(entry, {str(s).upper() for s in states}, negate)
+
+
+def _reply_flags(left, op, right) -> bool:
+    """`tcp flags & (fin | syn | rst | ack) != syn`: rulegen's replies-only match."""
+    operands = left["&"]
+    payload = operands[0].get("payload", {}) if isinstance(operands[0], dict) else {}
+    return (
+        (payload.get("protocol"), payload.get("field")) == ("tcp", "flags")
+        and op == "!="
+        and sorted(operands[1]) == sorted(REPLY_FLAGS[0])
+        and right == REPLY_FLAGS[1]
+    )
 
 
 class RuleReader(HostSide):
@@ -250,7 +272,7 @@ class RuleReader(HostSide):
                 holds &= self._expr(e, entry.match, entry, body)
             return holds
 
-        return settle(entry, self.family, read_matches)
+        return self.finish(settle(entry, self.family, read_matches))
 
     def _expr(self, e, m: Match, entry: ChainEntry, body: dict) -> bool:
         if not isinstance(e, dict) or len(e) != 1:
@@ -285,7 +307,16 @@ class RuleReader(HostSide):
         if isinstance(left, dict) and "meta" in left:
             return self._meta(left["meta"].get("key"), right, negate, m)
         if isinstance(left, dict) and "ct" in left:
-            return _ct_state(left, right, negate, entry)
+            ct = left["ct"]
+            if (ct.get("key"), ct.get("dir")) == ("proto-dst", "original"):
+                if not self.forward:
+                    raise Unknown("ct original proto-dst outside the forward hook")
+                values = _compare(op, _values(right, body, "port", self.sets), 65535)
+                m.restrict("dport", values, negate)
+                return True
+            return _ct_state(left, right, negate, entry, self)
+        if isinstance(left, dict) and "&" in left and _reply_flags(left, op, right):
+            return True  # replies only: as --syn, not a flow of its own
         raise Unknown(f"match on {_left_text(left)}")
 
     def _payload(self, payload: dict, op, right, m: Match, body: dict) -> bool:
@@ -298,11 +329,13 @@ class RuleReader(HostSide):
             if op not in ("==", "!=", "in"):
                 raise Unknown(f"address compared with {op}")
             values = intersect(values, family_space((self.family,)))
-            peer = field[0] == ("s" if self.direction == "ingress" else "d")
+            peer = field[0] == ("d" if self.direction == "egress" else "s")
             return self.address(m, peer, values, negate)
         if proto in ("tcp", "udp", "th") and field in ("sport", "dport"):
             protos = {"tcp": [(TCP, TCP)], "udp": [(UDP, UDP)], "th": [(TCP, UDP)]}
             m.restrict("proto", protos[proto])
+            if self.forward and field == "dport":  # the container's port, after DNAT
+                return self.landing()
             values = _compare(op, _values(right, body, "port", self.sets), 65535)
             m.restrict(field, values, negate)
             return True
@@ -310,13 +343,25 @@ class RuleReader(HostSide):
             if (proto == "icmp") != (self.family == 4):
                 return False
             m.restrict("proto", [(ICMP, ICMP)])
-            return True  # types and codes: within ICMP, reported apart
+            if field == "type":  # on the destination port axis
+                if op not in ("==", "!=", "in"):
+                    raise Unknown(f"ICMP type compared with {op}")
+                types = [(t, t) for t in self._icmp_types(right)]
+                m.restrict("dport", types, negate)
+                return True
+            return self.unsure()  # a code, an id: narrower than the type
         if (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
             if (proto == "ip") != (self.family == 4):
                 return False
             m.restrict("proto", _protocols(right, self.family), negate)
             return True
         raise Unknown(f"payload {proto} {field}")
+
+    def _icmp_types(self, right) -> list[int]:
+        values = _elements(right)
+        if isinstance(right, str) and right.startswith("@"):
+            raise Unknown(f"ICMP types from set {right[1:]}")
+        return [icmp_type(v, self.family) for v in values]
 
     def _meta(self, key, right, negate, m: Match) -> bool:
         if key == "l4proto":
@@ -325,7 +370,9 @@ class RuleReader(HostSide):
         if key == "nfproto":
             return (FAMILY_NAMES[self.family] in _elements(right)) != negate
         if key in ("iifname", "oifname", "iif", "oif"):
-            if key[0] != ("i" if self.direction == "ingress" else "o"):
+            if self.forward and key[0] == "o":  # the container's bridge
+                return self.landing()
+            if key[0] != ("o" if self.direction == "egress" else "i"):
                 raise Unknown(f"meta {key} on the {HOOKS[self.direction]} hook")
             names = [str(n) for n in _elements(right)]
             return self.interface_match(names, "*", negate)
@@ -373,9 +420,95 @@ def _ruleset(text: str, path: str) -> Ruleset:
                     f"{path}: nftables[{i}].rule: chain {body.get('chain')} is not in the ruleset"
                 )
             rules.append((i, body))
+    problems += _bad_values(items, path)
     if problems:
         raise ReadError(problems)
     return Ruleset(path, _sets(items), chains, rules)
+
+
+PRIORITY = (-(2**31), 2**31 - 1)  # a base chain's priority is a 32-bit integer
+ADDRESS_FAMILIES = {"ipv4_addr": 4, "ipv6_addr": 6, "ip": 4, "ip6": 6}
+
+
+def _bad_values(items, path: str) -> list[str]:
+    """What nft itself would refuse to load: a priority beyond 32 bits, a policy
+    that is neither accept nor drop, an address of the wrong family or with a
+    prefix length out of range. Each with the chain, set or rule it is in."""
+    out = []
+    for i, item in enumerate(items):
+        ((kind, body),) = item.items()
+        if not isinstance(body, dict):
+            continue
+        what = f"{path}: nftables[{i}] {kind} {body.get('family')} {body.get('table')}"
+        if kind == "chain" and "hook" in body:
+            where = f"{what} {body.get('name')}"
+            prio = body.get("prio", 0)
+            if not isinstance(prio, int) or isinstance(prio, bool):
+                out.append(f"{where}: priority {str(prio)[:40]} is not an integer")
+            elif not PRIORITY[0] <= prio <= PRIORITY[1]:
+                digits = len(str(abs(prio)))
+                shown = str(prio) if digits <= 20 else f"of {digits} digits"
+                out.append(
+                    f"{where}: priority {shown} is beyond a 32-bit integer"
+                    f" ({PRIORITY[0]}..{PRIORITY[1]})"
+                )
+            if body.get("policy", "accept") not in ("accept", "drop"):
+                out.append(f"{where}: policy {str(body['policy'])[:40]!r}")
+        elif kind == "set" and body.get("type") in ADDRESS_FAMILIES:
+            family = ADDRESS_FAMILIES[body["type"]]
+            for value in body.get("elem", []) or []:
+                out += [f"{what} {body.get('name')}: {p}" for p in _bad(value, family)]
+        elif kind == "rule":
+            where = f"{what} chain {body.get('chain')} handle {body.get('handle', '?')}"
+            for e in body.get("expr", []):
+                match = e.get("match") if isinstance(e, dict) else None
+                left = match.get("left") if isinstance(match, dict) else None
+                payload = left.get("payload") if isinstance(left, dict) else None
+                if not isinstance(payload, dict):
+                    continue
+                family = ADDRESS_FAMILIES.get(payload.get("protocol"))
+                if family and payload.get("field") in ("saddr", "daddr"):
+                    out += [f"{where}: {p}" for p in _bad(match.get("right"), family)]
+    return out
+
+
+def _bad(value, family: int) -> list[str]:
+    """Why an address literal of a match or a set cannot be of `family`."""
+    import ipaddress
+
+    if isinstance(value, str) and value.startswith("@"):
+        return []  # a named set: checked as a set
+    if isinstance(value, dict) and "set" in value and isinstance(value["set"], list):
+        return [p for v in value["set"] for p in _bad(v, family)]
+    if isinstance(value, dict) and "elem" in value and isinstance(value["elem"], dict):
+        return _bad(value["elem"].get("val"), family)
+    if (
+        isinstance(value, dict)
+        and "range" in value
+        and isinstance(value["range"], list)
+    ):
+        return [p for v in value["range"] for p in _bad(v, family)]
+    text = value
+    if isinstance(value, dict) and isinstance(value.get("prefix"), dict):
+        text = f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+    if not isinstance(text, str):
+        return [f"{json.dumps(value)[:60]} is not an address"]
+    address, _, length = text.partition("/")
+    try:
+        ip = ipaddress.ip_address(address)
+        if ip.version != family:
+            return [
+                f"{text[:60]!r} is an IPv{ip.version} address in an IPv{family} match"
+            ]
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        if not length:
+            return [f"{text[:60]!r} is not an address"]
+        most = 32 if family == 4 else 128
+        return [
+            f"{text[:60]!r}: /{length[:20]} is not a prefix length of IPv{family} (0-{most})"
+        ]
+    return []
 
 
 def _entries(ruleset: Ruleset, reader: RuleReader, family: int) -> list[ChainEntry]:
@@ -443,19 +576,9 @@ def _describer(entries, path: str):
     return describe
 
 
-def _reachable(entries, bases) -> set[str]:
-    reachable, stack = set(), [key for _, key in bases]
-    while stack:
-        chain = stack.pop()
-        if chain in reachable:
-            continue
-        reachable.add(chain)
-        stack += [e.target for e in entries if e.chain == chain and e.target]
-    return reachable
-
-
-def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role) -> bool:
-    """One family's base chains at one hook into `out`; whether replies pass."""
+def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role, into=None) -> bool:
+    """One family's base chains at one hook into `out` (its rules into `into` when
+    given, as ingress: the forward path); whether replies pass."""
     family, direction = reader.family, reader.direction
     entries = _entries(ruleset, reader, family)
     bases = _bases(ruleset.chains, direction, family)
@@ -464,12 +587,33 @@ def _hook(out: Assembly, ruleset: Ruleset, reader: RuleReader, role) -> bool:
         out.notes.append(
             f"no IPv{family} base chain on the {HOOKS[direction]} hook: the kernel accepts everything"
         )
+    reachable = reachable_chains(entries, [key for _, key in bases], ruleset.path)
     decide = _decider(entries, bases, policies)
     boxes = evaluate([e.match for e in entries], decide, (family,))
-    out.allowed(role, direction, boxes, _describer(entries, ruleset.path), (family,))
-    reachable = _reachable(entries, bases)
+    describe = _describer(entries, ruleset.path)
+    if into is None:
+        out.allowed(role, direction, boxes, describe, (family,))
+        odd = odd_matches(entries, reachable)
+        if odd is not None:
+            new = [e.match for e in entries]
+            boxes = odd_only(new, odd, decide, (family,))
+            out.allowed(
+                role, direction, boxes, odd_describe(describe), (family,), odd=True
+            )
+    else:
+        into.allowed(role, "ingress", boxes, describe, (family,))
     chain_findings(out, role, entries, reachable)
     return replies_pass(entries, reachable, decide)
+
+
+def _routes(ruleset: Ruleset) -> bool:
+    """Does the host forward or DNAT anything (a forward base chain, a dnat rule)?"""
+    hooked = any(b.get("hook") == "forward" for _, b in ruleset.chains.values())
+    return hooked or any(
+        isinstance(e, dict) and "dnat" in e
+        for _, body in ruleset.rules
+        for e in body.get("expr", ())
+    )
 
 
 def read(sources: dict, context) -> Live:
@@ -477,7 +621,7 @@ def read(sources: dict, context) -> Live:
     ruleset = _ruleset(text, path)
     role = context.role
     local_all = subnet_space(context.profile, role)
-    out = Assembly()
+    out, forward = Assembly(), Assembly()
     chains = ruleset.chains
     others = sorted(
         {b["family"] for _, b in chains.values() if b.get("hook")}
@@ -487,11 +631,13 @@ def read(sources: dict, context) -> Live:
         out.notes.append(
             f"base chains of families {', '.join(others)} are not evaluated"
         )
-    if any(b.get("hook") == "forward" for _, b in chains.values()):
-        out.notes.append(
-            f"{path}: the forward hook (traffic routed through the host, to pods or"
-            " containers) is not audited"
-        )
+    routed = _routes(ruleset)
+    out.notes.append(
+        f"{path}: the forward hook audited for what reaches containers through DNAT,"
+        " by the original port (what the containers send is not)"
+        if routed
+        else f"{path}: no forward base chain and no DNAT: the forward path is not audited"
+    )
     stateful = []
     for family in (4, 6):
         local = intersect(local_all, family_space((family,)))
@@ -500,6 +646,17 @@ def read(sources: dict, context) -> Live:
                 direction, family, ruleset.sets, local, context.interface
             )
             stateful.append(_hook(out, ruleset, reader, role))
-    return out.live(
+        if routed:
+            reader = RuleReader(
+                "forward", family, ruleset.sets, local, context.interface
+            )
+            _hook(out, ruleset, reader, role, into=forward)
+    live = out.live(
         context.profile, context.profile.cloud, (role,), (4, 6), all(stateful)
     )
+    if routed:
+        live.forward = forward.live(
+            context.profile, context.profile.cloud, (role,), (4, 6)
+        ).matrix
+        live.forward_families = (4, 6)
+    return live

@@ -17,22 +17,28 @@ probe gives up after 0.3 s, and a surprise is tried once more at 1 s.
 With the profile, the bed is shaped like real hosts (probes.host_firewall):
 containers behind a bridge with MASQUERADE and DNAT, IPv6 addresses on every host,
 the host essentials' servers, an operator's DROP after rulegen's jump, and the
-rollback guard proved with a ruleset that cuts the admin's SSH.
+rollback guard proved with a ruleset that cuts the admin's SSH; and the hops of the
+profile's packet paths (hops.py): a NAT gateway, public addresses, a balancer host,
+a pod with its own range.
 
-What is probed (expectations come from the rules and the page, not from `explain`):
+What is probed (every expectation is explain's answer, through the profile's paths;
+where a page property asks for the probe, the rules must agree with it):
 - must connect: every rule of the matrix, from a host inside its peer (the low,
   middle and high port of a range; protocol all: a TCP and a UDP probe on a port no
   rule names); UDP must get an answer;
 - must fail: between two hosts of an isolated role (Nomad clients, external VMs) on
   every port they serve that no acknowledged site flow opens; a port no rule names between every pair of roles not joined
   by an all-protocol rule; the external host, and every source of a site flow, to
-  every port a role serves that no ingress rule publishes to it.
+  every port a role serves that no ingress rule publishes to it;
+- along the paths: from a source role's host to the address the application reaches
+  the destination on (a VM's public IP, the balancer's), through the hops.
 
 The package, bottom layer first (a module imports only from those listed before it,
 never from this file, which re-exports the public names):
 - model: hosts, probes, the plan (drawn and being drawn), a run's outcome, VerifyError;
 - signals: signals held during steps that must finish, or turned into KeyboardInterrupt;
-- probes: the probes per property, with their expectations;
+- probes: the probes per property, with their expectations (explain's);
+- hops: the hops of the packet paths, and the probes through them;
 - plan: where the hosts stand, the properties in order, the probes' order (make_plan);
 - bed: the namespaces, links, addresses, containers and agents (NamespaceBed);
 - engines: the iptables or nftables files a run loads, and the tools they need;
@@ -43,7 +49,14 @@ never from this file, which re-exports the public names):
 
 from .model import Draft, Host, Outcome, Probe, ProbePlan, VerifyError
 from .signals import CAUGHT, Interrupted, signals_raise
-from .probes import CONTAINER_POOL, ISOLATED, PUBLISHED_FLOWS, allows, sample_ports
+from .probes import (
+    CONTAINER_POOL,
+    ISOLATED,
+    PUBLISHED_FLOWS,
+    endpoint,
+    expected,
+    sample_ports,
+)
 from .plan import (
     HOSTS_PER_ROLE,
     STAND_IN6,
@@ -101,7 +114,8 @@ __all__ = [
     "TMP_PREFIX",
     "UNLISTED_CANDIDATES",
     "VerifyError",
-    "allows",
+    "endpoint",
+    "expected",
     "cleanup",
     "client_ports",
     "find_rules",

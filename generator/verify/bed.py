@@ -116,9 +116,57 @@ class NamespaceBed:
             )
             if host.address6:
                 batch += f"addr add {host.address6}/64 dev eth0 nodad\n"
+            if host.public:
+                batch += f"addr add {host.public}/32 dev eth0\n"
+            for address, via, src in host.routes + self._pod_routes(host):
+                batch += f"route add {address} " + (
+                    f"via {via} dev eth0 onlink\n" if via else f"dev eth0 src {src}\n"
+                )
             _run(["ip", "-n", host.ns, "-batch", "-"], input=batch)
             _run(["ip", "-n", self.bridge, "link", "set", port, "master", "br0", "up"])
+            if host.hop:
+                self._hop(host)
         self._start_agents()
+
+    def _pod_routes(self, host: Host) -> list:
+        """Every other host reaches a pod's own range through the pod's node."""
+        return [
+            (
+                ipaddress.ip_network(f"{pod.address}/24", strict=False),
+                pod.parent.address,
+                None,
+            )
+            for pod in self.hosts
+            if pod.parent and not pod.masquerade and pod.parent is not host
+        ]
+
+    def _hop(self, host: Host) -> None:
+        """A translation on the way: a NAT gateway's SNAT, a balancer's DNAT (and its
+        SNAT when it does not keep the client's address). It forwards, and never
+        redirects a host past itself."""
+        inside = ["ip", "netns", "exec", host.ns]
+        for key in (
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.eth0.send_redirects=0",
+        ):
+            _run(inside + ["sysctl", "-qw", key])
+        nat = [
+            f"-t nat -A POSTROUTING -s {net} -o eth0 -j SNAT --to-source {host.address}"
+            for net in host.snat_from
+        ]
+        for port, to, to_port in host.dnat:
+            nat.append(
+                f"-t nat -A PREROUTING -d {host.address} -p tcp --dport {port}"
+                f" -j DNAT --to-destination {to}:{to_port}"
+            )
+            if host.snat_to:
+                nat.append(
+                    f"-t nat -A POSTROUTING -d {to} -p tcp --dport {to_port}"
+                    f" -j SNAT --to-source {host.snat_to}"
+                )
+        for rule in nat:
+            _run(inside + ["iptables", "--wait"] + rule.split())
 
     def _container(self, box: Host) -> None:
         """A container behind its host: a bridge there, MASQUERADE out, DNAT in."""
@@ -132,9 +180,9 @@ class NamespaceBed:
         _run(
             ["ip", "-n", host.ns, "-batch", "-"],
             input=(
-                "link add cbr0 type bridge\n"
-                f"addr add {gateway}/24 dev cbr0\n"
-                "link set cbr0 up\nlink set ctr0 master cbr0 up\n"
+                f"link add {box.bridge} type bridge\n"
+                f"addr add {gateway}/24 dev {box.bridge}\n"
+                f"link set {box.bridge} up\nlink set ctr0 master {box.bridge} up\n"
             ),
         )
         _run(
@@ -145,11 +193,16 @@ class NamespaceBed:
                 f"route add default via {gateway}\n"
             ),
         )
-        nat = [f"-t nat -A POSTROUTING -s {net} -o eth0 -j MASQUERADE"]
+        nat = (
+            [f"-t nat -A POSTROUTING -s {net} -o eth0 -j MASQUERADE"]
+            if box.masquerade
+            else []
+        )
+        to = f":{box.container_port}" if box.container_port else ""
         for lo, hi in box.published:
             nat.append(
                 f"-t nat -A PREROUTING -i eth0 -p tcp --dport {lo}:{hi}"
-                f" -j DNAT --to-destination {box.address}"
+                f" -j DNAT --to-destination {box.address}{to}"
             )
         inside = ["ip", "netns", "exec", host.ns]
         _run(inside + ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -229,11 +282,14 @@ class NamespaceBed:
             if host.role and (roles is None or host.role in roles):
                 _run(self.apply(host, "--yes"), cwd=folder)
                 for source, port in host.drops:
-                    _run(
-                        ["ip", "netns", "exec", host.ns, "iptables", "--wait", "-A"]
-                        + ["INPUT", "-s", str(source), "-p", "tcp"]
-                        + ["--dport", str(port), "-j", "DROP"]
-                    )
+                    self.drop(host, source, port)
+
+    def drop(self, host: Host, source, port: int) -> None:
+        """The operator's own DROP on `host`, appended to INPUT (after rulegen's jump)."""
+        _run(
+            ["ip", "netns", "exec", host.ns, "iptables", "--wait", "-A", "INPUT"]
+            + ["-s", str(source), "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+        )
 
     def observe(
         self,
@@ -259,6 +315,7 @@ class NamespaceBed:
                         "protocol": p.protocol,
                         "address": p.target,
                         "port": p.port,
+                        **({"sport": p.sport} if p.sport else {}),
                     }
                     for p in items
                 ],

@@ -11,6 +11,10 @@ from dataclasses import field
 from ..matrix import Matrix, Rule
 from ..records import dataclass
 
+# 198.18.0.0/15, the benchmarking range (never routed): stand-ins for 0.0.0.0/0 and
+# for public addresses a profile does not list.
+STAND_IN_RANGE = ipaddress.ip_network("198.18.0.0/15")
+
 
 class VerifyError(Exception):
     """The test bed cannot be built or run; str() says why."""
@@ -30,7 +34,20 @@ class Host:
     # A container behind this host (a bridge, MASQUERADE out, DNAT in for `published`).
     parent: Host | None = None
     published: list = field(default_factory=list)  # port ranges DNAT'd to the container
+    container_port: int | None = None  # where published ports land (None: the same)
+    bridge: str = "cbr0"  # the container's bridge on its host (Docker's: docker0, br-*)
     drops: list = field(default_factory=list)  # (source, port): the operator's DROPs
+    # Packet paths (generator/paths.py): a pod keeps its own address (no MASQUERADE,
+    # the others route its range through its node); a public address the host is
+    # also reached at; routes of its own ((address, via, source)); a hop's NAT.
+    masquerade: bool = True
+    public: ipaddress.IPv4Address | None = None
+    routes: list = field(default_factory=list)
+    snat_from: list = field(default_factory=list)  # NAT gateway: SNAT these to itself
+    dnat: list = field(default_factory=list)  # balancer: (port, to address, to port)
+    snat_to: ipaddress.IPv4Address | None = None  # balancer: not keeping the client
+    stands_for: str | None = None  # the role a hop host is reached as (a balancer)
+    front_of: Host | None = None  # the host a hop forwards to
 
     @property
     def title(self) -> str:
@@ -44,7 +61,12 @@ class Host:
     @property
     def seen_as(self) -> ipaddress.IPv4Address:
         """The address others see (a container is masqueraded behind its host)."""
-        return self.parent.address if self.parent else self.address
+        return self.parent.address if self.parent and self.masquerade else self.address
+
+    @property
+    def hop(self) -> bool:
+        """A translation on the way (a NAT gateway, a balancer), no firewall of ours."""
+        return bool(self.snat_from or self.dnat)
 
 
 @dataclass
@@ -55,10 +77,14 @@ class Probe:
     port: int
     expect: bool
     why: list[str] = field(default_factory=list)
-    # "matrix" (the page's flows), "essential", "ipv6", "forward", "operator",
-    # "rollback": all but the first go beyond what `explain` answers.
+    # "matrix" (the page's flows), "essential", "ipv6", "forward" (pods' and
+    # containers' egress), "dnat" (published ports), "jobs" (job containers), "replies"
+    # (stateless return rules), "operator", "rollback": all but the first go beyond
+    # what `explain` answers.
     kind: str = "matrix"
     tag: str = ""
+    sport: int | None = None  # TCP from this source port (else the kernel's choice)
+    to: ipaddress.IPv4Address | None = None  # "path": the address the source uses
 
     @property
     def six(self) -> bool:
@@ -72,7 +98,7 @@ class Probe:
 
     @property
     def target(self) -> str:
-        return str(self.dst.address6 if self.six else self.dst.address)
+        return str(self.dst.address6 if self.six else self.to or self.dst.address)
 
     def text(self) -> str:
         src = self.src.address6 if self.six else self.src.address
@@ -107,14 +133,40 @@ class Draft:
     skipped: list[str] = field(default_factory=list)
     probes: dict[tuple, Probe] = field(default_factory=dict)
     serves: dict[str, set] = field(default_factory=dict)  # role -> (protocol, port)
+    paths: object = None  # generator.paths.Paths of the profile, when given
 
-    def add(self, src, dst, protocol, port, expect, why, kind="matrix") -> None:
+    def add(
+        self,
+        src,
+        dst,
+        protocol,
+        port,
+        expect,
+        why,
+        kind="matrix",
+        tag="",
+        sport=None,
+        to=None,
+    ) -> None:
         """One probe; the same probe asked for again gains a reason, never a
-        contradiction."""
+        contradiction. A source port, or an address to send to (a path probe),
+        makes a probe of its own."""
         key = (src.key, dst.key, protocol, port, kind == "ipv6")
+        key += ((sport,) if sport else ()) + ((to,) if to else ())
         probe = self.probes.get(key)
         if probe is None:
-            self.probes[key] = Probe(src, dst, protocol, port, expect, [why], kind)
+            self.probes[key] = Probe(
+                src,
+                dst,
+                protocol,
+                port,
+                expect,
+                [why],
+                kind,
+                tag or ("path" if to else ""),
+                sport,
+                to,
+            )
             return
         if probe.expect != expect:
             raise VerifyError(

@@ -10,7 +10,17 @@ from __future__ import annotations
 import ipaddress
 
 from ..matrix import Matrix
-from .model import Draft, Host, Probe, ProbePlan, VerifyError, _pick, _v4
+from .hops import packet_paths
+from .model import (  # noqa: F401 (STAND_IN_RANGE: a public name)
+    STAND_IN_RANGE,
+    Draft,
+    Host,
+    Probe,
+    ProbePlan,
+    VerifyError,
+    _pick,
+    _v4,
+)
 from .probes import (
     flows,
     host_firewall,
@@ -21,11 +31,11 @@ from .probes import (
     unlisted_between_roles,
 )
 
-STAND_IN_RANGE = ipaddress.ip_network("198.18.0.0/15")
 HOSTS_PER_ROLE = {
     "load_balancer": 1,
     "kubernetes_nodes": 2,
     "nomad_clients": 2,
+    "nomad_servers": 2,
     "external_vms": 2,
 }
 UNLISTED_CANDIDATES = (9, 7, 13, 19, 37, 79, 119, 9999, 12345, 23456)
@@ -52,6 +62,10 @@ def stand_in(profile_nets: list) -> ipaddress.IPv4Address:
 def make_plan(matrix: Matrix, subnets: dict, profile=None) -> ProbePlan:
     """Hosts and probes; with the profile, also the host-firewall test bed."""
     draft = Draft(matrix, subnets, unlisted_port(matrix))
+    if profile is not None:
+        from ..planner import paths_of
+
+        draft.paths = paths_of(profile)
     profile_nets = [n for nets in subnets.values() for n in _v4(nets)]
     profile_nets += [n for r in matrix.rules for n in _v4(r.peer.cidrs)]
     _place_roles(draft)
@@ -65,6 +79,7 @@ def make_plan(matrix: Matrix, subnets: dict, profile=None) -> ProbePlan:
     outsiders(draft)
     if profile is not None:
         host_firewall(draft, profile)
+        packet_paths(draft, profile)
         for i, host in enumerate(h for h in draft.hosts if not h.parent):
             host.address6 = STAND_IN6[i + 10]
         settle_ipv6(draft)
@@ -157,4 +172,4 @@ def _listen(hosts: list[Host], ordered: list[Probe]) -> None:
             for probe in ordered:
                 if probe.dst is host.parent and probe.protocol == "tcp":
                     if any(lo <= probe.port <= hi for lo, hi in host.published):
-                        host.tcp.add(probe.port)
+                        host.tcp.add(host.container_port or probe.port)

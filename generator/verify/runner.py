@@ -65,6 +65,46 @@ def observe_with_retry(
 GUARD_SECONDS = 2  # apply.sh --timeout in the rollback proof
 
 
+def bystander(plan: ProbePlan, host, admin: Probe) -> Probe | None:
+    """A flow the previous rules let reach `host` (not the admin's SSH): an operator
+    drops it in INPUT while the bad ruleset awaits confirmation, and the rollback,
+    which restores only rulegen's part, must leave that DROP in place. Not a port
+    published to a container: that one takes the forward path."""
+    published = [
+        ports
+        for box in plan.hosts
+        if box.parent is not None and box.parent.key == host.key
+        for ports in box.published
+    ]
+    flow = next(
+        (
+            p
+            for p in plan.probes
+            if p.kind == "matrix"
+            and p.expect
+            and p.protocol == "tcp"
+            and p.dst.key == host.key
+            and (p.src.key, p.port) != (admin.src.key, admin.port)
+            and (p.src.address, p.port) not in host.drops
+            and not any(lo <= p.port <= hi for lo, hi in published)
+        ),
+        None,
+    )
+    if flow is None:
+        return None
+    why = "a rule the operator adds to INPUT while a load awaits confirmation"
+    return Probe(
+        flow.src,
+        host,
+        "tcp",
+        flow.port,
+        False,
+        [f"{why} stays after the rollback"],
+        "rollback",
+        "others-kept",
+    )
+
+
 def rollback(
     bed: NamespaceBed,
     plan: ProbePlan,
@@ -76,7 +116,8 @@ def rollback(
 ):
     """The rollback guard, proved: a ruleset without admin SSH, loaded through
     apply.sh's guard by a session that is then cut, gives way to the previous
-    rules by itself. Returns the two probes (cut, restored) and what was observed.
+    rules by itself, and only to rulegen's: a DROP the operator adds meanwhile stays.
+    Returns the probes (cut, restored, others-kept) and what was observed.
     `change` edits the files first (the tests take the guard out to see this fail)."""
     admin = next(
         (
@@ -138,6 +179,9 @@ def rollback(
         ):
             raise VerifyError(f"apply.sh on {host.title} did not load the bad ruleset")
         observed = bed.observe([cut], TIMEOUT)
+        kept = bystander(plan, host, admin)
+        if kept is not None:
+            bed.drop(host, kept.src.address, kept.port)
     finally:
         proc.kill()  # the session is cut: only the guard is left
         proc.wait(timeout=10)
@@ -150,18 +194,32 @@ def rollback(
             break
         time.sleep(0.5)
     observed.update(seen)
-    return [cut, back], observed
+    if kept is None:
+        return [cut, back], observed
+    ports, reserved = client_ports(matrix)
+    observed.update(bed.observe([kept], TIMEOUT, ports, reserved))
+    return [cut, back, kept], observed
 
 
-def run(matrix: Matrix, profile, drop_names=(), engine: str = "iptables") -> Outcome:
-    """Build the bed, load the (possibly thinned) rules, probe, and clean up."""
+def run(
+    matrix: Matrix, profile, drop_names=(), engine: str = "iptables", progress=None
+) -> Outcome:
+    """Build the bed, load the (possibly thinned) rules, probe, and clean up.
+
+    `progress(line)`, if given, hears of each phase as it starts."""
     started = time.monotonic()
+
+    def phase(text: str) -> None:
+        if progress:
+            progress(f"verify: {text} ({time.monotonic() - started:.1f} s)")
+
     dropped = find_rules(matrix, drop_names)
     plan = make_plan(matrix, profile.subnets, profile)
     files = ruleset(matrix, profile, dropped, engine)
     preflight(any(rel.endswith(".ipset") for rel in files), engine)
     bed = NamespaceBed(plan.hosts)
     root = None
+    phase(f"planned {len(plan.probes)} probes on {len(plan.hosts)} hosts")
     try:
         with signals_raise():
             bed._claim()  # before the first file: --cleanup tells a live run by it
@@ -171,15 +229,20 @@ def run(matrix: Matrix, profile, drop_names=(), engine: str = "iptables") -> Out
             folder = root / "rules"
             folder.mkdir()
             write_files(folder, files)
+            phase("building the test bed: network namespaces, bridge, listeners")
             with bed:
+                phase(f"loading the {engine} rules of every role")
                 bed.load(folder)
+                phase(f"sending {len(plan.probes)} probes")
                 observed = observe_with_retry(bed, plan.probes, matrix)
                 if not dropped:
+                    phase("proving apply.sh's rollback guard")
                     extra, seen = rollback(
                         bed, plan, matrix, profile, root, engine=engine
                     )
                     plan.probes.extend(extra)
                     observed.update(seen)
+                phase("removing the test bed")
     except KeyboardInterrupt:
         raise Interrupted(bed.started, sorted(bed._left_behind())) from None
     finally:

@@ -19,6 +19,16 @@ def report(outcome: Outcome, verbose: bool = False) -> str:
     for host in plan.hosts:
         what = host.role or ", ".join(host.labels)
         note = "  (stand-in for 0.0.0.0/0)" if host.stand_in else ""
+        note += f"  (public {host.public})" if host.public else ""
+        if host.snat_from:
+            note += "  (NAT gateway: SNAT)"
+        if host.dnat:
+            keeps = (
+                "SNAT to " + str(host.snat_to) if host.snat_to else "keeps the client"
+            )
+            note += f"  (DNAT to {host.front_of.key}, {keeps})"
+        if host.parent and not host.masquerade:
+            note += "  (own address, routed through its node)"
         lines.append(f"  {host.key:<24} {str(host.address):<16} {what}{note}")
     lines += _grid(outcome)
     for note in plan.skipped:

@@ -185,7 +185,7 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer" {
       referenced_security_group_id = null
     }
     "load_balancer_ingress_tcp_3000_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address). Path: from the Nomad clients public IPs (198.51.100.64/27) bec..."
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
@@ -261,7 +261,7 @@ resource "aws_vpc_security_group_egress_rule" "load_balancer" {
 resource "aws_vpc_security_group_ingress_rule" "load_balancer_2" {
   for_each = {
     "load_balancer_ingress_tcp_4647_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address). Path: from the Nomad clients public IPs (198.51.100.64/2..."
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
@@ -270,7 +270,7 @@ resource "aws_vpc_security_group_ingress_rule" "load_balancer_2" {
       referenced_security_group_id = null
     }
     "load_balancer_ingress_tcp_8585_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address)"
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes load balancer / Ingress (internet-facing load balancer: reached on its public address). Path: from the Nomad clients public IPs (198.51.100.64/2..."
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
@@ -332,6 +332,15 @@ resource "aws_vpc_security_group_ingress_rule" "kubernetes_nodes" {
   cidr_ipv6                    = each.value.cidr_ipv6
   referenced_security_group_id = each.value.referenced_security_group_id
   tags                         = var.tags
+
+  lifecycle {
+    # A group passed in with a kind (existing_group_kinds) may hold one of these rules
+    # already: stop at plan rather than at apply.
+    precondition {
+      condition     = each.key != "kubernetes_nodes_ingress_all_all_kubernetes_nodes" || !contains(keys(var.existing_security_group_ids), "kubernetes_nodes") || lookup(var.existing_group_kinds, "kubernetes_nodes", null) != "eks_cluster"
+      error_message = "existing_group_kinds.kubernetes_nodes = eks_cluster, but this module was generated from a profile without aws.existing_groups.kubernetes_nodes: eks_cluster: rule kubernetes_nodes_ingress_all_all_kubernetes_nodes is already in that group, and AWS refuses it again at apply (InvalidPermission.Duplicate). Add aws.existing_groups.kubernetes_nodes: eks_cluster to the profile and run rulegen generate again."
+    }
+  }
 }
 
 # Kubernetes nodes, group 1 of 2: egress rules.
@@ -347,7 +356,7 @@ resource "aws_vpc_security_group_egress_rule" "kubernetes_nodes" {
       referenced_security_group_id = local.security_group_ids.kubernetes_nodes
     }
     "kubernetes_nodes_egress_tcp_22_vm_public_ips_0.0.0.0/0" = {
-      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress (SSH to the VM subnet)"
+      description                  = "vm-service pod SSH to the VMs; Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Common rules for compute instances / Egress (SSH to the VM subnet); Common rules for compute instances / Egress; External VMs / Egr..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -408,7 +417,7 @@ resource "aws_vpc_security_group_egress_rule" "kubernetes_nodes_2" {
       referenced_security_group_id = null
     }
     "kubernetes_nodes_egress_tcp_2376_vm_public_ips_0.0.0.0/0" = {
-      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes nodes / Egress"
+      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Kubernetes nodes / Egress. Path: to the VMs public IPs (0.0.0.0/0) because the VMs have public IPs (assign_public_ip) and peers.vm_public_ips does not list them"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -485,7 +494,7 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_clients" {
 resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
   for_each = {
     "nomad_clients_egress_tcp_22_vm_public_ips_0.0.0.0/0" = {
-      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet)"
+      description                  = "Nomad client SSH to the VMs; Checkout from the VCS over SSH. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet); Common rules for compute instances / Egre..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -546,7 +555,7 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_2" {
       referenced_security_group_id = null
     }
     "nomad_clients_egress_tcp_2376_vm_public_ips_0.0.0.0/0" = {
-      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress"
+      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress. Path: to the VMs public IPs (0.0.0.0/0) because the VMs have public IPs (assign_public_ip) and peers.vm_public_ips does not list them"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -555,7 +564,7 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_2" {
       referenced_security_group_id = null
     }
     "nomad_clients_egress_tcp_3000_load_balancer_public_ips_0.0.0.0/0" = {
-      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
+      description                  = "Nomad clients to the VM service. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address). Path: to the load balancers public IPs (0.0.0.0/0) because the load balanc..."
       ip_protocol                  = "tcp"
       from_port                    = 3000
       to_port                      = 3000
@@ -564,7 +573,7 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_2" {
       referenced_security_group_id = null
     }
     "nomad_clients_egress_tcp_4647_load_balancer_public_ips_0.0.0.0/0" = {
-      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
+      description                  = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address). Path: to the load balancers public IPs (0.0.0.0/0) because the load..."
       ip_protocol                  = "tcp"
       from_port                    = 4647
       to_port                      = 4647
@@ -589,7 +598,7 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_2" {
 resource "aws_vpc_security_group_egress_rule" "nomad_clients_3" {
   for_each = {
     "nomad_clients_egress_tcp_8585_load_balancer_public_ips_0.0.0.0/0" = {
-      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address)"
+      description                  = "Nomad clients to the output processor. Source: CircleCI Server 4.0-4.2, Hardening your cluster / Nomad clients / Egress (internet-facing load balancer: reached on its public address). Path: to the load balancers public IPs (0.0.0.0/0) because the load..."
       ip_protocol                  = "tcp"
       from_port                    = 8585
       to_port                      = 8585
@@ -614,7 +623,7 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients_3" {
 resource "aws_vpc_security_group_ingress_rule" "external_vms" {
   for_each = {
     "external_vms_ingress_tcp_22_nat_gateway_198.51.100.10/31" = {
-      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service. Path: from the NAT gateways (198.51.100.10/32, 198.51.100.11/32) because the vm-service pod reaches the..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -623,7 +632,7 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       referenced_security_group_id = null
     }
     "external_vms_ingress_tcp_22_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service. Path: from the Nomad clients public IPs (198.51.100.64/27) because the VMs are reached on their public ad..."
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -709,7 +718,7 @@ resource "aws_vpc_security_group_egress_rule" "external_vms" {
 resource "aws_vpc_security_group_ingress_rule" "external_vms_2" {
   for_each = {
     "external_vms_ingress_tcp_2376_nat_gateway_198.51.100.10/31" = {
-      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service. Path: from the NAT gateways (198.51.100.10/32, 198.51.100.11/32) because the vm-service pod reach..."
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -718,7 +727,7 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms_2" {
       referenced_security_group_id = null
     }
     "external_vms_ingress_tcp_2376_nomad_client_public_ips_198.51.100.64/27" = {
-      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 4.0-4.2, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service. Path: from the Nomad clients public IPs (198.51.100.64/27) because the VMs are reached on their pub..."
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376

@@ -219,6 +219,15 @@ resource "aws_vpc_security_group_ingress_rule" "kubernetes_nodes" {
   cidr_ipv6                    = each.value.cidr_ipv6
   referenced_security_group_id = each.value.referenced_security_group_id
   tags                         = var.tags
+
+  lifecycle {
+    # A group passed in with a kind (existing_group_kinds) may hold one of these rules
+    # already: stop at plan rather than at apply.
+    precondition {
+      condition     = each.key != "kubernetes_nodes_ingress_all_all_kubernetes_nodes" || !contains(keys(var.existing_security_group_ids), "kubernetes_nodes") || lookup(var.existing_group_kinds, "kubernetes_nodes", null) != "eks_cluster"
+      error_message = "existing_group_kinds.kubernetes_nodes = eks_cluster, but this module was generated from a profile without aws.existing_groups.kubernetes_nodes: eks_cluster: rule kubernetes_nodes_ingress_all_all_kubernetes_nodes is already in that group, and AWS refuses it again at apply (InvalidPermission.Duplicate). Add aws.existing_groups.kubernetes_nodes: eks_cluster to the profile and run rulegen generate again."
+    }
+  }
 }
 
 # Kubernetes nodes: egress rules.
@@ -241,6 +250,15 @@ resource "aws_vpc_security_group_egress_rule" "kubernetes_nodes" {
       cidr_ipv4                    = null
       cidr_ipv6                    = null
       referenced_security_group_id = local.security_group_ids.external_vms
+    }
+    "kubernetes_nodes_egress_tcp_22_vcs_192.0.2.0/24" = {
+      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 3.x, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = "192.0.2.0/24"
+      cidr_ipv6                    = null
+      referenced_security_group_id = null
     }
     "kubernetes_nodes_egress_tcp_53_dns_10.0.0.2/32" = {
       description                  = "Name resolution through the VPCs DNS servers. Source: CircleCI Server 3.x, Hardening your cluster / Common rules for compute instances / Egress"
@@ -356,7 +374,7 @@ resource "aws_vpc_security_group_ingress_rule" "nomad_clients" {
 resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
   for_each = {
     "nomad_clients_egress_tcp_22_external_vms" = {
-      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 3.x, Hardening your cluster / Nomad clients / Egress; Common rules for compute instances / Egress (SSH to the VM subnet)"
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 3.x, Hardening your cluster / Common rules for compute instances / Egress (SSH to the VM subnet)"
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -462,7 +480,7 @@ resource "aws_vpc_security_group_egress_rule" "nomad_clients" {
 resource "aws_vpc_security_group_ingress_rule" "external_vms" {
   for_each = {
     "external_vms_ingress_tcp_22_kubernetes_nodes" = {
-      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "vm-service pod SSH to the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress"
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -471,7 +489,7 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       referenced_security_group_id = local.security_group_ids.kubernetes_nodes
     }
     "external_vms_ingress_tcp_22_nomad_clients" = {
-      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "Nomad client SSH to the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress"
       ip_protocol                  = "tcp"
       from_port                    = 22
       to_port                      = 22
@@ -489,7 +507,7 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       referenced_security_group_id = null
     }
     "external_vms_ingress_tcp_2376_kubernetes_nodes" = {
-      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "vm-service pod to Docker on the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -498,7 +516,7 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       referenced_security_group_id = local.security_group_ids.kubernetes_nodes
     }
     "external_vms_ingress_tcp_2376_nomad_clients" = {
-      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+      description                  = "Nomad client to Docker on the VMs. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress"
       ip_protocol                  = "tcp"
       from_port                    = 2376
       to_port                      = 2376
@@ -506,11 +524,11 @@ resource "aws_vpc_security_group_ingress_rule" "external_vms" {
       cidr_ipv6                    = null
       referenced_security_group_id = local.security_group_ids.nomad_clients
     }
-    "external_vms_ingress_tcp_54782_ssh_rerun_172.16.0.0/12" = {
-      description                  = "SSH into failed VM jobs to re-run and debug them. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress; AWS networking with the VM service"
+    "external_vms_ingress_tcp_64535_65535_ssh_rerun_172.16.0.0/12" = {
+      description                  = "SSH into failed VM jobs to re-run and debug them. Source: CircleCI Server 3.x, Hardening your cluster / External VMs / Ingress"
       ip_protocol                  = "tcp"
-      from_port                    = 54782
-      to_port                      = 54782
+      from_port                    = 64535
+      to_port                      = 65535
       cidr_ipv4                    = "172.16.0.0/12"
       cidr_ipv6                    = null
       referenced_security_group_id = null

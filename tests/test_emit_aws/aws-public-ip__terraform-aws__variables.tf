@@ -5,6 +5,11 @@
 variable "vpc_id" {
   description = "ID of the VPC the security groups are created in."
   type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
+    error_message = "vpc_id: expected a VPC ID, vpc- and 8 to 17 hexadecimal digits."
+  }
 }
 
 variable "existing_security_group_ids" {
@@ -15,6 +20,22 @@ variable "existing_security_group_ids" {
   validation {
     condition     = alltrue([for role in keys(var.existing_security_group_ids) : contains(["load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"], role)])
     error_message = "existing_security_group_ids: keys must be roles of this module: load_balancer, kubernetes_nodes, nomad_clients, external_vms."
+  }
+
+  validation {
+    condition     = alltrue([for id in values(var.existing_security_group_ids) : can(regex("^sg-[0-9a-f]{8,17}$", id))])
+    error_message = "existing_security_group_ids: values must be security group IDs, sg- and 8 to 17 hexadecimal digits (not names)."
+  }
+}
+
+variable "existing_group_kinds" {
+  description = "What a group passed in already is, by role, in the profile's words: kubernetes_nodes = \"eks_cluster\" for the EKS cluster security group. Say it here as in the profile's aws.existing_groups: plan stops if the profile did not, before AWS refuses a duplicate rule at apply."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for role, kind in var.existing_group_kinds : contains(["load_balancer", "kubernetes_nodes", "nomad_clients", "external_vms"], role) && contains(["eks_cluster"], kind)])
+    error_message = "existing_group_kinds: keys must be roles of this module (load_balancer, kubernetes_nodes, nomad_clients, external_vms), values one of: eks_cluster."
   }
 }
 

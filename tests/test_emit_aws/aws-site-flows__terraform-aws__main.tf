@@ -210,6 +210,15 @@ resource "aws_vpc_security_group_ingress_rule" "kubernetes_nodes" {
   cidr_ipv6                    = each.value.cidr_ipv6
   referenced_security_group_id = each.value.referenced_security_group_id
   tags                         = var.tags
+
+  lifecycle {
+    # A group passed in with a kind (existing_group_kinds) may hold one of these rules
+    # already: stop at plan rather than at apply.
+    precondition {
+      condition     = each.key != "kubernetes_nodes_ingress_all_all_kubernetes_nodes" || !contains(keys(var.existing_security_group_ids), "kubernetes_nodes") || lookup(var.existing_group_kinds, "kubernetes_nodes", null) != "eks_cluster"
+      error_message = "existing_group_kinds.kubernetes_nodes = eks_cluster, but this module was generated from a profile without aws.existing_groups.kubernetes_nodes: eks_cluster: rule kubernetes_nodes_ingress_all_all_kubernetes_nodes is already in that group, and AWS refuses it again at apply (InvalidPermission.Duplicate). Add aws.existing_groups.kubernetes_nodes: eks_cluster to the profile and run rulegen generate again."
+    }
+  }
 }
 
 # Kubernetes nodes: egress rules.
@@ -223,6 +232,15 @@ resource "aws_vpc_security_group_egress_rule" "kubernetes_nodes" {
       cidr_ipv4                    = null
       cidr_ipv6                    = null
       referenced_security_group_id = local.security_group_ids.kubernetes_nodes
+    }
+    "kubernetes_nodes_egress_tcp_22_vcs_192.0.2.0/24" = {
+      description                  = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Egress; External VMs / Egress"
+      ip_protocol                  = "tcp"
+      from_port                    = 22
+      to_port                      = 22
+      cidr_ipv4                    = "192.0.2.0/24"
+      cidr_ipv6                    = null
+      referenced_security_group_id = null
     }
     "kubernetes_nodes_egress_tcp_53_dns_10.0.0.2/32" = {
       description                  = "Name resolution through the VPCs DNS servers. Source: CircleCI Server 4.3-4.10, Hardening your cluster / Common rules for compute instances / Egress"

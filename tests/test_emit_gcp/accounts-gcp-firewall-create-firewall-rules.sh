@@ -60,7 +60,7 @@ gcloud compute firewall-rules create \
 gcloud compute firewall-rules create \
   sa-install-k8s-in-tcp-4647-nat-gateway \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address). Path: from the NAT gateways (198.51.100.20/32) because the Nomad clients have no public IPs' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
@@ -78,6 +78,18 @@ gcloud compute firewall-rules create \
   --action=ALLOW \
   --rules=all \
   --destination-ranges=10.10.0.0/20 \
+  --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
+
+# sa-install-k8s-out-tcp-22-vcs
+gcloud compute firewall-rules create \
+  sa-install-k8s-out-tcp-22-vcs \
+  --network=default \
+  --description='Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=192.30.252.0/22 \
   --target-service-accounts=gke@sa-proj.iam.gserviceaccount.com
 
 # sa-install-k8s-out-tcp-53-dns
@@ -240,7 +252,7 @@ gcloud compute firewall-rules create \
 gcloud compute firewall-rules create \
   sa-install-nomad-out-tcp-4647-load-balancer-public-ips \
   --network=default \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address). Path: to the load balancer'"'"'s public IPs (0.0.0.0/0) because the load balancer is internet-facing and load_balancer.public_ips does not list them' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \

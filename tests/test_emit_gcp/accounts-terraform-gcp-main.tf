@@ -70,7 +70,7 @@ resource "google_compute_firewall" "sa_install_k8s_in_tcp_4647_nat_gateway" {
   name                    = "sa-install-k8s-in-tcp-4647-nat-gateway"
   project                 = var.project
   network                 = var.network
-  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)"
+  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address). Path: from the NAT gateways (198.51.100.20/32) because the Nomad clients have no public IPs"
   direction               = "INGRESS"
   priority                = 1000
   source_ranges           = ["198.51.100.20/32"]
@@ -94,6 +94,22 @@ resource "google_compute_firewall" "sa_install_k8s_out_all_k8s" {
 
   allow {
     protocol = "all"
+  }
+}
+
+resource "google_compute_firewall" "sa_install_k8s_out_tcp_22_vcs" {
+  name                    = "sa-install-k8s-out-tcp-22-vcs"
+  project                 = var.project
+  network                 = var.network
+  description             = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress"
+  direction               = "EGRESS"
+  priority                = 1000
+  destination_ranges      = ["192.30.252.0/22"]
+  target_service_accounts = ["gke@sa-proj.iam.gserviceaccount.com"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
   }
 }
 
@@ -309,7 +325,7 @@ resource "google_compute_firewall" "sa_install_nomad_out_tcp_4647_load_balancer_
   name                    = "sa-install-nomad-out-tcp-4647-load-balancer-public-ips"
   project                 = var.project
   network                 = var.network
-  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)"
+  description             = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address). Path: to the load balancer's public IPs (0.0.0.0/0) because the load balancer is internet-facing and load_balancer.public_ips does not list them"
   direction               = "EGRESS"
   priority                = 1000
   destination_ranges      = ["0.0.0.0/0"]

@@ -11,6 +11,7 @@ output "firewall_rules" {
     "sa-install-k8s-in-tcp-443-external"                     = google_compute_firewall.sa_install_k8s_in_tcp_443_external.self_link
     "sa-install-k8s-in-tcp-4647-nat-gateway"                 = google_compute_firewall.sa_install_k8s_in_tcp_4647_nat_gateway.self_link
     "sa-install-k8s-out-all-k8s"                             = google_compute_firewall.sa_install_k8s_out_all_k8s.self_link
+    "sa-install-k8s-out-tcp-22-vcs"                          = google_compute_firewall.sa_install_k8s_out_tcp_22_vcs.self_link
     "sa-install-k8s-out-tcp-53-dns"                          = google_compute_firewall.sa_install_k8s_out_tcp_53_dns.self_link
     "sa-install-k8s-out-udp-53-dns"                          = google_compute_firewall.sa_install_k8s_out_udp_53_dns.self_link
     "sa-install-k8s-out-tcp-80-internet"                     = google_compute_firewall.sa_install_k8s_out_tcp_80_internet.self_link

@@ -23,6 +23,21 @@ gcloud compute firewall-rules create \
   --enable-logging \
   --logging-metadata=include-all
 
+# acme-gcp-k8s-in-all-pods
+gcloud compute firewall-rules create \
+  acme-gcp-k8s-in-all-pods \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Traffic between Kubernetes nodes (cluster network policies govern it). Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes nodes > Traffic between nodes. Path: from the pod range (10.4.0.0/14) because pods on one node reach pods on the others and GKE pods have alias IPs of their own' \
+  --direction=INGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=all \
+  --source-ranges=10.4.0.0/14 \
+  --target-tags=acme-gke-node \
+  --enable-logging \
+  --logging-metadata=include-all
+
 # acme-gcp-k8s-in-tcp-22-ssh-admin
 gcloud compute firewall-rules create \
   acme-gcp-k8s-in-tcp-22-ssh-admin \
@@ -73,7 +88,7 @@ gcloud compute firewall-rules create \
   acme-gcp-k8s-in-tcp-4647-nat-gateway \
   --project=acme-ci \
   --network=circleci \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address). Path: from the NAT gateways (198.51.100.20/32) because the Nomad clients have no public IPs' \
   --direction=INGRESS \
   --priority=1000 \
   --action=ALLOW \
@@ -93,7 +108,37 @@ gcloud compute firewall-rules create \
   --priority=1000 \
   --action=ALLOW \
   --rules=all \
-  --destination-ranges=10.128.0.0/20,10.4.0.0/14,10.8.0.0/20,172.16.0.0/28 \
+  --destination-ranges=10.128.0.0/20,10.8.0.0/20,172.16.0.0/28 \
+  --target-tags=acme-gke-node \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-k8s-out-all-pods
+gcloud compute firewall-rules create \
+  acme-gcp-k8s-out-all-pods \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Traffic between Kubernetes nodes (cluster network policies govern it). Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes nodes > Egress. Path: to the pod range (10.4.0.0/14) because pods on one node reach pods on the others and GKE pods have alias IPs of their own' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=all \
+  --destination-ranges=10.4.0.0/14 \
+  --target-tags=acme-gke-node \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-k8s-out-tcp-22-vcs
+gcloud compute firewall-rules create \
+  acme-gcp-k8s-out-tcp-22-vcs \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress' \
+  --direction=EGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:22 \
+  --destination-ranges=140.82.112.0/20,143.55.64.0/20,185.199.108.0/22,192.30.252.0/22 \
   --target-tags=acme-gke-node \
   --enable-logging \
   --logging-metadata=include-all
@@ -199,6 +244,21 @@ gcloud compute firewall-rules create \
   --action=ALLOW \
   --rules=tcp:4647 \
   --source-tags=acme-gke-node \
+  --target-tags=acme-nomad \
+  --enable-logging \
+  --logging-metadata=include-all
+
+# acme-gcp-nomad-in-tcp-4647-pods
+gcloud compute firewall-rules create \
+  acme-gcp-nomad-in-tcp-4647-pods \
+  --project=acme-ci \
+  --network=circleci \
+  --description='Nomad server to the Nomad clients. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Ingress. Path: from the pod range (10.4.0.0/14) because the Nomad server runs as a pod and GKE pods have alias IPs of their own' \
+  --direction=INGRESS \
+  --priority=1000 \
+  --action=ALLOW \
+  --rules=tcp:4647 \
+  --source-ranges=10.4.0.0/14 \
   --target-tags=acme-nomad \
   --enable-logging \
   --logging-metadata=include-all
@@ -313,7 +373,7 @@ gcloud compute firewall-rules create \
   acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips \
   --project=acme-ci \
   --network=circleci \
-  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)' \
+  --description='Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address). Path: to the load balancer'"'"'s public IPs (198.51.100.30/32) because the load balancer is internet-facing' \
   --direction=EGRESS \
   --priority=1000 \
   --action=ALLOW \

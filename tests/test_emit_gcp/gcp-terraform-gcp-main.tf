@@ -21,6 +21,25 @@ resource "google_compute_firewall" "acme_gcp_k8s_in_all_k8s" {
   }
 }
 
+resource "google_compute_firewall" "acme_gcp_k8s_in_all_pods" {
+  name          = "acme-gcp-k8s-in-all-pods"
+  project       = var.project
+  network       = var.network
+  description   = "Traffic between Kubernetes nodes (cluster network policies govern it). Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes nodes > Traffic between nodes. Path: from the pod range (10.4.0.0/14) because pods on one node reach pods on the others and GKE pods have alias IPs of their own"
+  direction     = "INGRESS"
+  priority      = 1000
+  source_ranges = ["10.4.0.0/14"]
+  target_tags   = ["acme-gke-node"]
+
+  allow {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_22_ssh_admin" {
   name          = "acme-gcp-k8s-in-tcp-22-ssh-admin"
   project       = var.project
@@ -86,7 +105,7 @@ resource "google_compute_firewall" "acme_gcp_k8s_in_tcp_4647_nat_gateway" {
   name          = "acme-gcp-k8s-in-tcp-4647-nat-gateway"
   project       = var.project
   network       = var.network
-  description   = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address)"
+  description   = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes load balancer > Ingress (transparent load balancer: applied to the Kubernetes nodes) (internet-facing load balancer: reached on its public address). Path: from the NAT gateways (198.51.100.20/32) because the Nomad clients have no public IPs"
   direction     = "INGRESS"
   priority      = 1000
   source_ranges = ["198.51.100.20/32"]
@@ -109,11 +128,50 @@ resource "google_compute_firewall" "acme_gcp_k8s_out_all_k8s" {
   description        = "Traffic between Kubernetes nodes (cluster network policies govern it). Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes nodes > Egress"
   direction          = "EGRESS"
   priority           = 1000
-  destination_ranges = ["10.128.0.0/20", "10.4.0.0/14", "10.8.0.0/20", "172.16.0.0/28"]
+  destination_ranges = ["10.128.0.0/20", "10.8.0.0/20", "172.16.0.0/28"]
   target_tags        = ["acme-gke-node"]
 
   allow {
     protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_k8s_out_all_pods" {
+  name               = "acme-gcp-k8s-out-all-pods"
+  project            = var.project
+  network            = var.network
+  description        = "Traffic between Kubernetes nodes (cluster network policies govern it). Source: CircleCI Server 4.3-4.10, Hardening your cluster > Kubernetes nodes > Egress. Path: to the pod range (10.4.0.0/14) because pods on one node reach pods on the others and GKE pods have alias IPs of their own"
+  direction          = "EGRESS"
+  priority           = 1000
+  destination_ranges = ["10.4.0.0/14"]
+  target_tags        = ["acme-gke-node"]
+
+  allow {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_k8s_out_tcp_22_vcs" {
+  name               = "acme-gcp-k8s-out-tcp-22-vcs"
+  project            = var.project
+  network            = var.network
+  description        = "Checkout from the VCS over SSH. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Common rules for compute instances > Egress; External VMs > Egress"
+  direction          = "EGRESS"
+  priority           = 1000
+  destination_ranges = ["140.82.112.0/20", "143.55.64.0/20", "185.199.108.0/22", "192.30.252.0/22"]
+  target_tags        = ["acme-gke-node"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
   }
 
   log_config {
@@ -250,6 +308,26 @@ resource "google_compute_firewall" "acme_gcp_nomad_in_tcp_4647_k8s" {
   priority    = 1000
   source_tags = ["acme-gke-node"]
   target_tags = ["acme-nomad"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["4647"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "acme_gcp_nomad_in_tcp_4647_pods" {
+  name          = "acme-gcp-nomad-in-tcp-4647-pods"
+  project       = var.project
+  network       = var.network
+  description   = "Nomad server to the Nomad clients. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Ingress. Path: from the pod range (10.4.0.0/14) because the Nomad server runs as a pod and GKE pods have alias IPs of their own"
+  direction     = "INGRESS"
+  priority      = 1000
+  source_ranges = ["10.4.0.0/14"]
+  target_tags   = ["acme-nomad"]
 
   allow {
     protocol = "tcp"
@@ -405,7 +483,7 @@ resource "google_compute_firewall" "acme_gcp_nomad_out_tcp_4647_load_balancer_pu
   name               = "acme-gcp-nomad-out-tcp-4647-load-balancer-public-ips"
   project            = var.project
   network            = var.network
-  description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address)"
+  description        = "Nomad clients to the Nomad server RPC. Source: CircleCI Server 4.3-4.10, Hardening your cluster > Nomad clients > Egress (internet-facing load balancer: reached on its public address). Path: to the load balancer's public IPs (198.51.100.30/32) because the load balancer is internet-facing"
   direction          = "EGRESS"
   priority           = 1000
   destination_ranges = ["198.51.100.30/32"]

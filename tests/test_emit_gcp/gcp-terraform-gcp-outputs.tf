@@ -6,11 +6,14 @@ output "firewall_rules" {
   description = "Self link of every firewall rule, by rule name."
   value = {
     "acme-gcp-k8s-in-all-k8s"                              = google_compute_firewall.acme_gcp_k8s_in_all_k8s.self_link
+    "acme-gcp-k8s-in-all-pods"                             = google_compute_firewall.acme_gcp_k8s_in_all_pods.self_link
     "acme-gcp-k8s-in-tcp-22-ssh-admin"                     = google_compute_firewall.acme_gcp_k8s_in_tcp_22_ssh_admin.self_link
     "acme-gcp-k8s-in-tcp-80-external"                      = google_compute_firewall.acme_gcp_k8s_in_tcp_80_external.self_link
     "acme-gcp-k8s-in-tcp-443-external"                     = google_compute_firewall.acme_gcp_k8s_in_tcp_443_external.self_link
     "acme-gcp-k8s-in-tcp-4647-nat-gateway"                 = google_compute_firewall.acme_gcp_k8s_in_tcp_4647_nat_gateway.self_link
     "acme-gcp-k8s-out-all-k8s"                             = google_compute_firewall.acme_gcp_k8s_out_all_k8s.self_link
+    "acme-gcp-k8s-out-all-pods"                            = google_compute_firewall.acme_gcp_k8s_out_all_pods.self_link
+    "acme-gcp-k8s-out-tcp-22-vcs"                          = google_compute_firewall.acme_gcp_k8s_out_tcp_22_vcs.self_link
     "acme-gcp-k8s-out-tcp-53-dns"                          = google_compute_firewall.acme_gcp_k8s_out_tcp_53_dns.self_link
     "acme-gcp-k8s-out-udp-53-dns"                          = google_compute_firewall.acme_gcp_k8s_out_udp_53_dns.self_link
     "acme-gcp-k8s-out-tcp-80-internet"                     = google_compute_firewall.acme_gcp_k8s_out_tcp_80_internet.self_link
@@ -18,6 +21,7 @@ output "firewall_rules" {
     "acme-gcp-k8s-out-tcp-4647-nomad"                      = google_compute_firewall.acme_gcp_k8s_out_tcp_4647_nomad.self_link
     "acme-gcp-nomad-in-tcp-22-ssh-admin"                   = google_compute_firewall.acme_gcp_nomad_in_tcp_22_ssh_admin.self_link
     "acme-gcp-nomad-in-tcp-4647-k8s"                       = google_compute_firewall.acme_gcp_nomad_in_tcp_4647_k8s.self_link
+    "acme-gcp-nomad-in-tcp-4647-pods"                      = google_compute_firewall.acme_gcp_nomad_in_tcp_4647_pods.self_link
     "acme-gcp-nomad-in-tcp-64535-65535-ssh-rerun"          = google_compute_firewall.acme_gcp_nomad_in_tcp_64535_65535_ssh_rerun.self_link
     "acme-gcp-nomad-out-tcp-22-vm"                         = google_compute_firewall.acme_gcp_nomad_out_tcp_22_vm.self_link
     "acme-gcp-nomad-out-tcp-22-vcs"                        = google_compute_firewall.acme_gcp_nomad_out_tcp_22_vcs.self_link

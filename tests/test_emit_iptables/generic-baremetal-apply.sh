@@ -5,8 +5,8 @@
 #
 # Load one role's host firewall, as root, on a host of that role (ROLE: load_balancer, kubernetes_nodes, nomad_clients, external_vms):
 #   sh apply.sh ROLE                  load, then keep the rules only if you type "yes"
-#                                     within 30 s; otherwise, or if the session is cut,
-#                                     the previous rules come back by themselves
+#                                     within 30 s; otherwise (also if the session is cut
+#                                     or the load fails) rulegen's previous rules come back
 #   sh apply.sh --timeout N ROLE      the same, with N seconds to confirm
 #   sh apply.sh --yes ROLE            load without asking (boot, automation)
 #   sh apply.sh --remove ROLE         take rulegen's rules out: the host is as before
@@ -14,7 +14,9 @@
 #                                     rulegen@ROLE.service, which loads it at boot
 # Safe to run again after regenerating: only rulegen's own chains and sets change,
 # and each jump to them is moved to the top of its hook if something got above it.
-# RULEGEN_STATE (default /var/lib/rulegen) keeps the backup the guard restores.
+# Rolling back restores rulegen's chains, jumps and sets as they were and nothing else:
+# rules that Docker, kube-proxy, a CNI or you add meanwhile stay.
+# RULEGEN_STATE (default /var/lib/rulegen) keeps the backup until the load is settled.
 set -eu
 cd "$(dirname "$0")"
 here=$(pwd)
@@ -48,7 +50,7 @@ case "$role" in
     hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT FORWARD:RULEGEN-FWD"
     sets="" ;;
   nomad_clients)
-    hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD"
+    hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD CNI-FORWARD:RULEGEN-FWD"
     sets="" ;;
   external_vms)
     hooks="INPUT:RULEGEN-IN OUTPUT:RULEGEN-OUT DOCKER-USER:RULEGEN-FWD"
@@ -57,17 +59,45 @@ case "$role" in
 esac
 tools="iptables"
 if command -v ip6tables >/dev/null 2>&1; then tools="iptables ip6tables"; fi
+ours="RULEGEN-IN RULEGEN-OUT RULEGEN-FWD RULEGEN-JOBS"
+ours_re="RULEGEN-IN|RULEGEN-OUT|RULEGEN-FWD|RULEGEN-JOBS"
+temp_comment="rulegen: until Docker starts"  # the temporary jump of older rulegens
+
+# rulegen's part of TOOL's filter table: its chains, their rules, the jumps to them.
+ours_saved() {
+  "$1-save" -t filter | grep -E -- "^(:($ours_re) |-A ($ours_re) |-A [^ ]+ -j ($ours_re)\$)" || true
+}
+
+# The jumps into rulegen's chains from other chains (stdin: ours_saved's lines).
+jumps() {
+  grep -E -- "^-A [^ ]+ -j ($ours_re)\$" | grep -v -E -- "^-A ($ours_re) " || true
+}
+
+# Until Docker starts, FORWARD jumps to DOCKER-USER with the very rule Docker adds:
+# Docker replaces that rule with its own first in FORWARD, so no second jump is left.
+docker_jump() {
+  n=0
+  while [ $n -lt 100 ] && "$1" --wait -D FORWARD -m comment --comment "$temp_comment" -j DOCKER-USER 2>/dev/null; do n=$((n + 1)); done
+  if ! "$1" --wait -C FORWARD -j DOCKER-USER 2>/dev/null; then
+    "$1" --wait -I FORWARD 1 -j DOCKER-USER
+  fi
+}
+
+# Make HOOK if it is a chain of a tool that has not started yet (Docker's DOCKER-USER,
+# the CNI firewall plugin's CNI-FORWARD): created as they create it, they keep it.
+make_hook() {
+  case "$2" in
+    INPUT|OUTPUT|FORWARD) ;;
+    *)
+      if ! "$1" --wait -S "$2" >/dev/null 2>&1; then "$1" --wait -N "$2"; fi
+      if [ "$2" = DOCKER-USER ]; then docker_jump "$1"; fi ;;
+  esac
+}
 
 # Put the jump to CHAIN first in HOOK, exactly once (insert, then drop older copies).
 jump_first() {
   tool=$1 hook=$2 chain=$3
-  if [ "$hook" = DOCKER-USER ] && ! "$tool" --wait -S DOCKER-USER >/dev/null 2>&1; then
-    # No Docker yet: create its chain as Docker does; it keeps it when it starts.
-    "$tool" --wait -N DOCKER-USER
-  fi
-  if [ "$hook" = DOCKER-USER ] && ! "$tool" --wait -S FORWARD | grep -q -- '-j DOCKER-USER$'; then
-    "$tool" --wait -I FORWARD 1 -m comment --comment "rulegen: until Docker starts" -j DOCKER-USER
-  fi
+  make_hook "$tool" "$hook"
   first=$("$tool" --wait -S "$hook" | sed -n 2p)
   if [ "$first" != "-A $hook -j $chain" ]; then
     "$tool" --wait -I "$hook" 1 -j "$chain"
@@ -97,35 +127,96 @@ load() {
     for pair in $hooks; do
       jump_first "$tool" "${pair%%:*}" "${pair#*:}"
     done
+    # jumps an earlier layout made from hooks this one does not use
+    ours_saved "$tool" | jumps | while read -r _ from _ to; do
+      case " $hooks " in
+        *" $from:$to "*) ;;
+        *) "$tool" --wait -D "$from" -j "$to" ;;
+      esac
+    done
+    tidy "$tool"
   done
 }
 
-remove() {
-  for tool in $tools; do
-    for pair in $hooks; do
-      hook=${pair%%:*} chain=${pair#*:}
-      n=0
-      while [ $n -lt 100 ] && "$tool" --wait -D "$hook" -j "$chain" 2>/dev/null; do n=$((n + 1)); done
-    done
+# The chains rulegen made for tools that have not started, if they are still unused:
+# an empty DOCKER-USER (Docker adds a RETURN to its own) while Docker's DOCKER chain is
+# absent, and an empty CNI-FORWARD that nothing jumps to.
+tidy() {
+  if [ "$("$1" --wait -S DOCKER-USER 2>/dev/null | wc -l)" = 1 ] && ! "$1" --wait -S DOCKER >/dev/null 2>&1; then
     n=0
-    while [ $n -lt 100 ] && "$tool" --wait -D FORWARD -m comment --comment "rulegen: until Docker starts" -j DOCKER-USER 2>/dev/null; do n=$((n + 1)); done
-    if [ "$("$tool" --wait -S DOCKER-USER 2>/dev/null | wc -l)" = 1 ]; then
-      "$tool" --wait -X DOCKER-USER 2>/dev/null || true  # ours, empty and unused
+    while [ $n -lt 100 ] && "$1" --wait -D FORWARD -j DOCKER-USER 2>/dev/null; do n=$((n + 1)); done
+    n=0
+    while [ $n -lt 100 ] && "$1" --wait -D FORWARD -m comment --comment "$temp_comment" -j DOCKER-USER 2>/dev/null; do n=$((n + 1)); done
+    "$1" --wait -X DOCKER-USER 2>/dev/null || true
+  fi
+  if [ "$("$1" --wait -S CNI-FORWARD 2>/dev/null | wc -l)" = 1 ] && ! "$1-save" -t filter | grep -q -- "-j CNI-FORWARD\$"; then
+    "$1" --wait -X CNI-FORWARD 2>/dev/null || true
+  fi
+}
+
+# TOOL's chains and jumps of rulegen's as in SAVED (ours_saved's lines; empty: none);
+# no other rule changes. Returns non-zero if any of it could not be put back.
+put_back() {
+  tool=$1 from_file=$2 put_ok=0
+  now=$(ours_saved "$tool")
+  printf '%s\n' "$now" | jumps | while read -r _ from _ to; do
+    if ! grep -q -x -F -- "-A $from -j $to" "$from_file"; then
+      "$tool" --wait -D "$from" -j "$to" 2>/dev/null || true
     fi
-    for chain in RULEGEN-IN RULEGEN-OUT RULEGEN-FWD; do
-      "$tool" --wait -F "$chain" 2>/dev/null || true
-      "$tool" --wait -X "$chain" 2>/dev/null || true
-    done
+  done
+  if grep -q '^:' "$from_file"; then  # declaring a chain flushes it: its rules come back whole
+    { echo "*filter"; grep '^:' "$from_file"; grep -E -- "^-A ($ours_re) " "$from_file"; echo COMMIT; } \
+      | "$tool-restore" --wait --noflush || put_ok=1
+  fi
+  for chain in $ours; do
+    grep -q "^:$chain " "$from_file" || "$tool" --wait -F "$chain" 2>/dev/null || true
+  done
+  for chain in $ours; do
+    grep -q "^:$chain " "$from_file" || "$tool" --wait -X "$chain" 2>/dev/null || true
+  done
+  jumps < "$from_file" | while read -r _ from _ to; do
+    if ! printf '%s\n' "$now" | grep -q -x -F -- "-A $from -j $to"; then
+      make_hook "$tool" "$from" || exit 1
+      "$tool" --wait -I "$from" 1 -j "$to" || exit 1
+    fi
+  done || put_ok=1
+  tidy "$tool"
+  return $put_ok
+}
+
+# What iptables-nft made only because rulegen's jumps needed it: base chains left empty
+# and accepting, and a filter table left without chains (nft deletes it).
+prune() {
+  "$1" -V 2>/dev/null | grep -q nf_tables || return 0
+  for base in INPUT FORWARD OUTPUT; do
+    if [ "$("$1" --wait -S "$base" 2>/dev/null)" = "-P $base ACCEPT" ]; then
+      "$1" --wait -X "$base" 2>/dev/null || true
+    fi
+  done
+  family=ip
+  if [ "$1" = ip6tables ]; then family=ip6; fi
+  if command -v nft >/dev/null 2>&1 && [ "$(nft list table "$family" filter 2>/dev/null | wc -l)" = 2 ]; then
+    nft delete table "$family" filter 2>/dev/null || true
+  fi
+}
+
+remove() {
+  removed=0
+  for tool in $tools; do
+    put_back "$tool" /dev/null || removed=1
+    prune "$tool"
   done
   for name in $sets; do
     ipset -q destroy "$name" || true
   done
+  return $removed
 }
 
 backup() {
+  umask 077
   mkdir -p "$state"
   for tool in $tools; do
-    "$tool-save" -t filter > "$state/$role.$1.$tool"
+    ours_saved "$tool" > "$state/$role.$1.$tool"
   done
   : > "$state/$role.$1.ipset"
   for name in $sets; do
@@ -133,32 +224,167 @@ backup() {
   done
 }
 
+# rulegen's chains, jumps and sets as they were at backup $1 (none: as --remove).
 restore() {
+  saved="$state/$role.$1"
+  if ! cat "$saved".*tables 2>/dev/null | grep -q '^:'; then
+    remove
+    return
+  fi
+  failed=0
   for tool in $tools; do
-    "$tool-restore" --wait -T filter < "$state/$role.$1.$tool"
+    put_back "$tool" "$saved.$tool" || failed=1
   done
   for name in $sets; do
-    if grep -q "^create $name " "$state/$role.$1.ipset"; then
-      ipset flush "$name"
+    if grep -q "^create $name " "$saved.ipset"; then  # its members back, swapped in whole
+      ipset -q destroy "$name-new" || true
+      if sed -n -e "s/^create $name /create $name-new /p" -e "s/^add $name /add $name-new /p" \
+        "$saved.ipset" | ipset restore && ipset swap "$name-new" "$name"; then
+        ipset destroy "$name-new"
+      else
+        failed=1
+      fi
     else
       ipset -q destroy "$name" || true  # created by the load being undone
     fi
   done
-  ipset -exist restore < "$state/$role.$1.ipset"
+  return $failed
+}
+
+# --- Confirm or roll back (the same in the iptables and the nftables apply.sh) -------
+# The prompt and the guard (a process of its own, for a session that is cut or killed)
+# both may settle a load; only the one that claims it first does, and the other one
+# stands down: a backup is never restored twice, nor deleted under the other's feet.
+# The guard waits GRACE seconds longer than the prompt, so that the prompt, which can
+# say what happened, normally settles it.
+GRACE=5
+
+claim() {
+  mkdir "$state/$role.$token.claim" 2>/dev/null
+}
+
+forget() {  # this load's backup (not the guard's word to the prompt), then the claim
+  for file in "$state/$role.$token".*; do
+    case "$file" in *.result) ;; *) if [ -f "$file" ]; then rm -f "$file"; fi ;; esac
+  done
+  rmdir "$state/$role.$token.claim" 2>/dev/null || true
+}
+
+stop_guard() {  # the guard leads a session of its own: its sleep goes with it
+  kill -- "-$guard" 2>/dev/null || kill "$guard" 2>/dev/null || true
+}
+
+# settle keep|restore WHY: run by the prompt; prints "kept" or "restored" only if so.
+settle() {
+  trap '' HUP INT TERM  # settling is not interrupted halfway
+  if claim; then
+    if [ -e "$state/$role.$token.ready" ]; then
+      stop_guard
+      if [ "$1" = keep ]; then
+        forget
+        echo "rulegen: kept." >&2
+        exit 0
+      fi
+      if restore "$token"; then
+        forget
+        echo "rulegen: $2; rulegen's previous rules restored." >&2
+        exit 1
+      fi
+      rm -f "$state/$role.$token.ready"
+      rmdir "$state/$role.$token.claim"
+      echo "rulegen: $2; restoring rulegen's previous rules FAILED: the backup stays" \
+        "in $state/$role.$token.*" >&2
+      exit 2
+    fi
+    rmdir "$state/$role.$token.claim"  # the guard has been and gone
+  fi
+  # The guard settled the load first (the prompt was held up): wait for its word.
+  n=0
+  while [ ! -s "$state/$role.$token.result" ] && [ $n -lt 120 ]; do
+    sleep 1
+    n=$((n + 1))
+  done
+  result=$(cat "$state/$role.$token.result" 2>/dev/null || true)
+  rm -f "$state/$role.$token.result"
+  if [ "$result" = restored ]; then
+    echo "rulegen: not kept: the guard restored rulegen's previous rules" \
+      "$((timeout + GRACE))s after loading." >&2
+    exit 1
+  fi
+  echo "rulegen: not kept: the guard settled the load, but restoring rulegen's previous" \
+    "rules ${result:-did not report}; see the system log (tag rulegen)." >&2
+  exit 2
+}
+
+# The guard: restores the backup unless the prompt settled the load.
+guard() {
+  prompt=${token%%.*}
+  sleep "$((timeout + GRACE))"
+  claim || exit 0  # the prompt is settling it
+  if [ ! -e "$state/$role.$token.ready" ]; then
+    rmdir "$state/$role.$token.claim"
+    exit 0  # the prompt settled it and has gone
+  fi
+  if restore "$token"; then result=restored; else result=failed; fi
+  echo "rulegen: $role rules not confirmed within ${timeout}s; restoring rulegen's" \
+    "previous rules: $result" | logger -t rulegen 2>/dev/null || true
+  told=""
+  if kill -0 "$prompt" 2>/dev/null; then
+    # The prompt is still there (it was held up): it reads this and deletes it.
+    echo "$result" > "$state/$role.$token.result"
+    told=yes
+  fi
+  if [ "$result" = restored ]; then
+    forget
+  else  # the backup stays for the operator; no one restores it now
+    rm -f "$state/$role.$token.ready"
+    rmdir "$state/$role.$token.claim"
+  fi
+  n=0
+  while [ -n "$told" ] && [ -e "$state/$role.$token.result" ] && [ $n -lt 150 ] \
+    && kill -0 "$prompt" 2>/dev/null; do
+    sleep 1
+    n=$((n + 1))
+  done
+  rm -f "$state/$role.$token.result"
+}
+
+# Load under the guard, then keep the rules only if the operator types "yes".
+confirm() {
+  token="$$.$(date +%s)"
+  backup "$token"
+  touch "$state/$role.$token.ready"
+  setsid sh "$here/apply.sh" --rollback-after "$timeout" "$token" "$role" </dev/null >/dev/null 2>&1 &
+  guard=$!
+  trap 'settle restore "interrupted"' HUP INT TERM
+  if ! sh "$here/apply.sh" --yes "$role"; then
+    settle restore "the load failed"
+  fi
+  echo "rulegen: $role rules loaded. Type yes within ${timeout}s to keep them;" \
+    "otherwise rulegen's previous rules come back." >&2
+  # --foreground: the read stays in the terminal's foreground process group
+  # shellcheck disable=SC2016
+  answer=$(timeout --foreground "$timeout" sh -c 'read -r answer && echo "$answer"' || true)
+  if [ "$answer" = yes ]; then
+    settle keep
+  fi
+  settle restore "not confirmed within ${timeout}s"
+}
+
+# What --yes loaded, said once on stderr (a boot or automation log reads it).
+loaded() {
+  what=""
+  for tool in $tools; do
+    [ -f "$role.$tool" ] && what="$what${what:+, }$tool $(grep -c -- '^-A ' "$role.$tool") rules"
+  done
+  [ -z "$sets" ] || what="$what, $(echo $sets | wc -w) ipsets"
+  echo "rulegen: loaded $role: $what" >&2
 }
 
 case "$mode" in
-  yes) load ;;
+  yes) load && loaded ;;
   remove) remove ;;
-  guard)
-    # Runs on its own (setsid): restores the backup unless the load was confirmed.
-    sleep "$timeout"
-    if [ ! -e "$state/$role.$token.confirmed" ]; then
-      restore "$token"
-      echo "rulegen: $role rules not confirmed within ${timeout}s; previous rules restored" | logger -t rulegen 2>/dev/null || true
-    fi
-    rm -f "$state/$role.$token".*
-    ;;
+  guard) guard ;;
   boot)
     mkdir -p /etc/rulegen
     cp -- "$here"/* /etc/rulegen/
@@ -167,27 +393,5 @@ case "$mode" in
     systemctl enable "rulegen@$role.service"
     echo "rulegen@$role.service enabled: /etc/rulegen is loaded at boot" >&2
     ;;
-  apply)
-    token="$$.$(date +%s)"
-    backup "$token"
-    setsid sh "$here/apply.sh" --rollback-after "$timeout" "$token" "$role" </dev/null >/dev/null 2>&1 &
-    guard=$!
-    load
-    echo "rulegen: $role rules loaded. Type yes within ${timeout}s to keep them;" \
-      "otherwise the previous rules come back." >&2
-    # shellcheck disable=SC2016
-    answer=$(timeout "$timeout" sh -c 'read -r answer && echo "$answer"' || true)
-    if [ "$answer" = yes ] && [ -e "$state/$role.$token.iptables" ]; then
-      touch "$state/$role.$token.confirmed"
-      kill "$guard" 2>/dev/null || true
-      rm -f "$state/$role.$token".*
-      echo "rulegen: kept." >&2
-    else
-      kill "$guard" 2>/dev/null || true
-      restore "$token"
-      rm -f "$state/$role.$token".*
-      echo "rulegen: not confirmed; previous rules restored." >&2
-      exit 1
-    fi
-    ;;
+  apply) confirm ;;
 esac

@@ -6,15 +6,16 @@
 # Load one role's nftables host firewall, as root, on a host of that role
 # (ROLE: load_balancer, kubernetes_nodes, nomad_clients, external_vms):
 #   sh apply.sh ROLE                  load, then keep the rules only if you type "yes"
-#                                     within 30 s; otherwise, or if the session is cut,
-#                                     the previous rules come back by themselves
+#                                     within 30 s; otherwise (also if the session is cut
+#                                     or the load fails) rulegen's previous table comes back
 #   sh apply.sh --timeout N ROLE      the same, with N seconds to confirm
 #   sh apply.sh --yes ROLE            load without asking (boot, automation)
 #   sh apply.sh --remove ROLE         delete table inet rulegen: the host is as before
 #   sh apply.sh --install-boot ROLE   copy this folder to /etc/rulegen-nft and enable
 #                                     rulegen-nft@ROLE.service, which loads it at boot
 # Loading replaces table inet rulegen in one transaction; no other table changes.
-# RULEGEN_STATE (default /var/lib/rulegen) keeps the backup the guard restores.
+# Rolling back restores table inet rulegen as it was (or its absence), nothing else.
+# RULEGEN_STATE (default /var/lib/rulegen) keeps the backup until the load is settled.
 set -eu
 cd "$(dirname "$0")"
 here=$(pwd)
@@ -57,6 +58,7 @@ remove() {
 }
 
 backup() {
+  umask 077
   mkdir -p "$state"
   nft list table inet rulegen > "$state/$role.$1.nft" 2>/dev/null || : > "$state/$role.$1.nft"
 }
@@ -66,18 +68,135 @@ restore() {
   { echo "table inet rulegen {}"; echo "delete table inet rulegen"; cat "$state/$role.$1.nft"; } | nft -f -
 }
 
-case "$mode" in
-  yes) load ;;
-  remove) remove ;;
-  guard)
-    # Runs on its own (setsid): restores the backup unless the load was confirmed.
-    sleep "$timeout"
-    if [ ! -e "$state/$role.$token.confirmed" ]; then
-      restore "$token"
-      echo "rulegen: $role rules not confirmed within ${timeout}s; previous rules restored" | logger -t rulegen 2>/dev/null || true
+# --- Confirm or roll back (the same in the iptables and the nftables apply.sh) -------
+# The prompt and the guard (a process of its own, for a session that is cut or killed)
+# both may settle a load; only the one that claims it first does, and the other one
+# stands down: a backup is never restored twice, nor deleted under the other's feet.
+# The guard waits GRACE seconds longer than the prompt, so that the prompt, which can
+# say what happened, normally settles it.
+GRACE=5
+
+claim() {
+  mkdir "$state/$role.$token.claim" 2>/dev/null
+}
+
+forget() {  # this load's backup (not the guard's word to the prompt), then the claim
+  for file in "$state/$role.$token".*; do
+    case "$file" in *.result) ;; *) if [ -f "$file" ]; then rm -f "$file"; fi ;; esac
+  done
+  rmdir "$state/$role.$token.claim" 2>/dev/null || true
+}
+
+stop_guard() {  # the guard leads a session of its own: its sleep goes with it
+  kill -- "-$guard" 2>/dev/null || kill "$guard" 2>/dev/null || true
+}
+
+# settle keep|restore WHY: run by the prompt; prints "kept" or "restored" only if so.
+settle() {
+  trap '' HUP INT TERM  # settling is not interrupted halfway
+  if claim; then
+    if [ -e "$state/$role.$token.ready" ]; then
+      stop_guard
+      if [ "$1" = keep ]; then
+        forget
+        echo "rulegen: kept." >&2
+        exit 0
+      fi
+      if restore "$token"; then
+        forget
+        echo "rulegen: $2; rulegen's previous rules restored." >&2
+        exit 1
+      fi
+      rm -f "$state/$role.$token.ready"
+      rmdir "$state/$role.$token.claim"
+      echo "rulegen: $2; restoring rulegen's previous rules FAILED: the backup stays" \
+        "in $state/$role.$token.*" >&2
+      exit 2
     fi
-    rm -f "$state/$role.$token".*
-    ;;
+    rmdir "$state/$role.$token.claim"  # the guard has been and gone
+  fi
+  # The guard settled the load first (the prompt was held up): wait for its word.
+  n=0
+  while [ ! -s "$state/$role.$token.result" ] && [ $n -lt 120 ]; do
+    sleep 1
+    n=$((n + 1))
+  done
+  result=$(cat "$state/$role.$token.result" 2>/dev/null || true)
+  rm -f "$state/$role.$token.result"
+  if [ "$result" = restored ]; then
+    echo "rulegen: not kept: the guard restored rulegen's previous rules" \
+      "$((timeout + GRACE))s after loading." >&2
+    exit 1
+  fi
+  echo "rulegen: not kept: the guard settled the load, but restoring rulegen's previous" \
+    "rules ${result:-did not report}; see the system log (tag rulegen)." >&2
+  exit 2
+}
+
+# The guard: restores the backup unless the prompt settled the load.
+guard() {
+  prompt=${token%%.*}
+  sleep "$((timeout + GRACE))"
+  claim || exit 0  # the prompt is settling it
+  if [ ! -e "$state/$role.$token.ready" ]; then
+    rmdir "$state/$role.$token.claim"
+    exit 0  # the prompt settled it and has gone
+  fi
+  if restore "$token"; then result=restored; else result=failed; fi
+  echo "rulegen: $role rules not confirmed within ${timeout}s; restoring rulegen's" \
+    "previous rules: $result" | logger -t rulegen 2>/dev/null || true
+  told=""
+  if kill -0 "$prompt" 2>/dev/null; then
+    # The prompt is still there (it was held up): it reads this and deletes it.
+    echo "$result" > "$state/$role.$token.result"
+    told=yes
+  fi
+  if [ "$result" = restored ]; then
+    forget
+  else  # the backup stays for the operator; no one restores it now
+    rm -f "$state/$role.$token.ready"
+    rmdir "$state/$role.$token.claim"
+  fi
+  n=0
+  while [ -n "$told" ] && [ -e "$state/$role.$token.result" ] && [ $n -lt 150 ] \
+    && kill -0 "$prompt" 2>/dev/null; do
+    sleep 1
+    n=$((n + 1))
+  done
+  rm -f "$state/$role.$token.result"
+}
+
+# Load under the guard, then keep the rules only if the operator types "yes".
+confirm() {
+  token="$$.$(date +%s)"
+  backup "$token"
+  touch "$state/$role.$token.ready"
+  setsid sh "$here/apply.sh" --rollback-after "$timeout" "$token" "$role" </dev/null >/dev/null 2>&1 &
+  guard=$!
+  trap 'settle restore "interrupted"' HUP INT TERM
+  if ! sh "$here/apply.sh" --yes "$role"; then
+    settle restore "the load failed"
+  fi
+  echo "rulegen: $role rules loaded. Type yes within ${timeout}s to keep them;" \
+    "otherwise rulegen's previous rules come back." >&2
+  # --foreground: the read stays in the terminal's foreground process group
+  # shellcheck disable=SC2016
+  answer=$(timeout --foreground "$timeout" sh -c 'read -r answer && echo "$answer"' || true)
+  if [ "$answer" = yes ]; then
+    settle keep
+  fi
+  settle restore "not confirmed within ${timeout}s"
+}
+
+# What --yes loaded, said once on stderr (a boot or automation log reads it).
+loaded() {
+  echo "rulegen: loaded $role: table inet rulegen from $role.nft" >&2
+}
+
+case "$mode" in
+  yes) load && loaded ;;
+  remove) remove ;;
+  guard) guard ;;
   boot)
     mkdir -p /etc/rulegen-nft
     cp -- "$here"/* /etc/rulegen-nft/
@@ -86,27 +205,5 @@ case "$mode" in
     systemctl enable "rulegen-nft@$role.service"
     echo "rulegen-nft@$role.service enabled: /etc/rulegen-nft is loaded at boot" >&2
     ;;
-  apply)
-    token="$$.$(date +%s)"
-    backup "$token"
-    setsid sh "$here/apply.sh" --rollback-after "$timeout" "$token" "$role" </dev/null >/dev/null 2>&1 &
-    guard=$!
-    load
-    echo "rulegen: $role rules loaded. Type yes within ${timeout}s to keep them;" \
-      "otherwise the previous rules come back." >&2
-    # shellcheck disable=SC2016
-    answer=$(timeout "$timeout" sh -c 'read -r answer && echo "$answer"' || true)
-    if [ "$answer" = yes ] && [ -e "$state/$role.$token.nft" ]; then
-      touch "$state/$role.$token.confirmed"
-      kill "$guard" 2>/dev/null || true
-      rm -f "$state/$role.$token".*
-      echo "rulegen: kept." >&2
-    else
-      kill "$guard" 2>/dev/null || true
-      restore "$token"
-      rm -f "$state/$role.$token".*
-      echo "rulegen: not confirmed; previous rules restored." >&2
-      exit 1
-    fi
-    ;;
+  apply) confirm ;;
 esac
