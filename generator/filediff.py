@@ -3,9 +3,10 @@ text, telling apart files that differ only in the server release they name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .matrix import Matrix
+from .records import dataclass
 
 
 @dataclass

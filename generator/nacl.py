@@ -31,9 +31,10 @@ in the matrix's own terms, which `excess`, `audit` and `diff` compare.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from .matrix import Matrix, Peer, Rule, port_text
+from .records import dataclass
 
 FIRST_NUMBER = 100
 STEP = 10

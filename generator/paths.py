@@ -13,9 +13,10 @@ which hop decided each. The planner builds its rules from `legs`; `explain` (and
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from .matrix import ROLE_TITLES, ROLES, Peer
+from .records import dataclass
 
 ANYWHERE = ("0.0.0.0/0",)
 NODEPORTS = (30000, 32767)
