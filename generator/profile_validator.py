@@ -2,7 +2,7 @@
 per-address check, see generator/profile.py): do not edit."""
 
 # fmt: off
-SCHEMA_SHA256 = "9c0f83ae272f139cc43b2285ddf308440277c4edebb98a240e1bdf1da1480875"
+SCHEMA_SHA256 = "6b9cb77f617d3206ca3c43b45c8d26bf90d34649254b02f54d943c85faf8bc18"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re

@@ -55,7 +55,7 @@ def source() -> str:
     import fastjsonschema
 
     schema = _validation_schema()
-    digest = _schema_digest(schema)  # before compiling, which adds to the schema
+    digest = _schema_digest()
     code = fastjsonschema.compile_to_code(schema, detailed_exceptions=False)
     if code.count(IMPORT) != 1:
         raise SystemExit(
