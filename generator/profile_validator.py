@@ -4,7 +4,6 @@ per-address check, see generator/profile.py): do not edit."""
 # fmt: off
 SCHEMA_SHA256 = "6b9cb77f617d3206ca3c43b45c8d26bf90d34649254b02f54d943c85faf8bc18"
 VERSION = "2.22.3"
-from decimal import Decimal
 import re
 
 
@@ -22,14 +21,17 @@ class JsonSchemaValuesException(JsonSchemaValueException):
     pass
 
 
-REGEX_PATTERNS = {
-    '^[a-z][a-z0-9-]{0,30}[a-z0-9]\\Z': re.compile('^[a-z][a-z0-9-]{0,30}[a-z0-9]\\Z'),
-    '^[a-z][a-z0-9_]{0,30}\\Z': re.compile('^[a-z][a-z0-9_]{0,30}\\Z'),
-    '^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z': re.compile('^(?:(?:https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/global/networks/)?[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z'),
-    '^[a-z][-a-z0-9]{4,28}[a-z0-9]\\Z': re.compile('^[a-z][-a-z0-9]{4,28}[a-z0-9]\\Z'),
-    '^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\\.[a-z]{2,}\\Z': re.compile('^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\\.[a-z]{2,}\\Z'),
-    '^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z': re.compile('^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\\Z')
-}
+class Decimal:  # see scripts/compile_schema.py
+    pass
+
+
+class _Patterns(dict):
+    def __missing__(self, pattern):
+        self[pattern] = found = re.compile(pattern)
+        return found
+
+
+REGEX_PATTERNS = _Patterns()
 
 NoneType = type(None)
 
