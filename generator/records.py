@@ -5,10 +5,11 @@ and for a frozen one __setattr__ and __delattr__) and compiles it each time its
 class statement runs: about 1 ms a frozen class, and a `generate` makes some twenty,
 more than reading and checking the profile. That source is a pure function of the
 class and of Python's dataclasses module, and its code a pure function of the
-source and of the interpreter, so the code is kept in one marshal file beside the
-compiled templates (templating.cache_dir), keyed by the source itself and named by
-the interpreter's bytecode magic number: a changed class writes other source, which
-is compiled afresh, and another Python reads another file. Nothing else changes:
+source and of the interpreter, so the code is kept in a marshal file per module
+beside the compiled templates (templating.cache_dir), keyed by the source itself and
+named by the interpreter's bytecode magic number: a changed class writes other
+source, which is compiled afresh (and its old entry dropped), and another Python
+reads another file. Nothing else changes:
 the class is made by dataclasses.dataclass, with the same code it would compile.
 
 Like the template cache: read only from a folder of this user's that no one else can
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import marshal
 import os
+import re
 import stat
 import sys
 import types
@@ -28,22 +30,29 @@ from importlib.util import MAGIC_NUMBER
 
 from .templating import cache_dir, trusted
 
-# More entries than this: the classes changed many times; start the file afresh.
-LIMIT = 2000
-
-_code: dict | None = None  # source -> code, loaded on first use
-_new: dict = {}  # compiled in this process, written at exit
-_path = None
+_code: dict[str, dict] = {}  # module -> {source: code}, its file read on first use
+_used: dict[str, dict] = {}  # module -> the entries its classes used in this process
+_dirty: set[str] = set()  # modules that compiled something: their files are rewritten
+compiled = 0  # methods compiled in this process (none when the cache serves them all)
 
 
 def dataclass(cls=None, /, **options):
     """dataclasses.dataclass, the methods' code from the cache (same options)."""
 
     def wrap(cls):
-        _load()
+        module = cls.__module__
+        if module not in _code:
+            if not _code:
+                import atexit
+
+                atexit.register(_save)
+            _code[module] = _load(module)
+            _used[module] = {}
         saved = dataclasses.__dict__.get("exec")
         # dataclasses runs exec(source, globals, namespace) for each method.
-        dataclasses.exec = _exec
+        dataclasses.exec = lambda source, globals=None, locals=None: _exec(
+            module, source, globals, locals
+        )
         try:
             return dataclasses.dataclass(cls, **options)
         finally:
@@ -55,36 +64,40 @@ def dataclass(cls=None, /, **options):
     return wrap if cls is None else wrap(cls)
 
 
-def _exec(source, globals=None, locals=None):
-    code = _code.get(source) if isinstance(source, str) else None
-    if code is None and isinstance(source, str):
+def _exec(module: str, source, globals=None, locals=None):
+    if not isinstance(source, str):
+        return exec(source, globals, locals)
+    code = _code[module].get(source)
+    if code is None:
         # As exec(source) compiles it inside dataclasses, which has no __future__
         # imports: none inherited from this module.
         code = compile(source, "<string>", "exec", dont_inherit=True)
-        _code[source] = _new[source] = code
-        if len(_new) == 1:
-            import atexit
+        global compiled
+        compiled += 1
+        _code[module][source] = code
+        _dirty.add(module)
+    _used[module][source] = code
+    return exec(code, globals, locals)
 
-            atexit.register(_save)
-    return exec(code if code is not None else source, globals, locals)
 
-
-def cache_file():
+def cache_file(module: str):
+    """The file of one module's classes: a module makes all of its classes when it
+    is imported, so the file holds exactly what one import of it uses."""
     folder = cache_dir()
-    if folder is None:
+    if folder is None or not _MODULE_NAME.fullmatch(module):
         return None
     tag = sys.implementation.cache_tag or "python"
-    return folder / f"dataclasses-{tag}-{MAGIC_NUMBER.hex()}.marshal"
+    return folder / f"dataclasses-{tag}-{MAGIC_NUMBER.hex()}-{module}.marshal"
 
 
-def _load() -> None:
-    global _code, _path
-    if _code is not None:
-        return
-    _code = {}
-    _path = cache_file()
-    if _path is not None and trusted(_path.parent):
-        _code.update(_read(_path))
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _load(module: str) -> dict:
+    path = cache_file(module)
+    if path is None or not trusted(path.parent):
+        return {}
+    return _read(path)
 
 
 def _read(path) -> dict:
@@ -108,22 +121,29 @@ def _read(path) -> dict:
 
 
 def _save() -> None:
-    """Add this run's new entries to the file: written whole, then renamed."""
-    if _path is None or not _new or not trusted(_path.parent):
-        return
+    """Rewrite the file of each module that compiled something or did not use all
+    of it, with the entries its classes used: a class changed since leaves no stale
+    entry behind."""
+    for module in sorted(_code):
+        if module not in _dirty and len(_used[module]) == len(_code[module]):
+            continue
+        path = cache_file(module)
+        if path is None or not trusted(path.parent):
+            continue
+        _write(path, _used[module])
+
+
+def _write(path, entries: dict) -> None:
+    """Written whole to a temporary file, then renamed over the old one."""
     import tempfile
 
-    entries = _read(_path)
-    if len(entries) + len(_new) > LIMIT:
-        entries = {}
-    entries.update(_new)
     try:
-        _path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".dataclasses-", dir=_path.parent)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".dataclasses-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(marshal.dumps(entries))
-            os.replace(temp, _path)
+            os.replace(temp, path)
         except BaseException:
             os.unlink(temp)
             raise

@@ -30,7 +30,7 @@ class Point:
 p = Point(1, tags=("a",))
 q = replace(p, y=2)
 print(json.dumps({{
-    "compiled": len(records._new),
+    "compiled": records.compiled,
     "repr": repr(q),
     "equal": p == Point(1, 0, ("a",)),
     "hash": hash(p) == hash(Point(1, 0, ("a",))),
@@ -58,7 +58,7 @@ def test_a_second_process_compiles_nothing(tmp_path):
         first["compiled"] >= 5
     )  # __init__, __repr__, __eq__, __hash__, __setattr__...
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [
-        records.cache_file().name
+        records.cache_file("__main__").name
     ]
     second = run(tmp_path / "cache")
     assert second == {**first, "compiled": 0}
@@ -68,11 +68,22 @@ def test_a_second_process_compiles_nothing(tmp_path):
 
 def test_a_changed_class_is_compiled_afresh(tmp_path):
     run(tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").iterdir()
+    size = entry.stat().st_size
     changed = run(
         tmp_path / "cache", "\n@records.dataclass\nclass Other:\n    z: int\n"
     )
     assert changed["compiled"] >= 3  # Other's methods; Point's come from the cache
     assert run(tmp_path / "cache", "")["compiled"] == 0
+    # The module's file holds what its classes use now: Other's entries are gone.
+    assert entry.stat().st_size == size
+
+
+def test_a_module_name_that_is_no_file_name_is_not_cached(tmp_path):
+    assert records.cache_file("../evil") is None
+    assert records.cache_file("generator.matrix").name.endswith(
+        "-generator.matrix.marshal"
+    )
 
 
 def test_a_broken_unwritable_or_untrusted_cache_only_costs_compiling(tmp_path):
