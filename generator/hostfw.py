@@ -638,7 +638,23 @@ def _jobs(fr: FamilyRules, egress, subnets, quotas, jobs: Jobs) -> Chain:
 
 
 def for_profile(rules: list[Rule], matrix, profile, quotas: Quotas) -> dict:
-    """Every role's host firewall: role -> HostFirewall, in the matrix's role order."""
+    """Every role's host firewall: role -> HostFirewall, in the matrix's role order.
+
+    A pure function of its arguments, which the iptables and nftables emitters of one
+    generate pass alike: the last answer is kept (the emitters only read it)."""
+    key = (tuple(rules), quotas)
+    last = _last_built
+    if last and last[0] is matrix and last[1] is profile and last[2] == key:
+        return last[3]
+    out = _for_profile(rules, matrix, profile, quotas)
+    _last_built[:] = [matrix, profile, key, out]
+    return out
+
+
+_last_built: list = []  # [matrix, profile, (rules, quotas), answer] of the last call
+
+
+def _for_profile(rules: list[Rule], matrix, profile, quotas: Quotas) -> dict:
     from .matrix import ROLES
 
     out = {}
