@@ -613,6 +613,8 @@ def _aws_problem(role, direction, needed, groups_needed, fixed, rules, quotas) -
 
 def acl_layer(profile, matrix: Matrix):
     """The profile's network ACLs for the AWS targets, or None when they are off."""
+    if not getattr(profile, "network_acls", False):
+        return None  # without importing the ACL stage
     from ..nacl import layer_for
 
     return layer_for(profile, matrix)

@@ -18,7 +18,6 @@ from . import Target, header
 from .aws import AwsRule, GroupRule, camel, group_description, group_logical_id
 from .aws import acl_layer, acl_name, aws_options, entry_comment, group_name
 from .aws import sanitize, split
-from ..nacl import PROTOCOL_NUMBERS
 
 RESOURCE = {
     "ingress": "AWS::EC2::SecurityGroupIngress",
@@ -186,8 +185,12 @@ def _rule(rule: AwsRule, number: int = 1, passed_in=frozenset()) -> dict:
 def _acls(profile, matrix: Matrix) -> list[dict]:
     """Each role's network ACL: its subnets' parameter, entries and associations."""
     layer = acl_layer(profile, matrix)
+    if layer is None:
+        return []
+    from ..nacl import PROTOCOL_NUMBERS
+
     out = []
-    for acl in layer.acls if layer else ():
+    for acl in layer.acls:
         name = camel(acl.role)
         entries = []
         for direction in ("inbound", "outbound"):

@@ -36,7 +36,6 @@ from .aws import (
     split,
 )
 from .hcl import aligned
-from ..nacl import PROTOCOL_NUMBERS
 
 RESOURCE = {
     "ingress": "aws_vpc_security_group_ingress_rule",
@@ -264,6 +263,8 @@ def _acl(install: str, acl) -> dict:
 
 
 def _acl_entry(direction: str, entry) -> dict:
+    from ..nacl import PROTOCOL_NUMBERS  # only for a profile with ACLs
+
     lo, hi = entry.ports if entry.ports and entry.protocol != "all" else (0, 0)
     six = ":" in entry.cidr
     return {
