@@ -27,6 +27,12 @@ Exit codes, the same for every command:
 """
 
 
+# One instance of each path type for every option: click.Path looks up its
+# translated name when made, a gettext search of the locale folders each time.
+FILE = click.Path(dir_okay=False)
+FOLDER = click.Path(file_okay=False)
+
+
 def _guess(value: str, known) -> str | None:
     import difflib
 
@@ -117,7 +123,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=FILE)
 @click.option(
     "--format", "fmt", type=Choice(FORMATS), default="table", show_default=True
 )
@@ -145,9 +151,11 @@ def plan(
     prof = load(profile, server_version)
     raw = make_plan(prof)
     matrix, report = (raw, None) if no_optimize else optimize(raw)
-    from .nacl import layer_for
+    layer = None
+    if prof.network_acls:  # the ACL stage imported only then
+        from .nacl import layer_for
 
-    layer = layer_for(prof, matrix)
+        layer = layer_for(prof, matrix)
     if verify_equivalence and layer:
         _verify_acls(layer, raw)
     if verify_equivalence:
@@ -201,17 +209,17 @@ def _verify_acls(layer, raw) -> None:
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=FILE)
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     help="HTML file to write (default: out/<name>-report.html).",
 )
 @click.option(
     "--diff",
     "old",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     metavar="OLD",
     help="A profile or snapshot to compare with: changes are drawn and listed.",
 )
@@ -284,7 +292,7 @@ def schema() -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     help="File to write (default: stdout).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
@@ -317,11 +325,11 @@ def init(name, cloud, access, server_version, vpc_cidr, project, output, force):
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=FILE)
 @click.option(
     "-o",
     "--output",
-    type=click.Path(file_okay=False),
+    type=FOLDER,
     help="Folder (default: out/<profile name>).",
 )
 @click.option(
@@ -440,11 +448,11 @@ def _report_check(folder, changes, files) -> None:
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=FILE)
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     help="File to write (default: stdout).",
 )
 @click.option("--server-version", help="Snapshot another release than the profile's.")
@@ -475,8 +483,8 @@ def snapshot(profile: str, output: str | None, server_version: str | None) -> No
 
 
 @main.command()
-@click.argument("old", type=click.Path(dir_okay=False))
-@click.argument("new", type=click.Path(dir_okay=False))
+@click.argument("old", type=FILE)
+@click.argument("new", type=FILE)
 @click.option("--old-version", help="Server version for OLD (a profile).")
 @click.option("--new-version", help="Server version for NEW (a profile).")
 @click.option(
@@ -516,7 +524,7 @@ def diff(old, new, old_version, new_version, fmt, files, fail_on) -> None:
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False), required=False)
+@click.argument("profile", type=FILE, required=False)
 @click.option("--server-version", help="Verify another release than the profile's.")
 @click.option(
     "--drop-rule",
@@ -607,7 +615,7 @@ def _verify(profile, server_version, drop_rules, verbose, engine, cleanup) -> No
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=FILE)
 @click.option(
     "--from",
     "source",
@@ -678,34 +686,26 @@ def explain(profile, source, destination, port, protocol, fmt, server_version) -
 
 
 @main.command()
-@click.argument("profile", type=click.Path(dir_okay=False))
-@click.option(
-    "--aws", type=click.Path(dir_okay=False), help="aws ec2 describe-security-groups."
-)
+@click.argument("profile", type=FILE)
+@click.option("--aws", type=FILE, help="aws ec2 describe-security-groups.")
 @click.option(
     "--aws-acls",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     help="With --aws: aws ec2 describe-network-acls (aws.network_acls).",
 )
 @click.option(
     "--gcp",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     help="gcloud compute firewall-rules list --format=json.",
 )
-@click.option(
-    "--iptables-save", type=click.Path(dir_okay=False), help="iptables-save of a host."
-)
+@click.option("--iptables-save", type=FILE, help="iptables-save of a host.")
 @click.option(
     "--ip6tables-save",
-    type=click.Path(dir_okay=False),
+    type=FILE,
     help="ip6tables-save of the same host.",
 )
-@click.option(
-    "--ipset", type=click.Path(dir_okay=False), help="ipset save of the same host."
-)
-@click.option(
-    "--nft", type=click.Path(dir_okay=False), help="nft -j list ruleset of a host."
-)
+@click.option("--ipset", type=FILE, help="ipset save of the same host.")
+@click.option("--nft", type=FILE, help="nft -j list ruleset of a host.")
 @click.option(
     "--role",
     type=Choice(ROLES),
