@@ -1,7 +1,7 @@
 """Shared fixtures (the shipped example profiles and their matrices) and the test tiers.
 
 A test that needs something beyond Python carries a marker saying what (registered in
-pyproject.toml: netns, docker, browser, terraform, checkov, cfnlint, wheel). `--tier check` (what
+pyproject.toml: netns, docker, browser, terraform, checkov, cfnlint, wheel, deep). `--tier check` (what
 `make check` runs) leaves those tests out and says which tiers it left out and why;
 the default, `--tier all`, runs everything (`make test`, CI). Under pytest-xdist the
 slow tiers are handed out first, so that no long test starts last.
@@ -33,7 +33,16 @@ if "RULEGEN_STATE_DIR" not in os.environ:
 
 # Markers of the tiers `--tier check` leaves out, slowest first: the order in which
 # xdist workers are handed them.
-TIERS = ("checkov", "wheel", "terraform", "netns", "docker", "cfnlint", "browser")
+TIERS = (
+    "checkov",
+    "wheel",
+    "terraform",
+    "netns",
+    "docker",
+    "deep",
+    "cfnlint",
+    "browser",
+)
 LEFT_OUT = pytest.StashKey[dict]()  # tier -> how many tests `--tier check` left out
 
 

@@ -160,6 +160,7 @@ def test_the_count_says_what_the_split_says(seed):
         }
 
 
+@pytest.mark.deep
 def test_the_matrices_above_reach_every_outcome():
     """The seeds cover fits, too many groups, a rule no group holds, shared names
     and bad addresses: the comparison above is not about one case. (Never the two

@@ -317,6 +317,7 @@ FAST = settings(
 )
 
 
+@pytest.mark.deep
 @FAST
 @given(matrix_st, matrix_st)
 def test_diff_is_exactly_the_set_difference(old, new):
@@ -375,6 +376,7 @@ def _collapse(rule: Rule) -> Rule:
     return replace(rule, peer=Peer(cidrs=tuple(collapsed), name="other name"))
 
 
+@pytest.mark.deep
 @FAST
 @given(matrix_st, st.randoms(use_true_random=False), st.integers(2, 32))
 def test_rewriting_rules_without_changing_traffic_gives_an_empty_diff(old, rnd, at):

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -191,6 +192,7 @@ def test_generate_fails_cleanly_and_writes_nothing_on_error(data):
             assert (out / ".rulegen-manifest.json").is_file()
 
 
+@pytest.mark.deep
 @settings(FUZZ, max_examples=max(BUDGET // 2, 20))
 @given(mutated())
 def test_fast_and_full_schema_validators_agree_on_fuzzed_profiles(data):

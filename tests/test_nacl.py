@@ -59,6 +59,7 @@ def test_the_example_fits_the_default_quota(example):
     )
 
 
+@pytest.mark.deep
 def test_every_allow_entry_is_needed(example):
     _, matrix, layer = example
     for i, acl in enumerate(layer.acls):

@@ -400,6 +400,7 @@ def test_plan_reports_a_broken_optimizer(monkeypatch):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.deep
 @FAST
 @given(matrices(), matrices())
 def test_equivalence_and_the_semantic_diff_agree(a, b):

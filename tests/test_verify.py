@@ -325,6 +325,7 @@ def test_host_firewall_probes_are_planned(case):
         assert syn.sport == 443 and not syn.expect
 
 
+@pytest.mark.deep
 def test_removals_cover_every_kind_of_rule():
     kinds = {
         kind(r)
