@@ -88,6 +88,7 @@ bench: setup .venv-bench/.installed
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/report.py
 	$(PY) benchmarks/bench_audit.py
+	$(PY) benchmarks/stages.py --linearity
 	$(PY) benchmarks/site_ports.py
 
 .venv-bench/.installed:
