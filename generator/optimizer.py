@@ -20,8 +20,11 @@ one, so the page's rules keep their names whatever site flows are added.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left
 from dataclasses import field, replace
 from functools import lru_cache
+from itertools import accumulate, compress, count, repeat
+from operator import add, and_, itemgetter, le, sub
 
 from .matrix import Matrix, Peer, Rule
 from .paths import join_via
@@ -160,6 +163,8 @@ def cidr_text(first: int, plen: int, version: int) -> str:
 # each is parsed once per process. Bounded, as a long-lived process sees many lists.
 _COLLAPSED: dict[tuple[str, ...], tuple] = {}
 _COLLAPSED_MAX = 256
+# The same lists' blocks, as (first, last, position) per family (see _spans).
+_SPANS: dict[tuple[str, ...], tuple[list, list]] = {}
 
 
 def collapse(cidrs) -> tuple[tuple[str, ...], tuple]:
@@ -167,29 +172,125 @@ def collapse(cidrs) -> tuple[tuple[str, ...], tuple]:
     key = tuple(cidrs)
     found = _COLLAPSED.get(key)
     if found is None:
-        found = _collapse(key)
+        *found, spans = _collapse(key)
+        found = tuple(found)
         if len(_COLLAPSED) >= _COLLAPSED_MAX:
             _COLLAPSED.clear()
+            _SPANS.clear()
         # Collapsing a collapsed list changes nothing: remember both.
         _COLLAPSED[key] = _COLLAPSED[found[0]] = found
+        _SPANS[found[0]] = spans
     return found
 
 
-def _collapse(cidrs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple]:
+def _collapse(cidrs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple, tuple]:
+    """(collapsed CIDRs, their intervals per version, their blocks per version as
+    sorted (first, last, position) lists)."""
+    if len(cidrs) >= _LONG:
+        found = _collapse_plain_v4(cidrs)
+        if found is not None:
+            return found
     spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
     for text in cidrs:
         version, first, last = parse_cidr(text)
         spans[version].append((first, last))
     merged = (tuple(merged_intervals(spans[4])), tuple(merged_intervals(spans[6])))
     out: list[str] = []
-    for version, intervals in zip((4, 6), merged):
+    blocks_of: tuple[list, list] = ([], [])
+    for version, intervals, found in zip((4, 6), merged, blocks_of):
+        bits = 32 if version == 4 else 128
         for first, last in intervals:
-            out.extend(cidrs_of(first, last, version))
-    return tuple(out), merged
+            for start, plen in blocks(first, last, version):
+                found.append((start, start + (1 << bits - plen) - 1, len(out)))
+                out.append(cidr_text(start, plen, version))
+    return tuple(out), merged, blocks_of
+
+
+# From this many entries a list is first tried as plain IPv4 blocks (the long lists
+# of public addresses): parsed in a few passes in C instead of a loop per block.
+_LONG = 64
+_SIZES = {str(n): 1 << (32 - n) for n in range(33)}  # /n as cidr_text writes it
+
+
+def _collapse_plain_v4(cidrs: tuple[str, ...]) -> tuple | None:
+    """What _collapse returns, when every CIDR is an IPv4 block written as cidr_text
+    writes it; None otherwise. Blocks that touch no other stay as they were written
+    (the text cidr_text would write), only the runs that join are written anew."""
+    plain = _plain_v4(cidrs)
+    if plain is None:
+        return None
+    firsts, lasts, texts = plain
+    reach = list(accumulate(lasts, max))  # the last address of the blocks so far
+    # Block k joins the blocks before it when it starts at most one past them.
+    joins = compress(
+        range(1, len(firsts)), map(le, firsts[1:], map(add, reach, repeat(1)))
+    )
+    runs: list[list[int]] = []  # [first block, last block] of each run that joins
+    for k in joins:
+        if runs and runs[-1][1] == k - 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k - 1, k])
+    out: list[str] = []
+    intervals: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, int]] = []
+
+    def alone(start: int, end: int) -> None:
+        here = len(out)
+        out.extend(texts[start:end])
+        intervals.extend(zip(firsts[start:end], lasts[start:end]))
+        spans.extend(zip(firsts[start:end], lasts[start:end], count(here)))
+
+    done = 0
+    for start, end in runs:
+        alone(done, start)
+        first, last = firsts[start], reach[end]
+        intervals.append((first, last))
+        for block, plen in blocks(first, last, 4):
+            spans.append((block, block + (1 << 32 - plen) - 1, len(out)))
+            out.append(cidr_text(block, plen, 4))
+        done = end + 1
+    alone(done, len(texts))
+    return tuple(out), (tuple(intervals), ()), (spans, [])
+
+
+def _plain_v4(cidrs: tuple[str, ...]) -> tuple[list, list, list] | None:
+    """(firsts, lasts, texts) in address order when every CIDR is an IPv4 block
+    written as cidr_text writes it (dotted quad without leading zeros, the prefix
+    length, no host bits); None otherwise. Each step is one pass in C."""
+    # socket's C core: socket.py itself would cost a few ms at every start.
+    from _socket import AF_INET, inet_ntop, inet_pton
+
+    parts = list(map(str.partition, cidrs, repeat("/")))
+    sizes = list(map(_SIZES.get, map(itemgetter(2), parts)))
+    if None in sizes:
+        return None
+    addresses = list(map(itemgetter(0), parts))
+    try:
+        packed = list(map(inet_pton, repeat(AF_INET), addresses))
+    except OSError:
+        return None
+    if list(map(inet_ntop, repeat(AF_INET), packed)) != addresses:
+        return None  # written otherwise than inet_ntop (and cidr_text) write it
+    firsts = list(map(int.from_bytes, packed, repeat("big")))
+    if any(map(and_, firsts, map(sub, sizes, repeat(1)))):
+        return None  # host bits set
+    order = sorted(range(len(firsts)), key=firsts.__getitem__)
+    firsts = list(map(firsts.__getitem__, order))
+    lasts = list(map(sub, map(add, firsts, map(sizes.__getitem__, order)), repeat(1)))
+    return firsts, lasts, list(map(cidrs.__getitem__, order))
 
 
 def _covers(outer: list, inner: list) -> bool:
     """Every interval of inner lies inside one of outer (both sorted, disjoint)."""
+    if len(inner) * len(outer).bit_length() < len(outer):
+        # A few intervals against many (a short list against a long one, once per
+        # pair of rules): each by bisection, not by a walk along the long list.
+        for first, last in inner:
+            i = bisect_left(outer, first, key=_last)  # the first that reaches first
+            if i == len(outer) or outer[i][0] > first or outer[i][1] < last:
+                return False
+        return True
     i = 0
     for first, last in inner:
         while i < len(outer) and outer[i][1] < first:
@@ -197,6 +298,9 @@ def _covers(outer: list, inner: list) -> bool:
         if i == len(outer) or outer[i][0] > first or outer[i][1] < last:
             return False
     return True
+
+
+_last = itemgetter(1)
 
 
 def _collapsed(rule: Rule, cache: dict) -> Rule:
@@ -471,14 +575,19 @@ def _dedupe_addresses(rules: list[Rule], cache: dict, report) -> list[Rule]:
         # the other way round.
         page = [r for r in group if not r.site]
         group = page + [r for r in group if r.site]
-        covered = _covered_elsewhere(page) | {
-            (i, j) for i, j in _covered_elsewhere(group) if i >= len(page)
-        }
+        covered = _covered_elsewhere(page)
+        if len(page) < len(group):
+            covered |= {(i, j) for i, j in _covered_elsewhere(group) if i >= len(page)}
+        by_rule: dict[int, set[int]] = {}
+        for i, j in covered:
+            by_rule.setdefault(i, set()).add(j)
         for i, rule in enumerate(group):
-            keep = [c for j, c in enumerate(rule.peer.cidrs) if (i, j) not in covered]
-            if len(keep) == len(rule.peer.cidrs):
+            if i not in by_rule:
                 out.append(rule)
-            elif keep:
+                continue
+            gone = by_rule[i]
+            keep = [c for j, c in enumerate(rule.peer.cidrs) if j not in gone]
+            if keep:
                 kept = tuple(keep)
                 cache[kept] = collapse(kept)
                 out.append(replace(rule, peer=replace(rule.peer, cidrs=kept)))
@@ -495,25 +604,43 @@ def _dedupe_addresses(rules: list[Rule], cache: dict, report) -> list[Rule]:
 def _covered_elsewhere(group: list[Rule]) -> set[tuple[int, int]]:
     """(rule, cidr) positions whose block another rule's block already holds.
 
-    One sweep in address order: blocks nest or are disjoint, and each rule's own
-    blocks are disjoint (collapsed), so a block is held by another rule exactly when
-    an earlier block in (start, larger first, rule order) reaches as far as it does.
-    Of equal blocks the first rule keeps its own.
+    One sweep in address order per family: blocks nest or are disjoint, and each
+    rule's own blocks are disjoint (collapsed), so a block is held by another rule
+    exactly when an earlier block in (start, larger first, rule order) reaches as far
+    as it does. Of equal blocks the first rule keeps its own. The blocks come from
+    the lists' cached spans, already in address order, so the sort merges runs.
     """
-    blocks = sorted(
-        (version, first, -last, i, j)
-        for i, rule in enumerate(group)
-        for j, (version, first, last) in enumerate(map(parse_cidr, rule.peer.cidrs))
-    )
     covered: set[tuple[int, int]] = set()
-    reach: dict[int, int] = {}
-    for version, first, neg_last, i, j in blocks:
-        last = -neg_last
-        if reach.get(version, -1) >= last:
-            covered.add((i, j))
-        else:
-            reach[version] = last
+    spans = [_spans(rule.peer.cidrs) for rule in group]
+    for family in (0, 1):
+        blocks = sorted(
+            (first, -last, i, j)
+            for i, found in enumerate(spans)
+            for first, last, j in found[family]
+        )
+        reach = -1
+        for first, neg_last, i, j in blocks:
+            if reach >= -neg_last:
+                covered.add((i, j))
+            else:
+                reach = -neg_last
     return covered
+
+
+def _spans(cidrs: tuple[str, ...]) -> tuple[list, list]:
+    """(first, last, position) of each block, per family (IPv4, IPv6), sorted."""
+    found = _SPANS.get(cidrs)
+    if found is None:
+        found = ([], [])
+        for j, text in enumerate(cidrs):
+            version, first, last = parse_cidr(text)
+            found[version == 6].append((first, last, j))
+        found[0].sort()
+        found[1].sort()
+        if len(_SPANS) >= _COLLAPSED_MAX:
+            _SPANS.clear()
+        _SPANS[cidrs] = found
+    return found
 
 
 def _same_names_merged(group: list[Rule], cache: dict, report) -> list[Rule]:

@@ -506,3 +506,147 @@ def test_a_site_flow_of_many_ports_costs_work_linear_in_them(monkeypatch):
         work[n] = calls["n"]
         assert sum(r.site for r in optimized.rules) == n  # none shadowed, none merged
     assert work[10_000] < 12 * work[1_000], work
+
+
+# --- the fast paths against the simple code they replaced --------------------------
+# The optimizer collapses lists without rewriting a block that stands alone, and
+# finds a rule's addresses that others hold by bisection; below, the plain loops
+# they replaced (reference_*) give the same answers on generated lists.
+
+
+def reference_collapse(cidrs):
+    spans = {4: [], 6: []}
+    for text in cidrs:
+        version, first, last = optimizer_module.parse_cidr(text)
+        spans[version].append((first, last))
+    merged = tuple(tuple(optimizer_module.merged_intervals(spans[v])) for v in (4, 6))
+    out = []
+    for version, intervals in zip((4, 6), merged):
+        for first, last in intervals:
+            out.extend(optimizer_module.cidrs_of(first, last, version))
+    return tuple(out), merged
+
+
+def reference_covers(outer, inner):
+    i = 0
+    for first, last in inner:
+        while i < len(outer) and outer[i][1] < first:
+            i += 1
+        if i == len(outer) or outer[i][0] > first or outer[i][1] < last:
+            return False
+    return True
+
+
+def reference_covered_elsewhere(group):
+    blocks = sorted(
+        (version, first, -last, i, j)
+        for i, rule in enumerate(group)
+        for j, (version, first, last) in enumerate(
+            map(optimizer_module.parse_cidr, rule.peer.cidrs)
+        )
+    )
+    covered, reach = set(), {}
+    for version, first, neg_last, i, j in blocks:
+        if reach.get(version, -1) >= -neg_last:
+            covered.add((i, j))
+        else:
+            reach[version] = -neg_last
+    return covered
+
+
+def _v4_block():
+    # Crowded into a few /20s, so that blocks nest, touch and repeat.
+    return st.builds(
+        lambda n, plen: str(ipaddress.IPv4Network((n << 8 & 0xFFFFF00, plen), False)),
+        st.integers(0, 4095),
+        st.sampled_from([20, 22, 24, 26, 28, 30, 31, 32, 32, 32]),
+    ) | st.builds(
+        lambda i: f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}/32", st.integers(0, 3000)
+    )
+
+
+def _written_otherwise():
+    # Texts the fast paths must leave to the slow one: no prefix, leading zeros,
+    # IPv6, host bits (parse_cidr takes them as the planner never writes them).
+    return st.sampled_from(
+        [
+            "10.0.0.1",
+            "10.0.0.01/32",
+            "2001:db8::/64",
+            "2001:db8::1/128",
+            "::/0",
+            "0.0.0.0/0",
+        ]
+    )
+
+
+LISTS = st.lists(_v4_block() | _written_otherwise(), max_size=60) | st.lists(
+    _v4_block(), max_size=300, unique=True
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(LISTS)
+def test_collapse_is_the_plain_loop(cidrs):
+    optimizer_module._COLLAPSED.clear()
+    got = collapse(cidrs)
+    assert got == reference_collapse(tuple(cidrs))
+    spans = optimizer_module._SPANS[got[0]]
+    optimizer_module._SPANS.clear()
+    assert optimizer_module._spans(got[0]) == spans  # positions as parsed from it
+
+
+def _intervals_of(cidrs):
+    return reference_collapse(tuple(cidrs))[1][0]
+
+
+@settings(max_examples=300)
+@given(LISTS, LISTS)
+def test_covers_is_the_plain_loop(a, b):
+    outer, inner = _intervals_of(a), _intervals_of(b)
+    assert optimizer_module._covers(outer, inner) == reference_covers(outer, inner)
+    assert optimizer_module._covers(inner, outer) == reference_covers(inner, outer)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LISTS, min_size=2, max_size=5))
+def test_held_elsewhere_is_the_sweep(lists):
+    optimizer_module._COLLAPSED.clear()
+    optimizer_module._SPANS.clear()
+    group = [
+        Rule(
+            "nomad_clients",
+            "ingress",
+            "tcp",
+            (22, 22),
+            Peer(cidrs=collapse(c)[0]),
+            "",
+            "",
+            "",
+        )
+        for c in lists
+    ]
+    assert optimizer_module._covered_elsewhere(group) == reference_covered_elsewhere(
+        group
+    )
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(matrices(max_size=12))
+def test_the_optimizer_is_the_one_with_the_plain_loops(matrix):
+    optimizer_module._COLLAPSED.clear()
+    optimizer_module._SPANS.clear()
+    fast = optimize(matrix)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(optimizer_module, "_covers", reference_covers)
+        patch.setattr(
+            optimizer_module, "_covered_elsewhere", reference_covered_elsewhere
+        )
+        patch.setattr(
+            optimizer_module, "_collapse", lambda c: (*reference_collapse(c), ([], []))
+        )
+        optimizer_module._COLLAPSED.clear()
+        slow = optimize(matrix)
+    optimizer_module._COLLAPSED.clear()
+    optimizer_module._SPANS.clear()
+    assert fast == slow
