@@ -47,10 +47,20 @@ CLOUD_TARGETS = {
 }
 
 
+def fresh_caches() -> None:
+    """What a new process starts with: no address list parsed, no AWS split made."""
+    from generator import optimizer
+    from generator.emitters import aws
+
+    optimizer._COLLAPSED.clear()
+    optimizer._SPANS.clear()
+    optimizer.parse_cidr.cache_clear()
+    aws.split.cache_clear()
+
+
 def pipeline(path: Path, target_name: str, out: Path) -> dict[str, float]:
     """One `generate --target` as the command runs it, stage by stage (CPU seconds:
     on a busy machine, wall time mostly measures the wait for a core)."""
-    from generator import optimizer
     from generator.emitters import EmitError, emit, targets_for
     from generator.optimizer import optimize
     from generator.planner import plan
@@ -59,12 +69,7 @@ def pipeline(path: Path, target_name: str, out: Path) -> dict[str, float]:
     from generator.quotas import quotas_for
     from generator.writer import compare, write_tree
 
-    from generator.emitters import aws
-
-    # What a new process starts with: no address list parsed, no AWS split made.
-    optimizer._COLLAPSED.clear()
-    optimizer.parse_cidr.cache_clear()
-    aws.split.cache_clear()
+    fresh_caches()
     times = {}
     start = time.process_time()
 
@@ -130,17 +135,6 @@ LIFTED = {  # AWS quotas no list reaches (set in this process only, never valida
         "groups_per_interface": 10**9,
     }
 }
-
-
-def fresh_caches() -> None:
-    """What a new process starts with: no address list parsed, no AWS split made."""
-    from generator import optimizer
-    from generator.emitters import aws
-
-    optimizer._COLLAPSED.clear()
-    getattr(optimizer, "_SPANS", {}).clear()
-    optimizer.parse_cidr.cache_clear()
-    aws.split.cache_clear()
 
 
 def stage_times(path: Path, names: tuple[str, ...], out: Path) -> dict[str, float]:
