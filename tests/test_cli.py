@@ -191,7 +191,7 @@ def test_module_entry_point():
 
 # One exit-code table for every command: 0 nothing to report, 1 error (usage
 # errors included), 2 findings, 3 findings that match --fail-on.
-@pytest.mark.parametrize("command", sorted(main.commands))
+@pytest.mark.parametrize("command", main.list_commands(None))
 def test_usage_errors_exit_1_on_every_command(command):
     result = run(command, "--no-such-option")
     assert result.exit_code == 1, result.output
@@ -288,3 +288,39 @@ def test_plan_prints_the_optimizer_line_only_when_it_changed_something():
     assert "shadowed: nomad_clients_egress_tcp_22_vcs" in busy.stderr
     raw = run("plan", ROOT / "profiles" / "aws-public-ip.yaml", "--no-optimize")
     assert "optimized:" not in raw.stderr
+
+
+def test_every_command_module_is_listed_and_holds_its_command():
+    import click
+
+    folder = ROOT / "generator" / "commands"
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    assert set(main.list_commands(None)) == modules
+    for name in sorted(modules):
+        command = main.get_command(None, name)
+        assert isinstance(command, click.Command) and command.name == name
+    assert main.get_command(None, "no-such-command") is None
+
+
+def test_a_command_loads_only_its_own_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom generator.cli import main\n"
+        "try:\n    main(['schema'], prog_name='rulegen')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('generator.commands.')),"
+        " file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and json.loads(result.stdout)["type"] == "object"
+    assert result.stderr.strip() == "['generator.commands.schema']"
+
+
+def test_help_lists_every_command_with_its_summary():
+    shown = run("--help").stdout.split("Commands:", 1)[1]
+    for name in main.list_commands(None):
+        summary = main.get_command(None, name).get_short_help_str()
+        assert re.search(rf"^  {name} +{re.escape(summary[:30])}", shown, re.M), name
