@@ -26,6 +26,7 @@ each file's hash in the record and finishes the tree by itself.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import stat
@@ -100,6 +101,7 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
+@functools.lru_cache(maxsize=256)  # a run asks for each file's up to five times
 def digest(text: str) -> str:
     import hashlib
 
