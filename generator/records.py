@@ -53,15 +53,68 @@ def dataclass(cls=None, /, **options):
         dataclasses.exec = lambda source, globals=None, locals=None: _exec(
             module, source, globals, locals
         )
+        texts = _stand_in(cls)
         try:
-            return dataclasses.dataclass(cls, **options)
+            made = dataclasses.dataclass(cls, **options)
         finally:
             if saved is None:
                 del dataclasses.exec
             else:
                 dataclasses.exec = saved
+            _put_back(cls, texts)
+        if made is not cls:
+            _put_back(made, texts)
+        return made
 
     return wrap if cls is None else wrap(cls)
+
+
+class _Annotation:
+    """Stands for a string annotation while dataclasses reads the class."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+# What dataclasses looks for in an annotation string (in the module's names).
+_SPECIAL = ("ClassVar", "InitVar", "KW_ONLY")
+
+
+def _stand_in(cls) -> dict[str, str]:
+    """Each string annotation (all of them, under `from __future__ import
+    annotations`) replaced by an object while dataclasses reads the class: for a
+    string, dataclasses matches a pattern and looks names up in the module three
+    times per field to see whether it means ClassVar, InitVar or KW_ONLY, a third of
+    making a class. Left as they are in a class where one might, or that has no
+    docstring (dataclasses writes one from the signature)."""
+    annotations = cls.__dict__.get("__annotations__")
+    if not annotations or not cls.__dict__.get("__doc__"):
+        return {}
+    texts = {k: v for k, v in annotations.items() if isinstance(v, str)}
+    if any(word in text for text in texts.values() for word in _SPECIAL):
+        return {}
+    for name, text in texts.items():
+        annotations[name] = _Annotation(text)
+    return texts
+
+
+def _put_back(cls, texts: dict[str, str]) -> None:
+    """The strings again wherever dataclasses copied the stand-ins: the class's
+    annotations, its fields and the annotations of its __init__."""
+    if not texts:
+        return
+    places = [cls.__dict__.get("__annotations__") or {}]
+    init = cls.__dict__.get("__init__")
+    places.append(getattr(init, "__annotations__", None) or {})
+    for place in places:
+        for name, value in place.items():
+            if isinstance(value, _Annotation):
+                place[name] = value.text
+    for f in (cls.__dict__.get("__dataclass_fields__") or {}).values():
+        if isinstance(f.type, _Annotation):
+            f.type = f.type.text
 
 
 def _exec(module: str, source, globals=None, locals=None):

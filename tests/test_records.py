@@ -138,3 +138,92 @@ def test_the_class_is_the_one_dataclasses_makes(options):
             cached(1).a = 2
         assert hash(cached(1, ())) == hash(cached(1, ()))
     assert "exec" not in vars(dataclasses)  # dataclasses is left as it was
+
+
+STRING_ANNOTATIONS = '''
+@dataclass(frozen=True)
+class C:
+    """A class whose annotations are strings, as under `from __future__ import
+    annotations`."""
+
+    a: int
+    b: tuple[str, ...] = ()
+    c: "str | None" = None
+    d: dict[str, int] = field(default_factory=dict)
+'''
+
+
+def test_string_annotations_come_out_as_dataclasses_leaves_them():
+    plain, cached = made_both_ways(STRING_ANNOTATIONS)
+    assert cached.__annotations__ == plain.__annotations__
+    assert all(isinstance(v, str) for v in cached.__annotations__.values())
+    assert repr(dataclasses.fields(cached)) == repr(dataclasses.fields(plain))
+    assert cached.__init__.__annotations__ == plain.__init__.__annotations__
+    assert cached.__doc__ == plain.__doc__
+    assert cached(1, ("x",)) == cached(1, ("x",)) and cached(1).d == {}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    n: ClassVar[int] = 3\n    a: int = 0\n",
+        "    n: InitVar[int] = 3\n    a: int = 0\n\n    def __post_init__(self, n):\n"
+        "        object.__setattr__(self, 'a', n)\n",
+        "    a: int = 0\n    _: KW_ONLY\n    b: int = 1\n",
+    ],
+)
+def test_classvar_initvar_and_kw_only_still_mean_what_they_say(body):
+    import types
+
+    source = f'@dataclass(frozen=True)\nclass C:\n    """Doc."""\n\n{body}'
+    classes = []
+    for decorator in (dataclasses.dataclass, records.dataclass):
+        # dataclasses looks the names up in the class's module: a real one.
+        module = types.ModuleType("generator_records_case")
+        module.__dict__.update(dataclass=decorator, field=dataclasses.field)
+        sys.modules[module.__name__] = module
+        try:
+            exec(
+                "from __future__ import annotations\nfrom typing import ClassVar\n"
+                "from dataclasses import InitVar, KW_ONLY\n" + source,
+                module.__dict__,
+            )
+        finally:
+            del sys.modules[module.__name__]
+        classes.append(module.C)
+    plain, cached = classes
+    assert isinstance(plain.__annotations__["a"], str)
+    assert repr(dataclasses.fields(cached)) == repr(dataclasses.fields(plain))
+    assert cached.__init__.__annotations__ == plain.__init__.__annotations__
+    assert repr(cached()) == repr(plain())
+
+
+def test_a_class_without_a_docstring_gets_the_one_dataclasses_writes():
+    source = "@dataclass\nclass C:\n    a: int\n    b: 'list[str]' = None\n"
+    plain, cached = made_both_ways(source)
+    assert cached.__doc__ == plain.__doc__ and cached.__doc__.startswith("C(a: ")
+
+
+def test_every_record_of_the_package_keeps_its_annotations_as_text():
+    import importlib
+    import pkgutil
+
+    import generator
+
+    seen = 0
+    for info in pkgutil.walk_packages(generator.__path__, "generator."):
+        if info.name == "generator.__main__":  # runs the command line
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if not (isinstance(value, type) and dataclasses.is_dataclass(value)):
+                continue
+            if value.__module__ != info.name:
+                continue
+            seen += 1
+            for f in dataclasses.fields(value):
+                assert isinstance(f.type, str), (value, f.name)
+            assert all(isinstance(v, str) for v in value.__annotations__.values())
+            init = value.__init__.__annotations__
+            assert all(isinstance(v, str) for k, v in init.items() if k != "return")
+    assert seen > 50
