@@ -44,8 +44,17 @@ def _core_resolver():
     """A resolver that tags plain scalars as the YAML 1.2 core schema does."""
     import yaml
 
+    scalar_node, text_tag = yaml.ScalarNode, TAG + "str"
+
     class CoreResolver(yaml.resolver.BaseResolver):
         yaml_implicit_resolvers: dict = {}
+
+        def resolve(self, kind, value, implicit):
+            # Most plain scalars of a long profile are addresses; a slash or a
+            # colon is in no null, boolean or number.
+            if kind is scalar_node and ("/" in value or ":" in value):
+                return text_tag
+            return super().resolve(kind, value, implicit)
 
     for name, pattern, first in CORE_SCALARS:
         CoreResolver.add_implicit_resolver(TAG + name, re.compile(pattern), first)
@@ -219,6 +228,20 @@ def _walk(node, path, lines, problems, source):
         problem(node, f"nested more than {MAX_DEPTH} levels deep")
         return None
 
+    if isinstance(node, yaml.SequenceNode) and len(path) + 1 < MAX_DEPTH:
+        # A long list of plain scalars (addresses): its items read here, without a
+        # call per item.
+        out = []
+        for i, item in enumerate(node.value):
+            if type(item) is not yaml.ScalarNode or item.tag != _TEXT_TAG:
+                out.append(_walk(item, path + (i,), lines, problems, source))
+                continue
+            lines[path + (i,)] = item.start_mark.line + 1
+            value = item.value
+            if _CONTROL.search(value):
+                _walk(item, path + (i,), lines, problems, source)  # says why
+            out.append(value)
+        return out
     if isinstance(node, yaml.MappingNode):
         out = {}
         merges = []
@@ -284,6 +307,7 @@ def _walk(node, path, lines, problems, source):
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_TEXT_TAG = TAG + "str"
 
 
 def dotted(path) -> str:

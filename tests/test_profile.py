@@ -470,6 +470,29 @@ def test_scalars_are_read_as_yaml_1_2():
     }
 
 
+def test_lists_of_addresses_read_as_any_list_does():
+    """A list's plain scalars are read in place (addresses mostly): the same values,
+    lines and problems as the item-by-item reading of mappings."""
+    from generator.profile import ProfileError, _read_yaml
+
+    text = (
+        "a:\n  - 10.0.0.0/8\n  - 2001:db8::/32\n  - 1.5\n  - '1/2'\n  - [x/1, 7]\n"
+        "  - {k: 10.1.0.0/16}\n  - 0x1F\n  - fe80::1\n"
+    )
+    data, lines = _read_yaml(text, "p.yaml")
+    assert data["a"] == [
+        "10.0.0.0/8", "2001:db8::/32", 1.5, "1/2", ["x/1", 7], {"k": "10.1.0.0/16"},
+        31, "fe80::1",
+    ]  # fmt: skip
+    assert [lines[("a", i)] for i in range(8)] == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert lines[("a", 4, 0)] == 6 and lines[("a", 5, "k")] == 7
+    with pytest.raises(ProfileError) as exc:
+        _read_yaml('a:\n  - 10.0.0.0/8\n  - "10.0.0.1/32\\n"\n', "p.yaml")
+    assert exc.value.problems == [
+        "p.yaml:3: a[1]: '10.0.0.1/32\\n' holds a control character (a line break?)"
+    ]
+
+
 @pytest.mark.parametrize("label,text,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_message(label, text, expected):
     got = problems(text)
