@@ -27,9 +27,11 @@ def network_text(text: str) -> str:
     match = _IPV4.match(text)
     if match:
         a, b, c, d, plen = match.groups()
-        value = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
         if plen is None:
             return f"{text}/32"
+        if plen == "32":  # no host bits to check
+            return text
+        value = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
         if not value & ((1 << (32 - int(plen))) - 1):
             return text
     return str(ipaddress.ip_network(text))
