@@ -49,13 +49,14 @@ CLOUD_TARGETS = {
 
 def fresh_caches() -> None:
     """What a new process starts with: no address list parsed, no AWS split made."""
-    from generator import optimizer
+    from generator import optimizer, quotas
     from generator.emitters import aws
 
     optimizer._COLLAPSED.clear()
     optimizer._SPANS.clear()
     optimizer.parse_cidr.cache_clear()
     aws.split.cache_clear()
+    quotas._CHUNKS.clear()
 
 
 def pipeline(path: Path, target_name: str, out: Path) -> dict[str, float]:

@@ -112,9 +112,19 @@ def _entries(cidrs) -> list[tuple[int, int, int]]:
     """(version, first address, prefix length) of the collapsed blocks."""
     out = []
     for version, intervals in zip((4, 6), collapse(cidrs)[1]):
+        bits = 32 if version == 4 else 128
         for first, last in intervals:
-            out.extend((version, *block) for block in blocks(first, last, version))
+            if first == last:  # one address, most of a long list
+                out.append((version, first, bits))
+            else:
+                out.extend((version, *block) for block in blocks(first, last, version))
     return out
+
+
+# A list is cut into the same chunks for every rule that carries it (a GCP build
+# asks for each peer list once per role and direction). Bounded, as _COLLAPSED is.
+_CHUNKS: dict[tuple, tuple] = {}
+_CHUNKS_MAX = 64
 
 
 def chunk_addresses(
@@ -126,6 +136,16 @@ def chunk_addresses(
     """
     if size < 1:
         raise ValueError("chunk size must be at least 1")
+    key = (tuple(cidrs), size, split_families)
+    found = _CHUNKS.get(key)
+    if found is None:
+        if len(_CHUNKS) >= _CHUNKS_MAX:
+            _CHUNKS.clear()
+        found = _CHUNKS[key] = tuple(_chunks(key[0], size, split_families))
+    return list(found)
+
+
+def _chunks(cidrs, size: int, split_families: bool) -> list:
     entries = _entries(cidrs)
     if not entries:
         return []

@@ -366,3 +366,17 @@ def test_emit_error_is_one_class_at_the_bottom():
     assert emitters.EmitError is problems.EmitError
     assert issubclass(quotas.QuotaError, problems.EmitError)
     assert emitters.describe is matrix.describe
+
+
+def test_a_list_is_cut_once_and_every_caller_gets_its_own_copy():
+    from generator import quotas
+
+    cidrs = [f"10.0.{i}.0/24" for i in range(0, 200, 2)] + ["2001:db8::/64"]
+    first = quotas.chunk_addresses(cidrs, 7, split_families=True)
+    first.append("changed by a caller")
+    again = quotas.chunk_addresses(list(cidrs), 7, split_families=True)
+    quotas._CHUNKS.clear()
+    fresh = quotas.chunk_addresses(cidrs, 7, split_families=True)
+    assert again == fresh and "changed by a caller" not in again
+    assert sum(len(chunk) for _, chunk in fresh) == len(cidrs)
+    assert quotas.chunk_addresses(cidrs, 200) != fresh  # size is part of the key
