@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from generator.cli import main
 from generator.emitters import TARGETS, emit, expressible
@@ -773,3 +775,21 @@ def test_a_lower_ranges_quota_from_the_profile_is_obeyed():
     vcs = [b for b in bodies if "-out-tcp-22-vcs" in b["name"]]
     assert vcs and all(len(b["destinationRanges"]) <= 2 for b in vcs)
     assert all(re.search(r"-vcs-\d+$", b["name"]) for b in vcs)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    | st.dictionaries(st.integers() | st.booleans() | st.none(), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@given(JSON_VALUES)
+@settings(max_examples=400, deadline=None)
+def test_firewalls_json_is_what_json_writes(value):
+    from generator.emitters.gcp_firewall import indented_json
+
+    assert indented_json(value) == json.dumps(value, indent=2, ensure_ascii=False)

@@ -394,6 +394,39 @@ def gcloud_args(rule: GcpRule, plan: GcpPlan) -> list[str]:
     return args
 
 
+def indented_json(value, indent: str = "") -> str:
+    """json.dumps(value, indent=2, ensure_ascii=False), character for character.
+
+    With an indent, json takes its pure-Python encoder, item by item; here a list
+    of strings (a body's 10,000 source ranges) is one pass of json's C encoder."""
+    if type(value) is str:
+        return _string(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    inner = indent + "  "
+    if isinstance(value, dict) and all(type(k) is str for k in value):
+        if not value:
+            return "{}"
+        items = (
+            f"{inner}{_string(k)}: {indented_json(v, inner)}" for k, v in value.items()
+        )
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        glue = ",\n" + inner
+        try:  # a list of strings (source ranges): one C-level pass
+            body = glue.join(map(_string, value))
+        except (TypeError, AttributeError):
+            body = glue.join(indented_json(v, inner) for v in value)
+        return f"[\n{inner}{body}\n{indent}]"
+    # A scalar, or a mapping with keys other than strings: json's own, indented.
+    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)
+
+
+_string = json.encoder.encode_basestring  # json's own, in C where it can be
+
+
 def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
     from ..templating import render
 
@@ -405,6 +438,6 @@ def emit(matrix: Matrix, profile, target: Target) -> dict[str, str]:
         commands=[(r.name, gcloud_args(r, plan)) for r in plan.rules],
     )
     return {
-        "firewalls.json": json.dumps(bodies, indent=2, ensure_ascii=False) + "\n",
+        "firewalls.json": indented_json(bodies) + "\n",
         "create-firewall-rules.sh": script,
     }
