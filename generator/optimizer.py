@@ -283,6 +283,8 @@ def _plain_v4(cidrs: tuple[str, ...]) -> tuple[list, list, list] | None:
 
 def _covers(outer: list, inner: list) -> bool:
     """Every interval of inner lies inside one of outer (both sorted, disjoint)."""
+    if inner is outer:  # one peer list in two rules: one entry of the cache
+        return True
     if len(inner) * len(outer).bit_length() < len(outer):
         # A few intervals against many (a short list against a long one, once per
         # pair of rules): each by bisection, not by a walk along the long list.
