@@ -20,7 +20,7 @@ one, so the page's rules keep their names whatever site flows are added.
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import field, replace
 from functools import lru_cache
 from itertools import accumulate, compress, count, repeat
@@ -283,8 +283,16 @@ def _plain_v4(cidrs: tuple[str, ...]) -> tuple[list, list, list] | None:
 
 def _covers(outer: list, inner: list) -> bool:
     """Every interval of inner lies inside one of outer (both sorted, disjoint)."""
-    if inner is outer:  # one peer list in two rules: one entry of the cache
+    if inner is outer or inner == outer:  # one peer list in two rules
         return True
+    if len(outer) * len(inner).bit_length() < len(inner):
+        # Many intervals inside a few (a long list against 0.0.0.0/0): count, by
+        # bisection, the intervals of inner that each interval of outer holds.
+        held = 0
+        for first, last in outer:
+            lo = bisect_left(inner, first, key=_first)
+            held += max(0, bisect_right(inner, last, lo, key=_last) - lo)
+        return held == len(inner)
     if len(inner) * len(outer).bit_length() < len(outer):
         # A few intervals against many (a short list against a long one, once per
         # pair of rules): each by bisection, not by a walk along the long list.
@@ -302,7 +310,7 @@ def _covers(outer: list, inner: list) -> bool:
     return True
 
 
-_last = itemgetter(1)
+_first, _last = itemgetter(0), itemgetter(1)
 
 
 def _collapsed(rule: Rule, cache: dict) -> Rule:

@@ -608,6 +608,21 @@ def test_covers_is_the_plain_loop(a, b):
     assert optimizer_module._covers(inner, outer) == reference_covers(inner, outer)
 
 
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(0, 4095), min_size=1, max_size=200),
+    st.sampled_from([0, 1, 2]),
+)
+def test_many_addresses_inside_a_few_blocks(hosts, outside):
+    """The branch for a long inner list against a short outer one: held, or not."""
+    outer = _intervals_of(["10.0.0.0/22", "10.0.8.0/22", "10.0.16.0/24"])
+    inside = [f"10.0.{(h >> 8) % 4 + 8 * (h % 2)}.{h & 255}/32" for h in hosts]
+    extra = ["10.0.4.1/32", "10.0.16.0/23"][:outside]
+    inner = _intervals_of(inside + extra)
+    assert optimizer_module._covers(outer, inner) == reference_covers(outer, inner)
+    assert optimizer_module._covers(outer, inner) == (not extra)
+
+
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(LISTS, min_size=2, max_size=5))
 def test_held_elsewhere_is_the_sweep(lists):
