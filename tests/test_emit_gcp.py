@@ -793,3 +793,12 @@ def test_firewalls_json_is_what_json_writes(value):
     from generator.emitters.gcp_firewall import indented_json
 
     assert indented_json(value) == json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from('$%{}"\\\n é\u2028ab'), max_size=6)))
+@settings(max_examples=400, deadline=None)
+def test_an_hcl_list_is_its_items_as_hcl_strings(values):
+    from generator.emitters.terraform_gcp import hcl_list, hcl_string
+
+    # hcl_list writes the whole list at once; item by item is the definition.
+    assert hcl_list(values) == "[" + ", ".join(map(hcl_string, values)) + "]"

@@ -23,7 +23,11 @@ def hcl_string(value: str) -> str:
 
 
 def hcl_list(values) -> str:
-    return "[" + ", ".join(hcl_string(v) for v in values) + "]"
+    """A list of quoted HCL strings, written by json's C encoder in one call (a
+    call per item took most of a 10,000-address emit). No "${" or "%{" spans two
+    items: each starts with a quote."""
+    text = json.dumps(list(values), ensure_ascii=False)
+    return text.replace("${", "$${").replace("%{", "%%{")
 
 
 def label(rule: GcpRule) -> str:
