@@ -9,8 +9,6 @@ the balancer has a firewall of its own, which every other check reads as
 
 from __future__ import annotations
 
-import ipaddress
-
 KINDS = {"aws": ("clb", "nlb"), "gcp": ("passthrough", "proxy")}
 NLB_ONLY = ("targets", "security_group", "preserve_client_ip")
 ANYWHERE = ("0.0.0.0/0", "::/0")
@@ -125,16 +123,21 @@ def read_paths(data: dict, profile, source) -> tuple[dict, object]:
 
 def uncovered(cidrs, covering) -> list[str]:
     """The blocks of `cidrs` that `covering` does not hold whole."""
-    nets = [ipaddress.ip_network(c) for c in covering]
-    return [
-        c
-        for c in cidrs
-        if not any(
-            n.version == ipaddress.ip_network(c).version
-            and ipaddress.ip_network(c).subnet_of(n)
-            for n in nets
-        )
-    ]
+    from bisect import bisect_right
+
+    from .optimizer import collapse, parse_cidr
+
+    spans = collapse(covering)[1]  # merged, sorted, per family
+    starts = tuple([first for first, _ in family] for family in spans)
+    out = []
+    for text in cidrs:
+        version, first, last = parse_cidr(text)
+        family = 0 if version == 4 else 1
+        # The merged interval starting at or before `first`, if any, must reach last.
+        i = bisect_right(starts[family], first) - 1
+        if i < 0 or spans[family][i][1] < last:
+            out.append(text)
+    return out
 
 
 def _check_webhooks(profile, hooks: dict, warn) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ROOT, example, profile_from
 from generator.catalog import load_catalog
@@ -12,6 +15,7 @@ from generator.cli import main
 from generator.emitters import TARGETS, emit
 from generator.paths import POD_SENDERS, Paths, join_via
 from generator.pipeline import shipped_matrix
+from generator.profile_paths import uncovered
 
 PUBLIC_IP = (ROOT / "profiles" / "aws-public-ip.yaml").read_text()
 NAT_ONLY = PUBLIC_IP.replace(
@@ -277,3 +281,38 @@ def test_eks_custom_pod_networking_adds_the_pod_range():
     # Without it, the VPC CNI gives pods the nodes' addresses: no pod rule.
     plain = ingress(shipped_matrix(profile_from(text)), "nomad_clients", 4647)
     assert set(plain) == {"kubernetes_nodes"}
+
+
+_BLOCKS = st.sampled_from(
+    [f"10.0.0.{i}/32" for i in range(8)]
+    + [f"10.0.0.{i}/31" for i in range(0, 8, 2)]
+    + ["10.0.0.0/30", "10.0.0.4/30", "10.0.0.0/29", "10.0.0.0/28", "0.0.0.0/0"]
+    + ["2001:db8::/128", "2001:db8::1/128", "2001:db8::/127", "2001:db8::/64", "::/0"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_BLOCKS, max_size=6), st.lists(_BLOCKS, max_size=6))
+def test_uncovered_is_every_block_the_covering_blocks_do_not_hold(cidrs, covering):
+    # Covered means held by the covering blocks together (10.0.0.0/32 and
+    # 10.0.0.1/32 hold 10.0.0.0/31), as a firewall that lists them all lets it in.
+    union = list(
+        ipaddress.collapse_addresses(
+            ipaddress.ip_network(c) for c in covering if ":" not in c
+        )
+    )
+    union += list(
+        ipaddress.collapse_addresses(
+            ipaddress.ip_network(c) for c in covering if ":" in c
+        )
+    )
+    expected = [
+        c
+        for c in cidrs
+        if not any(
+            n.version == ipaddress.ip_network(c).version
+            and ipaddress.ip_network(c).subnet_of(n)
+            for n in union
+        )
+    ]
+    assert uncovered(cidrs, covering) == expected
