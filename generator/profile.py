@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import field, replace
 from pathlib import Path
+from itertools import filterfalse
 
 from . import profile_sections as sections
 from .matrix import ROLES
@@ -252,7 +253,7 @@ def _has_float(data) -> bool:
         return any(map(_has_float, data.values()))
     if isinstance(data, list):
         # Address lists are long lists of strings: skip them at C speed.
-        return any(not isinstance(item, str) and _has_float(item) for item in data)
+        return any(map(_has_float, filterfalse(str.__instancecheck__, data)))
     return False
 
 

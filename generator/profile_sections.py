@@ -33,6 +33,11 @@ PEER_DEFAULTS = {
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
+def open_to_all(cidrs) -> bool:
+    """Whether a list of blocks holds 0.0.0.0/0 or ::/0 (one C-level pass)."""
+    return not frozenset(ANYWHERE).isdisjoint(cidrs)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a profile was read from: its name and the line of each key path."""
@@ -328,7 +333,7 @@ def check_ssh_and_ui_exposure(data, peers, source: Source) -> Findings:
     """SSH open to the whole internet, or a VPN install's UI open to it."""
     found = source.findings()
     for key in ("ssh_admin", "ssh_rerun"):
-        if any(c in ANYWHERE for c in peers[key]):
+        if open_to_all(peers[key]):
             what = (
                 "administrative SSH" if key == "ssh_admin" else "SSH into re-run jobs"
             )
@@ -336,7 +341,7 @@ def check_ssh_and_ui_exposure(data, peers, source: Source) -> Findings:
                 ("peers", key),
                 f"{what} is open to the whole internet; narrow it to your users' ranges",
             )
-    if data["access"] == "vpn" and any(c in ANYWHERE for c in peers["external"]):
+    if data["access"] == "vpn" and open_to_all(peers["external"]):
         found.warn(
             ("peers", "external"),
             "access is vpn but the UI is open to 0.0.0.0/0; narrow it to the VPN's range",
@@ -409,7 +414,7 @@ def check_site_flows(site_flows, peers, source: Source) -> Findings:
                 role, peer = (dst, src) if dst in ROLES else (src, dst)
                 if peer in ROLES or peer == "dns":
                     continue
-                if not any(c in ANYWHERE for c in peers.get(peer, ())):
+                if not open_to_all(peers.get(peer, ())):
                     continue
                 side = "from" if peer == src else "to"
                 if whole:
