@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ROOT, example
 from generator import hostfw
+from generator.addresses import version
 from generator.pipeline import shipped_matrix
 
 
@@ -395,3 +400,25 @@ def test_host_firewall_keys_are_validated_like_other_addresses(change, message):
         parse_profile(bad, "p.yaml")
     assert message in str(error.value)
     assert "p.yaml:" in str(error.value)
+
+
+_NETWORKS = st.one_of(
+    st.ip_addresses(v=4).flatmap(
+        lambda a: st.integers(0, 32).map(
+            lambda n: str(ipaddress.ip_network(f"{a}/{n}", strict=False))
+        )
+    ),
+    st.ip_addresses(v=6).flatmap(
+        lambda a: st.integers(0, 128).map(
+            lambda n: str(ipaddress.ip_network(f"{a}/{n}", strict=False))
+        )
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_NETWORKS, max_size=8))
+def test_a_family_of_checked_blocks_is_what_version_says(cidrs):
+    for family in (4, 6):
+        expected = [c for c in cidrs if version(c) == family]
+        assert hostfw.of_family(cidrs, family) == expected
