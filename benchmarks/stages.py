@@ -49,9 +49,10 @@ CLOUD_TARGETS = {
 
 def fresh_caches() -> None:
     """What a new process starts with: no address list parsed, no AWS split made."""
-    from generator import optimizer, quotas
+    from generator import addresses, optimizer, quotas
     from generator.emitters import aws
 
+    addresses._PLAIN.clear()
     optimizer._COLLAPSED.clear()
     optimizer._SPANS.clear()
     optimizer.parse_cidr.cache_clear()

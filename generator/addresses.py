@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from itertools import repeat
+from operator import and_, itemgetter, sub
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(
@@ -35,6 +37,67 @@ def network_text(text: str) -> str:
         if not value & ((1 << (32 - int(plen))) - 1):
             return text
     return str(ipaddress.ip_network(text))
+
+
+# From this many entries a list is read as plain IPv4 blocks first (the long lists of
+# public addresses): a few passes in C instead of a loop per block.
+LONG = 64
+_SIZES = {str(n): 1 << (32 - n) for n in range(33)}  # /n as ipaddress writes it
+# The profile reader checks a long list this way and the optimizer parses the same
+# list again: each list once per process. Bounded, for a long-lived process.
+_PLAIN: dict[tuple[str, ...], tuple | None] = {}
+_PLAIN_MAX = 64
+
+
+def plain_v4(cidrs: tuple[str, ...]) -> tuple[list[int], list[int]] | None:
+    """(first addresses, sizes) of the blocks, in list order, when every CIDR is an
+    IPv4 block written as ipaddress writes it (a dotted quad without leading zeros,
+    the prefix length, no host bits); None otherwise. The lists are shared: read
+    them, never change them."""
+    found = _PLAIN.get(cidrs, False)
+    if found is False:
+        found = _parse_plain_v4(cidrs)
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        _PLAIN[cidrs] = found
+    return found
+
+
+def _parse_plain_v4(cidrs: tuple[str, ...]) -> tuple[list[int], list[int]] | None:
+    # socket's C core: socket.py itself would cost a few ms at every start.
+    from _socket import AF_INET, inet_ntop, inet_pton
+
+    try:
+        parts = list(map(str.partition, cidrs, repeat("/")))
+    except TypeError:  # not all strings
+        return None
+    sizes = list(map(_SIZES.get, map(itemgetter(2), parts)))
+    if None in sizes:
+        return None
+    addresses = list(map(itemgetter(0), parts))
+    try:
+        packed = list(map(inet_pton, repeat(AF_INET), addresses))
+    except (OSError, ValueError):  # not IPv4; ValueError: a NUL character
+        return None
+    if list(map(inet_ntop, repeat(AF_INET), packed)) != addresses:
+        return None  # written otherwise than inet_ntop (and ipaddress) write it
+    firsts = list(map(int.from_bytes, packed, repeat("big")))
+    if any(map(and_, firsts, map(sub, sizes, repeat(1)))):
+        return None  # host bits set
+    return firsts, sizes
+
+
+def networks_text(texts) -> tuple[str, ...] | None:
+    """network_text of each of a long list of plain IPv4 addresses and blocks, in a
+    few passes in C; None for a short list or when one is anything else (then each
+    is read on its own, with its own message)."""
+    if len(texts) < LONG:
+        return None
+    try:
+        written = tuple([text if "/" in text else f"{text}/32" for text in texts])
+    except TypeError:  # not all strings
+        return None
+    return written if plain_v4(written) is not None else None
 
 
 def version(text: str) -> int:

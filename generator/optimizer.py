@@ -23,9 +23,10 @@ import ipaddress
 from bisect import bisect_left, bisect_right
 from dataclasses import field, replace
 from functools import lru_cache
-from itertools import accumulate, compress, count, repeat
-from operator import add, and_, itemgetter, le, sub
+from itertools import accumulate, compress, count, islice, repeat
+from operator import add, gt, itemgetter, le, sub
 
+from .addresses import LONG, plain_v4
 from .matrix import Matrix, Peer, Rule
 from .paths import join_via
 from .records import dataclass
@@ -186,7 +187,7 @@ def collapse(cidrs) -> tuple[tuple[str, ...], tuple]:
 def _collapse(cidrs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple, tuple]:
     """(collapsed CIDRs, their intervals per version, their blocks per version as
     sorted (first, last, position) lists)."""
-    if len(cidrs) >= _LONG:
+    if len(cidrs) >= LONG:
         found = _collapse_plain_v4(cidrs)
         if found is not None:
             return found
@@ -204,12 +205,6 @@ def _collapse(cidrs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple, tuple]:
                 found.append((start, start + (1 << bits - plen) - 1, len(out)))
                 out.append(cidr_text(start, plen, version))
     return tuple(out), merged, blocks_of
-
-
-# From this many entries a list is first tried as plain IPv4 blocks (the long lists
-# of public addresses): parsed in a few passes in C instead of a loop per block.
-_LONG = 64
-_SIZES = {str(n): 1 << (32 - n) for n in range(33)}  # /n as cidr_text writes it
 
 
 def _collapse_plain_v4(cidrs: tuple[str, ...]) -> tuple | None:
@@ -256,29 +251,18 @@ def _collapse_plain_v4(cidrs: tuple[str, ...]) -> tuple | None:
 
 def _plain_v4(cidrs: tuple[str, ...]) -> tuple[list, list, list] | None:
     """(firsts, lasts, texts) in address order when every CIDR is an IPv4 block
-    written as cidr_text writes it (dotted quad without leading zeros, the prefix
-    length, no host bits); None otherwise. Each step is one pass in C."""
-    # socket's C core: socket.py itself would cost a few ms at every start.
-    from _socket import AF_INET, inet_ntop, inet_pton
-
-    parts = list(map(str.partition, cidrs, repeat("/")))
-    sizes = list(map(_SIZES.get, map(itemgetter(2), parts)))
-    if None in sizes:
+    written as cidr_text writes it; None otherwise."""
+    found = plain_v4(cidrs)
+    if found is None:
         return None
-    addresses = list(map(itemgetter(0), parts))
-    try:
-        packed = list(map(inet_pton, repeat(AF_INET), addresses))
-    except OSError:
-        return None
-    if list(map(inet_ntop, repeat(AF_INET), packed)) != addresses:
-        return None  # written otherwise than inet_ntop (and cidr_text) write it
-    firsts = list(map(int.from_bytes, packed, repeat("big")))
-    if any(map(and_, firsts, map(sub, sizes, repeat(1)))):
-        return None  # host bits set
-    order = sorted(range(len(firsts)), key=firsts.__getitem__)
-    firsts = list(map(firsts.__getitem__, order))
-    lasts = list(map(sub, map(add, firsts, map(sizes.__getitem__, order)), repeat(1)))
-    return firsts, lasts, list(map(cidrs.__getitem__, order))
+    firsts, sizes = found
+    if any(map(gt, firsts, islice(firsts, 1, None))):  # not already in order
+        order = sorted(range(len(firsts)), key=firsts.__getitem__)
+        firsts = list(map(firsts.__getitem__, order))
+        sizes = list(map(sizes.__getitem__, order))
+        cidrs = tuple(map(cidrs.__getitem__, order))
+    lasts = list(map(sub, map(add, firsts, sizes), repeat(1)))
+    return firsts, lasts, list(cidrs)
 
 
 def _covers(outer: list, inner: list) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import field
 
-from .addresses import network_text
+from .addresses import network_text, networks_text
 from .matrix import ROLES
 from .problems import shorten
 from .profile_yaml import dotted, type_name, where
@@ -112,6 +112,9 @@ class Findings:
         return None
 
     def cidrs(self, path, values) -> tuple[str, ...]:
+        plain = networks_text(values)  # a long list of IPv4, read in C
+        if plain is not None:
+            return plain
         out = []
         for i, value in enumerate(values):
             net = self.cidr(path + (i,), value)

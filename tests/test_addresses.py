@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from generator.addresses import network_text, version
+from generator import addresses
+from generator.addresses import LONG, network_text, networks_text, version
 
 OCTETS = st.one_of(
     st.integers(0, 255).map(str),
@@ -66,3 +67,40 @@ def test_version_is_ipaddress(text):
 )
 def test_canonical_text(text, canonical):
     assert network_text(text) == canonical
+
+
+GOOD_V4 = st.builds(
+    lambda a, n, bare: (
+        str(ipaddress.ip_address(a))
+        if bare
+        else str(ipaddress.ip_network(f"{ipaddress.ip_address(a)}/{n}", strict=False))
+    ),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 32),
+    st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(GOOD_V4, min_size=LONG, max_size=LONG + 8),
+    st.none() | st.tuples(st.integers(0, LONG - 1), ANY | st.integers() | st.none()),
+)
+def test_a_long_list_reads_as_each_of_its_items_would(texts, odd):
+    # A long list of good IPv4 blocks, perhaps with one odd item: the fast read
+    # gives what each item's own reading gives, or None (each read on its own).
+    if odd is not None:
+        texts[odd[0]] = odd[1]
+    addresses._PLAIN.clear()
+    one_by_one = []
+    for text in texts:
+        try:
+            one_by_one.append(network_text(text))
+        except (ValueError, TypeError, AttributeError):
+            one_by_one = None
+            break
+    fast = networks_text(texts)
+    if fast is not None:
+        assert list(fast) == one_by_one
+    elif odd is None:
+        raise AssertionError("a list of plain IPv4 blocks took the slow way")
