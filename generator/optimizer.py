@@ -607,10 +607,11 @@ def _covered_elsewhere(group: list[Rule]) -> set[tuple[int, int]]:
     covered: set[tuple[int, int]] = set()
     spans = [_spans(rule.peer.cidrs) for rule in group]
     for family in (0, 1):
+        lists = [found[family] for found in spans]
         blocks = sorted(
             (first, -last, i, j)
-            for i, found in enumerate(spans)
-            for first, last, j in found[family]
+            for i, found in _nested(lists)
+            for first, last, j in found
         )
         reach = -1
         for first, neg_last, i, j in blocks:
@@ -619,6 +620,27 @@ def _covered_elsewhere(group: list[Rule]) -> set[tuple[int, int]]:
             else:
                 reach = -neg_last
     return covered
+
+
+def _nested(lists: list[list]) -> list[tuple[int, list]]:
+    """(rule, blocks) pairs to sweep: every block of every rule, or, when one rule's
+    list is far longer than the others together (10,000 addresses beside a few
+    hundred), only the blocks of that list that nest with another rule's. A block
+    is held by another exactly when it nests in one, and the long list's own
+    blocks are disjoint: the rest of them are held by nothing."""
+    long = max(range(len(lists)), key=lambda i: len(lists[i]))
+    others = [(i, found) for i, found in enumerate(lists) if i != long]
+    if sum(len(found) for _, found in others) * 8 >= len(lists[long]):
+        return list(enumerate(lists))
+    blocks, near = lists[long], set()
+    for _, found in others:
+        for first, last, _ in found:
+            k = bisect_left(blocks, first, key=_first)
+            if k and blocks[k - 1][1] >= last:  # a block around it, from before it
+                near.add(k - 1)
+            # Those starting inside it: inside it, or around it from its first address.
+            near.update(range(k, bisect_right(blocks, last, k, key=_first)))
+    return others + [(long, [blocks[k] for k in sorted(near)])]
 
 
 def _spans(cidrs: tuple[str, ...]) -> tuple[list, list]:

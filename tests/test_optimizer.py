@@ -646,6 +646,36 @@ def test_held_elsewhere_is_the_sweep(lists):
     )
 
 
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_v4_block(), min_size=80, max_size=300, unique=True),
+    st.lists(st.lists(_v4_block(), min_size=1, max_size=3), min_size=1, max_size=3),
+    st.integers(0, 3),
+)
+def test_held_elsewhere_beside_one_long_list_is_the_sweep(long, short, where):
+    # One list far longer than the rest: only its blocks that nest with theirs are
+    # swept. In any position of the group.
+    optimizer_module._COLLAPSED.clear()
+    optimizer_module._SPANS.clear()
+    lists = short[:where] + [long] + short[where:]
+    group = [
+        Rule(
+            "nomad_clients",
+            "ingress",
+            "tcp",
+            (22, 22),
+            Peer(cidrs=collapse(c)[0]),
+            "",
+            "",
+            "",
+        )
+        for c in lists
+    ]
+    assert optimizer_module._covered_elsewhere(group) == reference_covered_elsewhere(
+        group
+    )
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(matrices(max_size=12))
 def test_the_optimizer_is_the_one_with_the_plain_loops(matrix):
