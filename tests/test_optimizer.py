@@ -623,9 +623,8 @@ def test_many_addresses_inside_a_few_blocks(hosts, outside):
     assert optimizer_module._covers(outer, inner) == (not extra)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(LISTS, min_size=2, max_size=5))
-def test_held_elsewhere_is_the_sweep(lists):
+def _check_held_elsewhere(lists):
+    """One rule per list, of one traffic: the fast search against the plain sweep."""
     optimizer_module._COLLAPSED.clear()
     optimizer_module._SPANS.clear()
     group = [
@@ -644,6 +643,12 @@ def test_held_elsewhere_is_the_sweep(lists):
     assert optimizer_module._covered_elsewhere(group) == reference_covered_elsewhere(
         group
     )
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LISTS, min_size=2, max_size=5))
+def test_held_elsewhere_is_the_sweep(lists):
+    _check_held_elsewhere(lists)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -655,25 +660,7 @@ def test_held_elsewhere_is_the_sweep(lists):
 def test_held_elsewhere_beside_one_long_list_is_the_sweep(long, short, where):
     # One list far longer than the rest: only its blocks that nest with theirs are
     # swept. In any position of the group.
-    optimizer_module._COLLAPSED.clear()
-    optimizer_module._SPANS.clear()
-    lists = short[:where] + [long] + short[where:]
-    group = [
-        Rule(
-            "nomad_clients",
-            "ingress",
-            "tcp",
-            (22, 22),
-            Peer(cidrs=collapse(c)[0]),
-            "",
-            "",
-            "",
-        )
-        for c in lists
-    ]
-    assert optimizer_module._covered_elsewhere(group) == reference_covered_elsewhere(
-        group
-    )
+    _check_held_elsewhere(short[:where] + [long] + short[where:])
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
