@@ -33,6 +33,21 @@ CORE_SCALARS = (
 )
 
 
+class _Pattern:
+    """A pattern compiled at its first match: compiling the four costs more than
+    reading a short profile, and most profiles never use some of them."""
+
+    __slots__ = ("source", "compiled")
+
+    def __init__(self, source: str):
+        self.source, self.compiled = source, None
+
+    def match(self, text: str):
+        if self.compiled is None:
+            self.compiled = re.compile(self.source)
+        return self.compiled.match(text)
+
+
 class _Refused(Exception):
     def __init__(self, mark, message):
         super().__init__(message)
@@ -50,14 +65,16 @@ def _core_resolver():
         yaml_implicit_resolvers: dict = {}
 
         def resolve(self, kind, value, implicit):
-            # Most plain scalars of a long profile are addresses; a slash or a
-            # colon is in no null, boolean or number.
-            if kind is scalar_node and ("/" in value or ":" in value):
+            # Most plain scalars of a long profile are addresses; a slash, a
+            # colon or a second dot is in no null, boolean or number.
+            if kind is scalar_node and (
+                "/" in value or ":" in value or value.count(".") > 1
+            ):
                 return text_tag
             return super().resolve(kind, value, implicit)
 
     for name, pattern, first in CORE_SCALARS:
-        CoreResolver.add_implicit_resolver(TAG + name, re.compile(pattern), first)
+        CoreResolver.add_implicit_resolver(TAG + name, _Pattern(pattern), first)
     return CoreResolver
 
 

@@ -836,3 +836,9 @@ def test_ipv6_and_open_peers_pass_the_tools(tmp_path):
     }
     cfn = cfn_rules(cfn_template(files["cloudformation/template.yaml"]))
     assert Counter(map(meaning, cfn)) == Counter(map(meaning, expected))
+
+
+@given(st.text(alphabet="aB_-0 \t\n\x1c\u3000é", max_size=16))
+def test_a_name_is_camel_cased_at_runs_of_underscores_dashes_and_spaces(text):
+    words = re.split(r"[_\-\s]+", text)
+    assert camel(text) == "".join(w[:1].upper() + w[1:] for w in words)

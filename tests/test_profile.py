@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from generator.profile import ProfileError, parse_profile
 
@@ -468,6 +472,17 @@ def test_scalars_are_read_as_yaml_1_2():
         "a": ["yes", "18:12:15", 777],
         "b": ["yes", "18:12:15", 777],
     }
+
+
+@given(st.text(alphabet="0123456789.eE+-xo:/~nulTrFaINfs", max_size=10))
+@example("1.2.3.4")
+@example("1.")
+def test_a_scalar_with_a_slash_colon_or_two_dots_is_text_in_the_core_schema(text):
+    """The reader's shortcut (such a scalar is a string) is what the patterns say."""
+    from generator.profile_yaml import CORE_SCALARS
+
+    if "/" in text or ":" in text or text.count(".") > 1:
+        assert not any(re.match(pattern, text) for _, pattern, _ in CORE_SCALARS)
 
 
 def test_lists_of_addresses_read_as_any_list_does():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from generator import records
 from generator.templating import CACHE_ENV
@@ -84,6 +87,22 @@ def test_a_module_name_that_is_no_file_name_is_not_cached(tmp_path):
     assert records.cache_file("generator.matrix").name.endswith(
         "-generator.matrix.marshal"
     )
+
+
+@settings(max_examples=300)
+@given(
+    st.text(alphabet="aZ_09.-/é \n", max_size=12)
+    | st.from_regex(
+        r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", fullmatch=True
+    )
+)
+@example("")
+@example("a.")
+@example("a..b")
+@example("\u0661")
+def test_a_cacheable_module_name_is_dotted_ascii_identifiers(text):
+    pattern = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+    assert records._module_name(text) == bool(re.fullmatch(pattern, text))
 
 
 def test_a_broken_unwritable_or_untrusted_cache_only_costs_compiling(tmp_path):

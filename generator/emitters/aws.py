@@ -104,7 +104,9 @@ def _references(reference: str) -> str:
 
 @lru_cache(maxsize=None)  # a few names, asked for every rule and address
 def camel(text: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-\s]+", text))
+    # Split at runs of _, - and whitespace (str.split's whitespace is re's \s).
+    words = text.replace("_", " ").replace("-", " ").split()
+    return "".join(word[:1].upper() + word[1:] for word in words)
 
 
 def cidr_token(cidr: str) -> str:
