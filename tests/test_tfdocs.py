@@ -8,6 +8,8 @@ import re
 
 import hcl2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import EXAMPLES, ROOT, example, profile_from
 from generator.emitters import TARGETS, emit
@@ -125,3 +127,89 @@ def test_the_eks_example_wires_the_module_next_to_the_cluster(eks):
         assert "cluster_security_group_id" in passed["kubernetes_nodes"]
     outputs = {unquote(k) for o in root["output"] for k in o if k != "__is_block__"}
     assert ("kubernetes_nodes_security_group_ids" in outputs) != eks
+
+
+# The reader as regular expressions say it: the new one must agree on any text
+# made of the lines Terraform files hold.
+def _regex_blocks(text, kind):
+    block = re.compile(r'^(variable|output) "([^"]+)" \{\n(.*?)^\}', re.M | re.S)
+    return [
+        (name, _regex_attributes(body))
+        for found, name, body in block.findall(text)
+        if found == kind
+    ]
+
+
+def _regex_attributes(body):
+    out, lines, i = {}, body.splitlines(), 0
+    while i < len(lines):
+        found = re.match(r"^  (\w+)\s*=\s*(.*)$", lines[i])
+        i += 1
+        if not found:
+            continue
+        name, value = found.groups()
+        depth = _regex_depth(value)
+        while depth > 0 and i < len(lines):
+            value += "\n" + lines[i]
+            depth += _regex_depth(lines[i])
+            i += 1
+        out[name] = value.strip()
+    return out
+
+
+def _regex_depth(text):
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    return sum(map(text.count, "([{")) - sum(map(text.count, ")]}"))
+
+
+def _regex_requirements(text):
+    rows = []
+    required = re.search(r'required_version\s*=\s*"([^"]+)"', text)
+    if required:
+        rows.append(("terraform", required.group(1)))
+    for name, body in re.findall(r"^\s+(\w+) = \{\n(.*?)\n\s+\}", text, re.M | re.S):
+        version = re.search(r'version\s*=\s*"([^"]+)"', body)
+        rows.append((name, version.group(1) if version else "n/a"))
+    return rows
+
+
+TF_LINES = st.sampled_from(
+    [
+        'variable "vpc_id" {',
+        'output "ids" {',
+        'variable "" {',
+        'variable "a" {}',
+        "}",
+        "  }",
+        "",
+        '  description = "The VPC (one)."',
+        '  description = "a \\" ( quoted"',
+        '  description = "no end \\',
+        "  type        = list(string)",
+        "  type = object({",
+        "    name = string",
+        "  })",
+        '  default     = ["a", "b]"]',
+        "  default = {",
+        "  x_1=1",
+        "   nested = 2",
+        '  required_version = ">= 1.3"',
+        "  required_providers {",
+        "    aws = {",
+        '      source  = "hashicorp/aws"',
+        '      version = ">= 5.0, < 6.0"',
+        "    }",
+        "# a comment",
+    ]
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(TF_LINES, max_size=14), st.booleans())
+def test_the_reader_agrees_with_its_regular_expressions(lines, newline):
+    from generator.emitters import tfdocs
+
+    text = "\n".join(lines) + ("\n" if newline else "")
+    for kind in ("variable", "output"):
+        assert tfdocs.blocks(text, kind) == _regex_blocks(text, kind)
+    assert tfdocs.requirements(text) == _regex_requirements(text)
