@@ -84,12 +84,14 @@ $(CHECKOV_VENV)/.installed:
 # Benchmarks (not tests): ratios against a bare import measured in the same run;
 # Aerleon runs from its own venv for the side-by-side comparison.
 bench: setup .venv-bench/.installed
-	$(PY) benchmarks/plan.py
-	$(PY) benchmarks/run.py
+	rm -f out/bench/plan.json out/bench/run.json out/bench/stages.json
+	$(PY) benchmarks/plan.py --json out/bench/plan.json
+	$(PY) benchmarks/run.py --json out/bench/run.json
 	$(PY) benchmarks/report.py
 	$(PY) benchmarks/bench_audit.py
-	$(PY) benchmarks/stages.py --linearity
+	$(PY) benchmarks/stages.py --linearity --json out/bench/stages.json
 	$(PY) benchmarks/site_ports.py
+	$(PY) benchmarks/goals.py out/bench
 
 .venv-bench/.installed:
 	python3 -m venv .venv-bench

@@ -12,6 +12,7 @@ settles them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rulegen-plan-bench-") as tmp:
         work = Path(tmp)
@@ -101,6 +103,23 @@ def main() -> int:
             f"\n{len(runs) - 1 - len(over)} of {len(runs) - 1} within {LIMIT}x"
             + (f"; over: {', '.join(over)}" if over else "")
         )
+        if args.json:
+            figures = {
+                "repeat": args.repeat,
+                "limit": LIMIT,
+                "baseline": {"seconds": base, "cpu_seconds": base_cpu},
+                "runs": [
+                    {
+                        "command": name,
+                        "seconds": min(walls[name]),
+                        "cpu_seconds": min(cpus[name]),
+                        "first_seconds": first[name],
+                    }
+                    for name, _ in runs[1:]
+                ],
+            }
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

@@ -204,6 +204,7 @@ def main() -> int:
         targets(results)
         aerleon(work, args, base, results)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
