@@ -22,6 +22,14 @@ def run() -> None:
         from .cli import main
     except KeyboardInterrupt:
         sys.exit(130)
-    # One name however it was started (console script, python -m): in usage lines
-    # and for shell completion, which reads _RULEGEN_COMPLETE.
-    main(prog_name="rulegen")
+    try:
+        # One name however it was started (console script, python -m): in usage
+        # lines and for shell completion, which reads _RULEGEN_COMPLETE.
+        main(prog_name="rulegen")
+    finally:
+        # The run is over (click exits through SystemExit): the interpreter's final
+        # collections would walk every object of the modules only to free what
+        # tearing them down frees anyway, 8-10 ms of a 0.1 s generate. Exit
+        # handlers still run and the modules are still torn down; what a cycle
+        # holds then goes with the process (every file was closed before this).
+        gc.freeze()

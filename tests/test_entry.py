@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,51 @@ def test_python_dash_m_runs_the_same_entry_point():
         timeout=60,
     )
     assert result.returncode == 0 and result.stdout.startswith("rulegen, version")
+
+
+def test_a_run_ends_with_its_objects_frozen_and_its_exit_handlers_run(tmp_path):
+    # The interpreter's last collections are skipped (gc.freeze), nothing else: a
+    # handler registered before the run still runs after it, the exit code and the
+    # files are the command's.
+    script = (
+        "import atexit, gc, sys, generator\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['rulegen', *sys.argv[1:]]\n"
+        "generator.run()\n"
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "generate",
+            "profiles/gcp.yaml",
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "frozen True"
+    manifest = json.loads((out / ".rulegen-manifest.json").read_text())
+    for rel, entry in manifest["files"].items():
+        text = (out / rel).read_bytes()
+        assert hashlib.sha256(text).hexdigest() in entry["sha256"], rel
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = subprocess.run(
+        [sys.executable, "-c", script, "generate", "no-such-profile.yaml"],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and bad.stdout.splitlines()[-1] == "frozen True"
+    assert "no-such-profile.yaml" in bad.stderr and not list(empty.iterdir())
 
 
 def test_version_names_the_catalog_it_carries():
