@@ -68,8 +68,9 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         # mkstemp makes the file 0600: give it the mode a plain write would.
         os.fchmod(fd, _mode_for(path))
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            for piece in _encoded(text):
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -101,11 +102,27 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
+# Characters encoded at a time: a file of 200 MB is hashed, compared and written
+# without a second copy of it in memory, whose fresh pages cost the kernel more
+# than the hashing (time then grows faster than the file).
+CHUNK = 1 << 20
+
+
+def _encoded(text: str):
+    """The UTF-8 bytes of `text`, a piece at a time (UTF-8 has no state between
+    characters: the pieces are the bytes of the whole)."""
+    for start in range(0, len(text), CHUNK):
+        yield text[start : start + CHUNK].encode("utf-8")
+
+
 @functools.lru_cache(maxsize=256)  # a run asks for each file's up to five times
 def digest(text: str) -> str:
     import hashlib
 
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    sha = hashlib.sha256()
+    for piece in _encoded(text):
+        sha.update(piece)
+    return sha.hexdigest()
 
 
 def _file_digest(path: Path) -> str:
@@ -404,12 +421,15 @@ class _Folder:
     def holds_text(self, rel: str, text: str) -> bool:
         """The file is exactly `text`: compared byte for byte (a second run's files
         are mostly unchanged), read only when the sizes agree."""
-        data = text.encode("utf-8")
         try:
             with open(self.folder / rel, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size != len(data):
+                size = os.fstat(handle.fileno()).st_size
+                if text.isascii() and size != len(text):  # one byte a character
                     return False
-                return handle.read(len(data) + 1) == data
+                for piece in _encoded(text):
+                    if handle.read(len(piece)) != piece:
+                        return False
+                return not handle.read(1)
         except OSError:
             return False
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from generator.writer import MANIFEST, compare, read_manifest, write_atomic, write_tree
 
@@ -495,3 +497,33 @@ def test_no_place_for_the_record_is_a_warning_before_anything_is_written(
     changes = apply(tmp_path / "out", {"t/a.tf": "a\n"})
     assert (tmp_path / "out/t/a.tf").read_text() == "a\n"
     assert any("cannot keep rulegen's record" in w for w in changes.warnings)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+    chunk=st.integers(1, 8),
+)
+def test_a_file_is_hashed_written_and_compared_a_piece_at_a_time(text, chunk):
+    # Every piece boundary, multi-byte characters split across none of them: the
+    # same bytes, hash and comparisons as the whole text encoded at once.
+    import hashlib
+    import tempfile
+    from pathlib import Path
+    from unittest import mock
+
+    from generator import writer
+
+    data = text.encode("utf-8")
+    with mock.patch.object(writer, "CHUNK", chunk), tempfile.TemporaryDirectory() as d:
+        writer.digest.cache_clear()
+        assert writer.digest(text) == hashlib.sha256(data).hexdigest()
+        writer.write_atomic(Path(d) / "f", text)
+        assert (Path(d) / "f").read_bytes() == data
+        place = writer._Folder(Path(d))
+        assert place.holds_text("f", text)
+        for other in (data + b"\n", data[:-1], b"x" + data[1:] if data else b"x"):
+            if other != data:
+                (Path(d) / "f").write_bytes(other)
+                assert not place.holds_text("f", text)
+    writer.digest.cache_clear()
