@@ -91,7 +91,7 @@ def _verify(profile, server_version, drop_rules, verbose, engine, cleanup) -> No
 
     matrix = shipped_matrix(prof)
     # Progress per phase, for a person watching; logs and pipes get the result only.
-    tty = click.get_text_stream("stderr").isatty()
+    tty = sys.stderr.isatty()
     progress = (lambda line: click.echo(line, err=True)) if tty else None
     try:
         outcome = run(matrix, prof, drop_rules, engine, progress)
